@@ -1,0 +1,3 @@
+from minilake.cli import main
+
+raise SystemExit(main())

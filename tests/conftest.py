@@ -1,0 +1,36 @@
+"""Shared fixtures: sample worlds generated into temporary folders, never the checked-out ones."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from minilake.generate import SAMPLE, generate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    """The repository's sample world (SPEC §7), generated afresh with its fixed arguments."""
+    root = tmp_path_factory.mktemp("sample")
+    generate(root, **SAMPLE)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_root(tmp_path_factory) -> Path:
+    """A small world (300 customers, 4 days) for tests that run the pipeline many times."""
+    root = tmp_path_factory.mktemp("small")
+    generate(root, start="2024-10-09", days=4, customers=300, seed=7)
+    return root
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """A temporary copy of the repository's committed data folders."""
+    for name in ("landing_zone", "samples", "final_results"):
+        shutil.copytree(REPO / name, tmp_path / name)
+    return tmp_path
