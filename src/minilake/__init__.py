@@ -1,5 +1,11 @@
-"""minilake: landing zone -> archive -> validated SCD2 Delta tables, and reports on them."""
+"""minilake: landing zone -> archive -> validated SCD2 Delta tables, and reports on them.
+
+The public API; the CLI (``python -m minilake``) and the notebooks call exactly these.
+"""
 
 from minilake.generate import generate
+from minilake.ingest import ingest, run, status
+from minilake.landing import split
+from minilake.tables import read_table
 
-__all__ = ["generate"]
+__all__ = ["generate", "ingest", "read_table", "run", "split", "status"]

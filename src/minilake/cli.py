@@ -1,4 +1,8 @@
-"""The command line (SPEC §6): a thin argparse layer over the public API."""
+"""The command line (SPEC §6): a thin argparse layer over the public API.
+
+Every command prints one-line outcomes; bad data never produces a traceback, only a line naming
+the file and the problem, and a non-zero exit status.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import argparse
 import datetime as dt
 import logging
 import sys
+
+import pandas as pd
 
 import minilake
 from minilake.generate import SAMPLE
@@ -19,14 +25,25 @@ def _date(text: str) -> dt.date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minilake", description=__doc__)
+    parser = argparse.ArgumentParser(prog="minilake", description="A notebook-driven "
+                                     "mini-lakehouse: landing zone -> archive -> SCD2 tables.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--root", default=".", help="folder laid out like the repository")
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--root", default=".", help="folder laid out like the repository "
+                       "(default: the current folder)")
         return p
+
+    p = command("run", "split, then ingest")
+    p.add_argument("--allow-mass-delete", action="store_true",
+                   help="apply a snapshot even if it expires more than half of the current keys")
+    command("split", "move landing files into archive/<source>/")
+    p = command("ingest", "apply archived files not yet applied to the tables")
+    p.add_argument("--allow-mass-delete", action="store_true",
+                   help="apply a snapshot even if it expires more than half of the current keys")
+    command("status", "per source: files, last date, rows, errors")
 
     p = command("generate", "write a sample world: landing files, broken day, references")
     p.add_argument("--start", type=_date, default=SAMPLE["start"])
@@ -39,12 +56,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    progress = sys.stderr.isatty()
     if args.command == "generate":
         minilake.generate(args.root, start=args.start, days=args.days, customers=args.customers,
-                          seed=args.seed, landing_only=args.landing_only,
-                          progress=sys.stderr.isatty())
-    return 0
+                          seed=args.seed, landing_only=args.landing_only, progress=progress)
+        return 0
+    if args.command == "split":
+        _print(minilake.split(args.root).lines())
+        return 0
+    if args.command in ("run", "ingest"):
+        call = minilake.run if args.command == "run" else minilake.ingest
+        result = call(args.root, allow_mass_delete=args.allow_mass_delete, progress=progress)
+        _print(result.lines())
+        if not result.ok:
+            n = len(result.ingest.quarantined if args.command == "run" else result.quarantined)
+            print(f"{n} file(s) quarantined; see quarantine/*/*.reason.txt", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "status":
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(minilake.status(args.root).to_string(index=False))
+        return 0
+    raise AssertionError(args.command)

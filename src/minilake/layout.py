@@ -1,0 +1,47 @@
+"""Where things live under a root (SPEC §6); any folder laid out like the repository works."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def of(cls, root: str | Path) -> Layout:
+        return cls(Path(root).resolve())
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing_zone"
+
+    def archive(self, source: str) -> Path:
+        return self.root / "archive" / source
+
+    def quarantine(self, source: str) -> Path:
+        return self.root / "quarantine" / source
+
+    def table(self, name: str) -> Path:
+        return self.root / "tables" / name
+
+    @property
+    def ingest_log(self) -> Path:
+        return self.table("_ingest_log")
+
+    def error_report(self, source: str, stamp: str) -> Path:
+        return self.root / "error_reports" / f"errors_{source}_{stamp}.csv"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def final_results(self) -> Path:
+        return self.root / "final_results"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".minilake.lock"

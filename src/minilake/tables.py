@@ -1,0 +1,178 @@
+"""Delta Lake I/O: the SCD2 tables, the ingest log, and ``read_table`` (SPEC §4).
+
+Each table is partitioned by ``is_current``: the current versions sit together, so the keys and
+hashes a file is compared with are read without touching history, and a MERGE rewrites only
+current files. Applying a file is one commit (one MERGE that expires and inserts together, or the
+first write), and that commit carries the file's name, sha256 and counts in its commit metadata:
+a run that died after the commit and before the ingest log finds the file in the table's history
+and does not apply it twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+from minilake.layout import Layout
+from minilake.scd2 import OPEN_END, SCD2_COLUMNS, Changes
+from minilake.sources import SOURCES, Source
+from minilake.validate import arrow_schema
+
+MERGE_KEY = "__merge_key"
+COMMIT_KEY = "minilake"
+
+LOG_SCHEMA = pa.schema([
+    ("source", pa.string()), ("file", pa.string()), ("file_date", pa.date32()),
+    ("sha256", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("rows_read", pa.int64()), ("rows_loaded", pa.int64()), ("rows_rejected", pa.int64()),
+    ("inserted", pa.int64()), ("updated", pa.int64()), ("expired", pa.int64()),
+    ("table_version", pa.int64()),
+    ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("read_s", pa.float64()), ("validate_s", pa.float64()), ("diff_s", pa.float64()),
+    ("commit_s", pa.float64()),
+])
+
+
+def table_schema(source: Source) -> pa.Schema:
+    business = arrow_schema(source.schema)
+    return pa.schema([*business, pa.field("effective_from", pa.date32(), nullable=False),
+                      pa.field("expiry_date", pa.date32(), nullable=False),
+                      pa.field("is_current", pa.bool_(), nullable=False),
+                      pa.field("row_hash", pa.string(), nullable=False)])
+
+
+def exists(path: Path) -> bool:
+    return DeltaTable.is_deltatable(str(path))
+
+
+def current_versions(layout: Layout, source: Source) -> pd.DataFrame:
+    """Key and row_hash of every current version (nothing else is read)."""
+    path = layout.table(source.name)
+    if not exists(path):
+        key_type = table_schema(source).field(source.key).type
+        return pa.table({source.key: pa.array([], key_type),
+                         "row_hash": pa.array([], pa.string())}).to_pandas()
+    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    table = dataset.to_table(columns=[source.key, "row_hash"],
+                             filter=pc.field("is_current") == pa.scalar(True))
+    return table.to_pandas()
+
+
+def row_counts(layout: Layout, source: Source) -> tuple[int, int]:
+    """(current versions, all versions) of a source's table; (0, 0) before its first file."""
+    path = layout.table(source.name)
+    if not exists(path):
+        return 0, 0
+    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    return (dataset.count_rows(filter=pc.field("is_current") == pa.scalar(True)),
+            dataset.count_rows())
+
+
+def applied_commits(layout: Layout, source: Source) -> dict[str, dict]:
+    """The files this table's history says were applied: sha256 -> commit metadata."""
+    path = layout.table(source.name)
+    if not exists(path):
+        return {}
+    out = {}
+    for entry in DeltaTable(str(path)).history():
+        if COMMIT_KEY in entry:
+            meta = json.loads(entry[COMMIT_KEY])
+            meta["table_version"] = entry["version"]
+            out[meta["sha256"]] = meta
+    return out
+
+
+def _with_scd2(table: pa.Table, day: dt.date, *, open_rows: bool) -> pa.Table:
+    n = table.num_rows
+    table = table.append_column("effective_from", pa.array([day] * n, pa.date32()))
+    if open_rows:
+        table = table.append_column("expiry_date", pa.array([OPEN_END] * n, pa.date32()))
+        table = table.append_column("is_current", pa.array([True] * n, pa.bool_()))
+    return table
+
+
+def apply_changes(layout: Layout, source: Source, changes: Changes, day: dt.date,
+                  provenance: dict) -> int:
+    """Apply one file's changes in a single commit; return the new table version."""
+    path = layout.table(source.name)
+    schema = table_schema(source)
+    commit = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(provenance)})
+    if not exists(path):
+        rows = _with_scd2(changes.inserts, day, open_rows=True)
+        rows = rows.select(schema.names).cast(schema)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_deltalake(str(path), rows, partition_by=["is_current"], mode="error",
+                        commit_properties=commit)
+        return DeltaTable(str(path)).version()
+
+    business = [f.name for f in schema if f.name not in SCD2_COLUMNS]
+    inserts = _with_scd2(changes.inserts, day, open_rows=True)
+    inserts = inserts.select([*business, "effective_from", "expiry_date", "is_current",
+                              "row_hash"]).cast(schema)
+    inserts = inserts.add_column(0, MERGE_KEY, pa.nulls(inserts.num_rows,
+                                                        schema.field(source.key).type))
+    n = len(changes.expire_keys)
+    expires = pa.table({
+        MERGE_KEY: changes.expire_keys,
+        **{f.name: pa.nulls(n, f.type) for f in schema if f.name not in
+           ("effective_from",)},
+        "effective_from": pa.array([day] * n, pa.date32()),
+    }).select(inserts.column_names)
+    merge_source = pa.concat_tables([expires, inserts.cast(expires.schema)])
+    table = DeltaTable(str(path))
+    (table.merge(merge_source,
+                 predicate=f"t.{source.key} = s.{MERGE_KEY} AND t.is_current = true",
+                 source_alias="s", target_alias="t", commit_properties=commit)
+     .when_matched_update(updates={"expiry_date": "s.effective_from", "is_current": "false"})
+     .when_not_matched_insert(updates={c: f"s.{c}" for c in schema.names},
+                              predicate=f"s.{MERGE_KEY} IS NULL")
+     .execute())
+    return DeltaTable(str(path)).version()
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path = ".",
+               version: int | None = None) -> pd.DataFrame:
+    """A table as a DataFrame: every version, or with ``as_of`` only those valid on that date
+    (``effective_from <= as_of < expiry_date``); ``version`` reads an older table version."""
+    layout = Layout.of(root)
+    path = layout.table(name)
+    if not exists(path):
+        known = sorted(p.name for p in (layout.root / "tables").glob("*") if exists(p))
+        raise FileNotFoundError(f"no table {name!r} under {layout.root / 'tables'} "
+                                f"(tables: {', '.join(known) or 'none yet'})")
+    table = DeltaTable(str(path), version=version)
+    dataset = table.to_pyarrow_dataset()
+    where = None
+    if as_of is not None:
+        day = pa.scalar(_as_date(as_of), pa.date32())
+        where = (pc.field("effective_from") <= day) & (pc.field("expiry_date") > day)
+    data = dataset.to_table(filter=where)
+    if name in SOURCES:
+        schema = table_schema(SOURCES[name])
+        data = data.select(schema.names).cast(schema)
+        data = data.sort_by([(SOURCES[name].key, "ascending"), ("effective_from", "ascending")])
+    return data.to_pandas()
+
+
+def append_log(layout: Layout, rows: list[dict]) -> None:
+    """Add rows to the ingest log (one per file)."""
+    layout.ingest_log.parent.mkdir(parents=True, exist_ok=True)
+    write_deltalake(str(layout.ingest_log), pa.Table.from_pylist(rows, LOG_SCHEMA),
+                    mode="append")
+
+
+def read_log(layout: Layout) -> pd.DataFrame:
+    if not exists(layout.ingest_log):
+        return LOG_SCHEMA.empty_table().to_pandas()
+    data = DeltaTable(str(layout.ingest_log)).to_pyarrow_dataset().to_table()
+    return data.select(LOG_SCHEMA.names).cast(LOG_SCHEMA).to_pandas()

@@ -1,0 +1,109 @@
+"""Text rows -> (typed good rows, bad rows with reasons). Pure: no I/O (SPEC §3, MIDP-313).
+
+The pandera schema of the source is run lazily over the text frame, so every failing field of
+every row is collected in one pass; its failure cases become one ``errors`` line per bad row.
+Good rows are then cast to their typed columns, which cannot fail: the schema has checked that
+each value parses the way its column's kind needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as pa_
+import pyarrow.compute as pc
+from pandera.errors import SchemaErrors
+
+from minilake.readers import TextFrame
+from minilake.schemas import as_number
+
+ARROW_TYPES = {"int": pa_.int64(), "float": pa_.float64(), "date": pa_.date32(),
+               "text": pa_.string()}
+UNIQUENESS_CHECKS = {"multiple_fields_uniqueness", "field_uniqueness"}
+
+
+@dataclass
+class Validated:
+    good: pa_.Table            # typed business columns, file order
+    bad: pd.DataFrame          # the raw text of every bad row plus an `errors` column
+    bad_keys: pd.Series        # the keys of bad rows as text, where the row has one
+
+    @property
+    def rows_rejected(self) -> int:
+        return len(self.bad)
+
+
+def arrow_schema(schema: pa.DataFrameSchema) -> pa_.Schema:
+    """The typed columns of a source, from its pandera columns' kinds."""
+    return pa_.schema([pa_.field(name, ARROW_TYPES[column.metadata["kind"]],
+                                 nullable=not column.metadata["required"])
+                       for name, column in schema.columns.items()])
+
+
+def to_typed(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pa_.Table:
+    """Cast rows that passed the schema to typed Arrow columns; empty optional text is null."""
+    arrays = []
+    for name, column in schema.columns.items():
+        text = frame[name]
+        kind = column.metadata["kind"]
+        if kind == "float":
+            array = pa_.array(as_number(text).to_numpy(), pa_.float64())
+        else:
+            array = pa_.array(text.to_numpy(dtype=object), pa_.string())
+            if kind != "text":
+                array = array.cast(ARROW_TYPES[kind])
+            else:
+                array = pc.if_else(pc.equal(array, ""), pa_.scalar(None, pa_.string()), array)
+        arrays.append(array)
+    return pa_.Table.from_arrays(arrays, schema=arrow_schema(schema))
+
+
+def _messages(failures: pd.DataFrame, order: list[str]) -> pd.Series:
+    """pandera failure cases -> one '; '-joined message per row index."""
+    unplaced = failures[failures["index"].isna()]
+    if len(unplaced):
+        first = unplaced.iloc[0]
+        raise RuntimeError(f"check {first['check']!r} on {first['column']!r} failed as a "
+                           f"whole: {first['failure_case']}")
+    f = failures.copy()
+    row_check = (f["schema_context"] == "DataFrameSchema") & ~f["check"].isin(UNIQUENESS_CHECKS)
+    column = f["column"].fillna("").where(~row_check, "")
+    check = f["check"].astype(str)
+    value = f["failure_case"].map(lambda v: repr(str(v)))
+    with_value = check.str.startswith(("not ", "does not "))
+    text = (column + ": " + check).where(column != "", check)
+    text = text.where(~with_value, text + " " + value)
+    text = text.where(~check.isin(UNIQUENESS_CHECKS),
+                      column + ": occurs more than once in the file")
+    f["text"] = text
+    f["position"] = column.map({c: i for i, c in enumerate(order)}).fillna(len(order))
+    f["row"] = f["index"].astype("int64")
+    f = f.sort_values(["row", "position"], kind="stable").drop_duplicates(["row", "text"])
+    return f.groupby("row", sort=True)["text"].agg("; ".join)
+
+
+def _malformed_rows(text: TextFrame, columns: list[str]) -> pd.DataFrame:
+    rows = [{columns[0]: m.text, **{c: "" for c in columns[1:]},
+             "errors": f"row{'' if m.line is None else ' ' + str(m.line)}: {m.problem}"}
+            for m in text.malformed]
+    return pd.DataFrame(rows, columns=[*columns, "errors"])
+
+
+def validate(schema: pa.DataFrameSchema, key: str, text: TextFrame) -> Validated:
+    """Split a file's rows into typed good rows and bad rows with the reasons they are bad."""
+    frame = text.rows.reset_index(drop=True)
+    columns = list(schema.columns)
+    try:
+        schema.validate(frame, lazy=True)
+        errors = pd.Series(dtype=str)
+    except SchemaErrors as failure:
+        errors = _messages(failure.failure_cases, columns)
+    is_bad = frame.index.isin(errors.index)
+    bad = frame[is_bad].assign(errors=errors.reindex(frame.index[is_bad]).to_numpy())
+    if text.malformed:
+        bad = pd.concat([bad, _malformed_rows(text, columns)], ignore_index=True)
+    bad_keys = bad.loc[bad[key] != "", key] if len(bad) else pd.Series(dtype=str)
+    good = to_typed(schema, frame[~is_bad])
+    return Validated(good=good, bad=bad.reset_index(drop=True), bad_keys=bad_keys)
