@@ -140,8 +140,8 @@ def _apply_file(layout: Layout, source: Source, path: Path, sha: str, commits: d
                           rows_loaded=checked.good.num_rows,
                           rows_rejected=checked.rows_rejected)
     version = None
-    if sha in commits:     # applied by a run that stopped before logging it
-        meta = commits[sha]
+    if (path.name, sha) in commits:     # applied by a run that stopped before logging it
+        meta = commits[path.name, sha]
         outcome.inserted, outcome.updated, outcome.expired = (
             meta["inserted"], meta["updated"], meta["expired"])
         version = meta["table_version"]

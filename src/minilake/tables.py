@@ -74,8 +74,8 @@ def row_counts(layout: Layout, source: Source) -> tuple[int, int]:
             dataset.count_rows())
 
 
-def applied_commits(layout: Layout, source: Source) -> dict[str, dict]:
-    """The files this table's history says were applied: sha256 -> commit metadata."""
+def applied_commits(layout: Layout, source: Source) -> dict[tuple[str, str], dict]:
+    """The files this table's history says were applied: (file, sha256) -> commit metadata."""
     path = layout.table(source.name)
     if not exists(path):
         return {}
@@ -84,7 +84,7 @@ def applied_commits(layout: Layout, source: Source) -> dict[str, dict]:
         if COMMIT_KEY in entry:
             meta = json.loads(entry[COMMIT_KEY])
             meta["table_version"] = entry["version"]
-            out[meta["sha256"]] = meta
+            out[meta["file"], meta["sha256"]] = meta
     return out
 
 

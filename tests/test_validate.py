@@ -1,0 +1,101 @@
+"""Validation and error messages (SPEC §3, MIDP-313) on small hand-made frames."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from minilake.readers import Malformed, TextFrame
+from minilake.sources import SOURCES
+from minilake.validate import validate
+
+SALE = {"sale_id": "0001", "customer_id": "123456789012345", "product_id": "P1",
+        "quantity": "2", "price_per_unit": "2.50", "total_price": "5.00",
+        "sale_date": "2024-10-09"}
+
+
+def sales(*changes: dict) -> TextFrame:
+    rows = [{**SALE, "sale_id": f"{i:04d}", **c} for i, c in enumerate(changes, start=1)]
+    return TextFrame(pd.DataFrame(rows, dtype=str))
+
+
+def check(frame: TextFrame):
+    s = SOURCES["sales"]
+    return validate(s.schema, s.key, frame)
+
+
+def test_good_rows_are_typed_and_keep_leading_zeros():
+    out = check(sales({}, {"quantity": "1", "total_price": "2.5"}))
+    assert out.bad.empty and out.good.num_rows == 2
+    row = out.good.to_pylist()[0]
+    assert row["sale_id"] == "0001" and row["customer_id"] == 123456789012345
+    assert row["quantity"] == 2 and row["total_price"] == 5.0
+    assert str(row["sale_date"]) == "2024-10-09"
+
+
+def test_the_spec_example_message():
+    out = check(sales({"total_price": "ERROR", "quantity": "0"}))
+    assert out.bad["errors"].tolist() == ["quantity: must be > 0; total_price: not a number "
+                                          "'ERROR'"]
+    # the raw row is kept exactly as it arrived
+    assert out.bad.loc[0, "total_price"] == "ERROR" and out.bad.loc[0, "quantity"] == "0"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"quantity": "-9999999999", "total_price": "0"}, "quantity: must be > 0"),
+    ({"quantity": "two"}, "quantity: not an integer 'two'"),
+    ({"customer_id": ""}, "customer_id: required, empty"),
+    ({"sale_date": "2024-13-45"}, "sale_date: not a date (YYYY-MM-DD) '2024-13-45'"),
+    ({"sale_date": "09/10/2024"}, "sale_date: not a date (YYYY-MM-DD) '09/10/2024'"),
+    ({"price_per_unit": "-1", "total_price": "-2"}, "price_per_unit: must be >= 0"),
+    ({"total_price": "5.02"}, "total_price: not quantity x price_per_unit (within 0.01)"),
+    ({"sale_id": "12a"}, "sale_id: does not look like digits '12a'"),
+    ({"customer_id": "99999999999999999999"}, "customer_id: not an integer"),
+])
+def test_each_rule_names_field_and_reason(change, message):
+    out = check(sales({}, change))
+    assert len(out.bad) == 1 and out.good.num_rows == 1
+    assert message in out.bad.loc[0, "errors"]
+
+
+def test_total_within_a_cent_is_good():
+    assert check(sales({"total_price": "5.01"})).bad.empty
+
+
+def test_a_key_twice_makes_all_its_rows_bad():
+    frame = sales({}, {}, {})
+    frame.rows.loc[2, "sale_id"] = frame.rows.loc[0, "sale_id"]
+    out = check(frame)
+    assert sorted(out.bad["sale_id"]) == ["0001", "0001"]
+    assert set(out.bad["errors"]) == {"sale_id: occurs more than once in the file"}
+    assert out.good.num_rows == 1
+
+
+def test_malformed_rows_go_to_the_report():
+    frame = sales({}, {})
+    frame.malformed.append(Malformed(3, "0003~1~P1", "row has 3 fields, expected 7"))
+    out = check(frame)
+    assert frame.rows_read == 3 == out.good.num_rows + len(out.bad)
+    assert out.bad.loc[0, "sale_id"] == "0003~1~P1"
+    assert out.bad.loc[0, "errors"] == "row 3: row has 3 fields, expected 7"
+
+
+def test_customer_enums_email_and_sql_injection():
+    s = SOURCES["customer"]
+    good = {"customer_id": "123456789012345", "first_name": "A", "last_name": "B",
+            "gender": "M", "email": "a@b.c", "membership_status": "active", "address": "",
+            "phone_number": "", "date_of_birth": "1990-01-01", "job": "", "company": "",
+            "city": "", "state": "", "country": "", "language": "en-US"}
+    rows = [good, {**good, "customer_id": "2", "gender": "; DROP TABLE users; --"},
+            {**good, "customer_id": "3", "email": "nobody"},
+            {**good, "customer_id": "4", "language": "de-DE", "membership_status": "gold"}]
+    out = validate(s.schema, s.key, TextFrame(pd.DataFrame(rows, dtype=str)))
+    assert out.bad["errors"].tolist() == [
+        "gender: not one of M/F/U '; DROP TABLE users; --'",
+        "email: does not look like an email 'nobody'",
+        "membership_status: not one of active/inactive 'gold'; language: not one of "
+        "en-US/es-ES/fr-FR 'de-DE'",
+    ]
+    typed = out.good.to_pylist()[0]
+    assert typed["address"] is None and typed["email"] == "a@b.c"
+    assert out.bad_keys.tolist() == ["2", "3", "4"]
