@@ -5,7 +5,7 @@ The public API; the CLI (``python -m minilake``) and the notebooks call exactly 
 
 from minilake.generate import generate
 from minilake.ingest import ingest, run, status
-from minilake.landing import split
+from minilake.landing import land_sample, reset, split
 from minilake.tables import read_table
 
-__all__ = ["generate", "ingest", "read_table", "run", "split", "status"]
+__all__ = ["generate", "ingest", "land_sample", "read_table", "reset", "run", "split", "status"]

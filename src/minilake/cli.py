@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-mass-delete", action="store_true",
                    help="apply a snapshot even if it expires more than half of the current keys")
     command("status", "per source: files, last date, rows, errors")
+    p = command("report", "write the SPEC §5 and MIDP-307 reports as CSV, with verdicts "
+                "against final_results/ where it exists")
+    p.add_argument("--until", type=_date, default=None, help="last sale date (default: all)")
+    p.add_argument("--out", default=None, help="folder for the CSVs (default: ROOT/reports)")
+    command("reset", "move archived/quarantined files back to landing_zone/ and delete the "
+            "generated folders (what reload.ipynb does)")
+    p = command("workbook", "execute workbook.ipynb headless; save it and an HTML export "
+                "under reports/; print the verdicts")
+    p.add_argument("--notebook", default="workbook.ipynb")
 
     p = command("generate", "write a sample world: landing files, broken day, references")
     p.add_argument("--start", type=_date, default=SAMPLE["start"])
@@ -86,4 +95,46 @@ def main(argv: list[str] | None = None) -> int:
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(minilake.status(args.root).to_string(index=False))
         return 0
+    if args.command == "report":
+        return _report(args)
+    if args.command == "reset":
+        _print(minilake.reset(args.root).lines())
+        return 0
+    if args.command == "workbook":
+        return _workbook(args)
     raise AssertionError(args.command)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from minilake import reports
+    from minilake.layout import Layout
+
+    frames = reports.write_reports(args.root, args.until, args.out)
+    out = args.out or Layout.of(args.root).reports
+    print(f"report: {len(frames)} report(s) written to {out}")
+    if not Layout.of(args.root).final_results.is_dir():
+        return 0
+    verdicts = [reports.check(name, args.root, frame=frame) for name, frame in frames.items()]
+    _print([str(v) for v in verdicts])
+    return 0 if all(v.matches for v in verdicts) else 1
+
+
+def _workbook(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from minilake.layout import Layout
+    from minilake.notebooks import execute
+
+    layout = Layout.of(args.root)
+    notebook = Path(args.notebook)
+    if not notebook.is_absolute():
+        notebook = layout.root / notebook
+    print(f"workbook: executing {notebook.name} in {layout.root} ...", flush=True)
+    done = execute(notebook, layout.root, out=layout.reports)
+    _print(done.verdicts)
+    _print([f"error in a cell: {e}" for e in done.errors])
+    print(f"workbook: saved {layout.reports / notebook.name} and its .html")
+    if not done.ok:
+        print("workbook: a report does not match or a cell failed", file=sys.stderr)
+        return 1
+    return 0

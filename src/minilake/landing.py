@@ -59,3 +59,93 @@ def split(root: str | Path = ".") -> SplitResult:
         log.info("%s/%s: archived", source.name, path.name)
         result.moved.append(target)
     return result
+
+
+# --- back to the checked-out state (SPEC §7) --------------------------------------------------
+
+GENERATED = ["tables", "error_reports", "reports", "quarantine", "archive"]
+
+
+@dataclass
+class ResetResult:
+    moved_back: list[str] = field(default_factory=list)   # files returned to landing_zone/
+    dropped: list[str] = field(default_factory=list)      # byte-identical copies of samples/
+    kept: list[str] = field(default_factory=list)         # could not go back (name taken)
+    deleted: list[str] = field(default_factory=list)      # generated folders removed
+
+    def lines(self) -> list[str]:
+        out = [f"reset: {len(self.moved_back)} file(s) moved back to landing_zone/, "
+               f"{len(self.dropped)} copy(ies) of samples/ dropped, deleted "
+               f"{', '.join(f + '/' for f in self.deleted) or 'nothing'}"]
+        out += [f"reset: {k} kept: a different file of that name is in landing_zone/"
+                for k in self.kept]
+        return out
+
+
+def _samples_by_name(root: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for path in (root / "samples").rglob("*"):
+        if path.is_file():
+            found.setdefault(path.name, []).append(path)
+    return found
+
+
+def _is_sample_copy(path: Path, samples: dict[str, list[Path]]) -> bool:
+    return any(filecmp.cmp(path, s, shallow=False) for s in samples.get(path.name, []))
+
+
+def reset(root: str | Path = ".") -> ResetResult:
+    """Move archived and quarantined files back to landing_zone/ (dropping byte-identical
+    copies of files in samples/), then delete tables, error reports, reports, quarantine and
+    archive: the root is left as checked out."""
+    import shutil
+
+    layout = Layout.of(root)
+    result = ResetResult()
+    samples = _samples_by_name(layout.root)
+    layout.landing.mkdir(exist_ok=True)
+    for folder in ("archive", "quarantine"):
+        for path in sorted((layout.root / folder).rglob("*")):
+            if not path.is_file() or path.name.endswith(".reason.txt"):
+                continue
+            where = str(path.relative_to(layout.root))
+            target = layout.landing / path.name
+            if _is_sample_copy(path, samples):
+                path.unlink()
+                result.dropped.append(where)
+            elif not target.exists():
+                os.replace(path, target)
+                result.moved_back.append(where)
+            elif filecmp.cmp(path, target, shallow=False):
+                path.unlink()
+                result.dropped.append(where)
+            else:
+                result.kept.append(where)
+    for path in sorted(layout.landing.iterdir()):
+        if path.is_file() and _is_sample_copy(path, samples):
+            path.unlink()
+            result.dropped.append(str(path.relative_to(layout.root)))
+    for name in GENERATED:
+        folder = layout.root / name
+        if folder.exists() and not any(k.startswith(name + "/") for k in result.kept):
+            shutil.rmtree(folder)
+            result.deleted.append(name)
+    return result
+
+
+def land_sample(root: str | Path = ".", sample: str = "broken_day") -> list[str]:
+    """Copy ``samples/<sample>/`` into landing_zone/ (files already archived identically are
+    not copied again); return the names of the sample's files."""
+    import shutil
+
+    layout = Layout.of(root)
+    names = []
+    for path in sorted((layout.root / "samples" / sample).iterdir()):
+        names.append(path.name)
+        source = source_of(path.name)
+        archived = layout.archive(source.name) / path.name if source else None
+        if archived is not None and archived.exists() and filecmp.cmp(path, archived, False):
+            continue
+        layout.landing.mkdir(exist_ok=True)
+        shutil.copy2(path, layout.landing / path.name)
+    return names
