@@ -37,7 +37,11 @@ def execute(path: str | Path, root: str | Path = ".", out: str | Path | None = N
                                ip=str(Path(sockets) / "kernel"))
         client = NotebookClient(notebook, km=kernel, timeout=timeout, allow_errors=True,
                                 resources={"metadata": {"path": str(root)}})
-        client.execute()
+        try:
+            client.execute()
+        finally:                       # a kernel manager we pass in is ours to shut down
+            if kernel.has_kernel:
+                kernel.shutdown_kernel(now=False)
     verdicts, errors = [], []
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
