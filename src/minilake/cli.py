@@ -71,7 +71,17 @@ def _print(lines: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from minilake.lock import RootBusy
+
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except (RootBusy, FileNotFoundError, ValueError) as error:
+        print(f"minilake {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     progress = sys.stderr.isatty()

@@ -19,8 +19,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from minilake import tables
+from minilake.crashpoints import crashpoint
 from minilake.landing import SplitResult, split
 from minilake.layout import Layout
+from minilake.lock import hold
 from minilake.readers import UnreadableFile
 from minilake.scd2 import diff
 from minilake.sources import SOURCES, Source
@@ -97,6 +99,7 @@ def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     frame.to_csv(partial, index=False)
+    crashpoint("ingest.report_written")
     os.replace(partial, path)
 
 
@@ -134,6 +137,7 @@ def _apply_file(layout: Layout, source: Source, path: Path, sha: str, commits: d
     if source.snapshot and text.rows_read == 0:
         raise _Quarantine("empty, but a full snapshot was expected")
     clock["read_s"], t = time.perf_counter() - t, time.perf_counter()
+    crashpoint("ingest.after_read")
     checked: Validated = validate(source.schema, source.key, text)
     clock["validate_s"], t = time.perf_counter() - t, time.perf_counter()
     outcome = FileOutcome(source.name, path.name, "applied", rows_read=text.rows_read,
@@ -152,6 +156,7 @@ def _apply_file(layout: Layout, source: Source, path: Path, sha: str, commits: d
         changes = diff(current, checked.good, source.key, snapshot=source.snapshot,
                        bad_keys=checked.bad_keys)
         clock["diff_s"], t = time.perf_counter() - t, time.perf_counter()
+        crashpoint("ingest.after_diff")
         _mass_delete_check(source, current, changes.expired, allow_mass_delete)
         outcome.inserted, outcome.updated, outcome.expired = (
             changes.inserted, changes.updated, changes.expired)
@@ -160,7 +165,9 @@ def _apply_file(layout: Layout, source: Source, path: Path, sha: str, commits: d
             provenance = {"source": source.name, "file": path.name, "sha256": sha,
                           "file_date": day.isoformat(), "inserted": changes.inserted,
                           "updated": changes.updated, "expired": changes.expired}
+            crashpoint("ingest.before_commit")
             version = tables.apply_changes(layout, source, changes, day, provenance)
+            crashpoint("ingest.after_commit")
     clock["commit_s"] = time.perf_counter() - t
     clock["table_version"] = version
     return outcome, clock
@@ -186,6 +193,7 @@ def _quarantine(layout: Layout, source: Source, path: Path, reason: str) -> None
     folder = layout.quarantine(source.name)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{path.name}.reason.txt").write_text(reason + "\n", encoding="utf-8")
+    crashpoint("quarantine.after_reason")
     if path.exists():
         os.replace(path, folder / path.name)
 
@@ -194,6 +202,11 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
            progress: bool | None = None) -> IngestResult:
     """Apply every archived file not yet applied, per source in file-date order."""
     layout = Layout.of(root)
+    with hold(layout.root, "ingest"):
+        return _ingest(layout, allow_mass_delete, progress)
+
+
+def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None) -> IngestResult:
     logged = tables.read_log(layout)
     done = set(zip(logged["file"], logged["sha256"], strict=True))
     quarantined = set(zip(*[logged.loc[logged["status"] == "quarantined", c]
@@ -222,11 +235,13 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
                                          allow_mass_delete)
             log.info("%s/%s: %s", source.name, path.name, outcome.line())
             tables.append_log(layout, [_log_row(outcome, day, sha, clock)])
+            crashpoint("ingest.after_log")
         except _Quarantine as reason:
             outcome = FileOutcome(source.name, path.name, "quarantined", reason=str(reason))
             log.error("%s/%s: quarantined: %s", source.name, path.name, reason)
             tables.append_log(layout, [_log_row(outcome, day, sha,
                                                 {"started": dt.datetime.now(dt.UTC)})])
+            crashpoint("quarantine.after_log")
             _quarantine(layout, source, path, str(reason))
         result.files.append(outcome)
         bar.update()
@@ -237,8 +252,9 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
 def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         progress: bool | None = None) -> RunResult:
     """split, then ingest."""
-    return RunResult(split(root), ingest(root, allow_mass_delete=allow_mass_delete,
-                                         progress=progress))
+    with hold(Layout.of(root).root, "run"):
+        return RunResult(split(root), ingest(root, allow_mass_delete=allow_mass_delete,
+                                             progress=progress))
 
 
 def status(root: str | Path = ".") -> pd.DataFrame:

@@ -13,7 +13,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
+from minilake.lock import hold
 from minilake.sources import source_of
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,11 @@ class SplitResult:
 def split(root: str | Path = ".") -> SplitResult:
     """Move every landing file that matches a source into ``archive/<source>/``."""
     layout = Layout.of(root)
+    with hold(layout.root, "split"):
+        return _split(layout)
+
+
+def _split(layout: Layout) -> SplitResult:
     result = SplitResult()
     if not layout.landing.is_dir():
         return result
@@ -55,7 +62,9 @@ def split(root: str | Path = ".") -> SplitResult:
             result.held.append((path, why))
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
+        crashpoint("split.before_move")
         os.replace(path, target)
+        crashpoint("split.after_move")
         log.info("%s/%s: archived", source.name, path.name)
         result.moved.append(target)
     return result
@@ -98,9 +107,14 @@ def reset(root: str | Path = ".") -> ResetResult:
     """Move archived and quarantined files back to landing_zone/ (dropping byte-identical
     copies of files in samples/), then delete tables, error reports, reports, quarantine and
     archive: the root is left as checked out."""
+    layout = Layout.of(root)
+    with hold(layout.root, "reset"):
+        return _reset(layout)
+
+
+def _reset(layout: Layout) -> ResetResult:
     import shutil
 
-    layout = Layout.of(root)
     result = ResetResult()
     samples = _samples_by_name(layout.root)
     layout.landing.mkdir(exist_ok=True)
@@ -139,8 +153,13 @@ def land_sample(root: str | Path = ".", sample: str = "broken_day") -> list[str]
     import shutil
 
     layout = Layout.of(root)
+    folder = layout.root / "samples" / sample
+    if not folder.is_dir():
+        known = sorted(p.name for p in (layout.root / "samples").glob("*") if p.is_dir())
+        raise FileNotFoundError(f"no sample {sample!r} in {layout.root / 'samples'} "
+                                f"(samples: {', '.join(known) or 'none'})")
     names = []
-    for path in sorted((layout.root / "samples" / sample).iterdir()):
+    for path in sorted(folder.iterdir()):
         names.append(path.name)
         source = source_of(path.name)
         archived = layout.archive(source.name) / path.name if source else None

@@ -172,10 +172,13 @@ def write_reports(root: str | Path = ".", until: dt.date | str | None = None,
                   out: str | Path | None = None, names: list[str] | None = None
                   ) -> dict[str, pd.DataFrame]:
     """Build and write reports as CSV (default: all of them, into ``root/reports``)."""
+    from minilake.lock import hold
+
     folder = Path(out) if out is not None else Layout.of(root).reports
-    frames = {name: build(name, root, until) for name in names or REPORTS}
-    for name, frame in frames.items():
-        write(frame, folder / f"{name}.csv")
+    with hold(Layout.of(root).root, "report"):
+        frames = {name: build(name, root, until) for name in names or REPORTS}
+        for name, frame in frames.items():
+            write(frame, folder / f"{name}.csv")
     return frames
 
 

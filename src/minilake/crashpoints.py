@@ -1,0 +1,26 @@
+"""A test-only hook: kill this process at a named point of the flow (issue 5's crash harness).
+
+With ``MINILAKE_CRASH_AT=name:n`` in the environment, the n-th time the code passes
+``crashpoint("name")`` the process sends itself SIGKILL: no cleanup, no finally blocks, exactly
+like a power cut. Without the variable a crash point costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+_passed: Counter[str] = Counter()
+
+
+def crashpoint(name: str) -> None:
+    target = os.environ.get("MINILAKE_CRASH_AT")
+    if not target:
+        return
+    point, _, nth = target.partition(":")
+    if point != name:
+        return
+    _passed[name] += 1
+    if _passed[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
