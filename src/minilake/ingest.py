@@ -7,6 +7,7 @@ next run finishes the job: it finds the commit in the table's history and only w
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import logging
@@ -98,7 +99,8 @@ def sha256_of(path: Path) -> str:
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    frame.to_csv(partial, index=False)
+    # Every field quoted: raw values may hold separators, quotes, CR or LF of any kind.
+    frame.to_csv(partial, index=False, quoting=csv.QUOTE_ALL)
     crashpoint("ingest.report_written")
     os.replace(partial, path)
 

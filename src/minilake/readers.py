@@ -8,7 +8,7 @@ read at all raises :class:`UnreadableFile` with a one-line reason, and goes to q
 
 from __future__ import annotations
 
-import csv
+import codecs
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +48,9 @@ Reader = Callable[[Path, list[str]], TextFrame]
 
 
 def _check_columns(found: list[str], expected: list[str], what: str) -> None:
+    if len(found) == 1 and len(expected) > 1 and found[0] not in expected:
+        raise UnreadableFile(f"header is one {what} {found[0][:80]!r}, expected "
+                             f"{len(expected)} (wrong separator?)")
     missing = [c for c in expected if c not in found]
     unexpected = [c for c in found if c not in expected]
     duplicated = sorted({c for c in found if found.count(c) > 1})
@@ -79,32 +82,65 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
 
     if path.stat().st_size == 0:
         raise UnreadableFile("empty file")
-    names = columns
-    if header:
-        with path.open(encoding="utf-8-sig", newline="", errors="replace") as handle:
-            first = next(csv.reader(handle, delimiter=delimiter), None)
-        if not first:
-            raise UnreadableFile("no header row")
-        _check_columns(first, columns, "column")
-        names = first
-    try:
-        table = pacsv.read_csv(
+    _require_utf8(path)
+    def parse(block_size: int | None) -> pa.Table:
+        malformed.clear()
+        return pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(column_names=None if header else names,
-                                           skip_rows=0),
+            read_options=pacsv.ReadOptions(column_names=None if header else columns,
+                                           block_size=block_size),
             parse_options=pacsv.ParseOptions(delimiter=delimiter,
                                              quote_char='"' if quoted else False,
                                              newlines_in_values=quoted,
                                              invalid_row_handler=keep),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in names},
+                column_types={c: pa.string() for c in columns},
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
-    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
-        raise UnreadableFile(str(error).splitlines()[0]) from None
+
+    try:
+        try:
+            table = parse(None)
+        except pa.ArrowInvalid as error:
+            if "straddles" not in str(error) and "cannot infer" not in str(error):
+                raise                                 # not a row longer than a block
+
+            table = parse(min(path.stat().st_size + 1, 2**31 - 1))
+    except pa.ArrowInvalid as error:
+        raise UnreadableFile(str(error).splitlines()[0][:300]) from None
+    if header:
+        _check_columns(table.column_names, columns, "column")
     if malformed and not len(table):
-        raise UnreadableFile(f"no row can be split into the {len(columns)} columns: first "
-                             f"{malformed[0].problem} (wrong separator?)")
+        counts = sorted({m.problem for m in malformed})
+        hint = " (wrong separator?)" if "has 1 fields" in counts[0] else ""
+        raise UnreadableFile(f"no row can be split into the {len(columns)} columns: "
+                             f"{counts[0]}{hint}")
     return TextFrame(_to_frame(table, columns), malformed)
+
+
+def _require_utf8(path: Path, chunk: int = 1 << 24) -> None:
+    """Raise UnreadableFile naming the line and byte where the file stops being UTF-8.
+
+    Checked before parsing (in chunks, so memory stays flat): a row pyarrow cannot decode
+    would otherwise fail inside its invalid-row callback."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                at = max(error.start, 0)
+                bad = block[at] if at < len(block) else 0
+                line = lines + block.count(b"\n", 0, at) + 1
+                raise UnreadableFile(f"not UTF-8: byte 0x{bad:02x} at line {line} (byte "
+                                     f"{offset + at}); re-export the file as UTF-8") from None
+            offset += len(block)
+            lines += block.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise UnreadableFile(f"not UTF-8: the file ends inside a character (byte "
+                             f"{offset})") from None
 
 
 def read_quoted_csv(path: Path, columns: list[str]) -> TextFrame:
@@ -132,6 +168,8 @@ def _scalar_text(value: object) -> str | None:
 
 def read_json_array(path: Path, columns: list[str]) -> TextFrame:
     """A JSON array of flat objects; a missing key reads as empty text."""
+    if path.stat().st_size == 0:
+        raise UnreadableFile("empty file")
     try:
         records = json.loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as error:
