@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(PY) -m minilake workbook
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

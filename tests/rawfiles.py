@@ -41,7 +41,10 @@ def sales(path: Path) -> pd.DataFrame:
 
 
 def days(folder: Path, prefix: str) -> list[Path]:
-    return sorted(folder.glob(f"{prefix}_*"), key=file_date)
+    """A source's day files in date order (not ``….superseded-N`` copies)."""
+    files = [p for p in folder.glob(f"{prefix}_*") if re.fullmatch(rf"{prefix}_\d{{8}}\.\w+",
+                                                                    p.name)]
+    return sorted(files, key=file_date)
 
 
 def final_sales(folder: Path) -> pd.DataFrame:

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -124,36 +123,80 @@ def crash_cases(duration: float) -> list[tuple[str, str | None, float | None]]:
     return cases
 
 
-def test_crash_anywhere_then_rerun_equals_an_uninterrupted_run(world, reference, tmp_path):
-    timing = tmp_path / "timing"
+CHUNKS = 8
+
+
+@pytest.fixture(scope="module")
+def cases(world, tmp_path_factory) -> list[tuple[str, str | None, float | None]]:
+    timing = tmp_path_factory.mktemp("timing") / "root"
     shutil.copytree(world, timing)
     began = time.perf_counter()
     run_cli(timing)
-    cases = crash_cases(time.perf_counter() - began)
-    assert len(cases) >= 50
+    return crash_cases(time.perf_counter() - began)
 
-    def one(index: int) -> tuple[str, int, dict]:
+
+def test_the_harness_kills_at_50_or_more_named_points():
+    hooks = [c for c in crash_cases(1.0) if c[1] is not None]
+    assert len(hooks) >= 50 and len(set(hooks)) == len(hooks)
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_crash_anywhere_then_rerun_equals_an_uninterrupted_run(chunk, cases, world, reference,
+                                                                tmp_path):
+    survived = 0
+    for index in range(chunk, len(cases), CHUNKS):
         case, hook, delay = cases[index]
         root = tmp_path / f"case{index}"
         shutil.copytree(world, root)
-        env = {"MINILAKE_CRASH_AT": hook} if hook else {}
-        killed = run_cli(root, env, kill_after=delay)
+        killed = run_cli(root, {"MINILAKE_CRASH_AT": hook} if hook else {}, kill_after=delay)
+        if hook:
+            assert killed == -signal.SIGKILL, f"{case}: the hook was not reached"
+        elif killed != -signal.SIGKILL:
+            continue                                # the run ended before the timed kill
         finished = run_cli(root)                    # the next run finishes the job
-        return case, killed, finished, outcome(root)
-
-    began = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(one, range(len(cases))))
-    killed_at = 0
-    for case, killed, finished, got in results:
-        if case.startswith("timed") and killed != -signal.SIGKILL:
-            continue                                # the run ended before the kill
-        assert killed == -signal.SIGKILL, f"{case}: the hook was not reached"
-        killed_at += 1
         # 1 while it still quarantines a file, 0 if the killed run had done that already
         assert finished in (0, 1), f"{case}: the completing run's exit status"
-        assert_same(got, reference, case)
-    print(f"\ncrash harness: {killed_at} kills survived ({len(cases) - TIMED_KILLS} hooks, "
-          f"{killed_at - len(cases) + TIMED_KILLS} timed) of {len(cases)} cases "
-          f"in {time.perf_counter() - began:.0f} s")
-    assert killed_at >= 50
+        assert_same(outcome(root), reference, case)
+        survived += 1
+        shutil.rmtree(root)
+    print(f"\ncrash harness chunk {chunk}: {survived} kills survived")
+
+
+@pytest.fixture(scope="module")
+def late_world(tmp_path_factory) -> Path:
+    """Days 1, 2 and 4 applied; day 3 waiting in the landing zone (a late delivery)."""
+    root = tmp_path_factory.mktemp("late_world")
+    generate(root, start="2024-10-09", days=4, customers=200, seed=13, landing_only=True)
+    held = root / "held"
+    held.mkdir()
+    for path in (root / "landing_zone").glob("*20241011*"):
+        shutil.move(path, held / path.name)
+    assert minilake.run(root).ok
+    for path in held.iterdir():
+        shutil.move(path, root / "landing_zone" / path.name)
+    held.rmdir()
+    return root
+
+
+REBUILD_HOOKS = ["rebuild.before_swap:1", "rebuild.after_swap:1", "rebuild.after_swap:2",
+                 "ingest.after_commit:2", "ingest.after_commit:6", "ingest.report_written:3",
+                 "split.after_move:2", "ingest.after_read:9"]
+
+
+def test_crash_during_a_rebuild_then_rerun_equals_an_uninterrupted_run(late_world, tmp_path):
+    want_root = tmp_path / "reference"
+    shutil.copytree(late_world, want_root)
+    assert minilake.run(want_root).ok
+    want = outcome(want_root)
+
+    def one(hook: str) -> tuple[str, int, dict]:
+        root = tmp_path / hook.replace(":", "_")
+        shutil.copytree(late_world, root)
+        killed = run_cli(root, {"MINILAKE_CRASH_AT": hook})
+        run_cli(root)
+        return hook, killed, outcome(root)
+
+    for hook in REBUILD_HOOKS:
+        hook, killed, got = one(hook)
+        assert killed == -signal.SIGKILL, f"{hook}: the hook was not reached"
+        assert_same(got, want, hook)

@@ -155,7 +155,7 @@ def test_cli_run_and_status_on_a_copy_of_the_repository(repo_copy):
     assert "notes.txt matches no source" in done.stdout
     assert (repo_copy / "landing_zone" / "notes.txt").exists()
     assert "Traceback" not in done.stderr
-    status = cli("status", "--root", str(repo_copy))
+    status = cli("status", "--brief", "--root", str(repo_copy))
     assert status.returncode == 0
     lines = status.stdout.splitlines()
     assert lines[0].split()[:3] == ["source", "archived", "applied"]
@@ -176,3 +176,11 @@ def test_an_unreadable_file_is_quarantined_and_the_rest_goes_through(tmp_path, s
     log = read_log(Layout.of(tmp_path))
     assert (log["status"] == "applied").sum() == 4 + 3 + 4
     assert cli("run", "--root", str(tmp_path)).returncode == 0   # nothing left to do
+
+
+def test_status_lists_each_table_version_and_its_file(week_lake):
+    done = cli("status", "--root", str(week_lake))
+    assert done.returncode == 0
+    assert "sales: table versions" in done.stdout
+    for day in range(9, 16):
+        assert f"sales_202410{day:02d}.txt" in done.stdout

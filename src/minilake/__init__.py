@@ -4,8 +4,9 @@ The public API; the CLI (``python -m minilake``) and the notebooks call exactly 
 """
 
 from minilake.generate import generate
-from minilake.ingest import ingest, run, status
+from minilake.ingest import ingest, rebuild, run, status, versions
 from minilake.landing import land_sample, reset, split
 from minilake.tables import read_table
 
-__all__ = ["generate", "ingest", "land_sample", "read_table", "reset", "run", "split", "status"]
+__all__ = ["generate", "ingest", "land_sample", "read_table", "rebuild", "reset", "run", "split",
+           "status", "versions"]

@@ -43,7 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ingest", "apply archived files not yet applied to the tables")
     p.add_argument("--allow-mass-delete", action="store_true",
                    help="apply a snapshot even if it expires more than half of the current keys")
-    command("status", "per source: files, last date, rows, errors")
+    p = command("status", "per source: files, last date, rows, errors; then each table "
+                "version and the file(s) it came from")
+    p.add_argument("--brief", action="store_true", help="the summary only, no versions")
+    p = command("rebuild", "replay archive/ into fresh tables and swap them in atomically")
+    p.add_argument("source", nargs="?", default=None, help="one source (default: all)")
+    p.add_argument("--allow-mass-delete", action="store_true",
+                   help="apply a snapshot even if it expires more than half of the current keys")
     p = command("report", "write the SPEC §5 and MIDP-307 reports as CSV, with verdicts "
                 "against final_results/ where it exists")
     p.add_argument("--until", type=_date, default=None, help="last sale date (default: all)")
@@ -92,18 +98,32 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "split":
         _print(minilake.split(args.root).lines())
         return 0
-    if args.command in ("run", "ingest"):
-        call = minilake.run if args.command == "run" else minilake.ingest
-        result = call(args.root, allow_mass_delete=args.allow_mass_delete, progress=progress)
+    if args.command in ("run", "ingest", "rebuild"):
+        if args.command == "rebuild":
+            result = minilake.rebuild(args.source, args.root,
+                                      allow_mass_delete=args.allow_mass_delete, progress=progress)
+        else:
+            call = minilake.run if args.command == "run" else minilake.ingest
+            result = call(args.root, allow_mass_delete=args.allow_mass_delete, progress=progress)
         _print(result.lines())
-        if not result.ok:
-            n = len(result.ingest.quarantined if args.command == "run" else result.quarantined)
-            print(f"{n} file(s) quarantined; see quarantine/*/*.reason.txt", file=sys.stderr)
+        quarantined = result.ingest.quarantined if args.command == "run" else result.quarantined
+        if quarantined:
+            print(f"{len(quarantined)} file(s) quarantined; see quarantine/*/*.reason.txt",
+                  file=sys.stderr)
             return 1
         return 0
     if args.command == "status":
-        with pd.option_context("display.width", 200, "display.max_columns", 20):
+        with pd.option_context("display.width", 250, "display.max_columns", 30,
+                               "display.max_colwidth", 90):
             print(minilake.status(args.root).to_string(index=False))
+            if not args.brief:
+                from minilake.sources import SOURCES
+
+                for name in SOURCES:
+                    history = minilake.versions(name, args.root)
+                    if len(history):
+                        print(f"\n{name}: table versions")
+                        print(history.to_string(index=False))
         return 0
     if args.command == "report":
         return _report(args)

@@ -1,33 +1,42 @@
 """archive/ -> tables/ (SPEC §2, step 2): per file read, validate, report errors, SCD2, log.
 
-A file is applied in one table commit that records the file's sha256; the ingest log row comes
-after it. A run killed anywhere in between leaves the table before or after the file, and the
-next run finishes the job: it finds the commit in the table's history and only writes the log.
+A file is applied in one table commit that records the file's name and sha256; the ingest log
+row comes after it. A run killed anywhere in between leaves the table before or after the file,
+and the next run finishes the job: it finds the commit in the table's history and only writes
+the log.
+
+History does not depend on arrival order (SPEC §4). A file dated before the last one applied to
+its source (a late file), or a file whose name was applied with other content (a resent file),
+makes the source be rebuilt: every archived file of the source is replayed, in file-date order
+and through the same per-file code, into a scratch table that is then swapped in with a single
+overwrite commit.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import filecmp
 import hashlib
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from minilake import tables
 from minilake.crashpoints import crashpoint
-from minilake.landing import SplitResult, split
+from minilake.landing import SplitResult, split, superseded_name
 from minilake.layout import Layout
 from minilake.lock import hold
 from minilake.readers import UnreadableFile
 from minilake.scd2 import diff
 from minilake.sources import SOURCES, Source
-from minilake.validate import Validated, validate
+from minilake.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +49,10 @@ class FileOutcome:
 
     source: str
     file: str
-    status: str                     # applied | quarantined
+    status: str                     # applied | quarantined | superseded
     reason: str = ""
+    event: str = ""                 # "" | late | resent | rebuild
+    note: str = ""
     rows_read: int = 0
     rows_loaded: int = 0
     rows_rejected: int = 0
@@ -50,11 +61,18 @@ class FileOutcome:
     expired: int = 0
 
     def line(self) -> str:
+        where = f"{self.source}/{self.file}"
         if self.status == "quarantined":
-            return f"{self.source}/{self.file}: quarantined: {self.reason}"
-        return (f"{self.source}/{self.file}: {self.rows_read} read, {self.rows_loaded} loaded, "
-                f"{self.rows_rejected} rejected; {self.inserted} new, {self.updated} changed, "
-                f"{self.expired} expired")
+            return f"{where}: quarantined: {self.reason}"
+        if self.status == "superseded":
+            return f"{where}: {self.note}"
+        counts = (f"{self.rows_read} read, {self.rows_loaded} loaded, {self.rows_rejected} "
+                  f"rejected; {self.inserted} new, {self.updated} changed, {self.expired} "
+                  f"expired")
+        return f"{where}: {counts}" + (f" ({self.note})" if self.note else "")
+
+    def counts(self) -> dict:
+        return {"inserted": self.inserted, "updated": self.updated, "expired": self.expired}
 
 
 @dataclass
@@ -88,6 +106,53 @@ class RunResult:
         return self.split.lines() + self.ingest.lines()
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """An archived file and its identity."""
+
+    path: Path
+    sha256: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+class Ledger:
+    """What the ingest log says about each delivered (file, sha256), latest row first."""
+
+    def __init__(self, log_rows: pd.DataFrame):
+        ordered = log_rows.sort_values("finished_at", kind="stable")
+        self.latest = ordered.drop_duplicates(["file", "sha256"], keep="last").set_index(
+            ["file", "sha256"])
+        self.applied = self.latest[self.latest["status"] == "applied"]
+
+    def status(self, name: str, sha: str) -> str | None:
+        key = (name, sha)
+        return self.latest.loc[key, "status"] if key in self.latest.index else None
+
+    def reason(self, name: str, sha: str) -> str:
+        return self.latest.loc[(name, sha), "reason"]
+
+    def applied_sha(self, name: str) -> str | None:
+        rows = self.applied[self.applied.index.get_level_values("file") == name]
+        return rows.index[-1][1] if len(rows) else None
+
+    def last_applied_date(self, source: str) -> dt.date | None:
+        dates = self.applied.loc[self.applied["source"] == source, "file_date"]
+        return dates.max() if len(dates) else None
+
+    def trusted_sha(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        """The sha256 logged for an applied file that has not changed since (same name, size
+        and modification time), so that a run does not re-read the whole archive."""
+        rows = self.applied[(self.applied.index.get_level_values("file") == path.name)
+                            & (self.applied["size"] == size)
+                            & (self.applied["mtime_ns"] == mtime_ns)]
+        return rows.index[-1][1] if len(rows) else None
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -105,13 +170,18 @@ def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
     os.replace(partial, path)
 
 
-def _archived(layout: Layout, source: Source) -> list[Path]:
+def _deliveries(layout: Layout, source: Source, ledger: Ledger) -> list[Delivery]:
     """A source's archived files, in file-date order."""
     folder = layout.archive(source.name)
     if not folder.is_dir():
         return []
-    files = [p for p in folder.iterdir() if p.is_file() and source.file_date(p.name)]
-    return sorted(files, key=lambda p: (source.file_date(p.name), p.name))
+    out = []
+    for path in folder.iterdir():
+        if path.is_file() and source.file_date(path.name):
+            stat = path.stat()
+            sha = ledger.trusted_sha(path, stat.st_size, stat.st_mtime_ns) or sha256_of(path)
+            out.append(Delivery(path, sha, stat.st_size, stat.st_mtime_ns))
+    return sorted(out, key=lambda d: (source.file_date(d.name), d.name))
 
 
 class _Quarantine(Exception):
@@ -127,10 +197,13 @@ def _mass_delete_check(source: Source, current: pd.DataFrame, expired: int,
             f"truncated export?); run with --allow-mass-delete if this is intended")
 
 
-def _apply_file(layout: Layout, source: Source, path: Path, sha: str, commits: dict,
-                allow_mass_delete: bool) -> tuple[FileOutcome, dict]:
+def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Path,
+                commits: dict, allow_mass_delete: bool) -> tuple[FileOutcome, dict]:
+    """Read, validate, report and apply one file to ``table``; raise _Quarantine if it cannot
+    be applied. ``commits`` are the files the table's history says were applied already."""
+    path, sha = delivery.path, delivery.sha256
     day = source.file_date(path.name)
-    clock = {"started": dt.datetime.now(dt.UTC)}
+    clock: dict = {"started": dt.datetime.now(dt.UTC)}
     t = time.perf_counter()
     try:
         text = source.read(path)
@@ -140,64 +213,196 @@ def _apply_file(layout: Layout, source: Source, path: Path, sha: str, commits: d
         raise _Quarantine("empty, but a full snapshot was expected")
     clock["read_s"], t = time.perf_counter() - t, time.perf_counter()
     crashpoint("ingest.after_read")
-    checked: Validated = validate(source.schema, source.key, text)
+    checked = validate(source.schema, source.key, text)
     clock["validate_s"], t = time.perf_counter() - t, time.perf_counter()
     outcome = FileOutcome(source.name, path.name, "applied", rows_read=text.rows_read,
                           rows_loaded=checked.good.num_rows,
                           rows_rejected=checked.rows_rejected)
-    version = None
+    report = layout.error_report(source.name, day.strftime("%Y%m%d"))
     if (path.name, sha) in commits:     # applied by a run that stopped before logging it
         meta = commits[path.name, sha]
         outcome.inserted, outcome.updated, outcome.expired = (
             meta["inserted"], meta["updated"], meta["expired"])
-        version = meta["table_version"]
-        clock["diff_s"] = 0.0
-        _write_atomically(checked.bad, layout.error_report(source.name, _stamp(day)))
-    else:
-        current = tables.current_versions(layout, source)
-        changes = diff(current, checked.good, source.key, snapshot=source.snapshot,
-                       bad_keys=checked.bad_keys)
-        clock["diff_s"], t = time.perf_counter() - t, time.perf_counter()
-        crashpoint("ingest.after_diff")
-        _mass_delete_check(source, current, changes.expired, allow_mass_delete)
-        outcome.inserted, outcome.updated, outcome.expired = (
-            changes.inserted, changes.updated, changes.expired)
-        _write_atomically(checked.bad, layout.error_report(source.name, _stamp(day)))
-        if not changes.empty:
-            provenance = {"source": source.name, "file": path.name, "sha256": sha,
-                          "file_date": day.isoformat(), "inserted": changes.inserted,
-                          "updated": changes.updated, "expired": changes.expired}
-            crashpoint("ingest.before_commit")
-            version = tables.apply_changes(layout, source, changes, day, provenance)
-            crashpoint("ingest.after_commit")
+        clock["table_version"], clock["diff_s"] = meta["table_version"], 0.0
+        _write_atomically(checked.bad, report)
+        clock["commit_s"] = time.perf_counter() - t
+        return outcome, clock
+    current = tables.current_versions(table, source)
+    changes = diff(current, checked.good, source.key, snapshot=source.snapshot,
+                   bad_keys=checked.bad_keys)
+    clock["diff_s"], t = time.perf_counter() - t, time.perf_counter()
+    crashpoint("ingest.after_diff")
+    _mass_delete_check(source, current, changes.expired, allow_mass_delete)
+    outcome.inserted, outcome.updated, outcome.expired = (
+        changes.inserted, changes.updated, changes.expired)
+    _write_atomically(checked.bad, report)
+    if not changes.empty:
+        provenance = {"source": source.name, "file": path.name, "sha256": sha,
+                      "file_date": day.isoformat(), **outcome.counts()}
+        crashpoint("ingest.before_commit")
+        clock["table_version"] = tables.apply_changes(table, source, changes, day, provenance)
+        crashpoint("ingest.after_commit")
     clock["commit_s"] = time.perf_counter() - t
-    clock["table_version"] = version
     return outcome, clock
 
 
-def _stamp(day: dt.date) -> str:
-    return day.strftime("%Y%m%d")
-
-
-def _log_row(outcome: FileOutcome, day: dt.date, sha: str, clock: dict) -> dict:
-    return {"source": outcome.source, "file": outcome.file, "file_date": day, "sha256": sha,
-            "status": outcome.status, "reason": outcome.reason,
+def _log_row(source: Source, delivery: Delivery, outcome: FileOutcome, clock: dict) -> dict:
+    return {"source": outcome.source, "file": outcome.file,
+            "file_date": source.file_date(outcome.file), "sha256": delivery.sha256,
+            "status": outcome.status, "reason": outcome.reason, "event": outcome.event,
+            "note": outcome.note, "size": delivery.size, "mtime_ns": delivery.mtime_ns,
             "rows_read": outcome.rows_read, "rows_loaded": outcome.rows_loaded,
-            "rows_rejected": outcome.rows_rejected, "inserted": outcome.inserted,
-            "updated": outcome.updated, "expired": outcome.expired,
+            "rows_rejected": outcome.rows_rejected, **outcome.counts(),
             "table_version": clock.get("table_version"),
-            "started_at": clock.get("started"), "finished_at": dt.datetime.now(dt.UTC),
+            "started_at": clock.get("started", dt.datetime.now(dt.UTC)),
+            "finished_at": dt.datetime.now(dt.UTC),
             **{k: clock.get(k) for k in ("read_s", "validate_s", "diff_s", "commit_s")}}
 
 
-def _quarantine(layout: Layout, source: Source, path: Path, reason: str) -> None:
-    """Move a file that cannot be applied to quarantine/<source>/, with the reason beside it."""
+def _quarantine(layout: Layout, source: Source, delivery: Delivery, reason: str,
+                event: str = "") -> FileOutcome:
+    """Log the file as quarantined, then move it to quarantine/<source>/ with its reason."""
+    outcome = FileOutcome(source.name, delivery.name, "quarantined", reason=reason, event=event)
+    log.error("%s/%s: quarantined: %s", source.name, delivery.name, reason)
+    tables.append_log(layout, [_log_row(source, delivery, outcome, {})])
+    crashpoint("quarantine.after_log")
+    _move_to_quarantine(layout, source, delivery.path, reason)
+    return outcome
+
+
+def _move_to_quarantine(layout: Layout, source: Source, path: Path, reason: str) -> None:
     folder = layout.quarantine(source.name)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{path.name}.reason.txt").write_text(reason + "\n", encoding="utf-8")
     crashpoint("quarantine.after_reason")
+    target = folder / path.name
+    if target.exists() and path.exists() and not filecmp.cmp(target, path, shallow=False):
+        os.replace(target, superseded_name(target))             # keep what was there
     if path.exists():
-        os.replace(path, folder / path.name)
+        os.replace(path, target)
+
+
+class _Progress:
+    def __init__(self, progress: bool | None):
+        self.bar = tqdm(total=0, desc="ingest", unit="file",
+                        disable=None if progress is None else not progress)
+
+    def add(self, n: int) -> None:
+        self.bar.total += n
+        self.bar.refresh()
+
+    def step(self, source: Source, name: str) -> None:
+        self.bar.set_postfix_str(f"{source.name}/{name}", refresh=False)
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _apply_in_order(layout: Layout, source: Source, pending: list[Delivery],
+                    allow_mass_delete: bool, bar: _Progress) -> list[FileOutcome]:
+    """The usual case: new files dated on or after everything applied, one commit each."""
+    table = layout.table(source.name)
+    commits = tables.applied_commits(table)
+    outcomes = []
+    for delivery in pending:
+        try:
+            outcome, clock = _apply_file(layout, source, delivery, table, commits,
+                                         allow_mass_delete)
+            log.info("%s", outcome.line())
+            tables.append_log(layout, [_log_row(source, delivery, outcome, clock)])
+            crashpoint("ingest.after_log")
+        except _Quarantine as reason:
+            outcome = _quarantine(layout, source, delivery, str(reason))
+        outcomes.append(outcome)
+        bar.step(source, delivery.name)
+    return outcomes
+
+
+def _rebuild(layout: Layout, source: Source, deliveries: list[Delivery], ledger: Ledger,
+             events: dict[str, str], note: str, allow_mass_delete: bool,
+             bar: _Progress) -> list[FileOutcome]:
+    """Replay every archived file of ``source`` into a scratch table, swap it in at once.
+
+    ``events`` names the files that caused the rebuild (file -> late | resent | rebuild)."""
+    scratch = layout.root / "tables" / ".rebuild" / source.name
+    shutil.rmtree(scratch, ignore_errors=True)
+    bar.add(len(deliveries) - len(events))
+    log.warning("%s: rebuilding from %d archived file(s): %s", source.name, len(deliveries),
+                note)
+    outcomes, logged, replayed = [], [], []
+    for delivery in deliveries:
+        before = ledger.status(delivery.name, delivery.sha256) == "applied"
+        event = events.get(delivery.name, "rebuild")
+        try:
+            outcome, clock = _apply_file(layout, source, delivery, scratch, {},
+                                         allow_mass_delete or before)
+        except _Quarantine as reason:
+            outcomes.append(_quarantine(layout, source, delivery, str(reason), event))
+            bar.step(source, delivery.name)
+            continue
+        outcome.event, outcome.note = event, note
+        outcomes.append(outcome)
+        logged.append((delivery, outcome, clock))
+        replayed.append({"file": delivery.name, "sha256": delivery.sha256, **outcome.counts()})
+        bar.step(source, delivery.name)
+    crashpoint("rebuild.before_swap")
+    version = tables.replace_table(layout.table(source.name), scratch, source,
+                                   {"source": source.name, "note": note, "files": replayed})
+    crashpoint("rebuild.after_swap")
+    rows = [_log_row(source, d, o, {**c, "table_version": version}) for d, o, c in logged]
+    for name, event in events.items():
+        old = ledger.applied_sha(name)
+        if event == "resent" and old is not None:
+            gone = FileOutcome(source.name, name, "superseded", event="resent",
+                               note="superseded by a resent file of the same name")
+            outcomes.append(gone)
+            rows.append(_log_row(source, Delivery(layout.archive(source.name) / name, old, 0, 0),
+                                 gone, {}))
+    tables.append_log(layout, rows)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return outcomes
+
+
+def _pending(layout: Layout, source: Source, deliveries: list[Delivery],
+             ledger: Ledger) -> list[Delivery]:
+    """Archived files not applied yet (finishing a quarantine a killed run had started)."""
+    pending = []
+    for delivery in deliveries:
+        status = ledger.status(delivery.name, delivery.sha256)
+        if status == "applied":
+            continue
+        if status == "quarantined" and not (layout.quarantine(source.name)
+                                            / delivery.name).exists():
+            _move_to_quarantine(layout, source, delivery.path,
+                                ledger.reason(delivery.name, delivery.sha256))
+            continue
+        pending.append(delivery)
+    return pending
+
+
+def _ingest_source(layout: Layout, source: Source, ledger: Ledger, allow_mass_delete: bool,
+                   bar: _Progress, rebuild: str | None = None) -> list[FileOutcome]:
+    deliveries = _deliveries(layout, source, ledger)
+    pending = _pending(layout, source, deliveries, ledger)
+    if rebuild is None and not pending:
+        return []
+    bar.add(len(pending))
+    last = ledger.last_applied_date(source.name)
+    events = {}
+    for delivery in pending:
+        if ledger.applied_sha(delivery.name) not in (None, delivery.sha256):
+            events[delivery.name] = "resent"
+        elif last is not None and source.file_date(delivery.name) < last:
+            events[delivery.name] = "late"
+    if rebuild is None and not events:
+        return _apply_in_order(layout, source, pending, allow_mass_delete, bar)
+    why = [f"{kind} file {name}" for name, kind in events.items()]
+    note = rebuild or ("rebuilt for " + ", ".join(why))
+    events |= {d.name: "rebuild" for d in pending if d.name not in events}
+    replay = [d for d in deliveries
+              if d.name in events or ledger.status(d.name, d.sha256) == "applied"]
+    return _rebuild(layout, source, replay, ledger, events, note, allow_mass_delete, bar)
 
 
 def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
@@ -205,50 +410,31 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
     """Apply every archived file not yet applied, per source in file-date order."""
     layout = Layout.of(root)
     with hold(layout.root, "ingest"):
-        return _ingest(layout, allow_mass_delete, progress)
+        ledger = Ledger(tables.read_log(layout))
+        bar = _Progress(progress)
+        result = IngestResult()
+        for source in SOURCES.values():
+            result.files += _ingest_source(layout, source, ledger, allow_mass_delete, bar)
+        bar.close()
+        return result
 
 
-def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None) -> IngestResult:
-    logged = tables.read_log(layout)
-    done = set(zip(logged["file"], logged["sha256"], strict=True))
-    quarantined = set(zip(*[logged.loc[logged["status"] == "quarantined", c]
-                            for c in ("file", "sha256")], strict=True))
-    work = [(s, p) for s in SOURCES.values() for p in _archived(layout, s)]
-    result = IngestResult()
-    commits: dict[str, dict] = {}
-    bar = tqdm(total=len(work), desc="ingest", unit="file",
-               disable=None if progress is None else not progress)
-    for source, path in work:
-        sha = sha256_of(path)
-        if (path.name, sha) in quarantined:      # logged, but the move did not happen
-            _quarantine(layout, source, path, logged.loc[
-                (logged["file"] == path.name) & (logged["sha256"] == sha), "reason"].iloc[-1])
-            bar.update()
-            continue
-        if (path.name, sha) in done:
-            bar.update()
-            continue
-        bar.set_postfix_str(f"{source.name}/{path.name}")
-        if source.name not in commits:
-            commits[source.name] = tables.applied_commits(layout, source)
-        day = source.file_date(path.name)
-        try:
-            outcome, clock = _apply_file(layout, source, path, sha, commits[source.name],
-                                         allow_mass_delete)
-            log.info("%s/%s: %s", source.name, path.name, outcome.line())
-            tables.append_log(layout, [_log_row(outcome, day, sha, clock)])
-            crashpoint("ingest.after_log")
-        except _Quarantine as reason:
-            outcome = FileOutcome(source.name, path.name, "quarantined", reason=str(reason))
-            log.error("%s/%s: quarantined: %s", source.name, path.name, reason)
-            tables.append_log(layout, [_log_row(outcome, day, sha,
-                                                {"started": dt.datetime.now(dt.UTC)})])
-            crashpoint("quarantine.after_log")
-            _quarantine(layout, source, path, str(reason))
-        result.files.append(outcome)
-        bar.update()
-    bar.close()
-    return result
+def rebuild(source: str | None = None, root: str | Path = ".", *,
+            allow_mass_delete: bool = False, progress: bool | None = None) -> IngestResult:
+    """Replay ``archive/`` into fresh tables (one source, or all) and swap them in atomically:
+    a reader sees the old table or the new one, never a mix."""
+    layout = Layout.of(root)
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"no source {source!r}; sources: {', '.join(SOURCES)}")
+    with hold(layout.root, "rebuild"):
+        ledger = Ledger(tables.read_log(layout))
+        bar = _Progress(progress)
+        result = IngestResult()
+        for name in [source] if source else list(SOURCES):
+            result.files += _ingest_source(layout, SOURCES[name], ledger, allow_mass_delete,
+                                           bar, rebuild="rebuild requested")
+        bar.close()
+        return result
 
 
 def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
@@ -260,23 +446,37 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
 
 
 def status(root: str | Path = ".") -> pd.DataFrame:
-    """Per source: files archived / applied / quarantined, last date, rows, rejected rows."""
+    """Per source: files archived / applied / quarantined / superseded, late and resent files,
+    rebuilds, last applied date, rows, rejected rows."""
     layout = Layout.of(root)
-    logged = tables.read_log(layout)
+    ledger = Ledger(tables.read_log(layout))
     rows = []
     for source in SOURCES.values():
-        mine = logged[logged["source"] == source.name]
+        mine = ledger.latest[ledger.latest["source"] == source.name]
         applied = mine[mine["status"] == "applied"]
         archived = layout.archive(source.name)
-        current, total = tables.row_counts(layout, source)
+        current, total = tables.row_counts(layout.table(source.name))
+        history = tables.versions(layout.table(source.name))
         rows.append({
             "source": source.name,
-            "archived": sum(1 for _ in archived.glob("*")) if archived.is_dir() else 0,
+            "archived": sum(1 for p in archived.glob("*") if source.file_date(p.name))
+            if archived.is_dir() else 0,
             "applied": len(applied),
             "quarantined": int((mine["status"] == "quarantined").sum()),
+            "superseded": int((mine["status"] == "superseded").sum()),
+            "late": int((mine["event"] == "late").sum()),
+            "resent": int(((mine["event"] == "resent") & (mine["status"] == "applied")).sum()),
+            "rebuilds": int((history["operation"] == "REBUILD").sum()),
             "last_date": applied["file_date"].max() if len(applied) else None,
             "current_rows": current,
             "all_versions": total,
             "rejected_rows": int(applied["rows_rejected"].sum()),
         })
     return pd.DataFrame(rows)
+
+
+def versions(source: str, root: str | Path = ".") -> pd.DataFrame:
+    """Each version of a source's table and the file(s) it came from."""
+    if source not in SOURCES:
+        raise ValueError(f"no source {source!r}; sources: {', '.join(SOURCES)}")
+    return tables.versions(Layout.of(root).table(source))

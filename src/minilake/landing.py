@@ -26,12 +26,23 @@ class SplitResult:
     moved: list[Path] = field(default_factory=list)          # their new place in archive/
     unmatched: list[Path] = field(default_factory=list)      # no source's pattern
     held: list[tuple[Path, str]] = field(default_factory=list)  # left in landing, and why
+    superseded: list[tuple[Path, Path]] = field(default_factory=list)  # (archived, kept as)
 
     def lines(self) -> list[str]:
         out = [f"split: {len(self.moved)} file(s) archived"]
+        out += [f"split: {a.name} was delivered again with other content; the earlier one is "
+                f"kept as {k.name}" for a, k in self.superseded]
         out += [f"split: {p.name} matches no source; left in landing_zone/" for p in self.unmatched]
         out += [f"split: {p.name}: {why}; left in landing_zone/" for p, why in self.held]
         return out
+
+
+def superseded_name(path: Path) -> Path:
+    """``NAME.superseded-N`` with the first free N: a name no source claims."""
+    n = 1
+    while (candidate := path.with_name(f"{path.name}.superseded-{n}")).exists():
+        n += 1
+    return candidate
 
 
 def split(root: str | Path = ".") -> SplitResult:
@@ -55,12 +66,17 @@ def _split(layout: Layout) -> SplitResult:
             continue
         target = layout.archive(source.name) / path.name
         if target.exists():
-            same = filecmp.cmp(path, target, shallow=False)
-            why = ("already archived (identical)" if same
-                   else "a different file of that name is already archived")
-            log.warning("%s/%s: %s, left in landing_zone/", source.name, path.name, why)
-            result.held.append((path, why))
-            continue
+            if filecmp.cmp(path, target, shallow=False):
+                why = "already archived (identical)"
+                log.warning("%s/%s: %s, left in landing_zone/", source.name, path.name, why)
+                result.held.append((path, why))
+                continue
+            kept = superseded_name(target)
+            os.replace(target, kept)              # a resent file: keep the earlier one
+            crashpoint("split.superseded")
+            log.warning("%s/%s: resent with other content; the earlier one is kept as %s",
+                        source.name, path.name, kept.name)
+            result.superseded.append((target, kept))
         target.parent.mkdir(parents=True, exist_ok=True)
         crashpoint("split.before_move")
         os.replace(path, target)

@@ -30,6 +30,8 @@ COMMIT_KEY = "minilake"
 LOG_SCHEMA = pa.schema([
     ("source", pa.string()), ("file", pa.string()), ("file_date", pa.date32()),
     ("sha256", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("event", pa.string()), ("note", pa.string()),
+    ("size", pa.int64()), ("mtime_ns", pa.int64()),
     ("rows_read", pa.int64()), ("rows_loaded", pa.int64()), ("rows_rejected", pa.int64()),
     ("inserted", pa.int64()), ("updated", pa.int64()), ("expired", pa.int64()),
     ("table_version", pa.int64()),
@@ -51,9 +53,8 @@ def exists(path: Path) -> bool:
     return DeltaTable.is_deltatable(str(path))
 
 
-def current_versions(layout: Layout, source: Source) -> pd.DataFrame:
+def current_versions(path: Path, source: Source) -> pd.DataFrame:
     """Key and row_hash of every current version (nothing else is read)."""
-    path = layout.table(source.name)
     if not exists(path):
         key_type = table_schema(source).field(source.key).type
         return pa.table({source.key: pa.array([], key_type),
@@ -64,9 +65,8 @@ def current_versions(layout: Layout, source: Source) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def row_counts(layout: Layout, source: Source) -> tuple[int, int]:
-    """(current versions, all versions) of a source's table; (0, 0) before its first file."""
-    path = layout.table(source.name)
+def row_counts(path: Path) -> tuple[int, int]:
+    """(current versions, all versions) of a table; (0, 0) before its first file."""
     if not exists(path):
         return 0, 0
     dataset = DeltaTable(str(path)).to_pyarrow_dataset()
@@ -74,18 +74,37 @@ def row_counts(layout: Layout, source: Source) -> tuple[int, int]:
             dataset.count_rows())
 
 
-def applied_commits(layout: Layout, source: Source) -> dict[tuple[str, str], dict]:
-    """The files this table's history says were applied: (file, sha256) -> commit metadata."""
-    path = layout.table(source.name)
+def applied_commits(path: Path) -> dict[tuple[str, str], dict]:
+    """The files this table's history says were applied: (file, sha256) -> that file's counts
+    and the table version. A rebuild's commit names every file it replayed."""
     if not exists(path):
         return {}
     out = {}
-    for entry in DeltaTable(str(path)).history():
+    for entry in reversed(DeltaTable(str(path)).history()):
         if COMMIT_KEY in entry:
             meta = json.loads(entry[COMMIT_KEY])
-            meta["table_version"] = entry["version"]
-            out[meta["file"], meta["sha256"]] = meta
+            for applied in meta.get("files", [meta]):
+                out[applied["file"], applied["sha256"]] = {**applied,
+                                                           "table_version": entry["version"]}
     return out
+
+
+def versions(path: Path) -> pd.DataFrame:
+    """``version``, ``committed_at``, ``operation``, ``files``: each table version and the
+    file(s) it came from."""
+    rows = []
+    for entry in DeltaTable(str(path)).history() if exists(path) else []:
+        meta = json.loads(entry.get(COMMIT_KEY, "{}"))
+        files = [f["file"] for f in meta.get("files", [meta] if "file" in meta else [])]
+        what = meta.get("note", "")
+        rows.append({"version": entry["version"],
+                     "committed_at": pd.Timestamp(entry["timestamp"], unit="ms", tz="UTC"),
+                     "operation": ("REBUILD" if "files" in meta else entry.get("operation")),
+                     "files": ", ".join(files) if len(files) < 4 else
+                     f"{len(files)} files: {files[0]} ... {files[-1]}",
+                     "note": what})
+    return pd.DataFrame(rows, columns=["version", "committed_at", "operation", "files", "note"]
+                        ).sort_values("version").reset_index(drop=True)
 
 
 def _with_scd2(table: pa.Table, day: dt.date, *, open_rows: bool) -> pa.Table:
@@ -97,10 +116,9 @@ def _with_scd2(table: pa.Table, day: dt.date, *, open_rows: bool) -> pa.Table:
     return table
 
 
-def apply_changes(layout: Layout, source: Source, changes: Changes, day: dt.date,
+def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
                   provenance: dict) -> int:
     """Apply one file's changes in a single commit; return the new table version."""
-    path = layout.table(source.name)
     schema = table_schema(source)
     commit = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(provenance)})
     if not exists(path):
@@ -136,6 +154,25 @@ def apply_changes(layout: Layout, source: Source, changes: Changes, day: dt.date
     return DeltaTable(str(path)).version()
 
 
+def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -> int:
+    """Swap a rebuilt table in with one overwrite commit; return the new version.
+
+    Readers hold a snapshot of one table version, and an overwrite only marks the old files
+    removed, so a reader sees the old table or the new one, never a mix."""
+    schema = table_schema(source)
+    if exists(rebuilt):
+        dataset = DeltaTable(str(rebuilt)).to_pyarrow_dataset()
+        data = dataset.scanner(columns=schema.names).to_reader()
+    else:
+        data = schema.empty_table()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_deltalake(str(path), data, partition_by=["is_current"], mode="overwrite",
+                    schema_mode="overwrite",
+                    commit_properties=CommitProperties(
+                        custom_metadata={COMMIT_KEY: json.dumps(provenance)}))
+    return DeltaTable(str(path)).version()
+
+
 def _as_date(value: dt.date | str) -> dt.date:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
@@ -143,11 +180,13 @@ def _as_date(value: dt.date | str) -> dt.date:
 def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path = ".",
                version: int | None = None) -> pd.DataFrame:
     """A table as a DataFrame: every version, or with ``as_of`` only those valid on that date
-    (``effective_from <= as_of < expiry_date``); ``version`` reads an older table version."""
+    (``effective_from <= as_of < expiry_date``). ``version`` reads the table as it was at that
+    Delta version, for audits (``status`` lists the versions and the file each came from)."""
     layout = Layout.of(root)
     path = layout.table(name)
     if not exists(path):
-        known = sorted(p.name for p in (layout.root / "tables").glob("*") if exists(p))
+        known = sorted(p.name for p in (layout.root / "tables").glob("*")
+                       if exists(p) and not p.name.startswith("."))
         raise FileNotFoundError(f"no table {name!r} under {layout.root / 'tables'} "
                                 f"(tables: {', '.join(known) or 'none yet'})")
     table = DeltaTable(str(path), version=version)

@@ -1,0 +1,192 @@
+"""Late and resent files, rebuild, time travel (issue 6)."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import rawfiles as raw
+from arrivals import deliver, table_contents
+
+import minilake
+from minilake.generate import generate
+from minilake.layout import Layout
+from minilake.tables import read_log
+
+ORDERS = 20
+
+
+@pytest.fixture(scope="module")
+def tiny_week(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_week")
+    generate(root, start="2024-10-09", days=7, customers=100, seed=21, landing_only=True)
+    return root
+
+
+def assert_tables_equal(got: dict, want: dict, what: str) -> None:
+    for source in want:
+        pd.testing.assert_frame_equal(got[source], want[source], obj=f"{what}: {source}")
+
+
+def arrival_orders(files: list[str]) -> list[tuple[list[str], list[int]]]:
+    """ORDERS shuffles of the files, each cut into runs of 1 to 3 files."""
+    rng = random.Random(2024)
+    cases = []
+    for _ in range(ORDERS):
+        order = files[:]
+        rng.shuffle(order)
+        batches = []
+        while sum(batches) < len(order):
+            batches.append(min(rng.choice([1, 1, 1, 2, 3]), len(order) - sum(batches)))
+        cases.append((order, batches))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def in_order(tiny_week) -> dict:
+    files = sorted((str(p) for p in (tiny_week / "landing_zone").iterdir()),
+                   key=lambda f: raw.file_date(Path(f)))
+    return deliver(files, [len(files)])
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_any_arrival_order_gives_the_tables_of_in_order_arrival(chunk, tiny_week, in_order):
+    files = sorted(str(p) for p in (tiny_week / "landing_zone").iterdir())
+    for i, (order, batches) in enumerate(arrival_orders(files)):
+        if i % 4 == chunk:
+            assert_tables_equal(deliver(order, batches), in_order, f"order {i}: {order}")
+
+
+@pytest.fixture
+def week(small_root, tmp_path) -> Path:
+    """A small world's four days, applied in order."""
+    shutil.copytree(small_root / "landing_zone", tmp_path / "landing_zone")
+    assert minilake.run(tmp_path).ok
+    return tmp_path
+
+
+def test_a_resent_sales_file_supersedes_the_earlier_one(week):
+    path = week / "archive" / "sales" / "sales_20241010.txt"
+    original = raw.sales(path)
+    later = pd.concat([raw.sales(week / "archive" / "sales" / n)
+                       for n in ("sales_20241011.txt", "sales_20241012.txt")])
+    fixable = original[~original["sale_id"].isin(later["sale_id"])
+                       & (original["sale_date"] == "2024-10-10")].head(3)
+    corrected = original.copy()
+    for i in fixable.index:
+        q = int(corrected.loc[i, "quantity"]) % 5 + 1
+        corrected.loc[i, "quantity"] = str(q)
+        corrected.loc[i, "total_price"] = f"{q * float(corrected.loc[i, 'price_per_unit']):.2f}"
+    (week / "landing_zone" / path.name).write_bytes(
+        "".join("~".join(r) + "\r\n" for r in corrected.itertuples(index=False)).encode())
+    result = minilake.run(week)
+    assert result.ok
+    assert any("kept as sales_20241010.txt.superseded-1" in line for line in result.lines())
+    assert (week / "archive" / "sales" / "sales_20241010.txt.superseded-1").read_bytes() == \
+        b"".join(line + b"\r\n" for line in
+                 ["~".join(r).encode() for r in original.itertuples(index=False)])
+    table = minilake.read_table("sales", root=week)
+    for row in fixable.itertuples():
+        versions = table[table["sale_id"] == row.sale_id]
+        want = corrected.loc[row.Index]
+        assert versions["quantity"].tolist() == [int(want["quantity"])]
+        assert versions["total_price"].tolist() == [float(want["total_price"])]
+        assert versions["effective_from"].astype(str).tolist() == ["2024-10-10"], \
+            "dated by the resent file"
+        assert versions["is_current"].tolist() == [True]
+    log = read_log(Layout.of(week))
+    mine = log[log["file"] == "sales_20241010.txt"].sort_values("finished_at")
+    assert mine["status"].tolist()[-2:] in (["applied", "superseded"],
+                                            ["superseded", "applied"])
+    status = minilake.status(week).set_index("source")
+    assert status.loc["sales", "superseded"] == 1 and status.loc["sales", "resent"] == 1
+
+
+def test_a_resent_snapshot_for_an_old_day_recomputes_later_versions(week):
+    old = week / "archive" / "customer" / "customer_20241010.csv"
+    frame = raw.customers(old)
+    flipped = frame["customer_id"].iloc[:20]
+    frame.loc[frame.index[:20], "membership_status"] = frame["membership_status"].iloc[:20].map(
+        {"active": "inactive", "inactive": "active"})
+    frame = frame.iloc[:-5]                              # five customers missing that day
+    frame.to_csv(week / "landing_zone" / old.name, index=False, quoting=1)
+    assert minilake.run(week).ok
+    # every day the table shows exactly that day's snapshot, with the resent one for 10-10
+    for path in raw.days(week / "archive" / "customer", "customer"):
+        expected = raw.customers(path).sort_values("customer_id")
+        got = minilake.read_table("customer", as_of=raw.file_date(path), root=week)
+        assert sorted(got["customer_id"].astype(str)) == sorted(expected["customer_id"])
+        got = got.set_index(got["customer_id"].astype(str))
+        exp = expected.set_index("customer_id")
+        assert (got.loc[exp.index, "membership_status"] == exp["membership_status"]).all()
+    # the flipped customers changed back on 10-11: a new version from that day
+    table = minilake.read_table("customer", root=week)
+    on_11 = raw.customers(week / "archive" / "customer" / "customer_20241011.csv").set_index(
+        "customer_id")
+    for cid in flipped:
+        if cid in on_11.index:
+            mine = table[table["customer_id"] == int(cid)]
+            assert "2024-10-11" in mine["effective_from"].astype(str).tolist()
+
+
+def test_rebuild_equals_incremental_ingestion(week):
+    before = table_contents(week)
+    versions_before = minilake.versions("customer", week)["version"].max()
+    result = minilake.rebuild(root=week)
+    assert result.ok and {f.source for f in result.files} == {"customer", "product", "sales"}
+    assert_tables_equal(table_contents(week), before, "rebuild")
+    history = minilake.versions("customer", week)
+    assert history["version"].max() == versions_before + 1
+    assert history.iloc[-1]["operation"] == "REBUILD"
+    assert not (week / "tables" / ".rebuild").exists() or not any(
+        (week / "tables" / ".rebuild").iterdir())
+    with pytest.raises(ValueError, match="sources: customer, product, sales"):
+        minilake.rebuild("customers", root=week)
+
+
+def test_a_reader_during_a_rebuild_sees_the_old_or_the_new_table(small_root, tmp_path):
+    landing = tmp_path / "landing_zone"
+    shutil.copytree(small_root / "landing_zone", landing)
+    late = landing / "sales_20241010.txt"
+    shutil.move(late, tmp_path / late.name)
+    assert minilake.run(tmp_path).ok
+    old = len(minilake.read_table("sales", root=tmp_path))
+    seen, errors, stop = [], [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                seen.append(len(minilake.read_table("sales", root=tmp_path)))
+            except Exception as error:        # noqa: BLE001 - a failed read is a finding too
+                errors.append(repr(error))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    shutil.move(tmp_path / late.name, late)
+    result = minilake.run(tmp_path)
+    stop.set()
+    thread.join()
+    new = len(minilake.read_table("sales", root=tmp_path))
+    assert result.ok and new > old
+    assert any(f.event == "late" for f in result.ingest.files)
+    assert errors == []
+    assert len(seen) > 5 and set(seen) <= {old, new}, sorted(set(seen))
+
+
+def test_time_travel_by_business_date_and_by_table_version(week):
+    first = raw.customers(week / "archive" / "customer" / "customer_20241009.csv")
+    v0 = minilake.read_table("customer", root=week, version=0)
+    assert sorted(v0["customer_id"].astype(str)) == sorted(first["customer_id"])
+    history = minilake.versions("customer", week)
+    assert history["files"].tolist() == ["customer_20241009.csv", "customer_20241010.csv",
+                                         "customer_20241011.csv", "customer_20241012.csv"]
+    v1 = minilake.read_table("customer", root=week, version=1)
+    second = raw.customers(week / "archive" / "customer" / "customer_20241010.csv")
+    assert sorted(v1.loc[v1["is_current"], "customer_id"].astype(str)) == sorted(
+        second["customer_id"])
+    as_of = minilake.read_table("customer", as_of="2024-10-09", root=week)
+    assert sorted(as_of["customer_id"].astype(str)) == sorted(first["customer_id"])
