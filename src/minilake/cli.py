@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=SAMPLE["seed"])
     p.add_argument("--landing-only", action="store_true",
                    help="only landing_zone/ (no broken day, no final_results/)")
+    p.add_argument("--steady", action="store_true",
+                   help="constant daily volumes (for measuring cost against history)")
     return parser
 
 
@@ -93,7 +95,8 @@ def _main(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty()
     if args.command == "generate":
         minilake.generate(args.root, start=args.start, days=args.days, customers=args.customers,
-                          seed=args.seed, landing_only=args.landing_only, progress=progress)
+                          seed=args.seed, landing_only=args.landing_only, steady=args.steady,
+                          progress=progress)
         return 0
     if args.command == "split":
         _print(minilake.split(args.root).lines())

@@ -142,6 +142,7 @@ class World:
     seed: int
     start: dt.date
     customers_day_one: int
+    steady: bool = False          # constant daily volumes: as many arrive as leave, flat sales
     rng: np.random.Generator = field(init=False)
     pools: dict[str, pa.Array] = field(init=False)
     day_index: int = -1
@@ -241,7 +242,7 @@ class World:
         stay = snap[~gone].reset_index(drop=True)
         changing = self.rng.random(len(stay)) < CHANGE_RATE
         stay.loc[changing] = self._change(stay[changing])
-        n_new = int(round(NEW_RATE * n))
+        n_new = int(gone.sum()) if self.steady else int(round(NEW_RATE * n))
         # Deleted ones come back now and then (never those deleted today).
         earlier = len(self.deleted) - int(gone.sum())
         n_back = min(int(round(REAPPEAR_SHARE * n_new)), earlier)
@@ -294,8 +295,8 @@ class World:
         return snap.reindex(customer_ids).fillna(-1).to_numpy(np.int8)
 
     def _new_sales(self, corrections: bool) -> pd.DataFrame:
-        n = int(round(DAY_ONE_SALES_PER_CUSTOMER * self.customers_day_one
-                      * SALES_GROWTH ** self.day_index))
+        growth = 1.0 if self.steady else SALES_GROWTH ** self.day_index
+        n = int(round(DAY_ONE_SALES_PER_CUSTOMER * self.customers_day_one * growth))
         ids = self.customers["customer_id"].to_numpy()
         customer = ids[self.rng.integers(0, len(ids), size=n)]
         if len(self.deleted):
@@ -550,19 +551,21 @@ def write_broken_day(world: World, folder: Path) -> pd.DataFrame:
 
 def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
              days: int = SAMPLE["days"], customers: int = SAMPLE["customers"],
-             seed: int = SAMPLE["seed"], landing_only: bool = False,
+             seed: int = SAMPLE["seed"], landing_only: bool = False, steady: bool = False,
              progress: bool = False) -> World:
     """Write ``days`` days of landing files into ``root/landing_zone``.
 
     Unless ``landing_only``, also write the next day with known faults into
     ``root/samples/broken_day`` and the ground-truth references into ``root/final_results``.
-    Same arguments, byte-identical files.
+    ``steady`` keeps daily volumes constant (as many customers arrive as leave, no sales
+    growth), for measuring how cost grows with history alone. Same arguments, byte-identical
+    files.
     """
     from tqdm.auto import tqdm
 
     root = Path(root)
     start = dt.date.fromisoformat(start) if isinstance(start, str) else start
-    world = World(seed=seed, start=start, customers_day_one=customers)
+    world = World(seed=seed, start=start, customers_day_one=customers, steady=steady)
     landing = root / "landing_zone"
     for _ in tqdm(range(days), desc="generate", unit="day", disable=not progress):
         world.advance()

@@ -227,7 +227,8 @@ def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Path,
         _write_atomically(checked.bad, report)
         clock["commit_s"] = time.perf_counter() - t
         return outcome, clock
-    current = tables.current_versions(table, source)
+    current = tables.current_versions(
+        table, source, None if source.snapshot else checked.good.column(source.key))
     changes = diff(current, checked.good, source.key, snapshot=source.snapshot,
                    bad_keys=checked.bad_keys)
     clock["diff_s"], t = time.perf_counter() - t, time.perf_counter()

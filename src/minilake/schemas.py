@@ -14,35 +14,65 @@ from __future__ import annotations
 
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_
+import pyarrow.compute as pc
 
-INT64_DIGITS = len(str(2**63 - 1))
-
-
-def as_number(text: pd.Series) -> pd.Series:
-    """Text -> float, NaN where it is not a finite number (e.g. 'ERROR', '', 'inf')."""
-    number = pd.to_numeric(text, errors="coerce").astype("float64")
-    return number.where(number.abs() < float("inf"))
+INT64_MAX = str(2**63 - 1)
+NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
-def _is_integer(text: pd.Series) -> pd.Series:
-    digits = text.str.lstrip("-")
-    fits = (digits.str.len() < INT64_DIGITS) | (
-        (digits.str.len() == INT64_DIGITS) & (digits <= str(2**63 - 1)))
-    return text.str.fullmatch(r"-?\d+") & fits
+def _arrow(text: pd.Series) -> pa_.Array:
+    return pa_.array(text)                       # zero-copy for pandas' Arrow-backed strings
 
 
-def _is_date(text: pd.Series, date_format: str) -> pd.Series:
-    parsed = pd.to_datetime(text, format=date_format, errors="coerce")
-    return text.str.fullmatch(r"\d{4}-\d{2}-\d{2}") & parsed.notna()
+def _mask(text: pd.Series, valid: pa_.Array) -> pd.Series:
+    return pd.Series(valid.fill_null(False).to_numpy(zero_copy_only=False), index=text.index)
+
+
+def parse_number(text: pa_.Array) -> pa_.Array:
+    """Text -> float64; null where it is not a finite decimal number ('ERROR', '', 'inf')."""
+    looks = pc.match_substring_regex(text, NUMBER)
+    value = pc.cast(pc.if_else(looks, text, "nan"), pa_.float64())
+    return pc.if_else(pc.and_(looks, pc.is_finite(value)), value,
+                      pa_.scalar(None, pa_.float64()))
+
+
+def parse_date(text: pa_.Array, date_format: str) -> pa_.Array:
+    """Text -> date32; null unless the text is exactly a real date in ``date_format``
+    (strptime rolls 2024-02-30 over to March, so the date must print back the same).
+    Dates repeat a lot (one sale date per file), so each distinct text is parsed once."""
+    encoded = pc.dictionary_encode(text)
+    if isinstance(encoded, pa_.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    distinct = pc.cast(encoded.dictionary, pa_.string())
+    stamp = pc.strptime(distinct, date_format, "s", error_is_null=True)
+    same = pc.equal(pc.strftime(stamp, date_format), distinct)
+    dates = pc.if_else(same, pc.cast(stamp, pa_.date32()), pa_.scalar(None, pa_.date32()))
+    return dates.take(encoded.indices)
+
+
+def _is_integer(text: pa_.Array) -> pa_.Array:
+    digits = pc.utf8_ltrim(text, "-")
+    length = pc.utf8_length(digits)
+    fits = pc.or_(pc.less(length, len(INT64_MAX)),
+                  pc.and_(pc.equal(length, len(INT64_MAX)), pc.less_equal(digits, INT64_MAX)))
+    return pc.and_(pc.match_substring_regex(text, r"^-?\d+$"), fits)
 
 
 def _readable(date_format: str) -> str:
     return date_format.replace("%Y", "YYYY").replace("%m", "MM").replace("%d", "DD")
 
 
-def _blank_or(check):
-    """A check that lets empty text pass: emptiness is the `required` check's business."""
-    return lambda s: (s == "") | check(s)
+def _check(rule, name: str, blank_passes: bool = True) -> pa.Check:
+    """A pandera check from a rule on Arrow text; empty text passes unless ``blank_passes`` is
+    off (emptiness is the `required` check's business)."""
+    def run(text: pd.Series) -> pd.Series:
+        values = _arrow(text)
+        valid = rule(values)
+        if blank_passes:
+            valid = pc.or_(pc.equal(values, ""), valid)
+        return _mask(text, valid)
+    return pa.Check(run, name=name)
 
 
 def field(kind: str = "text", *, required: bool = False, one_of: list[str] | None = None,
@@ -51,24 +81,30 @@ def field(kind: str = "text", *, required: bool = False, one_of: list[str] | Non
     """A text column of the given kind ('text', 'int', 'float', 'date') and its rules."""
     checks = []
     if required:
-        checks.append(pa.Check(lambda s: s != "", name="required, empty"))
+        checks.append(_check(lambda a: pc.not_equal(a, ""), "required, empty",
+                             blank_passes=False))
     if kind == "int":
-        checks.append(pa.Check(_blank_or(_is_integer), name="not an integer"))
+        checks.append(_check(_is_integer, "not an integer"))
     elif kind == "float":
-        checks.append(pa.Check(_blank_or(lambda s: as_number(s).notna()), name="not a number"))
+        checks.append(_check(lambda a: pc.is_valid(parse_number(a)), "not a number"))
     elif kind == "date":
-        checks.append(pa.Check(_blank_or(lambda s: _is_date(s, date_format)),
-                               name=f"not a date ({_readable(date_format)})"))
+        checks.append(_check(lambda a: pc.is_valid(parse_date(a, date_format)),
+                             f"not a date ({_readable(date_format)})"))
     if one_of is not None:
-        checks.append(pa.Check(_blank_or(lambda s: s.isin(one_of)),
-                               name=f"not one of {'/'.join(one_of)}"))
+        allowed = pa_.array(one_of, pa_.large_string())
+        checks.append(_check(lambda a: pc.is_in(a, value_set=allowed),
+                             f"not one of {'/'.join(one_of)}"))
     if pattern is not None:
-        checks.append(pa.Check(_blank_or(lambda s: s.str.fullmatch(pattern)),
-                               name=f"does not look like {looks_like or pattern}"))
-    if gt is not None:
-        checks.append(pa.Check(lambda s: ~(as_number(s) <= gt), name=f"must be > {gt:g}"))
-    if ge is not None:
-        checks.append(pa.Check(lambda s: ~(as_number(s) < ge), name=f"must be >= {ge:g}"))
+        checks.append(_check(lambda a: pc.match_substring_regex(a, f"^(?:{pattern})$"),
+                             f"does not look like {looks_like or pattern}"))
+    for bound, name, compare in ((gt, f"must be > {gt:g}" if gt is not None else "",
+                                  pc.greater),
+                                 (ge, f"must be >= {ge:g}" if ge is not None else "",
+                                  pc.greater_equal)):
+        if bound is not None:
+            checks.append(_check(
+                lambda a, bound=bound, compare=compare: pc.or_kleene(
+                    pc.is_null(parse_number(a)), compare(parse_number(a), bound)), name))
     return pa.Column(str, checks=checks, nullable=False,
                      metadata={"kind": kind, "required": required, "date_format": date_format})
 
@@ -81,11 +117,11 @@ def schema(name: str, key: str, columns: dict[str, pa.Column],
 
 
 def _total_is_quantity_times_price(frame: pd.DataFrame) -> pd.Series:
-    quantity = as_number(frame["quantity"])
-    price = as_number(frame["price_per_unit"])
-    total = as_number(frame["total_price"])
+    quantity, price, total = (parse_number(_arrow(frame[c]))
+                              for c in ("quantity", "price_per_unit", "total_price"))
+    off = pc.greater(pc.abs(pc.subtract(total, pc.multiply(quantity, price))), 0.01 + 1e-9)
     # Rows where a number is missing are already bad for that reason; only compare the rest.
-    return ~((total - quantity * price).abs() > 0.01 + 1e-9)
+    return _mask(frame["quantity"], pc.invert(off.fill_null(False)))
 
 
 EMAIL = r"[^@\s]+@[^@\s]+\.?[^@\s]*"

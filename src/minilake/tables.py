@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 
 from minilake.layout import Layout
 from minilake.scd2 import OPEN_END, SCD2_COLUMNS, Changes
@@ -46,23 +46,39 @@ def table_schema(source: Source) -> pa.Schema:
     return pa.schema([*business, pa.field("effective_from", pa.date32(), nullable=False),
                       pa.field("expiry_date", pa.date32(), nullable=False),
                       pa.field("is_current", pa.bool_(), nullable=False),
-                      pa.field("row_hash", pa.string(), nullable=False)])
+                      pa.field("row_hash", pa.int64(), nullable=False)])
 
 
 def exists(path: Path) -> bool:
     return DeltaTable.is_deltatable(str(path))
 
 
-def current_versions(path: Path, source: Source) -> pd.DataFrame:
-    """Key and row_hash of every current version (nothing else is read)."""
-    if not exists(path):
-        key_type = table_schema(source).field(source.key).type
+def current_versions(path: Path, source: Source, keys: pa.Array | None = None) -> pd.DataFrame:
+    """Key and row_hash of the current versions (nothing else is read).
+
+    With ``keys``, only versions whose key lies between the smallest and the largest of them
+    are read: enough for a transactional file, which says nothing about other keys, and cheap
+    when keys grow with time (row groups outside the range are skipped by their statistics)."""
+    key_type = table_schema(source).field(source.key).type
+    if not exists(path) or (keys is not None and len(keys) == 0):
         return pa.table({source.key: pa.array([], key_type),
-                         "row_hash": pa.array([], pa.string())}).to_pandas()
-    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
-    table = dataset.to_table(columns=[source.key, "row_hash"],
-                             filter=pc.field("is_current") == pa.scalar(True))
-    return table.to_pandas()
+                         "row_hash": pa.array([], pa.int64())}).to_pandas()
+    where = "is_current"
+    if keys is not None:
+        low, high = (_literal(v.as_py()) for v in pc.min_max(keys).values())
+        where += f" AND {source.key} >= {low} AND {source.key} <= {high}"
+    # DataFusion over the Delta log: files whose statistics miss the range are not read.
+    result = QueryBuilder().register("t", DeltaTable(str(path))).execute(
+        f"SELECT {source.key}, row_hash FROM t WHERE {where}")
+    schema = pa.schema([pa.field(source.key, key_type), pa.field("row_hash", pa.int64())])
+    return pa.table(result.read_all()).cast(schema).to_pandas()
+
+
+def _literal(value: object) -> str:
+    """A key value as a SQL literal for a MERGE predicate."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(int(value))
 
 
 def row_counts(path: Path) -> tuple[int, int]:
@@ -121,12 +137,12 @@ def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
     """Apply one file's changes in a single commit; return the new table version."""
     schema = table_schema(source)
     commit = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(provenance)})
-    if not exists(path):
+    if not exists(path) or len(changes.expire_keys) == 0:    # only new versions: an append
         rows = _with_scd2(changes.inserts, day, open_rows=True)
         rows = rows.select(schema.names).cast(schema)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(path), rows, partition_by=["is_current"], mode="error",
-                        commit_properties=commit)
+        write_deltalake(str(path), rows, partition_by=["is_current"],
+                        mode="append" if exists(path) else "error", commit_properties=commit)
         return DeltaTable(str(path)).version()
 
     business = [f.name for f in schema if f.name not in SCD2_COLUMNS]
@@ -143,9 +159,12 @@ def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
         "effective_from": pa.array([day] * n, pa.date32()),
     }).select(inserts.column_names)
     merge_source = pa.concat_tables([expires, inserts.cast(expires.schema)])
+    # The key range of the expiring versions lets the MERGE skip files that cannot match.
+    low, high = (_literal(v.as_py()) for v in pc.min_max(changes.expire_keys).values())
     table = DeltaTable(str(path))
     (table.merge(merge_source,
-                 predicate=f"t.{source.key} = s.{MERGE_KEY} AND t.is_current = true",
+                 predicate=(f"t.{source.key} = s.{MERGE_KEY} AND t.is_current = true AND "
+                            f"t.{source.key} >= {low} AND t.{source.key} <= {high}"),
                  source_alias="s", target_alias="t", commit_properties=commit)
      .when_matched_update(updates={"expiry_date": "s.effective_from", "is_current": "false"})
      .when_not_matched_insert(updates={c: f"s.{c}" for c in schema.names},

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
 from minilake.readers import TextFrame
-from minilake.schemas import as_number
+from minilake.schemas import parse_date, parse_number
 
 ARROW_TYPES = {"int": pa_.int64(), "float": pa_.float64(), "date": pa_.date32(),
                "text": pa_.string()}
@@ -49,12 +49,12 @@ def to_typed(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pa_.Table:
         text = frame[name]
         kind = column.metadata["kind"]
         if kind == "float":
-            array = pa_.array(as_number(text).to_numpy(), pa_.float64())
+            array = parse_number(pa_.array(text))
+        elif kind == "date":
+            array = parse_date(pa_.array(text), column.metadata["date_format"])
         else:
-            array = pa_.array(text.to_numpy(dtype=object), pa_.string())
-            if kind != "text":
-                array = array.cast(ARROW_TYPES[kind])
-            else:
+            array = pa_.array(text).cast(ARROW_TYPES[kind])
+            if kind == "text":
                 array = pc.if_else(pc.equal(array, ""), pa_.scalar(None, pa_.string()), array)
         arrays.append(array)
     return pa_.Table.from_arrays(arrays, schema=arrow_schema(schema))

@@ -1,0 +1,173 @@
+"""minilake at 1x, 10x, 100x and 1000x the sample, against the floor of the same I/O.
+
+    .venv/bin/python benchmarks/run.py --scales 1 10 100 [--days 7] [--keep DIR]
+    .venv/bin/python benchmarks/run.py --flat            # 60 days at 10x: day 60 vs day 2
+
+For each scale it generates a world with ``minilake generate --landing-only`` (1x = 5,000
+customers on day one and about 8,000 sales a day), runs ``python -m minilake run`` on it in a
+child process, and prints per stage (read, validate, SCD2 diff, commit; summed over the files,
+from the ingest log) the seconds, the total wall time, rows per second and the peak RSS of the
+child. The floor is the least any pipeline must do: read the same raw files with pyarrow and
+write them once to Parquet; minilake's total is printed as a multiple of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SAMPLE_CUSTOMERS = 5000
+STAGES = ["read_s", "validate_s", "diff_s", "commit_s"]
+
+
+def run_child(args: list[str]) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in MB of that process)."""
+    began = time.perf_counter()
+    process = subprocess.Popen(args)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - began
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(args)}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+FLOOR = """
+import json, sys, pyarrow as pa, pyarrow.csv as c, pyarrow.parquet as pq
+from pathlib import Path
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+for p in sorted(src.iterdir()):
+    if p.suffix == ".csv":
+        t = c.read_csv(p, parse_options=c.ParseOptions(newlines_in_values=True))
+    elif p.suffix == ".txt":
+        t = c.read_csv(p, read_options=c.ReadOptions(autogenerate_column_names=True),
+                       parse_options=c.ParseOptions(delimiter="~"))
+    else:
+        t = pa.Table.from_pylist(json.loads(p.read_text()))
+    pq.write_table(t, out / (p.name + ".parquet"))
+"""
+
+
+def stage_seconds(root: Path) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from minilake.layout import Layout
+    from minilake.tables import read_log
+
+    log = read_log(Layout.of(root))
+    out = {s: float(log[s].sum()) for s in STAGES}
+    out["rows"] = int(log["rows_read"].sum())
+    out["files"] = len(log)
+    out["per_file"] = log[["source", "file", "rows_read", *STAGES]].copy()
+    return out
+
+
+def one_scale(scale: float, days: int, work: Path, python: str) -> dict:
+    root = work / f"x{scale:g}"
+    shutil.rmtree(root, ignore_errors=True)
+    customers = int(SAMPLE_CUSTOMERS * scale)
+    gen_s, gen_mb = run_child([python, "-m", "minilake", "generate", "--root", str(root),
+                               "--customers", str(customers), "--days", str(days),
+                               "--landing-only"])
+    size = sum(p.stat().st_size for p in (root / "landing_zone").iterdir())
+    floor_dir = work / f"floor_x{scale:g}"
+    shutil.rmtree(floor_dir, ignore_errors=True)
+    floor_dir.mkdir()
+    floor_s, floor_mb = run_child([python, "-c", FLOOR, str(root / "landing_zone"),
+                                   str(floor_dir)])
+    shutil.rmtree(floor_dir)
+    total_s, peak_mb = run_child([python, "-m", "minilake", "run", "--root", str(root)])
+    stages = stage_seconds(root)
+    return {"scale": scale, "customers": customers, "days": days, "input_mb": size / 1e6,
+            "generate_s": gen_s, "floor_s": floor_s, "floor_mb": floor_mb,
+            "total_s": total_s, "peak_mb": peak_mb, **stages}
+
+
+def print_table(results: list[dict]) -> None:
+    head = (f"{'scale':>6} {'customers':>10} {'input MB':>9} {'rows':>11} {'read':>7} "
+            f"{'valid.':>7} {'diff':>7} {'commit':>7} {'total s':>8} {'rows/s':>9} "
+            f"{'peak MB':>8} {'floor s':>8} {'x floor':>7}")
+    print(head)
+    for r in results:
+        print(f"{r['scale']:>5g}x {r['customers']:>10,} {r['input_mb']:>9,.0f} {r['rows']:>11,} "
+              f"{r['read_s']:>7.1f} {r['validate_s']:>7.1f} {r['diff_s']:>7.1f} "
+              f"{r['commit_s']:>7.1f} {r['total_s']:>8.1f} {r['rows'] / r['total_s']:>9,.0f} "
+              f"{r['peak_mb']:>8,.0f} {r['floor_s']:>8.1f} {r['total_s'] / r['floor_s']:>7.1f}")
+
+
+def flat(work: Path, python: str, days: int, scale: float) -> None:
+    """Ingest day by day (one run per day) and compare the time of the last day with day 2."""
+    root = work / f"flat_x{scale:g}"
+    shutil.rmtree(root, ignore_errors=True)
+    held = work / f"flat_x{scale:g}_held"
+    shutil.rmtree(held, ignore_errors=True)
+    run_child([python, "-m", "minilake", "generate", "--root", str(held), "--days", str(days),
+               "--customers", str(int(SAMPLE_CUSTOMERS * scale)), "--landing-only", "--steady"])
+    files = sorted((held / "landing_zone").iterdir())
+    by_day: dict[str, list[Path]] = {}
+    for path in files:
+        by_day.setdefault(path.stem.split("_")[-1], []).append(path)
+    (root / "landing_zone").mkdir(parents=True)
+    seconds = []
+    for stamp in sorted(by_day):
+        for path in by_day[stamp]:
+            shutil.move(path, root / "landing_zone" / path.name)
+        took, _ = run_child([python, "-m", "minilake", "run", "--root", str(root)])
+        seconds.append(took)
+    stages = stage_seconds(root)["per_file"]
+    stages["work_s"] = stages[STAGES].sum(axis=1)
+    per_day = stages.assign(day=stages["file"].str.extract(r"_(\d{8})\.")[0]).groupby("day")[
+        "work_s"].sum()
+    print(f"flat: {days} days at {scale:g}x (steady volumes), one run per day")
+    print(f"  run wall time: day 2 {seconds[1]:.2f} s, day {days} {seconds[-1]:.2f} s, "
+          f"ratio {seconds[-1] / seconds[1]:.2f}")
+    print(f"  ingest work (read+validate+diff+commit): day 2 {per_day.iloc[1]:.2f} s, "
+          f"day {days} {per_day.iloc[-1]:.2f} s, ratio {per_day.iloc[-1] / per_day.iloc[1]:.2f}")
+    rows = stages.assign(day=stages["file"].str.extract(r"_(\d{8})\.")[0]).groupby("day")[
+        "rows_read"].sum()
+    print(f"  rows: day 2 {rows.iloc[1]:,}, day {days} {rows.iloc[-1]:,}")
+    shutil.rmtree(held, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", type=float, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--flat", action="store_true", help="the flat-cost run instead")
+    parser.add_argument("--flat-days", type=int, default=60)
+    parser.add_argument("--flat-scale", type=float, default=10)
+    parser.add_argument("--keep", default=None, help="work folder to keep (default: a temp)")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args()
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="minilake-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    print(f"# {dt.date.today()} on {platform.node()}: {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}; work folder {work}", flush=True)
+    try:
+        if args.flat:
+            flat(work, python, args.flat_days, args.flat_scale)
+            return
+        results = []
+        for scale in args.scales:
+            results.append(one_scale(scale, args.days, work, python))
+            shutil.rmtree(work / f"x{scale:g}", ignore_errors=True)
+            print_table(results[-1:]) if len(results) == 1 else None
+        print_table(results)
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                [{k: v for k, v in r.items() if k != "per_file"} for r in results], indent=2))
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
