@@ -32,7 +32,7 @@ STAGES = ["read_s", "validate_s", "diff_s", "commit_s"]
 def run_child(args: list[str]) -> tuple[float, float]:
     """Run a command; return (wall seconds, peak RSS in MB of that process)."""
     began = time.perf_counter()
-    process = subprocess.Popen(args)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - began
     if os.waitstatus_to_exitcode(status) != 0:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections import Counter
 
 _passed: Counter[str] = Counter()
+_lock = threading.Lock()             # sources are ingested on several threads
 
 
 def crashpoint(name: str) -> None:
@@ -21,6 +23,7 @@ def crashpoint(name: str) -> None:
     point, _, nth = target.partition(":")
     if point != name:
         return
-    _passed[name] += 1
-    if _passed[name] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    with _lock:
+        _passed[name] += 1
+        if _passed[name] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -105,47 +105,42 @@ class Changes:
         return self.inserts.num_rows == 0 and len(self.expire_keys) == 0
 
 
-def diff(current: pd.DataFrame, incoming: pa.Table, key: str, *, snapshot: bool,
+def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
          bad_keys: pd.Series | None = None) -> Changes:
-    """Compare a file's good rows with the current versions (columns ``key``, ``row_hash``).
+    """Compare a file's good rows with the current versions (a table of ``key``, ``row_hash``).
 
     ``bad_keys`` are keys (as text) of the file's bad rows: in a snapshot they count as present
     and unchanged, so their current version stays current.
     """
     hashes = row_hashes(incoming).to_numpy()
-    keys = incoming.column(key).to_numpy()
-    current_keys = _plain(current[key])
-    at = pd.Index(current_keys).get_indexer(keys)     # position of each key among current
-    is_new = at < 0
-    known_hashes = current["row_hash"].to_numpy()
+    keys = incoming.column(key).combine_chunks()
+    key_type = keys.type
+    current_keys = current.column(key).combine_chunks().cast(key_type)
+    at = pc.index_in(keys, value_set=current_keys)      # position among current, or null
+    is_new = at.is_null().to_numpy(zero_copy_only=False)
+    known_hashes = current.column("row_hash").to_numpy()
     is_changed = np.zeros(len(keys), dtype=bool)
     if len(known_hashes):
-        is_changed = ~is_new & (known_hashes[np.maximum(at, 0)] != hashes)
+        before = known_hashes[at.fill_null(0).to_numpy()]
+        is_changed = ~is_new & (before != hashes)
     gone = current_keys[:0]
     if snapshot:
-        present = pd.Index(keys)
+        present = keys
         if bad_keys is not None and len(bad_keys):
-            present = present.append(pd.Index(_as_key_type(bad_keys, current_keys.dtype)))
-        gone = current_keys[~pd.Index(current_keys).isin(present)]
+            present = pa.concat_arrays([keys, pa.array(_as_key_type(bad_keys, key_type),
+                                                       key_type)])
+        gone = current_keys.filter(pc.invert(pc.is_in(current_keys, value_set=present)))
     inserts = incoming.append_column("row_hash", pa.array(hashes, pa.int64())).filter(
         pa.array(is_new | is_changed))
-    key_type = incoming.schema.field(key).type
     return Changes(inserts=inserts,
-                   expire_keys=pa.array(np.concatenate([keys[is_changed], gone]), key_type),
+                   expire_keys=pa.concat_arrays([keys.filter(pa.array(is_changed)), gone]),
                    inserted=int(is_new.sum()), updated=int(is_changed.sum()),
                    expired=len(gone))
 
 
-def _plain(values: pd.Series) -> np.ndarray:
-    """Keys as a plain numpy array: int64 for integer keys, objects for text."""
-    if pd.api.types.is_integer_dtype(values.dtype):
-        return values.to_numpy(dtype=np.int64)
-    return values.to_numpy(dtype=object)
-
-
-def _as_key_type(text: pd.Series, dtype: np.dtype) -> np.ndarray:
+def _as_key_type(text: pd.Series, key_type: pa.DataType) -> np.ndarray:
     """Bad rows' keys (text) in the key's type; a key that does not parse matches nothing."""
-    if np.issubdtype(dtype, np.integer):
+    if pa.types.is_integer(key_type):
         digits = text[text.str.fullmatch(r"-?\d{1,18}")].to_numpy(dtype=object)
         return pa.array(digits, pa.string()).cast(pa.int64()).to_numpy()
     return text.to_numpy(dtype=object)

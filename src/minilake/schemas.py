@@ -59,6 +59,11 @@ def _is_integer(text: pa_.Array) -> pa_.Array:
     return pc.and_(pc.match_substring_regex(text, r"^-?\d+$"), fits)
 
 
+def _unknown_or(numbers: pa_.Array, rule) -> pa_.Array:
+    """A rule on numbers that lets non-numbers pass (the number check reports those)."""
+    return pc.or_kleene(pc.is_null(numbers), rule(numbers))
+
+
 def _readable(date_format: str) -> str:
     return date_format.replace("%Y", "YYYY").replace("%m", "MM").replace("%d", "DD")
 
@@ -97,14 +102,11 @@ def field(kind: str = "text", *, required: bool = False, one_of: list[str] | Non
     if pattern is not None:
         checks.append(_check(lambda a: pc.match_substring_regex(a, f"^(?:{pattern})$"),
                              f"does not look like {looks_like or pattern}"))
-    for bound, name, compare in ((gt, f"must be > {gt:g}" if gt is not None else "",
-                                  pc.greater),
-                                 (ge, f"must be >= {ge:g}" if ge is not None else "",
-                                  pc.greater_equal)):
+    for bound, name, compare in ((gt, "must be > {:g}", pc.greater),
+                                 (ge, "must be >= {:g}", pc.greater_equal)):
         if bound is not None:
-            checks.append(_check(
-                lambda a, bound=bound, compare=compare: pc.or_kleene(
-                    pc.is_null(parse_number(a)), compare(parse_number(a), bound)), name))
+            checks.append(_check(lambda a, bound=bound, compare=compare: _unknown_or(
+                parse_number(a), lambda n: compare(n, bound)), name.format(bound)))
     return pa.Column(str, checks=checks, nullable=False,
                      metadata={"kind": kind, "required": required, "date_format": date_format})
 

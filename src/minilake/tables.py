@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -53,7 +54,7 @@ def exists(path: Path) -> bool:
     return DeltaTable.is_deltatable(str(path))
 
 
-def current_versions(path: Path, source: Source, keys: pa.Array | None = None) -> pd.DataFrame:
+def current_versions(path: Path, source: Source, keys: pa.Array | None = None) -> pa.Table:
     """Key and row_hash of the current versions (nothing else is read).
 
     With ``keys``, only versions whose key lies between the smallest and the largest of them
@@ -62,7 +63,7 @@ def current_versions(path: Path, source: Source, keys: pa.Array | None = None) -
     key_type = table_schema(source).field(source.key).type
     if not exists(path) or (keys is not None and len(keys) == 0):
         return pa.table({source.key: pa.array([], key_type),
-                         "row_hash": pa.array([], pa.int64())}).to_pandas()
+                         "row_hash": pa.array([], pa.int64())})
     where = "is_current"
     if keys is not None:
         low, high = (_literal(v.as_py()) for v in pc.min_max(keys).values())
@@ -71,7 +72,7 @@ def current_versions(path: Path, source: Source, keys: pa.Array | None = None) -
     result = QueryBuilder().register("t", DeltaTable(str(path))).execute(
         f"SELECT {source.key}, row_hash FROM t WHERE {where}")
     schema = pa.schema([pa.field(source.key, key_type), pa.field("row_hash", pa.int64())])
-    return pa.table(result.read_all()).cast(schema).to_pandas()
+    return pa.table(result.read_all()).cast(schema)
 
 
 def _literal(value: object) -> str:
@@ -222,11 +223,15 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
     return data.to_pandas()
 
 
+_log_lock = threading.Lock()
+
+
 def append_log(layout: Layout, rows: list[dict]) -> None:
-    """Add rows to the ingest log (one per file)."""
+    """Add rows to the ingest log (one per file); one writer at a time within a process."""
     layout.ingest_log.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(layout.ingest_log), pa.Table.from_pylist(rows, LOG_SCHEMA),
-                    mode="append")
+    with _log_lock:
+        write_deltalake(str(layout.ingest_log), pa.Table.from_pylist(rows, LOG_SCHEMA),
+                        mode="append")
 
 
 def read_log(layout: Layout) -> pd.DataFrame:

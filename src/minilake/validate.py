@@ -96,7 +96,7 @@ def validate(schema: pa.DataFrameSchema, key: str, text: TextFrame) -> Validated
     frame = text.rows.reset_index(drop=True)
     columns = list(schema.columns)
     try:
-        schema.validate(frame, lazy=True)
+        schema.validate(frame, lazy=True, inplace=True)   # no copy of the frame
         errors = pd.Series(dtype=str)
     except SchemaErrors as failure:
         errors = _messages(failure.failure_cases, columns)
