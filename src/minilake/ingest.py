@@ -43,6 +43,9 @@ from minilake.validate import validate
 log = logging.getLogger(__name__)
 
 MASS_DELETE_SHARE = 0.5
+# Sources are ingested side by side unless a pending file is larger than this: then one at a
+# time, so that peak memory is one file's working set, not three.
+SIDE_BY_SIDE_UP_TO_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -418,7 +421,10 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
         bar = _Progress(progress)
         # Sources are independent tables: ingest them side by side (the heavy parts, Arrow
         # compute and delta-rs, run without the GIL); each keeps its own file order.
-        with ThreadPoolExecutor(max_workers=len(SOURCES)) as pool:
+        largest = max((p.stat().st_size for s in SOURCES.values()
+                       for p in layout.archive(s.name).glob("*") if p.is_file()), default=0)
+        workers = len(SOURCES) if largest <= SIDE_BY_SIDE_UP_TO_BYTES else 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             per_source = list(pool.map(
                 lambda s: _ingest_source(layout, s, ledger, allow_mass_delete, bar),
                 SOURCES.values()))
