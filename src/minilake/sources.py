@@ -25,6 +25,9 @@ class Source:
     key: str
     snapshot: bool                    # full snapshot (absent keys are deleted) or transactional
     schema: pa.DataFrameSchema
+    # Table partition columns besides is_current. Sales are partitioned by sale date, so a
+    # day's corrections rewrite only that day's files, not every file of current sales.
+    partition_by: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -50,7 +53,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("product", re.compile(r"products_(\d{8})\.json"), readers.read_json_array,
            key="product_id", snapshot=True, schema=schemas.PRODUCT),
     Source("sales", re.compile(r"sales_(\d{8})\.txt"), readers.read_tilde_lines,
-           key="sale_id", snapshot=False, schema=schemas.SALES),
+           key="sale_id", snapshot=False, schema=schemas.SALES, partition_by=("sale_date",)),
 ]}
 
 

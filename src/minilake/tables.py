@@ -50,6 +50,21 @@ def table_schema(source: Source) -> pa.Schema:
                       pa.field("row_hash", pa.int64(), nullable=False)])
 
 
+CHECKPOINT_EVERY = 20          # commits; keeps opening a table cheap however long its history
+
+
+def partitioning(source: Source) -> list[str]:
+    return ["is_current", *source.partition_by]
+
+
+def _after_commit(path: Path) -> int:
+    table = DeltaTable(str(path))
+    version = table.version()
+    if version and version % CHECKPOINT_EVERY == 0:
+        table.create_checkpoint()
+    return version
+
+
 def exists(path: Path) -> bool:
     return DeltaTable.is_deltatable(str(path))
 
@@ -142,9 +157,9 @@ def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
         rows = _with_scd2(changes.inserts, day, open_rows=True)
         rows = rows.select(schema.names).cast(schema)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(path), rows, partition_by=["is_current"],
+        write_deltalake(str(path), rows, partition_by=partitioning(source),
                         mode="append" if exists(path) else "error", commit_properties=commit)
-        return DeltaTable(str(path)).version()
+        return _after_commit(path)
 
     business = [f.name for f in schema if f.name not in SCD2_COLUMNS]
     inserts = _with_scd2(changes.inserts, day, open_rows=True)
@@ -171,7 +186,7 @@ def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
      .when_not_matched_insert(updates={c: f"s.{c}" for c in schema.names},
                               predicate=f"s.{MERGE_KEY} IS NULL")
      .execute())
-    return DeltaTable(str(path)).version()
+    return _after_commit(path)
 
 
 def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -> int:
@@ -186,11 +201,11 @@ def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -
     else:
         data = schema.empty_table()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), data, partition_by=["is_current"], mode="overwrite",
+    write_deltalake(str(path), data, partition_by=partitioning(source), mode="overwrite",
                     schema_mode="overwrite",
                     commit_properties=CommitProperties(
                         custom_metadata={COMMIT_KEY: json.dumps(provenance)}))
-    return DeltaTable(str(path)).version()
+    return _after_commit(path)
 
 
 def _as_date(value: dt.date | str) -> dt.date:
