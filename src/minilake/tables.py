@@ -106,13 +106,19 @@ def row_counts(path: Path) -> tuple[int, int]:
             dataset.count_rows())
 
 
+RECENT_COMMITS = 10
+
+
 def applied_commits(path: Path) -> dict[tuple[str, str], dict]:
-    """The files this table's history says were applied: (file, sha256) -> that file's counts
-    and the table version. A rebuild's commit names every file it replayed."""
+    """The files the table's recent history says were applied: (file, sha256) -> that file's
+    counts and the table version. A rebuild's commit names every file it replayed.
+
+    Only the last few commits are read: a source commits a file, then logs it, one file at a
+    time, so a run that stopped in between left at most its latest commit unlogged."""
     if not exists(path):
         return {}
     out = {}
-    for entry in reversed(DeltaTable(str(path)).history()):
+    for entry in reversed(DeltaTable(str(path)).history(limit=RECENT_COMMITS)):
         if COMMIT_KEY in entry:
             meta = json.loads(entry[COMMIT_KEY])
             for applied in meta.get("files", [meta]):
@@ -247,6 +253,10 @@ def append_log(layout: Layout, rows: list[dict]) -> None:
     with _log_lock:
         write_deltalake(str(layout.ingest_log), pa.Table.from_pylist(rows, LOG_SCHEMA),
                         mode="append")
+        log_table = DeltaTable(str(layout.ingest_log))
+        if log_table.version() % CHECKPOINT_EVERY == 0:      # one small file per row otherwise
+            log_table.optimize.compact()
+            DeltaTable(str(layout.ingest_log)).create_checkpoint()
 
 
 def read_log(layout: Layout) -> pd.DataFrame:
