@@ -41,7 +41,3 @@ class Layout:
     @property
     def final_results(self) -> Path:
         return self.root / "final_results"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".minilake.lock"
