@@ -10,6 +10,7 @@ from __future__ import annotations
 import filecmp
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,8 +130,6 @@ def reset(root: str | Path = ".") -> ResetResult:
 
 
 def _reset(layout: Layout) -> ResetResult:
-    import shutil
-
     result = ResetResult()
     samples = _samples_by_name(layout.root)
     layout.landing.mkdir(exist_ok=True)
@@ -166,8 +165,6 @@ def _reset(layout: Layout) -> ResetResult:
 def land_sample(root: str | Path = ".", sample: str = "broken_day") -> list[str]:
     """Copy ``samples/<sample>/`` into landing_zone/ (files already archived identically are
     not copied again); return the names of the sample's files."""
-    import shutil
-
     layout = Layout.of(root)
     folder = layout.root / "samples" / sample
     if not folder.is_dir():

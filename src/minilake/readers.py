@@ -66,8 +66,7 @@ def _check_columns(found: list[str], expected: list[str], what: str) -> None:
 
 
 def _to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
-    frame = table.select(columns).to_pandas()
-    return frame.astype({c: str for c in columns}) if len(frame) else frame.astype(str)
+    return table.select(columns).to_pandas().astype({c: str for c in columns})
 
 
 def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: str,

@@ -70,8 +70,8 @@ def sales_with_versions(root: str | Path = ".", until: dt.date | str | None = No
     return _point_in_time(out, products, "product_id")
 
 
-def _note(frame: pd.DataFrame, joined: pd.DataFrame, column: str, what: str) -> pd.DataFrame:
-    missing = joined[column].isna()
+def _note(frame: pd.DataFrame, joined: pd.DataFrame, missing: pd.Series,
+          what: str) -> pd.DataFrame:
     amount = joined.loc[missing, "total_price"].sum()
     frame.attrs["note"] = (f"{int(missing.sum())} sale(s) ({amount:.2f}) met no valid {what} "
                            f"version on their date and are left out")
@@ -104,7 +104,7 @@ def sales_by_membership(root: str | Path = ".", until: dt.date | str | None = No
     frame = pd.DataFrame({"sale_date": [d.isoformat() for d in days],
                           "active": sums["active"].to_numpy(),
                           "inactive": sums["inactive"].to_numpy()})
-    return _note(frame, joined, "membership_status", "customer")
+    return _note(frame, joined, joined["membership_status"].isna(), "customer")
 
 
 def product_sale_breakdown(root: str | Path = ".", until: dt.date | str | None = None
@@ -124,7 +124,7 @@ def product_sale_breakdown(root: str | Path = ".", until: dt.date | str | None =
                           "membership_status": [s for _, s in index]})
     frame = pd.concat([frame, pd.DataFrame(sums.to_numpy(), columns=names)], axis=1)
     lost = joined["membership_status"].isna() | joined["name"].isna()
-    return _note(frame, joined.assign(_lost=lost.where(~lost)), "_lost", "customer or product")
+    return _note(frame, joined, lost, "customer or product")
 
 
 def top_customers(root: str | Path = ".", until: dt.date | str | None = None, *,

@@ -145,13 +145,12 @@ def versions(path: Path) -> pd.DataFrame:
                         ).sort_values("version").reset_index(drop=True)
 
 
-def _with_scd2(table: pa.Table, day: dt.date, *, open_rows: bool) -> pa.Table:
+def _open_versions(table: pa.Table, day: dt.date) -> pa.Table:
+    """New versions: valid from ``day`` until further notice."""
     n = table.num_rows
     table = table.append_column("effective_from", pa.array([day] * n, pa.date32()))
-    if open_rows:
-        table = table.append_column("expiry_date", pa.array([OPEN_END] * n, pa.date32()))
-        table = table.append_column("is_current", pa.array([True] * n, pa.bool_()))
-    return table
+    table = table.append_column("expiry_date", pa.array([OPEN_END] * n, pa.date32()))
+    return table.append_column("is_current", pa.array([True] * n, pa.bool_()))
 
 
 def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
@@ -160,7 +159,7 @@ def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
     schema = table_schema(source)
     commit = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(provenance)})
     if not exists(path) or len(changes.expire_keys) == 0:    # only new versions: an append
-        rows = _with_scd2(changes.inserts, day, open_rows=True)
+        rows = _open_versions(changes.inserts, day)
         rows = rows.select(schema.names).cast(schema)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_deltalake(str(path), rows, partition_by=partitioning(source),
@@ -168,7 +167,7 @@ def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
         return _after_commit(path)
 
     business = [f.name for f in schema if f.name not in SCD2_COLUMNS]
-    inserts = _with_scd2(changes.inserts, day, open_rows=True)
+    inserts = _open_versions(changes.inserts, day)
     inserts = inserts.select([*business, "effective_from", "expiry_date", "is_current",
                               "row_hash"]).cast(schema)
     inserts = inserts.add_column(0, MERGE_KEY, pa.nulls(inserts.num_rows,
