@@ -71,6 +71,29 @@ def test_a_key_twice_makes_all_its_rows_bad():
     assert out.good.num_rows == 1
 
 
+def test_text_keys_are_compared_as_text_leading_zeros_and_all():
+    long = "1" * 30                           # too long for the int64 fast path
+    out = check(sales({"sale_id": "7"}, {"sale_id": "07"}, {"sale_id": "007"},
+                      {"sale_id": long}, {"sale_id": long}, {"sale_id": "0"}))
+    assert sorted(out.bad["sale_id"]) == [long, long]
+    assert sorted(out.good.column("sale_id").to_pylist()) == ["0", "007", "07", "7"]
+
+
+def test_integer_keys_are_compared_by_value():
+    """7 and 07 become the same customer_id once typed, so the file holds that key twice."""
+    s = SOURCES["customer"]
+    row = {"first_name": "A", "last_name": "B", "gender": "F", "email": "a@b.c",
+           "membership_status": "active", "address": "", "phone_number": "",
+           "date_of_birth": "1990-01-01", "job": "", "company": "", "city": "", "state": "",
+           "country": "", "language": "en-US"}
+    ids = ["7", "07", "8", "-8", "9"]
+    out = validate(s.schema, s.key, TextFrame(pd.DataFrame(
+        [{"customer_id": i, **row} for i in ids], dtype=str)))
+    assert sorted(out.bad["customer_id"]) == ["07", "7"]
+    assert set(out.bad["errors"]) == {"customer_id: occurs more than once in the file"}
+    assert sorted(out.good.column("customer_id").to_pylist()) == [-8, 8, 9]
+
+
 def test_malformed_rows_go_to_the_report():
     frame = sales({}, {})
     frame.malformed.append(Malformed(3, "0003~1~P1", "row has 3 fields, expected 7"))

@@ -18,6 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+# pandas' Arrow-backed text: pyarrow compute reads these columns without a copy.
+TEXT = pd.StringDtype("pyarrow")
+
 
 class UnreadableFile(Exception):
     """The whole file cannot be read as its source's format (SPEC §3: quarantine)."""
@@ -66,7 +69,9 @@ def _check_columns(found: list[str], expected: list[str], what: str) -> None:
 
 
 def _to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
-    return table.select(columns).to_pandas().astype({c: str for c in columns})
+    """Arrow text columns -> pandas' Arrow-backed ``string`` columns, without copying them."""
+    return pd.DataFrame({c: pd.arrays.ArrowStringArray(table.column(c).cast(pa.large_string()))
+                         for c in columns}, copy=False)
 
 
 def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: str,
@@ -93,7 +98,7 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
                                              newlines_in_values=quoted,
                                              invalid_row_handler=keep),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in columns},
+                column_types={c: pa.large_string() for c in columns},
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
 
     try:
@@ -116,11 +121,25 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
     return TextFrame(_to_frame(table, columns), malformed)
 
 
-def _require_utf8(path: Path, chunk: int = 1 << 24) -> None:
+def _require_utf8(path: Path) -> None:
     """Raise UnreadableFile naming the line and byte where the file stops being UTF-8.
 
-    Checked before parsing (in chunks, so memory stays flat): a row pyarrow cannot decode
-    would otherwise fail inside its invalid-row callback."""
+    Checked before parsing: a row pyarrow cannot decode would otherwise fail inside its
+    invalid-row callback. Arrow validates the memory-mapped file as one string; only a file that
+    fails is decoded again, in chunks, to find the place."""
+    size = path.stat().st_size
+    with pa.memory_map(str(path)) as mapped:
+        whole = pa.LargeStringArray.from_buffers(
+            1, pa.array([0, size], pa.int64()).buffers()[1], mapped.read_buffer())
+        try:
+            whole.validate(full=True)
+            return
+        except pa.ArrowInvalid:
+            pass
+    _locate_bad_utf8(path)
+
+
+def _locate_bad_utf8(path: Path, chunk: int = 1 << 24) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = lines = 0
     with path.open("rb") as handle:
@@ -140,6 +159,7 @@ def _require_utf8(path: Path, chunk: int = 1 << 24) -> None:
     except UnicodeDecodeError:
         raise UnreadableFile(f"not UTF-8: the file ends inside a character (byte "
                              f"{offset})") from None
+    raise UnreadableFile("not UTF-8")     # Arrow said so; the decoder found no place
 
 
 def read_quoted_csv(path: Path, columns: list[str]) -> TextFrame:
@@ -150,7 +170,7 @@ def read_quoted_csv(path: Path, columns: list[str]) -> TextFrame:
 def read_tilde_lines(path: Path, columns: list[str]) -> TextFrame:
     """No header, '~' separator, no quoting, CRLF (or LF) line ends."""
     if path.stat().st_size == 0:
-        return TextFrame(pd.DataFrame({c: pd.Series([], dtype=str) for c in columns}))
+        return TextFrame(pd.DataFrame({c: pd.Series([], dtype=TEXT) for c in columns}))
     return _read_delimited(path, columns, header=False, delimiter="~", quoted=False)
 
 
@@ -178,7 +198,7 @@ def read_json_array(path: Path, columns: list[str]) -> TextFrame:
     if not isinstance(records, list):
         raise UnreadableFile(f"not a JSON array but a {type(records).__name__}")
     if not records:
-        return TextFrame(pd.DataFrame({c: pd.Series([], dtype=str) for c in columns}))
+        return TextFrame(pd.DataFrame({c: pd.Series([], dtype=TEXT) for c in columns}))
     keys = list(dict.fromkeys(k for r in records if isinstance(r, dict) for k in r))
     _check_columns(keys, columns, "key")
     rows, malformed = [], []
@@ -193,5 +213,5 @@ def read_json_array(path: Path, columns: list[str]) -> TextFrame:
         rows.append(text)
     if malformed and not rows:
         raise UnreadableFile(f"no record is a flat object: record 1 {malformed[0].problem}")
-    frame = pd.DataFrame(rows, columns=columns, dtype=str)
+    frame = pd.DataFrame(rows, columns=columns, dtype=TEXT)
     return TextFrame(frame, malformed)

@@ -12,6 +12,11 @@ cast of good rows to typed columns (``validate.to_typed``) reads them from there
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_
@@ -25,16 +30,58 @@ def _arrow(text: pd.Series) -> pa_.Array:
     return pa_.array(text)                       # zero-copy for pandas' Arrow-backed strings
 
 
+def is_blank(text: pa_.Array) -> pa_.Array:
+    """Empty text (a length test: comparing every string with '' is ten times slower)."""
+    return pc.equal(pc.binary_length(text), 0)
+
+
 def _mask(text: pd.Series, valid: pa_.Array) -> pd.Series:
     return pd.Series(valid.fill_null(False).to_numpy(zero_copy_only=False), index=text.index)
+
+
+# Parsed columns of the frame being validated, by (column, kind): a number column is read by
+# its own checks, the row check and the cast of good rows, and is parsed once for all of them.
+_parsed: ContextVar[dict | None] = ContextVar("parsed", default=None)
+
+
+@contextmanager
+def parsing_once() -> Iterator[None]:
+    """Within this block, each column is parsed once (one frame, one thread at a time)."""
+    token = _parsed.set({})
+    try:
+        yield
+    finally:
+        _parsed.reset(token)
+
+
+def parsed(text: pd.Series, kind: str, date_format: str = "%Y-%m-%d") -> pa_.Array:
+    """A text column parsed as numbers ('float') or dates ('date'); null where it does not
+    parse. Remembered by column name inside :func:`parsing_once`."""
+    cache = _parsed.get()
+    key = (text.name, kind, date_format)
+    if cache is not None and key in cache:
+        return cache[key]
+    values = _arrow(text)
+    if isinstance(values, pa_.ChunkedArray):
+        values = values.combine_chunks()
+    out = parse_number(values) if kind == "float" else parse_date(values, date_format)
+    if cache is not None:
+        cache[key] = out
+    return out
 
 
 def parse_number(text: pa_.Array) -> pa_.Array:
     """Text -> float64; null where it is not a finite decimal number ('ERROR', '', 'inf')."""
     looks = pc.match_substring_regex(text, NUMBER)
-    value = pc.cast(pc.if_else(looks, text, "nan"), pa_.float64())
+    if not _all(looks):                      # cast only what looks like a number
+        text = pc.if_else(looks, text, "nan")
+    value = pc.cast(text, pa_.float64())
     return pc.if_else(pc.and_(looks, pc.is_finite(value)), value,
                       pa_.scalar(None, pa_.float64()))
+
+
+def _all(mask: pa_.Array) -> bool:
+    return bool(pc.all(mask.fill_null(False)).as_py())
 
 
 def parse_date(text: pa_.Array, date_format: str) -> pa_.Array:
@@ -52,6 +99,10 @@ def parse_date(text: pa_.Array, date_format: str) -> pa_.Array:
 
 
 def _is_integer(text: pa_.Array) -> pa_.Array:
+    """Decimal integer text that fits int64."""
+    short = pc.match_substring_regex(text, r"^-?\d{1,18}$")     # fits for sure
+    if _all(short):
+        return short
     digits = pc.utf8_ltrim(text, "-")
     length = pc.utf8_length(digits)
     fits = pc.or_(pc.less(length, len(INT64_MAX)),
@@ -68,14 +119,15 @@ def _readable(date_format: str) -> str:
     return date_format.replace("%Y", "YYYY").replace("%m", "MM").replace("%d", "DD")
 
 
-def _check(rule, name: str, blank_passes: bool = True) -> pa.Check:
-    """A pandera check from a rule on Arrow text; empty text passes unless ``blank_passes`` is
-    off (emptiness is the `required` check's business)."""
+def _check(rule, name: str, blank_passes: bool = True, *, on_series: bool = False) -> pa.Check:
+    """A pandera check from a rule on Arrow text (or, with ``on_series``, on the pandas column,
+    for rules that use :func:`parsed`); empty text passes unless ``blank_passes`` is off
+    (emptiness is the `required` check's business)."""
     def run(text: pd.Series) -> pd.Series:
         values = _arrow(text)
-        valid = rule(values)
+        valid = rule(text if on_series else values)
         if blank_passes:
-            valid = pc.or_(pc.equal(values, ""), valid)
+            valid = pc.or_(is_blank(values), valid)
         return _mask(text, valid)
     return pa.Check(run, name=name)
 
@@ -86,15 +138,16 @@ def field(kind: str = "text", *, required: bool = False, one_of: list[str] | Non
     """A text column of the given kind ('text', 'int', 'float', 'date') and its rules."""
     checks = []
     if required:
-        checks.append(_check(lambda a: pc.not_equal(a, ""), "required, empty",
+        checks.append(_check(lambda a: pc.invert(is_blank(a)), "required, empty",
                              blank_passes=False))
     if kind == "int":
         checks.append(_check(_is_integer, "not an integer"))
     elif kind == "float":
-        checks.append(_check(lambda a: pc.is_valid(parse_number(a)), "not a number"))
+        checks.append(_check(lambda t: pc.is_valid(parsed(t, "float")), "not a number",
+                             on_series=True))
     elif kind == "date":
-        checks.append(_check(lambda a: pc.is_valid(parse_date(a, date_format)),
-                             f"not a date ({_readable(date_format)})"))
+        checks.append(_check(lambda t: pc.is_valid(parsed(t, "date", date_format)),
+                             f"not a date ({_readable(date_format)})", on_series=True))
     if one_of is not None:
         allowed = pa_.array(one_of, pa_.large_string())
         checks.append(_check(lambda a: pc.is_in(a, value_set=allowed),
@@ -105,21 +158,59 @@ def field(kind: str = "text", *, required: bool = False, one_of: list[str] | Non
     for bound, name, compare in ((gt, "must be > {:g}", pc.greater),
                                  (ge, "must be >= {:g}", pc.greater_equal)):
         if bound is not None:
-            checks.append(_check(lambda a, bound=bound, compare=compare: _unknown_or(
-                parse_number(a), lambda n: compare(n, bound)), name.format(bound)))
+            checks.append(_check(lambda t, bound=bound, compare=compare: _unknown_or(
+                parsed(t, "float"), lambda n: compare(n, bound)), name.format(bound),
+                on_series=True))
     return pa.Column(str, checks=checks, nullable=False,
                      metadata={"kind": kind, "required": required, "date_format": date_format})
 
 
+def _occurs_once(by_value: bool):
+    """A rule: true where the key occurs once in the file (every copy of a repeat fails).
+
+    Keys are compared as the table will hold them: integer keys by value (``7`` and ``07`` are
+    one key), text keys as text. Integers, and text keys of up to 17 digits (as value x 18 +
+    length, which tells ``007`` from ``7``), are compared as int64, far quicker than hashing
+    strings; any other text is dictionary-encoded by Arrow."""
+    def rule(values: pa_.Array) -> pa_.Array:
+        if isinstance(values, pa_.ChunkedArray):
+            values = values.combine_chunks()
+        if by_value:
+            numeric = _is_integer(values)
+            as_int = pc.cast(values.filter(numeric), pa_.int64())
+        else:               # a text key of digits: (value, length) is the text, leading zeros too
+            length = pc.binary_length(values)
+            numeric = pc.and_(pc.ascii_is_decimal(values), pc.less_equal(length, 17))
+            as_int = pc.add(pc.multiply(pc.cast(values.filter(numeric), pa_.int64()), 18),
+                            pc.cast(length.filter(numeric), pa_.int64()))
+        as_int = as_int.to_numpy()
+        numeric = numeric.fill_null(False).to_numpy(zero_copy_only=False)
+        repeated = np.zeros(len(values), dtype=bool)
+        repeated[numeric] = pd.Series(as_int).duplicated(keep=False).to_numpy()
+        if not numeric.all():
+            codes = pc.dictionary_encode(values.filter(pa_.array(~numeric))).indices.to_numpy()
+            repeated[~numeric] = np.bincount(codes)[codes] > 1
+        return pa_.array(~repeated)
+    return rule
+
+
 def schema(name: str, key: str, columns: dict[str, pa.Column],
            checks: list[pa.Check] | None = None) -> pa.DataFrameSchema:
-    """A source's schema: its columns in file order, row checks, and a key unique in the file."""
-    return pa.DataFrameSchema(columns, checks=checks or [], name=name, unique=[key],
-                              report_duplicates="all", strict=True, ordered=False)
+    """A source's schema: its columns in file order, row checks, and a key unique in the file
+    (checked on Arrow: pandera's own uniqueness check factorises the column in pandas, the
+    slowest step of a large file)."""
+    keyed = columns[key]
+    columns = {**columns, key: pa.Column(
+        str, checks=[*keyed.checks, _check(_occurs_once(keyed.metadata["kind"] == "int"),
+                                           "occurs more than once in the file",
+                                           blank_passes=False)],
+        nullable=False, metadata=keyed.metadata)}
+    return pa.DataFrameSchema(columns, checks=checks or [], name=name, strict=True,
+                              ordered=False)
 
 
 def _total_is_quantity_times_price(frame: pd.DataFrame) -> pd.Series:
-    quantity, price, total = (parse_number(_arrow(frame[c]))
+    quantity, price, total = (parsed(frame[c], "float")
                               for c in ("quantity", "price_per_unit", "total_price"))
     off = pc.greater(pc.abs(pc.subtract(total, pc.multiply(quantity, price))), 0.01 + 1e-9)
     # Rows where a number is missing are already bad for that reason; only compare the rest.

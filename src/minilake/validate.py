@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_
@@ -17,11 +18,10 @@ import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
 from minilake.readers import TextFrame
-from minilake.schemas import parse_date, parse_number
+from minilake.schemas import is_blank, parsed, parsing_once
 
 ARROW_TYPES = {"int": pa_.int64(), "float": pa_.float64(), "date": pa_.date32(),
                "text": pa_.string()}
-UNIQUENESS_CHECKS = {"multiple_fields_uniqueness", "field_uniqueness"}
 
 
 @dataclass
@@ -42,20 +42,21 @@ def arrow_schema(schema: pa.DataFrameSchema) -> pa_.Schema:
                        for name, column in schema.columns.items()])
 
 
-def to_typed(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pa_.Table:
-    """Cast rows that passed the schema to typed Arrow columns; empty optional text is null."""
+def to_typed(schema: pa.DataFrameSchema, frame: pd.DataFrame, keep: np.ndarray) -> pa_.Table:
+    """Cast the rows that passed the schema (``keep``) to typed Arrow columns; empty optional
+    text is null. Numbers and dates were parsed by the checks already (:func:`parsed`)."""
+    rows = None if keep.all() else pa_.array(keep)
     arrays = []
     for name, column in schema.columns.items():
-        text = frame[name]
         kind = column.metadata["kind"]
-        if kind == "float":
-            array = parse_number(pa_.array(text))
-        elif kind == "date":
-            array = parse_date(pa_.array(text), column.metadata["date_format"])
+        if kind in ("float", "date"):
+            array = parsed(frame[name], kind, column.metadata["date_format"])
+            array = array if rows is None else array.filter(rows)
         else:
-            array = pa_.array(text).cast(ARROW_TYPES[kind])
+            array = pa_.array(frame[name])
+            array = (array if rows is None else array.filter(rows)).cast(ARROW_TYPES[kind])
             if kind == "text":
-                array = pc.if_else(pc.equal(array, ""), pa_.scalar(None, pa_.string()), array)
+                array = pc.if_else(is_blank(array), pa_.scalar(None, pa_.string()), array)
         arrays.append(array)
     return pa_.Table.from_arrays(arrays, schema=arrow_schema(schema))
 
@@ -68,15 +69,13 @@ def _messages(failures: pd.DataFrame, order: list[str]) -> pd.Series:
         raise RuntimeError(f"check {first['check']!r} on {first['column']!r} failed as a "
                            f"whole: {first['failure_case']}")
     f = failures.copy()
-    row_check = (f["schema_context"] == "DataFrameSchema") & ~f["check"].isin(UNIQUENESS_CHECKS)
+    row_check = f["schema_context"] == "DataFrameSchema"
     column = f["column"].fillna("").where(~row_check, "")
     check = f["check"].astype(str)
     value = f["failure_case"].map(lambda v: repr(str(v)))
     with_value = check.str.startswith(("not ", "does not "))
     text = (column + ": " + check).where(column != "", check)
     text = text.where(~with_value, text + " " + value)
-    text = text.where(~check.isin(UNIQUENESS_CHECKS),
-                      column + ": occurs more than once in the file")
     f["text"] = text
     f["position"] = column.map({c: i for i, c in enumerate(order)}).fillna(len(order))
     f["row"] = f["index"].astype("int64")
@@ -95,15 +94,16 @@ def validate(schema: pa.DataFrameSchema, key: str, text: TextFrame) -> Validated
     """Split a file's rows into typed good rows and bad rows with the reasons they are bad."""
     frame = text.rows.reset_index(drop=True)
     columns = list(schema.columns)
-    try:
-        schema.validate(frame, lazy=True, inplace=True)   # no copy of the frame
-        errors = pd.Series(dtype=str)
-    except SchemaErrors as failure:
-        errors = _messages(failure.failure_cases, columns)
-    is_bad = frame.index.isin(errors.index)
+    with parsing_once():
+        try:
+            schema.validate(frame, lazy=True, inplace=True)   # no copy of the frame
+            errors = pd.Series(dtype=str)
+        except SchemaErrors as failure:
+            errors = _messages(failure.failure_cases, columns)
+        is_bad = frame.index.isin(errors.index)
+        good = to_typed(schema, frame, ~is_bad)
     bad = frame[is_bad].assign(errors=errors.reindex(frame.index[is_bad]).to_numpy())
     if text.malformed:
         bad = pd.concat([bad, _malformed_rows(text, columns)], ignore_index=True)
     bad_keys = bad.loc[bad[key] != "", key] if len(bad) else pd.Series(dtype=str)
-    good = to_typed(schema, frame[~is_bad])
     return Validated(good=good, bad=bad.reset_index(drop=True), bad_keys=bad_keys)
