@@ -27,6 +27,12 @@ HASH_CHUNK = 250_000
 HASH_KEY = "minilake-row-v1:"   # 16 bytes: the SipHash key; changing it changes every hash
 
 
+# The text after the point of a whole number of cents, by cents % 100: 0 -> "0", 50 -> "5",
+# 5 -> "05", 12 -> "12" (repr drops trailing zeros but keeps one digit).
+_FRACTIONS = pa.array([str(c // 10) if c % 10 == 0 else f"{c:02d}" for c in range(100)])
+_SIGNS = pa.array(["", "-"])
+
+
 def float_text(values: np.ndarray) -> pa.Array:
     """``repr(float(v))`` for every value, vectorised where that is provably the same text.
 
@@ -41,12 +47,9 @@ def float_text(values: np.ndarray) -> pa.Array:
         fast = (size < CENTS_EXACT_BELOW) & (cents / 100 == size)
     cents = np.where(fast, cents, 0).astype(np.int64)
     units = pa.array(cents // 100).cast(pa.string())
-    frac = cents % 100
-    frac_text = pc.if_else(pa.array(frac % 10 == 0),
-                           pa.array(frac // 10).cast(pa.string()),
-                           pc.utf8_lpad(pa.array(frac).cast(pa.string()), 2, "0"))
-    text = pc.binary_join_element_wise(units, frac_text, ".")
-    text = pc.if_else(pa.array(np.signbit(x)), pc.binary_join_element_wise("-", text, ""), text)
+    fraction = _FRACTIONS.take(pa.array(cents % 100))
+    sign = _SIGNS.take(pa.array(np.signbit(x).astype(np.int8)))
+    text = pc.binary_join_element_wise(sign, units, ".", fraction, "")
     if not fast.all():
         slow = np.flatnonzero(~fast)
         out = text.to_numpy(zero_copy_only=False).astype(object)
@@ -57,15 +60,18 @@ def float_text(values: np.ndarray) -> pa.Array:
 
 def canonical_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     """A value's canonical text: integers in decimal, floats as Python's ``repr`` (the shortest
-    text that reads back to the same double), dates ISO, text as is, null as ``\\N``."""
+    text that reads back to the same double), dates ISO, text as is; null stays null (it is
+    written ``\\N`` when a row's texts are joined)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if pa.types.is_floating(column.type):
         text = float_text(column.fill_null(0).to_numpy(zero_copy_only=False))
-        text = pc.if_else(column.is_null(), pa.scalar(None, pa.string()), text)
-    else:
-        text = pc.cast(column, pa.string())
-    return pc.fill_null(text, NULL_MARK)
+        return pc.if_else(column.is_null(), pa.scalar(None, pa.string()), text) \
+            if column.null_count else text
+    if pa.types.is_date(column.type):        # few distinct dates: format each once
+        encoded = column.dictionary_encode()
+        return encoded.dictionary.cast(pa.string()).take(encoded.indices)
+    return pc.cast(column, pa.string())
 
 
 def row_hashes(table: pa.Table) -> pa.Array:
@@ -82,8 +88,10 @@ def row_hashes(table: pa.Table) -> pa.Array:
     for start in range(0, table.num_rows, HASH_CHUNK):
         chunk = table.slice(start, HASH_CHUNK)
         joined = pc.binary_join_element_wise(
-            *[canonical_text(chunk.column(name)) for name in chunk.column_names], SEPARATOR)
-        values = joined.to_numpy(zero_copy_only=False).astype(object, copy=False)
+            *[canonical_text(chunk.column(name)) for name in chunk.column_names], SEPARATOR,
+            null_handling="replace", null_replacement=NULL_MARK)
+        # As bytes (the UTF-8 text): pandas hashes them as they are, with no encode per row.
+        values = joined.cast(pa.binary()).to_numpy(zero_copy_only=False)
         hashed = pd.util.hash_array(values, encoding="utf8", hash_key=HASH_KEY,
                                     categorize=False)
         out.append(pa.array(hashed.view(np.int64)))
