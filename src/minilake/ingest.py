@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 from tqdm import tqdm
 
 from minilake import tables
@@ -180,12 +179,17 @@ def _deliveries(layout: Layout, source: Source, ledger: Ledger) -> list[Delivery
     folder = layout.archive(source.name)
     if not folder.is_dir():
         return []
-    out = []
-    for path in folder.iterdir():
-        if path.is_file() and source.file_date(path.name):
-            stat = path.stat()
-            sha = ledger.trusted_sha(path, stat.st_size, stat.st_mtime_ns) or sha256_of(path)
-            out.append(Delivery(path, sha, stat.st_size, stat.st_mtime_ns))
+    files = [(path, path.stat()) for path in folder.iterdir()
+             if path.is_file() and source.file_date(path.name)]
+
+    def identify(item: tuple[Path, os.stat_result]) -> Delivery:
+        path, stat = item
+        sha = ledger.trusted_sha(path, stat.st_size, stat.st_mtime_ns) or sha256_of(path)
+        return Delivery(path, sha, stat.st_size, stat.st_mtime_ns)
+
+    # New files are hashed side by side: hashlib runs without the GIL, one core per file.
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        out = list(pool.map(identify, files))
     return sorted(out, key=lambda d: (source.file_date(d.name), d.name))
 
 
@@ -193,9 +197,8 @@ class _Quarantine(Exception):
     pass
 
 
-def _mass_delete_check(source: Source, current: pa.Table, expired: int,
+def _mass_delete_check(source: Source, current_keys: int, expired: int,
                        allow: bool) -> None:
-    current_keys = current.num_rows
     if source.snapshot and not allow and current_keys and expired > (
             MASS_DELETE_SHARE * current_keys):
         raise _Quarantine(
@@ -220,8 +223,10 @@ def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Path,
     clock["read_s"], t = time.perf_counter() - t, time.perf_counter()
     crashpoint("ingest.after_read")
     checked = validate(source.schema, source.key, text)
+    rows_read = text.rows_read
+    del text                # the file's text is its largest object: let it go before the diff
     clock["validate_s"], t = time.perf_counter() - t, time.perf_counter()
-    outcome = FileOutcome(source.name, path.name, "applied", rows_read=text.rows_read,
+    outcome = FileOutcome(source.name, path.name, "applied", rows_read=rows_read,
                           rows_loaded=checked.good.num_rows,
                           rows_rejected=checked.rows_rejected)
     report = layout.error_report(source.name, day.strftime("%Y%m%d"))
@@ -237,12 +242,14 @@ def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Path,
         table, source, None if source.snapshot else checked.good.column(source.key))
     changes = diff(current, checked.good, source.key, snapshot=source.snapshot,
                    bad_keys=checked.bad_keys)
+    bad, current_keys = checked.bad, current.num_rows
+    del checked, current    # only the changes are committed
     clock["diff_s"], t = time.perf_counter() - t, time.perf_counter()
     crashpoint("ingest.after_diff")
-    _mass_delete_check(source, current, changes.expired, allow_mass_delete)
+    _mass_delete_check(source, current_keys, changes.expired, allow_mass_delete)
     outcome.inserted, outcome.updated, outcome.expired = (
         changes.inserted, changes.updated, changes.expired)
-    _write_atomically(checked.bad, report)
+    _write_atomically(bad, report)
     if not changes.empty:
         provenance = {"source": source.name, "file": path.name, "sha256": sha,
                       "file_date": day.isoformat(), **outcome.counts()}
