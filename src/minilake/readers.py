@@ -70,8 +70,8 @@ def _check_columns(found: list[str], expected: list[str], what: str) -> None:
 
 def _to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
     """Arrow text columns -> pandas' Arrow-backed ``string`` columns, without copying them."""
-    return pd.DataFrame({c: pd.arrays.ArrowStringArray(table.column(c).cast(pa.large_string()))
-                         for c in columns}, copy=False)
+    return pd.DataFrame({c: pd.arrays.ArrowStringArray(table.column(c)) for c in columns},
+                        copy=False)
 
 
 def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: str,

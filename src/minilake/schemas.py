@@ -30,6 +30,11 @@ def _arrow(text: pd.Series) -> pa_.Array:
     return pa_.array(text)                       # zero-copy for pandas' Arrow-backed strings
 
 
+def _contiguous(values: pa_.Array | pa_.ChunkedArray) -> pa_.Array:
+    """One array (kernels whose result is indexed or cached need a single chunk)."""
+    return values.combine_chunks() if isinstance(values, pa_.ChunkedArray) else values
+
+
 def is_blank(text: pa_.Array) -> pa_.Array:
     """Empty text (a length test: comparing every string with '' is ten times slower)."""
     return pc.equal(pc.binary_length(text), 0)
@@ -61,9 +66,7 @@ def parsed(text: pd.Series, kind: str, date_format: str = "%Y-%m-%d") -> pa_.Arr
     key = (text.name, kind, date_format)
     if cache is not None and key in cache:
         return cache[key]
-    values = _arrow(text)
-    if isinstance(values, pa_.ChunkedArray):
-        values = values.combine_chunks()
+    values = _contiguous(_arrow(text))
     out = parse_number(values) if kind == "float" else parse_date(values, date_format)
     if cache is not None:
         cache[key] = out
@@ -73,7 +76,7 @@ def parsed(text: pd.Series, kind: str, date_format: str = "%Y-%m-%d") -> pa_.Arr
 def parse_number(text: pa_.Array) -> pa_.Array:
     """Text -> float64; null where it is not a finite decimal number ('ERROR', '', 'inf')."""
     looks = pc.match_substring_regex(text, NUMBER)
-    if not _all(looks):                      # cast only what looks like a number
+    if not _all(looks):                      # the rest would fail the cast: make them nan
         text = pc.if_else(looks, text, "nan")
     value = pc.cast(text, pa_.float64())
     return pc.if_else(pc.and_(looks, pc.is_finite(value)), value,
@@ -88,9 +91,7 @@ def parse_date(text: pa_.Array, date_format: str) -> pa_.Array:
     """Text -> date32; null unless the text is exactly a real date in ``date_format``
     (strptime rolls 2024-02-30 over to March, so the date must print back the same).
     Dates repeat a lot (one sale date per file), so each distinct text is parsed once."""
-    encoded = pc.dictionary_encode(text)
-    if isinstance(encoded, pa_.ChunkedArray):
-        encoded = encoded.combine_chunks()
+    encoded = _contiguous(pc.dictionary_encode(text))
     distinct = pc.cast(encoded.dictionary, pa_.string())
     stamp = pc.strptime(distinct, date_format, "s", error_is_null=True)
     same = pc.equal(pc.strftime(stamp, date_format), distinct)
@@ -173,8 +174,7 @@ def _occurs_once(by_value: bool):
     length, which tells ``007`` from ``7``), are compared as int64, far quicker than hashing
     strings; any other text is dictionary-encoded by Arrow."""
     def rule(values: pa_.Array) -> pa_.Array:
-        if isinstance(values, pa_.ChunkedArray):
-            values = values.combine_chunks()
+        values = _contiguous(values)
         if by_value:
             numeric = _is_integer(values)
             as_int = pc.cast(values.filter(numeric), pa_.int64())

@@ -81,13 +81,19 @@ def current_versions(path: Path, source: Source, keys: pa.Array | None = None) -
                          "row_hash": pa.array([], pa.int64())})
     where = "is_current"
     if keys is not None:
-        low, high = (_literal(v.as_py()) for v in pc.min_max(keys).values())
-        where += f" AND {source.key} >= {low} AND {source.key} <= {high}"
+        where += f" AND {_key_range(source.key, keys)}"
     # DataFusion over the Delta log: files whose statistics miss the range are not read.
     result = QueryBuilder().register("t", DeltaTable(str(path))).execute(
         f"SELECT {source.key}, row_hash FROM t WHERE {where}")
     schema = pa.schema([pa.field(source.key, key_type), pa.field("row_hash", pa.int64())])
     return pa.table(result.read_all()).cast(schema)
+
+
+def _key_range(column: str, keys: pa.Array) -> str:
+    """SQL saying ``column`` lies between the smallest and the largest of ``keys``: files whose
+    statistics miss the range are skipped."""
+    low, high = (_literal(v.as_py()) for v in pc.min_max(keys).values())
+    return f"{column} >= {low} AND {column} <= {high}"
 
 
 def _literal(value: object) -> str:
@@ -181,11 +187,10 @@ def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
     }).select(inserts.column_names)
     merge_source = pa.concat_tables([expires, inserts.cast(expires.schema)])
     # The key range of the expiring versions lets the MERGE skip files that cannot match.
-    low, high = (_literal(v.as_py()) for v in pc.min_max(changes.expire_keys).values())
     table = DeltaTable(str(path))
     (table.merge(merge_source,
                  predicate=(f"t.{source.key} = s.{MERGE_KEY} AND t.is_current = true AND "
-                            f"t.{source.key} >= {low} AND t.{source.key} <= {high}"),
+                            f"{_key_range(f't.{source.key}', changes.expire_keys)}"),
                  source_alias="s", target_alias="t", commit_properties=commit)
      .when_matched_update(updates={"expiry_date": "s.effective_from", "is_current": "false"})
      .when_not_matched_insert(updates={c: f"s.{c}" for c in schema.names},
