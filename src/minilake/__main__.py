@@ -1,3 +1,3 @@
-from minilake.cli import main
+from minilake.cli import run_and_exit
 
-raise SystemExit(main())
+run_and_exit()

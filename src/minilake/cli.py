@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import sys
 
 import pandas as pd
@@ -79,14 +80,36 @@ def _print(lines: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return _guarded(build_parser().parse_args(argv))
+
+
+def _guarded(args: argparse.Namespace) -> int:
     from minilake.lock import RootBusy
 
-    args = build_parser().parse_args(argv)
     try:
         return _main(args)
     except (RootBusy, FileNotFoundError, ValueError) as error:
         print(f"minilake {args.command}: {error}", file=sys.stderr)
         return 2
+
+
+def run_and_exit() -> None:
+    """The program (``minilake``, ``python -m minilake``): :func:`main`, then exit without
+    the interpreter's teardown.
+
+    Unloading pandas and pyarrow at exit (``pyarrow.dataset``'s static state above all) takes
+    about 0.3 s, a tenth of a run on the sample week. By the time ``main`` returns every file
+    is closed, every commit made and every thread joined, so only the standard streams and the
+    log handlers need flushing. ``workbook`` exits the usual way: its kernel is a child
+    process with clean-up of its own."""
+    args = build_parser().parse_args()
+    code = _guarded(args)
+    if args.command == "workbook":
+        raise SystemExit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _main(args: argparse.Namespace) -> int:
