@@ -1,31 +1,38 @@
 """Delta Lake I/O: the SCD2 tables, the ingest log, and ``read_table`` (SPEC §4).
 
 Each table is partitioned by ``is_current``: the current versions sit together, so the keys and
-hashes a file is compared with are read without touching history, and a MERGE rewrites only
-current files. Applying a file is one commit (one MERGE that expires and inserts together, or the
-first write), and that commit carries the file's name, sha256 and counts in its commit metadata:
-a run that died after the commit and before the ingest log finds the file in the table's history
-and does not apply it twice.
+hashes a file is compared with are read without touching history, and expiring a version
+rewrites only current files. Applying a file is one commit (new files for the new versions,
+rewritten current files where versions expire, or the table's first write), and that commit
+carries the file's name, sha256 and counts in its commit metadata: a run that died after the
+commit and before the ingest log finds the file in the table's history and does not apply it
+twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import os
 import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
+from deltalake.transaction import AddAction, RemoveAction
 
 from minilake.layout import Layout
-from minilake.scd2 import OPEN_END, SCD2_COLUMNS, Changes
+from minilake.scd2 import OPEN_END, Changes
 from minilake.sources import SOURCES, Source
 from minilake.validate import arrow_schema
 
-MERGE_KEY = "__merge_key"
 COMMIT_KEY = "minilake"
 
 LOG_SCHEMA = pa.schema([
@@ -161,42 +168,128 @@ def _open_versions(table: pa.Table, day: dt.date) -> pa.Table:
 
 def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
                   provenance: dict) -> int:
-    """Apply one file's changes in a single commit; return the new table version."""
+    """Apply one file's changes in a single commit; return the new table version.
+
+    New versions are written as new files. A current file holding a version that expires is
+    rewritten: its other rows into a new current file, the expiring ones, closed on ``day``,
+    into the history partition. One transaction adds the new files and removes the rewritten
+    ones, so readers see the table before the file or after it. Only current files whose key
+    statistics overlap the expiring keys are read at all."""
     schema = table_schema(source)
     commit = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(provenance)})
-    if not exists(path) or len(changes.expire_keys) == 0:    # only new versions: an append
-        rows = _open_versions(changes.inserts, day)
-        rows = rows.select(schema.names).cast(schema)
+    rows = _open_versions(changes.inserts, day).select(schema.names).cast(schema)
+    if not exists(path):                                # the table's first file
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(path), rows, partition_by=partitioning(source),
-                        mode="append" if exists(path) else "error", commit_properties=commit)
+        write_deltalake(str(path), rows, partition_by=partitioning(source), mode="error",
+                        commit_properties=commit)
         return _after_commit(path)
-
-    business = [f.name for f in schema if f.name not in SCD2_COLUMNS]
-    inserts = _open_versions(changes.inserts, day)
-    inserts = inserts.select([*business, "effective_from", "expiry_date", "is_current",
-                              "row_hash"]).cast(schema)
-    inserts = inserts.add_column(0, MERGE_KEY, pa.nulls(inserts.num_rows,
-                                                        schema.field(source.key).type))
-    n = len(changes.expire_keys)
-    expires = pa.table({
-        MERGE_KEY: changes.expire_keys,
-        **{f.name: pa.nulls(n, f.type) for f in schema if f.name not in
-           ("effective_from",)},
-        "effective_from": pa.array([day] * n, pa.date32()),
-    }).select(inserts.column_names)
-    merge_source = pa.concat_tables([expires, inserts.cast(expires.schema)])
-    # The key range of the expiring versions lets the MERGE skip files that cannot match.
     table = DeltaTable(str(path))
-    (table.merge(merge_source,
-                 predicate=(f"t.{source.key} = s.{MERGE_KEY} AND t.is_current = true AND "
-                            f"{_key_range(f't.{source.key}', changes.expire_keys)}"),
-                 source_alias="s", target_alias="t", commit_properties=commit)
-     .when_matched_update(updates={"expiry_date": "s.effective_from", "is_current": "false"})
-     .when_not_matched_insert(updates={c: f"s.{c}" for c in schema.names},
-                              predicate=f"s.{MERGE_KEY} IS NULL")
-     .execute())
+    files = _Files(path, source, schema)
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        rewritten = [] if len(changes.expire_keys) == 0 else list(pool.map(
+            lambda f: files.expire(f, changes.expire_keys, day),
+            _current_files(table, source, changes.expire_keys)))
+        added = list(pool.map(lambda p: files.write(*p), files.by_partition(rows)))
+    actions = [a for actions in rewritten for a in actions] + added
+    table.create_write_transaction(actions, mode="append", schema=schema,
+                                   partition_by=partitioning(source), commit_properties=commit)
     return _after_commit(path)
+
+
+def _current_files(table: DeltaTable, source: Source, keys: pa.Array) -> list[dict]:
+    """The current files that may hold one of ``keys``, by their key statistics."""
+    files = pa.table(table.get_add_actions(flatten=True))
+    files = files.filter(files["partition.is_current"])
+    if f"min.{source.key}" not in files.column_names:          # no statistics: every file
+        return files.to_pylist()
+    smallest, largest = files[f"min.{source.key}"], files[f"max.{source.key}"]
+    low, high = (v.cast(smallest.type) for v in pc.min_max(keys).values())
+    overlaps = pc.and_(pc.less_equal(smallest, high), pc.greater_equal(largest, low))
+    return files.filter(overlaps.fill_null(True)).to_pylist()
+
+
+ROWS_PER_FILE = 1_000_000
+
+
+class _Files:
+    """Data files of one table, written the way delta-rs writes them: Hive-style partition
+    folders, partition columns kept out of the file, statistics for data skipping."""
+
+    def __init__(self, root: Path, source: Source, schema: pa.Schema):
+        self.root, self.source = root, source
+        self.partitions = partitioning(source)
+        self.stored = pa.schema([f for f in schema if f.name not in self.partitions])
+
+    def by_partition(self, rows: pa.Table) -> list[tuple[pa.Table, dict[str, str]]]:
+        """New rows in pieces of one partition and at most ``ROWS_PER_FILE`` rows."""
+        pieces = [(rows, {})]
+        for column in self.partitions:
+            split = []
+            for piece, values in pieces:
+                distinct = pc.unique(piece[column])
+                for value in distinct:
+                    part = piece if len(distinct) == 1 else piece.filter(
+                        pc.equal(piece[column], value))
+                    split.append((part, {**values, column: _partition_text(value.as_py())}))
+            pieces = split
+        return [(piece.slice(start, ROWS_PER_FILE), values) for piece, values in pieces
+                for start in range(0, piece.num_rows, ROWS_PER_FILE)]
+
+    def write(self, rows: pa.Table, partition: dict[str, str]) -> AddAction:
+        folder = "/".join(f"{k}={partition[k]}" for k in self.partitions)
+        relative = f"{folder}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rows = rows.select(self.stored.names).cast(self.stored)
+        pq.write_table(rows, target, compression="snappy")
+        stat = target.stat()
+        return AddAction(relative, stat.st_size, partition, stat.st_mtime_ns // 1_000_000,
+                         True, _statistics(rows))
+
+    def expire(self, file: dict, keys: pa.Array, day: dt.date) -> list:
+        """Rewrite one current file without the versions of ``keys``, which are written,
+        closed on ``day``, into the history partition. [] if the file holds none of them."""
+        rows = pq.read_table(self.root / file["path"])
+        ends = pc.is_in(rows[self.source.key], value_set=keys.cast(
+            rows.schema.field(self.source.key).type))
+        if not pc.any(ends).as_py():
+            return []
+        partition = {k: _partition_text(file[f"partition.{k}"]) for k in self.partitions}
+        actions = [RemoveAction(file["path"], True, int(time.time() * 1000),
+                                file["size_bytes"], partition)]
+        kept = rows.filter(pc.invert(ends))
+        if kept.num_rows:
+            actions.append(self.write(kept, partition))
+        closed = rows.filter(ends)
+        closed = closed.set_column(closed.schema.get_field_index("expiry_date"), "expiry_date",
+                                   pa.array([day] * closed.num_rows, pa.date32()))
+        actions.append(self.write(closed, {**partition, "is_current": "false"}))
+        return actions
+
+
+def _partition_text(value: object) -> str:
+    """A partition value as the Delta log writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value.isoformat() if isinstance(value, dt.date) else str(value)
+
+
+def _statistics(rows: pa.Table) -> str:
+    """A data file's statistics for the Delta log: row count, and per column nulls, least
+    and greatest value (what lets a reader skip the file)."""
+    least, greatest, nulls = {}, {}, {}
+    for name, column in zip(rows.column_names, rows.columns, strict=True):
+        nulls[name] = column.null_count
+        if column.null_count == len(column) or pa.types.is_boolean(column.type):
+            continue
+        low, high = (v.as_py() for v in pc.min_max(column).values())
+        if isinstance(low, float) and not (math.isfinite(low) and math.isfinite(high)):
+            continue
+        if isinstance(low, dt.date):
+            low, high = low.isoformat(), high.isoformat()
+        least[name], greatest[name] = low, high
+    return json.dumps({"numRecords": rows.num_rows, "minValues": least,
+                       "maxValues": greatest, "nullCount": nulls})
 
 
 def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -> int:

@@ -1,0 +1,110 @@
+"""The data files minilake commits itself (new versions and rewritten current files): what the
+Delta log says of each file must be true of the file, and a commit removes only the files that
+held an expiring version.
+
+Expectations are computed here from the Parquet files with plain Python, not by minilake.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from test_scd2 import products_file, sales_file
+
+import minilake
+
+END = dt.date(2099, 12, 31)
+
+
+def log_entries(table: Path) -> list[tuple[int, dict]]:
+    """(version, action) for every action of every commit, oldest first."""
+    out = []
+    for path in sorted((table / "_delta_log").glob("*.json")):
+        for line in path.read_text().splitlines():
+            out.append((int(path.stem), json.loads(line)))
+    return out
+
+
+def live_files(table: Path) -> dict[str, dict]:
+    live = {}
+    for _, action in log_entries(table):
+        if "add" in action:
+            live[action["add"]["path"]] = action["add"]
+        if "remove" in action:
+            live.pop(action["remove"]["path"])
+    return live
+
+
+def as_log(value: object) -> object:
+    """A value as the Delta log's statistics write it (dates ISO)."""
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def check_files(table: Path) -> int:
+    """Every live file: its folders name its partition values, its rows agree with them, and
+    its statistics are its rows' count, nulls, least and greatest values. Returns the number
+    of rows in all live files."""
+    total = 0
+    for path, add in live_files(table).items():
+        folders = dict(part.split("=") for part in path.split("/")[:-1])
+        assert folders == add["partitionValues"], path
+        rows = pq.read_table(table / path).to_pylist()
+        total += len(rows)
+        stats = json.loads(add["stats"])
+        assert stats["numRecords"] == len(rows), path
+        current = add["partitionValues"]["is_current"] == "true"
+        for row in rows:        # current versions are open, history is closed
+            assert (row["expiry_date"] == END) == current, (path, row)
+        for column in rows[0]:
+            values = [r[column] for r in rows if r[column] is not None]
+            assert stats["nullCount"][column] == len(rows) - len(values), (path, column)
+            if values and not isinstance(values[0], bool):
+                assert stats["minValues"][column] == as_log(min(values)), (path, column)
+                assert stats["maxValues"][column] == as_log(max(values)), (path, column)
+    return total
+
+
+def test_files_and_their_statistics_after_expiries(tmp_path):
+    products_file(tmp_path, "2024-01-01", [("P1", "A", 10.0), ("P2", "B", 20.0),
+                                           ("P3", "C", 30.0)])
+    products_file(tmp_path, "2024-01-02", [("P1", "A", 11.0), ("P2", "B", 20.0),
+                                           ("P4", "D", 40.0)])
+    products_file(tmp_path, "2024-01-03", [("P1", "A", 12.0), ("P4", "D", 40.0)])
+    sales_file(tmp_path, "2024-01-01", [("001", 1, "2.50", "2024-01-01"),
+                                        ("002", 2, "5.00", "2024-01-01")])
+    sales_file(tmp_path, "2024-01-02", [("002", 3, "7.50", "2024-01-01"),
+                                        ("003", 4, "10.00", "2024-01-02")])
+    assert minilake.run(tmp_path).ok
+    # versions: P1 x3, P2 (closed by its absence on day 3), P3 (closed on day 2), P4; sales:
+    # 001, 002 twice, 003
+    assert check_files(tmp_path / "tables" / "product") == 6
+    assert check_files(tmp_path / "tables" / "sales") == 4
+
+
+def test_an_expiry_rewrites_only_the_files_that_hold_the_expiring_key(tmp_path):
+    days = ["2024-01-01", "2024-01-02", "2024-01-03"]
+    # day 1's file spans 001..004 without holding 003: its statistics cannot rule it out
+    sales_file(tmp_path, days[0], [("001", 1, "2.50", days[0]), ("004", 1, "2.50", days[0])])
+    sales_file(tmp_path, days[1], [("002", 1, "2.50", days[1]), ("003", 1, "2.50", days[1])])
+    assert minilake.run(tmp_path).ok
+    table = tmp_path / "tables" / "sales"
+    holding_003 = [p for p in live_files(table) if "sale_date=2024-01-02" in p]
+    assert len(holding_003) == 1
+    # day 3 corrects sale 003 of day 2 and adds 005
+    sales_file(tmp_path, days[2], [("003", 2, "5.00", days[1]), ("005", 1, "2.50", days[2])])
+    assert minilake.run(tmp_path).ok
+    last = max(version for version, _ in log_entries(table))
+    removed = [a["remove"]["path"] for v, a in log_entries(table) if v == last and "remove" in a]
+    assert removed == holding_003           # day 1's file is left as it is
+    added = [a["add"]["partitionValues"] for v, a in log_entries(table)
+             if v == last and "add" in a]
+    assert sorted(tuple(sorted(p.items())) for p in added) == sorted([
+        (("is_current", "true"), ("sale_date", "2024-01-02")),     # 002, rewritten
+        (("is_current", "false"), ("sale_date", "2024-01-02")),    # 003's first version
+        (("is_current", "true"), ("sale_date", "2024-01-02")),     # 003's second version
+        (("is_current", "true"), ("sale_date", "2024-01-03")),     # 005
+    ])
+    assert check_files(table) == 6
