@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from minilake.keys import found, positions
+
 OPEN_END = dt.date(2099, 12, 31)
 SCD2_COLUMNS = ["effective_from", "expiry_date", "is_current", "row_hash"]
 NULL_MARK = "\\N"
@@ -64,13 +66,14 @@ def canonical_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     written ``\\N`` when a row's texts are joined)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    if pa.types.is_floating(column.type):
-        text = float_text(column.fill_null(0).to_numpy(zero_copy_only=False))
-        return pc.if_else(column.is_null(), pa.scalar(None, pa.string()), text) \
-            if column.null_count else text
-    if pa.types.is_date(column.type):        # few distinct dates: format each once
+    if pa.types.is_floating(column.type) or pa.types.is_date(column.type):
+        # Few distinct prices and dates: format each once (nulls stay null; distinct bit
+        # patterns stay distinct, so -0.0 is not 0.0).
         encoded = column.dictionary_encode()
-        return encoded.dictionary.cast(pa.string()).take(encoded.indices)
+        distinct = encoded.dictionary
+        text = (float_text(distinct.to_numpy(zero_copy_only=False))
+                if pa.types.is_floating(column.type) else distinct.cast(pa.string()))
+        return text.take(encoded.indices)
     return pc.cast(column, pa.string())
 
 
@@ -124,12 +127,12 @@ def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
     keys = incoming.column(key).combine_chunks()
     key_type = keys.type
     current_keys = current.column(key).combine_chunks().cast(key_type)
-    at = pc.index_in(keys, value_set=current_keys)      # position among current, or null
-    is_new = at.is_null().to_numpy(zero_copy_only=False)
+    at = positions(keys, current_keys)                  # position among current, or -1
+    is_new = at < 0
     known_hashes = current.column("row_hash").to_numpy()
     is_changed = np.zeros(len(keys), dtype=bool)
     if len(known_hashes):
-        before = known_hashes[at.fill_null(0).to_numpy()]
+        before = known_hashes[np.where(is_new, 0, at)]
         is_changed = ~is_new & (before != hashes)
     gone = current_keys[:0]
     if snapshot:
@@ -137,7 +140,7 @@ def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
         if bad_keys is not None and len(bad_keys):
             present = pa.concat_arrays([keys, pa.array(_as_key_type(bad_keys, key_type),
                                                        key_type)])
-        gone = current_keys.filter(pc.invert(pc.is_in(current_keys, value_set=present)))
+        gone = current_keys.filter(pa.array(~found(current_keys, present)))
     inserts = incoming.append_column("row_hash", pa.array(hashes, pa.int64())).filter(
         pa.array(is_new | is_changed))
     return Changes(inserts=inserts,
