@@ -162,6 +162,26 @@ def test_crash_anywhere_then_rerun_equals_an_uninterrupted_run(chunk, cases, wor
     print(f"\ncrash harness chunk {chunk}: {survived} kills survived")
 
 
+READ_AHEAD = {"MINILAKE_SIDE_BY_SIDE_MB": "0"}     # one source at a time, reading ahead
+READ_AHEAD_HOOKS = ["ingest.after_read:2", "ingest.after_read:6", "ingest.after_diff:3",
+                    "ingest.before_commit:4", "ingest.after_commit:5", "ingest.after_log:7",
+                    "quarantine.after_log:1", "quarantine.after_reason:2"]
+
+
+def test_one_source_at_a_time_reading_ahead_equals_side_by_side(world, reference, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(world, root)
+    assert run_cli(root, READ_AHEAD) == 1                   # the two files are quarantined
+    assert_same(outcome(root), reference, "reading ahead")
+    for hook in READ_AHEAD_HOOKS:
+        root = tmp_path / hook.replace(":", "_")
+        shutil.copytree(world, root)
+        killed = run_cli(root, {**READ_AHEAD, "MINILAKE_CRASH_AT": hook})
+        assert killed == -signal.SIGKILL, f"{hook}: the hook was not reached"
+        assert run_cli(root, READ_AHEAD) in (0, 1)
+        assert_same(outcome(root), reference, f"reading ahead, killed at {hook}")
+
+
 @pytest.fixture(scope="module")
 def late_world(tmp_path_factory) -> Path:
     """Days 1, 2 and 4 applied; day 3 waiting in the landing zone (a late delivery)."""

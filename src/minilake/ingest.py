@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +38,14 @@ from minilake.lock import hold
 from minilake.readers import UnreadableFile
 from minilake.scd2 import diff
 from minilake.sources import SOURCES, Source
-from minilake.validate import validate
+from minilake.validate import Validated, validate
 
 log = logging.getLogger(__name__)
 
 MASS_DELETE_SHARE = 0.5
 # Sources are ingested side by side unless a pending file is larger than this: then one at a
-# time, so that peak memory is one file's working set, not three.
-SIDE_BY_SIDE_UP_TO_BYTES = 256 * 1024 * 1024
+# time, so that peak memory is that of one file (and the next one, read ahead), not three.
+SIDE_BY_SIDE_UP_TO_BYTES = int(os.environ.get("MINILAKE_SIDE_BY_SIDE_MB", "256")) << 20
 
 
 @dataclass
@@ -206,44 +207,68 @@ def _mass_delete_check(source: Source, current_keys: int, expired: int,
             f"truncated export?); run with --allow-mass-delete if this is intended")
 
 
-def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Path,
-                commits: dict, allow_mass_delete: bool) -> tuple[FileOutcome, dict]:
-    """Read, validate, report and apply one file to ``table``; raise _Quarantine if it cannot
-    be applied. ``commits`` are the files the table's history says were applied already."""
-    path, sha = delivery.path, delivery.sha256
-    day = source.file_date(path.name)
+@dataclass
+class _Checked:
+    """A file read and validated, not yet applied."""
+
+    delivery: Delivery
+    rows: Validated
+    rows_read: int
+    clock: dict
+
+
+def _check_file(source: Source, delivery: Delivery) -> _Checked:
+    """Read and validate one file (no side effects); raise _Quarantine if it cannot be read."""
     clock: dict = {"started": dt.datetime.now(dt.UTC)}
     t = time.perf_counter()
     try:
-        text = source.read(path)
+        text = source.read(delivery.path)
     except UnreadableFile as error:
         raise _Quarantine(str(error)) from None
     if source.snapshot and text.rows_read == 0:
         raise _Quarantine("empty, but a full snapshot was expected")
     clock["read_s"], t = time.perf_counter() - t, time.perf_counter()
     crashpoint("ingest.after_read")
-    checked = validate(source.schema, source.key, text)
+    rows = validate(source.schema, source.key, text)
     rows_read = text.rows_read
     del text                # the file's text is its largest object: let it go before the diff
-    clock["validate_s"], t = time.perf_counter() - t, time.perf_counter()
-    outcome = FileOutcome(source.name, path.name, "applied", rows_read=rows_read,
-                          rows_loaded=checked.good.num_rows,
-                          rows_rejected=checked.rows_rejected)
+    clock["validate_s"] = time.perf_counter() - t
+    return _Checked(delivery, rows, rows_read, clock)
+
+
+def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Path,
+                commits: dict, allow_mass_delete: bool) -> tuple[FileOutcome, dict]:
+    """Read, validate, report and apply one file to ``table``; raise _Quarantine if it cannot
+    be applied. ``commits`` are the files the table's history says were applied already."""
+    return _apply_checked(layout, source, _check_file(source, delivery), table, commits,
+                          allow_mass_delete)
+
+
+def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Path,
+                   commits: dict, allow_mass_delete: bool) -> tuple[FileOutcome, dict]:
+    """Report and apply a checked file to ``table``."""
+    path, sha = checked.delivery.path, checked.delivery.sha256
+    day = source.file_date(path.name)
+    clock, rows = checked.clock, checked.rows
+    del checked.rows        # ``rows`` is the only reference left: dropped after the diff
+    t = time.perf_counter()
+    outcome = FileOutcome(source.name, path.name, "applied", rows_read=checked.rows_read,
+                          rows_loaded=rows.good.num_rows, rows_rejected=rows.rows_rejected)
     report = layout.error_report(source.name, day.strftime("%Y%m%d"))
     if (path.name, sha) in commits:     # applied by a run that stopped before logging it
         meta = commits[path.name, sha]
         outcome.inserted, outcome.updated, outcome.expired = (
             meta["inserted"], meta["updated"], meta["expired"])
         clock["table_version"], clock["diff_s"] = meta["table_version"], 0.0
-        _write_atomically(checked.bad, report)
+        _write_atomically(rows.bad, report)
         clock["commit_s"] = time.perf_counter() - t
         return outcome, clock
     current = tables.current_versions(
-        table, source, None if source.snapshot else checked.good.column(source.key))
-    changes = diff(current, checked.good, source.key, snapshot=source.snapshot,
-                   bad_keys=checked.bad_keys)
-    bad, current_keys = checked.bad, current.num_rows
-    del checked, current    # only the changes are committed
+        table, source, None if source.snapshot else rows.good.column(source.key))
+    changes = diff(current, rows.good, source.key, snapshot=source.snapshot,
+                   bad_keys=rows.bad_keys)
+    bad, current_keys = rows.bad, current.num_rows
+    del rows, current       # only the changes are committed
     clock["diff_s"], t = time.perf_counter() - t, time.perf_counter()
     crashpoint("ingest.after_diff")
     _mass_delete_check(source, current_keys, changes.expired, allow_mass_delete)
@@ -314,23 +339,46 @@ class _Progress:
 
 
 def _apply_in_order(layout: Layout, source: Source, pending: list[Delivery],
-                    allow_mass_delete: bool, bar: _Progress) -> list[FileOutcome]:
-    """The usual case: new files dated on or after everything applied, one commit each."""
+                    allow_mass_delete: bool, bar: _Progress,
+                    read_ahead: bool = False) -> list[FileOutcome]:
+    """The usual case: new files dated on or after everything applied, one commit each.
+
+    With ``read_ahead``, the next file is read and validated while this one is compared and
+    committed (files are still applied one at a time, in order): for when sources run one
+    at a time and a core would otherwise wait."""
     table = layout.table(source.name)
     commits = tables.applied_commits(table)
     outcomes = []
-    for delivery in pending:
-        try:
-            outcome, clock = _apply_file(layout, source, delivery, table, commits,
-                                         allow_mass_delete)
-            log.info("%s", outcome.line())
-            tables.append_log(layout, [_log_row(source, delivery, outcome, clock)])
-            crashpoint("ingest.after_log")
-        except _Quarantine as reason:
-            outcome = _quarantine(layout, source, delivery, str(reason))
-        outcomes.append(outcome)
-        bar.step(source, delivery.name)
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        checks = _checks_in_order(source, pending, ahead if read_ahead else None)
+        for delivery, check in zip(pending, checks, strict=True):
+            try:
+                outcome, clock = _apply_checked(layout, source, check(), table, commits,
+                                                allow_mass_delete)
+                log.info("%s", outcome.line())
+                tables.append_log(layout, [_log_row(source, delivery, outcome, clock)])
+                crashpoint("ingest.after_log")
+            except _Quarantine as reason:
+                outcome = _quarantine(layout, source, delivery, str(reason))
+            outcomes.append(outcome)
+            bar.step(source, delivery.name)
     return outcomes
+
+
+def _checks_in_order(source: Source, pending: list[Delivery],
+                     ahead: ThreadPoolExecutor | None) -> Iterator[Callable[[], _Checked]]:
+    """For each pending file, a call that returns it checked (or raises _Quarantine). With
+    ``ahead``, the next file's check is started on it when this file's call is taken."""
+    if ahead is None:
+        for delivery in pending:
+            yield lambda delivery=delivery: _check_file(source, delivery)
+        return
+    upcoming = None
+    for i, delivery in enumerate(pending):
+        running = upcoming or ahead.submit(_check_file, source, delivery)
+        upcoming = (ahead.submit(_check_file, source, pending[i + 1])
+                    if i + 1 < len(pending) else None)
+        yield running.result
 
 
 def _rebuild(layout: Layout, source: Source, deliveries: list[Delivery], ledger: Ledger,
@@ -396,7 +444,8 @@ def _pending(layout: Layout, source: Source, deliveries: list[Delivery],
 
 
 def _ingest_source(layout: Layout, source: Source, ledger: Ledger, allow_mass_delete: bool,
-                   bar: _Progress, rebuild: str | None = None) -> list[FileOutcome]:
+                   bar: _Progress, rebuild: str | None = None,
+                   read_ahead: bool = False) -> list[FileOutcome]:
     deliveries = _deliveries(layout, source, ledger)
     pending = _pending(layout, source, deliveries, ledger)
     if rebuild is None and not pending:
@@ -410,7 +459,7 @@ def _ingest_source(layout: Layout, source: Source, ledger: Ledger, allow_mass_de
         elif last is not None and source.file_date(delivery.name) < last:
             events[delivery.name] = "late"
     if rebuild is None and not events:
-        return _apply_in_order(layout, source, pending, allow_mass_delete, bar)
+        return _apply_in_order(layout, source, pending, allow_mass_delete, bar, read_ahead)
     why = [f"{kind} file {name}" for name, kind in events.items()]
     note = rebuild or ("rebuilt for " + ", ".join(why))
     events |= {d.name: "rebuild" for d in pending if d.name not in events}
@@ -427,13 +476,15 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
         ledger = Ledger(tables.read_log(layout))
         bar = _Progress(progress)
         # Sources are independent tables: ingest them side by side (the heavy parts, Arrow
-        # compute and delta-rs, run without the GIL); each keeps its own file order.
+        # compute and delta-rs, run without the GIL); each keeps its own file order. Large
+        # files go one source at a time, each reading its next file while it commits one.
         largest = max((p.stat().st_size for s in SOURCES.values()
                        for p in layout.archive(s.name).glob("*") if p.is_file()), default=0)
-        workers = len(SOURCES) if largest <= SIDE_BY_SIDE_UP_TO_BYTES else 1
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        side_by_side = largest <= SIDE_BY_SIDE_UP_TO_BYTES
+        with ThreadPoolExecutor(max_workers=len(SOURCES) if side_by_side else 1) as pool:
             per_source = list(pool.map(
-                lambda s: _ingest_source(layout, s, ledger, allow_mass_delete, bar),
+                lambda s: _ingest_source(layout, s, ledger, allow_mass_delete, bar,
+                                         read_ahead=not side_by_side),
                 SOURCES.values()))
         bar.close()
         return IngestResult([f for files in per_source for f in files])
