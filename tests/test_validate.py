@@ -24,6 +24,12 @@ def check(frame: TextFrame):
     return validate(s.schema, s.key, frame)
 
 
+def test_columns_that_are_not_text_are_a_readers_bug():
+    frame = sales({}).rows.assign(quantity=2)
+    with pytest.raises(TypeError, match="sales: columns not read as text: quantity"):
+        check(TextFrame(frame))
+
+
 def test_good_rows_are_typed_and_keep_leading_zeros():
     out = check(sales({}, {"quantity": "1", "total_price": "2.5"}))
     assert out.bad.empty and out.good.num_rows == 2

@@ -94,6 +94,9 @@ def validate(schema: pa.DataFrameSchema, key: str, text: TextFrame) -> Validated
     """Split a file's rows into typed good rows and bad rows with the reasons they are bad."""
     frame = text.rows.reset_index(drop=True)
     columns = list(schema.columns)
+    not_text = [c for c, dtype in frame.dtypes.items() if not isinstance(dtype, pd.StringDtype)]
+    if not_text:        # a reader's bug, not the file's: the schemas' checks read text
+        raise TypeError(f"{schema.name}: columns not read as text: {', '.join(not_text)}")
     with parsing_once():
         try:
             schema.validate(frame, lazy=True, inplace=True)   # no copy of the frame
