@@ -472,7 +472,7 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
            progress: bool | None = None) -> IngestResult:
     """Apply every archived file not yet applied, per source in file-date order."""
     layout = Layout.of(root)
-    with hold(layout.root, "ingest"):
+    with hold(layout.root, "ingest"), tables.log_kept_open(layout):
         ledger = Ledger(tables.read_log(layout))
         bar = _Progress(progress)
         # Sources are independent tables: ingest them side by side (the heavy parts, Arrow
@@ -497,7 +497,7 @@ def rebuild(source: str | None = None, root: str | Path = ".", *,
     layout = Layout.of(root)
     if source is not None and source not in SOURCES:
         raise ValueError(f"no source {source!r}; sources: {', '.join(SOURCES)}")
-    with hold(layout.root, "rebuild"):
+    with hold(layout.root, "rebuild"), tables.log_kept_open(layout):
         ledger = Ledger(tables.read_log(layout))
         bar = _Progress(progress)
         result = IngestResult()

@@ -18,7 +18,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -64,8 +66,13 @@ def partitioning(source: Source) -> list[str]:
     return ["is_current", *source.partition_by]
 
 
-def _after_commit(path: Path) -> int:
-    table = DeltaTable(str(path))
+def _after_commit(path: Path, table: DeltaTable | None = None) -> int:
+    """The version just committed (checkpointed every ``CHECKPOINT_EVERY``); ``table`` is a
+    handle opened before the commit, brought up to date instead of opening the table again."""
+    if table is None:
+        table = DeltaTable(str(path))
+    else:
+        table.update_incremental()
     version = table.version()
     if version and version % CHECKPOINT_EVERY == 0:
         table.create_checkpoint()
@@ -193,7 +200,7 @@ def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
     actions = [a for actions in rewritten for a in actions] + added
     table.create_write_transaction(actions, mode="append", schema=schema,
                                    partition_by=partitioning(source), commit_properties=commit)
-    return _after_commit(path)
+    return _after_commit(path, table)
 
 
 def _current_files(table: DeltaTable, source: Source, keys: pa.Array) -> list[dict]:
@@ -342,18 +349,39 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
 
 
 _log_lock = threading.Lock()
+_log_handles: dict[Path, DeltaTable | None] = {}
+
+
+@contextmanager
+def log_kept_open(layout: Layout) -> Iterator[None]:
+    """Within this block (one run, holding the root's lock: no other writer), the ingest log
+    is opened once, not on every file's row."""
+    with _log_lock:
+        _log_handles[layout.ingest_log] = None
+    try:
+        yield
+    finally:
+        with _log_lock:
+            _log_handles.pop(layout.ingest_log, None)
 
 
 def append_log(layout: Layout, rows: list[dict]) -> None:
     """Add rows to the ingest log (one per file); one writer at a time within a process."""
     layout.ingest_log.parent.mkdir(parents=True, exist_ok=True)
+    data = pa.Table.from_pylist(rows, LOG_SCHEMA)
     with _log_lock:
-        write_deltalake(str(layout.ingest_log), pa.Table.from_pylist(rows, LOG_SCHEMA),
-                        mode="append")
-        log_table = DeltaTable(str(layout.ingest_log))
+        log_table = _log_handles.get(layout.ingest_log)
+        if log_table is None:
+            write_deltalake(str(layout.ingest_log), data, mode="append")
+            log_table = DeltaTable(str(layout.ingest_log))
+        else:
+            write_deltalake(log_table, data, mode="append")
         if log_table.version() % CHECKPOINT_EVERY == 0:      # one small file per row otherwise
             log_table.optimize.compact()
-            DeltaTable(str(layout.ingest_log)).create_checkpoint()
+            log_table = DeltaTable(str(layout.ingest_log))
+            log_table.create_checkpoint()
+        if layout.ingest_log in _log_handles:
+            _log_handles[layout.ingest_log] = log_table
 
 
 def read_log(layout: Layout) -> pd.DataFrame:
