@@ -1,6 +1,6 @@
 """minilake at 1x, 10x, 100x and 1000x the sample, against the floor of the same I/O.
 
-    .venv/bin/python benchmarks/run.py --scales 1 10 100 [--days 7] [--keep DIR]
+    .venv/bin/python benchmarks/run.py --scales 1 10 100 [--repeat 3] [--days 7] [--keep DIR]
     .venv/bin/python benchmarks/run.py --flat            # 60 days at 10x: day 60 vs day 2
 
 For each scale it generates a world with ``minilake generate --landing-only`` (1x = 5,000
@@ -8,7 +8,8 @@ customers on day one and about 8,000 sales a day), runs ``python -m minilake run
 child process, and prints per stage (read, validate, SCD2 diff, commit; summed over the files,
 from the ingest log) the seconds, the total wall time, rows per second and the peak RSS of the
 child. The floor is the least any pipeline must do: read the same raw files with pyarrow and
-write them once to Parquet; minilake's total is printed as a multiple of it.
+write them once to Parquet; minilake's total is printed as a multiple of it. Both are run
+``--repeat`` times (alternately) and their medians printed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,25 +71,42 @@ def stage_seconds(root: Path) -> dict:
     return out
 
 
-def one_scale(scale: float, days: int, work: Path, python: str) -> dict:
-    root = work / f"x{scale:g}"
-    shutil.rmtree(root, ignore_errors=True)
+def one_scale(scale: float, days: int, work: Path, python: str, repeat: int) -> dict:
+    """Generate a world, then ``repeat`` times: the floor, and minilake on a fresh copy of
+    the landing zone (hard links: the world is not copied). Medians are reported: single runs
+    on a shared 2-core machine swing by a fifth or more."""
+    world = work / f"x{scale:g}_world"
+    shutil.rmtree(world, ignore_errors=True)
     customers = int(SAMPLE_CUSTOMERS * scale)
-    gen_s, gen_mb = run_child([python, "-m", "minilake", "generate", "--root", str(root),
+    gen_s, gen_mb = run_child([python, "-m", "minilake", "generate", "--root", str(world),
                                "--customers", str(customers), "--days", str(days),
                                "--landing-only"])
-    size = sum(p.stat().st_size for p in (root / "landing_zone").iterdir())
-    floor_dir = work / f"floor_x{scale:g}"
-    shutil.rmtree(floor_dir, ignore_errors=True)
-    floor_dir.mkdir()
-    floor_s, floor_mb = run_child([python, "-c", FLOOR, str(root / "landing_zone"),
-                                   str(floor_dir)])
-    shutil.rmtree(floor_dir)
-    total_s, peak_mb = run_child([python, "-m", "minilake", "run", "--root", str(root)])
-    stages = stage_seconds(root)
+    size = sum(p.stat().st_size for p in (world / "landing_zone").iterdir())
+    floors, runs = [], []
+    for _ in range(repeat):
+        floor_dir = work / f"floor_x{scale:g}"
+        shutil.rmtree(floor_dir, ignore_errors=True)
+        floor_dir.mkdir()
+        floors.append(run_child([python, "-c", FLOOR, str(world / "landing_zone"),
+                                 str(floor_dir)]))
+        shutil.rmtree(floor_dir)
+        root = work / f"x{scale:g}"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        shutil.copytree(world / "landing_zone", root / "landing_zone",
+                        copy_function=os.link)
+        total_s, peak_mb = run_child([python, "-m", "minilake", "run", "--root", str(root)])
+        runs.append((total_s, peak_mb, stage_seconds(root)))
+        shutil.rmtree(root)
+    shutil.rmtree(world)
+    floor_s = statistics.median(s for s, _ in floors)
+    total_s = statistics.median(s for s, _, _ in runs)
+    stages = min(runs, key=lambda r: abs(r[0] - total_s))[2]       # the median run's stages
     return {"scale": scale, "customers": customers, "days": days, "input_mb": size / 1e6,
-            "generate_s": gen_s, "floor_s": floor_s, "floor_mb": floor_mb,
-            "total_s": total_s, "peak_mb": peak_mb, **stages}
+            "generate_s": gen_s, "floor_s": floor_s, "floor_mb": max(m for _, m in floors),
+            "total_s": total_s, "peak_mb": max(m for _, m, _ in runs), "repeat": repeat,
+            "total_runs_s": [round(s, 2) for s, _, _ in runs],
+            "floor_runs_s": [round(s, 2) for s, _ in floors], **stages}
 
 
 def print_table(results: list[dict]) -> None:
@@ -100,6 +119,10 @@ def print_table(results: list[dict]) -> None:
               f"{r['read_s']:>7.1f} {r['validate_s']:>7.1f} {r['diff_s']:>7.1f} "
               f"{r['commit_s']:>7.1f} {r['total_s']:>8.1f} {r['rows'] / r['total_s']:>9,.0f} "
               f"{r['peak_mb']:>8,.0f} {r['floor_s']:>8.1f} {r['total_s'] / r['floor_s']:>7.1f}")
+    for r in results:
+        if r["repeat"] > 1:
+            print(f"{r['scale']:>5g}x runs (s): minilake {r['total_runs_s']}, "
+                  f"floor {r['floor_runs_s']}; medians above, peak MB the largest")
 
 
 def flat(work: Path, python: str, days: int, scale: float) -> None:
@@ -140,6 +163,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[1, 10, 100])
     parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of minilake and of the floor per scale (medians printed)")
     parser.add_argument("--flat", action="store_true", help="the flat-cost run instead")
     parser.add_argument("--flat-days", type=int, default=60)
     parser.add_argument("--flat-scale", type=float, default=10)
@@ -157,8 +182,7 @@ def main() -> None:
             return
         results = []
         for scale in args.scales:
-            results.append(one_scale(scale, args.days, work, python))
-            shutil.rmtree(work / f"x{scale:g}", ignore_errors=True)
+            results.append(one_scale(scale, args.days, work, python, args.repeat))
             print_table(results[-1:]) if len(results) == 1 else None
         print_table(results)
         if args.json:
