@@ -76,7 +76,16 @@ def parsed(text: pd.Series, kind: str, date_format: str = "%Y-%m-%d") -> pa_.Arr
 
 
 def parse_number(text: pa_.Array) -> pa_.Array:
-    """Text -> float64; null where it is not a finite decimal number ('ERROR', '', 'inf')."""
+    """Text -> float64; null where it is not a finite decimal number ('ERROR', '', 'inf').
+    Prices repeat a lot (a catalogue's worth per file): a column of few distinct texts is
+    parsed once per distinct text."""
+    encoded = _contiguous(pc.dictionary_encode(text))
+    if len(encoded.dictionary) * 2 <= len(text):
+        return _parse_number(encoded.dictionary).take(encoded.indices)
+    return _parse_number(text)
+
+
+def _parse_number(text: pa_.Array) -> pa_.Array:
     looks = pc.match_substring_regex(text, NUMBER)
     if not _all(looks):                      # the rest would fail the cast: make them nan
         text = pc.if_else(looks, text, "nan")
@@ -140,6 +149,10 @@ def _check(rule, name: str, blank_passes: bool = True, *, on_series: bool = Fals
     return pa.Check(run, name=name)
 
 
+# Patterns with an Arrow kernel of their own, several times quicker than the regex engine.
+_PATTERNS = {r"\d+": pc.ascii_is_decimal}        # one or more ASCII digits, as RE2's \d
+
+
 def field(kind: str = "text", *, required: bool = False, one_of: list[str] | None = None,
           pattern: str | None = None, looks_like: str | None = None, gt: float | None = None,
           ge: float | None = None, date_format: str = "%Y-%m-%d") -> pa.Column:
@@ -161,8 +174,8 @@ def field(kind: str = "text", *, required: bool = False, one_of: list[str] | Non
         checks.append(_check(lambda a: pc.is_in(a, value_set=allowed),
                              f"not one of {'/'.join(one_of)}"))
     if pattern is not None:
-        checks.append(_check(lambda a: pc.match_substring_regex(a, f"^(?:{pattern})$"),
-                             f"does not look like {looks_like or pattern}"))
+        rule = _PATTERNS.get(pattern, lambda a: pc.match_substring_regex(a, f"^(?:{pattern})$"))
+        checks.append(_check(rule, f"does not look like {looks_like or pattern}"))
     for bound, name, compare in ((gt, "must be > {:g}", pc.greater),
                                  (ge, "must be >= {:g}", pc.greater_equal)):
         if bound is not None:
@@ -192,7 +205,9 @@ def _occurs_once(by_value: bool):
         else:               # a text key of digits: coded with its length, leading zeros too
             numeric, as_int = digit_codes(values)
         repeated = np.zeros(len(values), dtype=bool)
-        repeated[numeric] = pd.Series(as_int).duplicated(keep=False).to_numpy()
+        ordered = np.sort(as_int)           # the usual file has no repeat: a sort tells
+        if (ordered[1:] == ordered[:-1]).any():
+            repeated[numeric] = pd.Series(as_int).duplicated(keep=False).to_numpy()
         if not numeric.all():
             codes = pc.dictionary_encode(values.filter(pa_.array(~numeric))).indices.to_numpy()
             repeated[~numeric] = np.bincount(codes)[codes] > 1

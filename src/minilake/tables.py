@@ -168,9 +168,9 @@ def versions(path: Path) -> pd.DataFrame:
 def _open_versions(table: pa.Table, day: dt.date) -> pa.Table:
     """New versions: valid from ``day`` until further notice."""
     n = table.num_rows
-    table = table.append_column("effective_from", pa.array([day] * n, pa.date32()))
-    table = table.append_column("expiry_date", pa.array([OPEN_END] * n, pa.date32()))
-    return table.append_column("is_current", pa.array([True] * n, pa.bool_()))
+    table = table.append_column("effective_from", pa.repeat(pa.scalar(day, pa.date32()), n))
+    table = table.append_column("expiry_date", pa.repeat(pa.scalar(OPEN_END, pa.date32()), n))
+    return table.append_column("is_current", pa.repeat(pa.scalar(True), n))
 
 
 def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
@@ -269,7 +269,7 @@ class _Files:
             actions.append(self.write(kept, partition))
         closed = rows.filter(ends)
         closed = closed.set_column(closed.schema.get_field_index("expiry_date"), "expiry_date",
-                                   pa.array([day] * closed.num_rows, pa.date32()))
+                                   pa.repeat(pa.scalar(day, pa.date32()), closed.num_rows))
         actions.append(self.write(closed, {**partition, "is_current": "false"}))
         return actions
 
