@@ -226,6 +226,10 @@ class _Files:
         self.root, self.source = root, source
         self.partitions = partitioning(source)
         self.stored = pa.schema([f for f in schema if f.name not in self.partitions])
+        # The key and row_hash are (nearly) all distinct: a dictionary is built, then dropped.
+        # Parquet's own statistics only where readers filter (the Delta log has all of them).
+        self.dictionary = [n for n in self.stored.names if n not in (source.key, "row_hash")]
+        self.statistics = [source.key, "effective_from", "expiry_date"]
 
     def by_partition(self, rows: pa.Table) -> list[tuple[pa.Table, dict[str, str]]]:
         """New rows in pieces of one partition and at most ``ROWS_PER_FILE`` rows."""
@@ -248,7 +252,8 @@ class _Files:
         target = self.root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         rows = rows.select(self.stored.names).cast(self.stored)
-        pq.write_table(rows, target, compression="snappy")
+        pq.write_table(rows, target, compression="snappy", use_dictionary=self.dictionary,
+                       write_statistics=self.statistics)
         stat = target.stat()
         return AddAction(relative, stat.st_size, partition, stat.st_mtime_ns // 1_000_000,
                          True, _statistics(rows))
