@@ -236,7 +236,7 @@ def _check_file(source: Source, delivery: Delivery) -> _Checked:
     return _Checked(delivery, rows, rows_read, clock)
 
 
-def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Path,
+def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: tables.Opened,
                 commits: dict, allow_mass_delete: bool) -> tuple[FileOutcome, dict]:
     """Read, validate, report and apply one file to ``table``; raise _Quarantine if it cannot
     be applied. ``commits`` are the files the table's history says were applied already."""
@@ -244,7 +244,7 @@ def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Path,
                           allow_mass_delete)
 
 
-def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Path,
+def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: tables.Opened,
                    commits: dict, allow_mass_delete: bool) -> tuple[FileOutcome, dict]:
     """Report and apply a checked file to ``table``."""
     path, sha = checked.delivery.path, checked.delivery.sha256
@@ -346,8 +346,8 @@ def _apply_in_order(layout: Layout, source: Source, pending: list[Delivery],
     With ``read_ahead``, the next file is read and validated while this one is compared and
     committed (files are still applied one at a time, in order): for when sources run one
     at a time and a core would otherwise wait."""
-    table = layout.table(source.name)
-    commits = tables.applied_commits(table)
+    table = tables.Opened(layout.table(source.name))
+    commits = tables.applied_commits(table.path)
     outcomes = []
     with ThreadPoolExecutor(max_workers=1) as ahead:
         checks = _checks_in_order(source, pending, ahead if read_ahead else None)
@@ -389,6 +389,7 @@ def _rebuild(layout: Layout, source: Source, deliveries: list[Delivery], ledger:
     ``events`` names the files that caused the rebuild (file -> late | resent | rebuild)."""
     scratch = layout.root / "tables" / ".rebuild" / source.name
     shutil.rmtree(scratch, ignore_errors=True)
+    opened = tables.Opened(scratch)
     bar.add(len(deliveries) - len(events))
     log.warning("%s: rebuilding from %d archived file(s): %s", source.name, len(deliveries),
                 note)
@@ -397,7 +398,7 @@ def _rebuild(layout: Layout, source: Source, deliveries: list[Delivery], ledger:
         before = ledger.status(delivery.name, delivery.sha256) == "applied"
         event = events.get(delivery.name, "rebuild")
         try:
-            outcome, clock = _apply_file(layout, source, delivery, scratch, {},
+            outcome, clock = _apply_file(layout, source, delivery, opened, {},
                                          allow_mass_delete or before)
         except _Quarantine as reason:
             outcomes.append(_quarantine(layout, source, delivery, str(reason), event))

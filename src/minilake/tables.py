@@ -83,21 +83,40 @@ def exists(path: Path) -> bool:
     return DeltaTable.is_deltatable(str(path))
 
 
-def current_versions(path: Path, source: Source, keys: pa.Array | None = None) -> pa.Table:
+class Opened:
+    """A table's path and, once the table exists, one handle on it brought up to date before
+    each use: for the files of one run, which holds the root's lock (no other writer), so
+    that each file does not open the table again (a few ms each)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._table: DeltaTable | None = None
+
+    def table(self) -> DeltaTable | None:
+        """The table at its latest version, or None before its first commit."""
+        if self._table is not None:
+            self._table.update_incremental()
+        elif exists(self.path):
+            self._table = DeltaTable(str(self.path))
+        return self._table
+
+
+def current_versions(opened: Opened, source: Source, keys: pa.Array | None = None) -> pa.Table:
     """Key and row_hash of the current versions (nothing else is read).
 
     With ``keys``, only versions whose key lies between the smallest and the largest of them
     are read: enough for a transactional file, which says nothing about other keys, and cheap
     when keys grow with time (row groups outside the range are skipped by their statistics)."""
     key_type = table_schema(source).field(source.key).type
-    if not exists(path) or (keys is not None and len(keys) == 0):
+    table = None if keys is not None and len(keys) == 0 else opened.table()
+    if table is None:
         return pa.table({source.key: pa.array([], key_type),
                          "row_hash": pa.array([], pa.int64())})
     where = "is_current"
     if keys is not None:
         where += f" AND {_key_range(source.key, keys)}"
     # DataFusion over the Delta log: files whose statistics miss the range are not read.
-    result = QueryBuilder().register("t", DeltaTable(str(path))).execute(
+    result = QueryBuilder().register("t", table).execute(
         f"SELECT {source.key}, row_hash FROM t WHERE {where}")
     schema = pa.schema([pa.field(source.key, key_type), pa.field("row_hash", pa.int64())])
     return pa.table(result.read_all()).cast(schema)
@@ -173,7 +192,7 @@ def _open_versions(table: pa.Table, day: dt.date) -> pa.Table:
     return table.append_column("is_current", pa.repeat(pa.scalar(True), n))
 
 
-def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
+def apply_changes(opened: Opened, source: Source, changes: Changes, day: dt.date,
                   provenance: dict) -> int:
     """Apply one file's changes in a single commit; return the new table version.
 
@@ -185,12 +204,12 @@ def apply_changes(path: Path, source: Source, changes: Changes, day: dt.date,
     schema = table_schema(source)
     commit = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(provenance)})
     rows = _open_versions(changes.inserts, day).select(schema.names).cast(schema)
-    if not exists(path):                                # the table's first file
+    path, table = opened.path, opened.table()
+    if table is None:                                   # the table's first file
         path.parent.mkdir(parents=True, exist_ok=True)
         write_deltalake(str(path), rows, partition_by=partitioning(source), mode="error",
                         commit_properties=commit)
         return _after_commit(path)
-    table = DeltaTable(str(path))
     files = _Files(path, source, schema)
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         rewritten = [] if len(changes.expire_keys) == 0 else list(pool.map(
