@@ -62,14 +62,17 @@ def parsing_once() -> Iterator[None]:
 
 
 def parsed(text: pd.Series, kind: str, date_format: str = "%Y-%m-%d") -> pa_.Array:
-    """A text column parsed as numbers ('float') or dates ('date'); null where it does not
-    parse. Remembered by column name inside :func:`parsing_once`."""
+    """A text column parsed as integers ('int'), numbers ('float') or dates ('date'); null
+    where it does not parse. Remembered by column name inside :func:`parsing_once`."""
     cache = _parsed.get()
     key = (text.name, kind, date_format)
     if cache is not None and key in cache:
         return cache[key]
-    values = _contiguous(_arrow(text))
-    out = parse_number(values) if kind == "float" else parse_date(values, date_format)
+    if kind == "int":           # chunk by chunk: combining a million strings costs a copy
+        out = parse_integer(_arrow(text))
+    else:
+        values = _contiguous(_arrow(text))
+        out = parse_number(values) if kind == "float" else parse_date(values, date_format)
     if cache is not None:
         cache[key] = out
     return out
@@ -108,6 +111,15 @@ def parse_date(text: pa_.Array, date_format: str) -> pa_.Array:
     same = pc.equal(pc.strftime(stamp, date_format), distinct)
     dates = pc.if_else(same, pc.cast(stamp, pa_.date32()), pa_.scalar(None, pa_.date32()))
     return dates.take(encoded.indices)
+
+
+def parse_integer(text: pa_.Array | pa_.ChunkedArray) -> pa_.Array:
+    """Text -> int64; null where it is not a decimal integer that fits int64."""
+    fits = _is_integer(text)
+    if _all(fits):
+        return _contiguous(pc.cast(text, pa_.int64()))
+    value = pc.cast(pc.if_else(fits, text, "0"), pa_.int64())
+    return _contiguous(pc.if_else(fits, value, pa_.scalar(None, pa_.int64())))
 
 
 def _is_integer(text: pa_.Array) -> pa_.Array:
@@ -162,7 +174,8 @@ def field(kind: str = "text", *, required: bool = False, one_of: list[str] | Non
         checks.append(_check(lambda a: pc.invert(is_blank(a)), "required, empty",
                              blank_passes=False))
     if kind == "int":
-        checks.append(_check(_is_integer, "not an integer"))
+        checks.append(_check(lambda t: pc.is_valid(parsed(t, "int")), "not an integer",
+                             on_series=True))
     elif kind == "float":
         checks.append(_check(lambda t: pc.is_valid(parsed(t, "float")), "not a number",
                              on_series=True))
@@ -196,19 +209,21 @@ def _occurs_once(by_value: bool):
     one key), text keys as text. Integers, and text keys of up to 17 digits (coded by
     :func:`minilake.keys.digit_codes`), are compared as int64, far quicker than hashing
     strings; any other text is dictionary-encoded by Arrow."""
-    def rule(values: pa_.Array) -> pa_.Array:
-        values = _contiguous(values)
+    def rule(text: pd.Series) -> pa_.Array:
         if by_value:
-            numeric = _is_integer(values)
-            as_int = pc.cast(values.filter(numeric), pa_.int64()).to_numpy()
-            numeric = numeric.fill_null(False).to_numpy(zero_copy_only=False)
+            number = parsed(text, "int")
+            numeric = number.is_valid().to_numpy(zero_copy_only=False)
+            as_int = number.drop_null().to_numpy()
+            values = None
         else:               # a text key of digits: coded with its length, leading zeros too
+            values = _contiguous(_arrow(text))
             numeric, as_int = digit_codes(values)
-        repeated = np.zeros(len(values), dtype=bool)
+        repeated = np.zeros(len(text), dtype=bool)
         ordered = np.sort(as_int)           # the usual file has no repeat: a sort tells
         if (ordered[1:] == ordered[:-1]).any():
             repeated[numeric] = pd.Series(as_int).duplicated(keep=False).to_numpy()
         if not numeric.all():
+            values = _contiguous(_arrow(text)) if values is None else values
             codes = pc.dictionary_encode(values.filter(pa_.array(~numeric))).indices.to_numpy()
             repeated[~numeric] = np.bincount(codes)[codes] > 1
         return pa_.array(~repeated)
@@ -223,8 +238,8 @@ def schema(name: str, key: str, columns: dict[str, pa.Column],
     keyed = columns[key]
     columns = {**columns, key: pa.Column(
         None, checks=[*keyed.checks, _check(_occurs_once(keyed.metadata["kind"] == "int"),
-                                           "occurs more than once in the file",
-                                           blank_passes=False)],
+                                            "occurs more than once in the file",
+                                            blank_passes=False, on_series=True)],
         nullable=False, metadata=keyed.metadata)}
     return pa.DataFrameSchema(columns, checks=checks or [], name=name, strict=True,
                               ordered=False)

@@ -49,7 +49,7 @@ def to_typed(schema: pa.DataFrameSchema, frame: pd.DataFrame, keep: np.ndarray) 
     arrays = []
     for name, column in schema.columns.items():
         kind = column.metadata["kind"]
-        if kind in ("float", "date"):
+        if kind in ("int", "float", "date"):
             array = parsed(frame[name], kind, column.metadata["date_format"])
             array = array if rows is None else array.filter(rows)
         else:
