@@ -12,6 +12,7 @@ cast of good rows to typed columns (``validate.to_typed``) reads them from there
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -25,6 +26,8 @@ import pyarrow.compute as pc
 from minilake.keys import digit_codes
 
 INT64_MAX = str(2**63 - 1)
+ISO_DATE = "%Y-%m-%d"
+EARLIEST_FOUR_DIGIT_YEAR = dt.date(1000, 1, 1)
 NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
@@ -105,6 +108,16 @@ def parse_date(text: pa_.Array, date_format: str) -> pa_.Array:
     """Text -> date32; null unless the text is exactly a real date in ``date_format``
     (strptime rolls 2024-02-30 over to March, so the date must print back the same).
     Dates repeat a lot (one sale date per file), so each distinct text is parsed once."""
+    if date_format == ISO_DATE:
+        # Arrow's own cast reads exactly YYYY-MM-DD and rejects 2024-02-30: a column that is
+        # all such dates (the usual one) is parsed in one go. Years before 1000 are left to
+        # strptime, which prints them back without leading zeros.
+        try:
+            dates = pc.cast(text, pa_.date32())
+            if pc.min(dates).as_py() >= EARLIEST_FOUR_DIGIT_YEAR:
+                return dates
+        except pa_.ArrowInvalid:
+            pass
     encoded = _contiguous(pc.dictionary_encode(text))
     distinct = pc.cast(encoded.dictionary, pa_.string())
     stamp = pc.strptime(distinct, date_format, "s", error_is_null=True)
