@@ -114,7 +114,8 @@ def parse_date(text: pa_.Array, date_format: str) -> pa_.Array:
         # strptime, which prints them back without leading zeros.
         try:
             dates = pc.cast(text, pa_.date32())
-            if pc.min(dates).as_py() >= EARLIEST_FOUR_DIGIT_YEAR:
+            earliest = pc.min(dates).as_py()            # None: no rows
+            if earliest is None or earliest >= EARLIEST_FOUR_DIGIT_YEAR:
                 return dates
         except pa_.ArrowInvalid:
             pass
