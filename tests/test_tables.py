@@ -102,9 +102,23 @@ def test_an_expiry_rewrites_only_the_files_that_hold_the_expiring_key(tmp_path):
     added = [a["add"]["partitionValues"] for v, a in log_entries(table)
              if v == last and "add" in a]
     assert sorted(tuple(sorted(p.items())) for p in added) == sorted([
-        (("is_current", "true"), ("sale_date", "2024-01-02")),     # 002, rewritten
+        (("is_current", "true"), ("sale_date", "2024-01-02")),     # 002 and 003's new version
         (("is_current", "false"), ("sale_date", "2024-01-02")),    # 003's first version
-        (("is_current", "true"), ("sale_date", "2024-01-02")),     # 003's second version
         (("is_current", "true"), ("sale_date", "2024-01-03")),     # 005
     ])
     assert check_files(table) == 6
+
+
+def test_a_partition_rewritten_every_day_keeps_one_file(tmp_path):
+    # every day P1 changes, P2 stays, one product is new: the current versions are rewritten
+    # daily, and small pieces bound for one partition share a file
+    for day in range(1, 6):
+        products_file(tmp_path, f"2024-01-0{day}",
+                      [("P1", "A", 10.0 + day), ("P2", "B", 20.0)]
+                      + [(f"P{2 + n}", "N", 1.0) for n in range(1, day + 1)])
+        assert minilake.run(tmp_path).ok
+        current = [p for p in live_files(tmp_path / "tables" / "product")
+                   if p.startswith("is_current=true/")]
+        assert len(current) == 1, (day, current)
+    # P1 five times, P2 once, P3..P7 once each
+    assert check_files(tmp_path / "tables" / "product") == 5 + 1 + 5

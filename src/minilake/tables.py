@@ -198,8 +198,9 @@ def apply_changes(opened: Opened, source: Source, changes: Changes, day: dt.date
 
     New versions are written as new files. A current file holding a version that expires is
     rewritten: its other rows into a new current file, the expiring ones, closed on ``day``,
-    into the history partition. One transaction adds the new files and removes the rewritten
-    ones, so readers see the table before the file or after it. Only current files whose key
+    into the history partition; rows bound for the same partition share files of up to
+    ``ROWS_PER_FILE`` rows. One transaction adds the new files and removes the rewritten ones,
+    so readers see the table before the file or after it. Only current files whose key
     statistics overlap the expiring keys are read at all."""
     schema = table_schema(source)
     commit = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(provenance)})
@@ -215,8 +216,9 @@ def apply_changes(opened: Opened, source: Source, changes: Changes, day: dt.date
         rewritten = [] if len(changes.expire_keys) == 0 else list(pool.map(
             lambda f: files.expire(f, changes.expire_keys, day),
             _current_files(table, source, changes.expire_keys)))
-        added = list(pool.map(lambda p: files.write(*p), files.by_partition(rows)))
-    actions = [a for actions in rewritten for a in actions] + added
+        pieces = [p for _, small in rewritten for p in small] + files.by_partition(rows)
+        added = list(pool.map(lambda p: files.write(*p), files.pack(pieces)))
+    actions = [a for done, _ in rewritten for a in done] + added
     table.create_write_transaction(actions, mode="append", schema=schema,
                                    partition_by=partitioning(source), commit_properties=commit)
     return _after_commit(path, table)
@@ -265,6 +267,25 @@ class _Files:
         return [(piece.slice(start, ROWS_PER_FILE), values) for piece, values in pieces
                 for start in range(0, piece.num_rows, ROWS_PER_FILE)]
 
+    def pack(self, pieces: list[tuple[pa.Table, dict[str, str]]]
+             ) -> list[tuple[pa.Table, dict[str, str]]]:
+        """Pieces of one partition put together into files of up to ``ROWS_PER_FILE`` rows,
+        so that a partition rewritten every day does not gain a file every day."""
+        groups: dict[tuple, list[pa.Table]] = {}
+        for rows, partition in pieces:
+            groups.setdefault(tuple(partition.items()), []).append(
+                rows.select(self.stored.names).cast(self.stored))
+        packed = []
+        for partition, tables in groups.items():
+            batch: list[pa.Table] = []
+            for rows in sorted(tables, key=len, reverse=True):
+                if batch and sum(map(len, batch)) + len(rows) > ROWS_PER_FILE:
+                    packed.append((pa.concat_tables(batch), dict(partition)))
+                    batch = []
+                batch.append(rows)
+            packed.append((pa.concat_tables(batch), dict(partition)))
+        return packed
+
     def write(self, rows: pa.Table, partition: dict[str, str]) -> AddAction:
         folder = "/".join(f"{k}={partition[k]}" for k in self.partitions)
         relative = f"{folder}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
@@ -277,25 +298,29 @@ class _Files:
         return AddAction(relative, stat.st_size, partition, stat.st_mtime_ns // 1_000_000,
                          True, _statistics(rows))
 
-    def expire(self, file: dict, keys: pa.Array, day: dt.date) -> list:
-        """Rewrite one current file without the versions of ``keys``, which are written,
-        closed on ``day``, into the history partition. [] if the file holds none of them."""
+    def expire(self, file: dict, keys: pa.Array, day: dt.date) -> tuple[list, list]:
+        """Rewrite one current file without the versions of ``keys``, which go, closed on
+        ``day``, to the history partition. Returns (actions, pieces): the file's removal and
+        the files written, and the pieces too small for a file of their own (for
+        :meth:`pack`). ([], []) if the file holds none of the keys."""
         rows = pq.read_table(self.root / file["path"])
         ends = pc.is_in(rows[self.source.key], value_set=keys.cast(
             rows.schema.field(self.source.key).type))
         if not pc.any(ends).as_py():
-            return []
+            return [], []
         partition = {k: _partition_text(file[f"partition.{k}"]) for k in self.partitions}
         actions = [RemoveAction(file["path"], True, int(time.time() * 1000),
                                 file["size_bytes"], partition)]
-        kept = rows.filter(pc.invert(ends))
-        if kept.num_rows:
-            actions.append(self.write(kept, partition))
         closed = rows.filter(ends)
         closed = closed.set_column(closed.schema.get_field_index("expiry_date"), "expiry_date",
                                    pa.repeat(pa.scalar(day, pa.date32()), closed.num_rows))
-        actions.append(self.write(closed, {**partition, "is_current": "false"}))
-        return actions
+        pieces = [(closed, {**partition, "is_current": "false"})]
+        kept = rows.filter(pc.invert(ends))
+        if kept.num_rows >= ROWS_PER_FILE // 2:
+            actions.append(self.write(kept, partition))
+        elif kept.num_rows:
+            pieces.append((kept, partition))
+        return actions, pieces
 
 
 def _partition_text(value: object) -> str:
