@@ -156,6 +156,14 @@ def flat(work: Path, python: str, days: int, scale: float) -> None:
     rows = stages.assign(day=stages["file"].str.extract(r"_(\d{8})\.")[0]).groupby("day")[
         "rows_read"].sum()
     print(f"  rows: day 2 {rows.iloc[1]:,}, day {days} {rows.iloc[-1]:,}")
+    # One day is one run, and single runs swing by a fifth here: medians of five days too.
+    early, late = slice(1, 6), slice(days - 5, days)
+    wall = statistics.median(seconds[late]) / statistics.median(seconds[early])
+    work = per_day.iloc[late].median() / per_day.iloc[early].median()
+    print(f"  medians of days 2-6 and {days - 4}-{days}: run wall time "
+          f"{statistics.median(seconds[early]):.2f} s, {statistics.median(seconds[late]):.2f} s, "
+          f"ratio {wall:.2f}; ingest work {per_day.iloc[early].median():.2f} s, "
+          f"{per_day.iloc[late].median():.2f} s, ratio {work:.2f}")
     shutil.rmtree(held, ignore_errors=True)
 
 
