@@ -28,9 +28,24 @@ def small_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def committed(tmp_path_factory) -> Path:
+    """The repository's committed data folders, whatever the checkout's state: ``make run``
+    leaves the sample week in archive/ (and the broken day's files beside it), so the run's
+    folders are copied too and ``reset`` (what reload.ipynb does) puts them back."""
+    import minilake
+
+    root = tmp_path_factory.mktemp("committed")
+    for name in ("landing_zone", "samples", "final_results", "archive", "quarantine"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, root / name)
+    minilake.reset(root)
+    return root
+
+
 @pytest.fixture
-def repo_copy(tmp_path) -> Path:
+def repo_copy(committed, tmp_path) -> Path:
     """A temporary copy of the repository's committed data folders."""
     for name in ("landing_zone", "samples", "final_results"):
-        shutil.copytree(REPO / name, tmp_path / name)
+        shutil.copytree(committed / name, tmp_path / name)
     return tmp_path
