@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.transaction import AddAction, RemoveAction
 
+from minilake.keys import found
 from minilake.layout import Layout
 from minilake.scd2 import OPEN_END, Changes
 from minilake.sources import SOURCES, Source
@@ -304,8 +305,8 @@ class _Files:
         the files written, and the pieces too small for a file of their own (for
         :meth:`pack`). ([], []) if the file holds none of the keys."""
         rows = pq.read_table(self.root / file["path"])
-        ends = pc.is_in(rows[self.source.key], value_set=keys.cast(
-            rows.schema.field(self.source.key).type))
+        held = rows[self.source.key].combine_chunks()
+        ends = pa.array(found(held, keys.cast(held.type)))
         if not pc.any(ends).as_py():
             return [], []
         partition = {k: _partition_text(file[f"partition.{k}"]) for k in self.partitions}
