@@ -64,7 +64,7 @@ def parsing_once() -> Iterator[None]:
         _parsed.reset(token)
 
 
-def parsed(text: pd.Series, kind: str, date_format: str = "%Y-%m-%d") -> pa_.Array:
+def parsed(text: pd.Series, kind: str, date_format: str = ISO_DATE) -> pa_.Array:
     """A text column parsed as integers ('int'), numbers ('float') or dates ('date'); null
     where it does not parse. Remembered by column name inside :func:`parsing_once`."""
     cache = _parsed.get()
@@ -181,7 +181,7 @@ _PATTERNS = {r"\d+": pc.ascii_is_decimal}        # one or more ASCII digits, as 
 
 def field(kind: str = "text", *, required: bool = False, one_of: list[str] | None = None,
           pattern: str | None = None, looks_like: str | None = None, gt: float | None = None,
-          ge: float | None = None, date_format: str = "%Y-%m-%d") -> pa.Column:
+          ge: float | None = None, date_format: str = ISO_DATE) -> pa.Column:
     """A text column of the given kind ('text', 'int', 'float', 'date') and its rules."""
     checks = []
     if required:

@@ -67,19 +67,6 @@ def partitioning(source: Source) -> list[str]:
     return ["is_current", *source.partition_by]
 
 
-def _after_commit(path: Path, table: DeltaTable | None = None) -> int:
-    """The version just committed (checkpointed every ``CHECKPOINT_EVERY``); ``table`` is a
-    handle opened before the commit, brought up to date instead of opening the table again."""
-    if table is None:
-        table = DeltaTable(str(path))
-    else:
-        table.update_incremental()
-    version = table.version()
-    if version and version % CHECKPOINT_EVERY == 0:
-        table.create_checkpoint()
-    return version
-
-
 def exists(path: Path) -> bool:
     return DeltaTable.is_deltatable(str(path))
 
@@ -100,6 +87,16 @@ class Opened:
         elif exists(self.path):
             self._table = DeltaTable(str(self.path))
         return self._table
+
+
+def _after_commit(opened: Opened) -> int:
+    """The version just committed, read from the run's handle (checkpointed every
+    ``CHECKPOINT_EVERY`` versions)."""
+    table = opened.table()
+    version = table.version()
+    if version and version % CHECKPOINT_EVERY == 0:
+        table.create_checkpoint()
+    return version
 
 
 def current_versions(opened: Opened, source: Source, keys: pa.Array | None = None) -> pa.Table:
@@ -211,7 +208,7 @@ def apply_changes(opened: Opened, source: Source, changes: Changes, day: dt.date
         path.parent.mkdir(parents=True, exist_ok=True)
         write_deltalake(str(path), rows, partition_by=partitioning(source), mode="error",
                         commit_properties=commit)
-        return _after_commit(path)
+        return _after_commit(opened)
     files = _Files(path, source, schema)
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         rewritten = [] if len(changes.expire_keys) == 0 else list(pool.map(
@@ -222,7 +219,7 @@ def apply_changes(opened: Opened, source: Source, changes: Changes, day: dt.date
     actions = [a for done, _ in rewritten for a in done] + added
     table.create_write_transaction(actions, mode="append", schema=schema,
                                    partition_by=partitioning(source), commit_properties=commit)
-    return _after_commit(path, table)
+    return _after_commit(opened)
 
 
 def _current_files(table: DeltaTable, source: Source, keys: pa.Array) -> list[dict]:
@@ -365,7 +362,7 @@ def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -
                     schema_mode="overwrite",
                     commit_properties=CommitProperties(
                         custom_metadata={COMMIT_KEY: json.dumps(provenance)}))
-    return _after_commit(path)
+    return _after_commit(Opened(path))
 
 
 def _as_date(value: dt.date | str) -> dt.date:
@@ -399,7 +396,7 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
 
 
 _log_lock = threading.Lock()
-_log_handles: dict[Path, DeltaTable | None] = {}
+_log_kept: dict[Path, Opened] = {}
 
 
 @contextmanager
@@ -407,12 +404,12 @@ def log_kept_open(layout: Layout) -> Iterator[None]:
     """Within this block (one run, holding the root's lock: no other writer), the ingest log
     is opened once, not on every file's row."""
     with _log_lock:
-        _log_handles[layout.ingest_log] = None
+        _log_kept[layout.ingest_log] = Opened(layout.ingest_log)
     try:
         yield
     finally:
         with _log_lock:
-            _log_handles.pop(layout.ingest_log, None)
+            _log_kept.pop(layout.ingest_log, None)
 
 
 def append_log(layout: Layout, rows: list[dict]) -> None:
@@ -420,18 +417,14 @@ def append_log(layout: Layout, rows: list[dict]) -> None:
     layout.ingest_log.parent.mkdir(parents=True, exist_ok=True)
     data = pa.Table.from_pylist(rows, LOG_SCHEMA)
     with _log_lock:
-        log_table = _log_handles.get(layout.ingest_log)
-        if log_table is None:
-            write_deltalake(str(layout.ingest_log), data, mode="append")
-            log_table = DeltaTable(str(layout.ingest_log))
-        else:
-            write_deltalake(log_table, data, mode="append")
+        opened = _log_kept.get(layout.ingest_log) or Opened(layout.ingest_log)
+        log_table = opened.table()
+        write_deltalake(str(opened.path) if log_table is None else log_table, data,
+                        mode="append")
+        log_table = opened.table()
         if log_table.version() % CHECKPOINT_EVERY == 0:      # one small file per row otherwise
             log_table.optimize.compact()
-            log_table = DeltaTable(str(layout.ingest_log))
-            log_table.create_checkpoint()
-        if layout.ingest_log in _log_handles:
-            _log_handles[layout.ingest_log] = log_table
+            opened.table().create_checkpoint()
 
 
 def read_log(layout: Layout) -> pd.DataFrame:
