@@ -96,16 +96,26 @@ def reference(world, tmp_path_factory) -> dict:
     return outcome(root)
 
 
+HUNG_AFTER = 120      # seconds; a run of these worlds takes about two
+
+
 def run_cli(root: Path, env: dict | None = None, kill_after: float | None = None) -> int:
+    # faulthandler on: a run that hangs is sent SIGABRT and prints every thread's stack.
     process = subprocess.Popen([sys.executable, "-m", "minilake", "run", "--root", str(root)],
-                               env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if kill_after is not None:
         try:
             process.wait(timeout=kill_after)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
-    _, err = process.communicate(timeout=300)
+    try:
+        _, err = process.communicate(timeout=HUNG_AFTER)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, err = process.communicate(timeout=60)
+        pytest.fail(f"minilake run --root {root} hung for {HUNG_AFTER} s; its threads:\n"
+                    + err.decode(errors="replace"))
     assert b"Traceback" not in err, err.decode()
     return process.returncode
 
