@@ -33,8 +33,7 @@ def _day(value: dt.date | str | None) -> dt.date | None:
 
 
 def _scan(layout: Layout, name: str, columns: list[str], where=None) -> pd.DataFrame:
-    dataset = tables.DeltaTable(str(layout.table(name))).to_pyarrow_dataset()
-    return dataset.to_table(columns=columns, filter=where).to_pandas()
+    return tables.dataset(layout.table(name)).to_table(columns=columns, filter=where).to_pandas()
 
 
 def _on_or_before(column: str, until: dt.date | None):

@@ -26,6 +26,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.transaction import AddAction, RemoveAction
@@ -69,6 +71,20 @@ def partitioning(source: Source) -> list[str]:
 
 def exists(path: Path) -> bool:
     return DeltaTable.is_deltatable(str(path))
+
+
+def dataset(path: Path, version: int | None = None) -> ds.Dataset:
+    """A table's live files (at ``version``, else the latest) as a pyarrow dataset, read by
+    Arrow's own local filesystem.
+
+    delta-rs's default dataset reads through a filesystem written in Python: Arrow's I/O
+    threads take the GIL for every file they open, while a delta-rs call on another thread
+    may hold the GIL and wait for delta-rs's runtime, whose threads wait for those reads (a
+    rebuild's swap streams such a dataset into ``write_deltalake``). Every minilake table is
+    a local folder, so no Python runs inside a read."""
+    table = DeltaTable(str(path), version=version)
+    files = pafs.SubTreeFileSystem(str(Path(path).resolve()), pafs.LocalFileSystem())
+    return table.to_pyarrow_dataset(filesystem=files)
 
 
 class Opened:
@@ -138,9 +154,9 @@ def row_counts(path: Path) -> tuple[int, int]:
     """(current versions, all versions) of a table; (0, 0) before its first file."""
     if not exists(path):
         return 0, 0
-    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
-    return (dataset.count_rows(filter=pc.field("is_current") == pa.scalar(True)),
-            dataset.count_rows())
+    data = dataset(path)
+    return (data.count_rows(filter=pc.field("is_current") == pa.scalar(True)),
+            data.count_rows())
 
 
 RECENT_COMMITS = 10
@@ -353,8 +369,7 @@ def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -
     removed, so a reader sees the old table or the new one, never a mix."""
     schema = table_schema(source)
     if exists(rebuilt):
-        dataset = DeltaTable(str(rebuilt)).to_pyarrow_dataset()
-        data = dataset.scanner(columns=schema.names).to_reader()
+        data = dataset(rebuilt).scanner(columns=schema.names).to_reader()
     else:
         data = schema.empty_table()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -381,13 +396,11 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
                        if exists(p) and not p.name.startswith("."))
         raise FileNotFoundError(f"no table {name!r} under {layout.root / 'tables'} "
                                 f"(tables: {', '.join(known) or 'none yet'})")
-    table = DeltaTable(str(path), version=version)
-    dataset = table.to_pyarrow_dataset()
     where = None
     if as_of is not None:
         day = pa.scalar(_as_date(as_of), pa.date32())
         where = (pc.field("effective_from") <= day) & (pc.field("expiry_date") > day)
-    data = dataset.to_table(filter=where)
+    data = dataset(path, version).to_table(filter=where)
     if name in SOURCES:
         schema = table_schema(SOURCES[name])
         data = data.select(schema.names).cast(schema)
@@ -430,5 +443,5 @@ def append_log(layout: Layout, rows: list[dict]) -> None:
 def read_log(layout: Layout) -> pd.DataFrame:
     if not exists(layout.ingest_log):
         return LOG_SCHEMA.empty_table().to_pandas()
-    data = DeltaTable(str(layout.ingest_log)).to_pyarrow_dataset().to_table()
+    data = dataset(layout.ingest_log).to_table()
     return data.select(LOG_SCHEMA.names).cast(LOG_SCHEMA).to_pandas()
