@@ -96,7 +96,7 @@ def reference(world, tmp_path_factory) -> dict:
     return outcome(root)
 
 
-HUNG_AFTER = 120      # seconds; a run of these worlds takes about two
+HUNG_AFTER = 120      # seconds; a run of these small worlds takes about two seconds
 
 
 def run_cli(root: Path, env: dict | None = None, kill_after: float | None = None) -> int:
