@@ -15,12 +15,12 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from commands import finish, start
 
 import minilake
 from minilake.generate import generate
@@ -96,28 +96,16 @@ def reference(world, tmp_path_factory) -> dict:
     return outcome(root)
 
 
-HUNG_AFTER = 120      # seconds; a run of these small worlds takes about two seconds
-
-
 def run_cli(root: Path, env: dict | None = None, kill_after: float | None = None) -> int:
-    # faulthandler on: a run that hangs is sent SIGABRT and prints every thread's stack.
-    process = subprocess.Popen([sys.executable, "-m", "minilake", "run", "--root", str(root)],
-                               env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = start("run", "--root", str(root), env=env)
     if kill_after is not None:
         try:
             process.wait(timeout=kill_after)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
-    try:
-        _, err = process.communicate(timeout=HUNG_AFTER)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGABRT)
-        _, err = process.communicate(timeout=60)
-        pytest.fail(f"minilake run --root {root} hung for {HUNG_AFTER} s; its threads:\n"
-                    + err.decode(errors="replace"))
-    assert b"Traceback" not in err, err.decode()
-    return process.returncode
+    done = finish(process, hung_after=120)      # a run of these small worlds takes ~2 s
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode
 
 
 def crash_cases(duration: float) -> list[tuple[str, str | None, float | None]]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import rawfiles as raw
+from commands import minilake as minilake_cli
 from deltalake import DeltaTable
 
 import minilake
@@ -142,20 +141,15 @@ def test_bad_rows_leave_their_keys_unchanged(broken_lake):
     assert not sales["sale_id"].isin(bad_sales["sale_id"]).any()
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minilake", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
-
-
 def test_cli_run_and_status_on_a_copy_of_the_repository(repo_copy):
     (repo_copy / "landing_zone" / "notes.txt").write_text("not a delivery")
-    done = cli("run", "--root", str(repo_copy))
+    done = minilake_cli("run", "--root", str(repo_copy))
     assert done.returncode == 0, done.stderr
     assert "split: 21 file(s) archived" in done.stdout
     assert "notes.txt matches no source" in done.stdout
     assert (repo_copy / "landing_zone" / "notes.txt").exists()
     assert "Traceback" not in done.stderr
-    status = cli("status", "--brief", "--root", str(repo_copy))
+    status = minilake_cli("status", "--brief", "--root", str(repo_copy))
     assert status.returncode == 0
     lines = status.stdout.splitlines()
     assert lines[0].split()[:3] == ["source", "archived", "applied"]
@@ -166,7 +160,7 @@ def test_cli_run_and_status_on_a_copy_of_the_repository(repo_copy):
 def test_an_unreadable_file_is_quarantined_and_the_rest_goes_through(tmp_path, small_root):
     shutil.copytree(small_root / "landing_zone", tmp_path / "landing_zone")
     (tmp_path / "landing_zone" / "products_20241012.json").write_text('{"not": "an array"}')
-    done = cli("run", "--root", str(tmp_path))
+    done = minilake_cli("run", "--root", str(tmp_path))
     assert done.returncode == 1
     assert "products_20241012.json: quarantined: not a JSON array but a dict" in done.stdout
     assert "Traceback" not in done.stderr
@@ -175,11 +169,11 @@ def test_an_unreadable_file_is_quarantined_and_the_rest_goes_through(tmp_path, s
     assert (tmp_path / "quarantine" / "product" / "products_20241012.json").exists()
     log = read_log(Layout.of(tmp_path))
     assert (log["status"] == "applied").sum() == 4 + 3 + 4
-    assert cli("run", "--root", str(tmp_path)).returncode == 0   # nothing left to do
+    assert minilake_cli("run", "--root", str(tmp_path)).returncode == 0   # nothing left to do
 
 
 def test_status_lists_each_table_version_and_its_file(week_lake):
-    done = cli("status", "--root", str(week_lake))
+    done = minilake_cli("status", "--root", str(week_lake))
     assert done.returncode == 0
     assert "sales: table versions" in done.stdout
     for day in range(9, 16):

@@ -116,13 +116,11 @@ def test_reload_then_workbook_again_gives_identical_reports(workbook_run, checko
 
 
 def test_report_cli_writes_csvs_with_verdicts(repo_copy, tmp_path):
-    import subprocess
-    import sys
+    from commands import minilake as minilake_cli
 
     assert minilake.run(repo_copy).ok
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "minilake", "report", "--root", str(repo_copy),
-                           "--until", UNTIL, "--out", str(out)], capture_output=True, text=True)
+    done = minilake_cli("report", "--root", str(repo_copy), "--until", UNTIL, "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert sorted(p.stem for p in out.iterdir()) == sorted(reports.REPORTS)
     assert done.stdout.count(": matches") == len(reports.REPORTS)

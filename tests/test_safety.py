@@ -11,16 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from commands import minilake as minilake_cli
 
 import minilake
 from minilake.layout import Layout
 from minilake.lock import RootBusy, hold
 from minilake.tables import read_log
-
-
-def cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minilake", *args], capture_output=True,
-                          text=True, timeout=300, **kw)
 
 
 @pytest.fixture
@@ -34,7 +30,7 @@ def truncated(small_root, tmp_path) -> Path:
 
 
 def test_a_truncated_snapshot_is_quarantined(truncated):
-    done = cli("run", "--root", str(truncated))
+    done = minilake_cli("run", "--root", str(truncated))
     assert done.returncode == 1
     assert "customer_20241012.csv: quarantined: would expire" in done.stdout
     reason = (truncated / "quarantine" / "customer" / "customer_20241012.csv.reason.txt")
@@ -46,7 +42,7 @@ def test_a_truncated_snapshot_is_quarantined(truncated):
 
 
 def test_allow_mass_delete_applies_it(truncated):
-    done = cli("run", "--root", str(truncated), "--allow-mass-delete")
+    done = minilake_cli("run", "--root", str(truncated), "--allow-mass-delete")
     assert done.returncode == 0, done.stdout + done.stderr
     log = read_log(Layout.of(truncated))
     row = log[log["file"] == "customer_20241012.csv"].iloc[0]
@@ -59,7 +55,7 @@ def test_a_second_writer_exits_at_once_naming_the_holder(small_root, tmp_path):
     shutil.copytree(small_root / "landing_zone", tmp_path / "landing_zone")
     with hold(Layout.of(tmp_path).root, "run (test)"):
         began = time.perf_counter()
-        done = cli("run", "--root", str(tmp_path))
+        done = minilake_cli("run", "--root", str(tmp_path))
         assert time.perf_counter() - began < 30
         assert done.returncode == 2
         assert f"pid {os.getpid()} (run (test)" in done.stderr
@@ -68,7 +64,7 @@ def test_a_second_writer_exits_at_once_naming_the_holder(small_root, tmp_path):
         with pytest.raises(RootBusy):
             with hold_in_child(tmp_path):
                 pass
-    assert cli("run", "--root", str(tmp_path)).returncode == 0   # free again
+    assert minilake_cli("run", "--root", str(tmp_path)).returncode == 0   # free again
 
 
 class hold_in_child:
@@ -100,11 +96,11 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(small_root, tmp_path):
                                "    print('held', flush=True); time.sleep(600)", str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    assert cli("run", "--root", str(tmp_path)).returncode == 2
+    assert minilake_cli("run", "--root", str(tmp_path)).returncode == 2
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert str(holder.pid) in (tmp_path / ".minilake.lock").read_text(), "the lock is left"
-    done = cli("-v", "run", "--root", str(tmp_path))
+    done = minilake_cli("-v", "run", "--root", str(tmp_path))
     assert done.returncode == 0
     assert "taking over the lock left by a run that did not finish" in done.stderr
     assert str(holder.pid) in done.stderr

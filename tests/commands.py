@@ -1,0 +1,44 @@
+"""Running minilake's command line from the tests.
+
+A run that hangs fails its test with every thread's stack (faulthandler prints them on
+SIGABRT) instead of a bare timeout: CI once saw a run hang with nothing to show where.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HUNG_AFTER = 300        # seconds; the slowest command the tests run takes a few
+
+
+def start(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+    """``python -m minilake ARGS`` started, its output captured as text."""
+    return subprocess.Popen([sys.executable, "-m", "minilake", *args], cwd=cwd,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen, hung_after: float = HUNG_AFTER
+           ) -> subprocess.CompletedProcess:
+    """Wait for ``process``; if it is still running after ``hung_after`` seconds, fail with
+    the stacks of its threads."""
+    try:
+        out, err = process.communicate(timeout=hung_after)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, err = process.communicate(timeout=60)
+        pytest.fail(f"minilake {' '.join(process.args[3:])} hung for {hung_after} s; "
+                    f"its threads:\n{err}")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def minilake(*args: str, cwd: Path | None = None, env: dict | None = None
+             ) -> subprocess.CompletedProcess:
+    """Run ``python -m minilake ARGS`` to the end."""
+    return finish(start(*args, cwd=cwd, env=env))
