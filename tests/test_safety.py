@@ -110,3 +110,16 @@ def test_the_api_is_reentrant_within_one_process(small_root, tmp_path):
     shutil.copytree(small_root / "landing_zone", tmp_path / "landing_zone")
     with hold(Layout.of(tmp_path).root, "notebook"):
         assert minilake.run(tmp_path).ok         # run -> split -> ingest, one lock
+
+
+def test_a_root_whose_path_delta_cannot_hold_is_refused_before_anything_moves(small_root,
+                                                                                tmp_path):
+    root = tmp_path / "shop%20data"          # delta-rs would read /shop data/
+    shutil.copytree(small_root / "landing_zone", root / "landing_zone")
+    landed = sorted(p.name for p in (root / "landing_zone").iterdir())
+    done = minilake_cli("run", "--root", str(root))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], "one line"
+    assert str(root) in done.stderr and "'%'" in done.stderr
+    assert sorted(p.name for p in (root / "landing_zone").iterdir()) == landed
+    assert not (root / "archive").exists() and not (root / "tables").exists()

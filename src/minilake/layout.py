@@ -12,7 +12,12 @@ class Layout:
 
     @classmethod
     def of(cls, root: str | Path) -> Layout:
-        return cls(Path(root).resolve())
+        path = Path(root).resolve()
+        if "%" in str(path):        # before anything is moved: the run would stop at a table
+            raise ValueError(f"{path}: a root whose path holds '%' cannot hold the Delta "
+                             f"tables (delta-rs reads '%20' in a path as an escape); "
+                             f"use a folder without '%'")
+        return cls(path)
 
     @property
     def landing(self) -> Path:
