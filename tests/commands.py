@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-HUNG_AFTER = 300        # seconds; the slowest command the tests run takes a few
+HUNG_AFTER = 300        # seconds; the slowest command the tests run takes a few seconds
 
 
 def start(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:

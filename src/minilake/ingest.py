@@ -136,10 +136,9 @@ class Ledger:
         ordered = log_rows.sort_values("finished_at", kind="stable")
         self.latest = ordered.drop_duplicates(["file", "sha256"], keep="last").set_index(
             ["file", "sha256"])
-        self.applied = self.latest[self.latest["status"] == "applied"]
         self._status = dict(zip(self.latest.index, self.latest["status"], strict=True))
         self._reason = dict(zip(self.latest.index, self.latest["reason"], strict=True))
-        rows = self.applied.reset_index()
+        rows = self.latest[self.latest["status"] == "applied"].reset_index()
         # file -> sha256 of its applied row logged last
         self._applied_sha = dict(zip(rows["file"], rows["sha256"], strict=True))
         self._last_date = rows.groupby("source")["file_date"].max().to_dict()
