@@ -354,7 +354,7 @@ def _apply_in_order(layout: Layout, source: Source, pending: list[Delivery],
     committed (files are still applied one at a time, in order): for when sources run one
     at a time and a core would otherwise wait."""
     table = tables.Opened(layout.table(source.name))
-    commits = tables.applied_commits(table.path)
+    commits = tables.applied_commits(table)
     outcomes = []
     with ThreadPoolExecutor(max_workers=1) as ahead:
         checks = _checks_in_order(source, pending, ahead if read_ahead else None)

@@ -162,16 +162,17 @@ def row_counts(path: Path) -> tuple[int, int]:
 RECENT_COMMITS = 10
 
 
-def applied_commits(path: Path) -> dict[tuple[str, str], dict]:
+def applied_commits(opened: Opened) -> dict[tuple[str, str], dict]:
     """The files the table's recent history says were applied: (file, sha256) -> that file's
     counts and the table version. A rebuild's commit names every file it replayed.
 
     Only the last few commits are read: a source commits a file, then logs it, one file at a
     time, so a run that stopped in between left at most its latest commit unlogged."""
-    if not exists(path):
+    table = opened.table()
+    if table is None:
         return {}
     out = {}
-    for entry in reversed(DeltaTable(str(path)).history(limit=RECENT_COMMITS)):
+    for entry in reversed(table.history(limit=RECENT_COMMITS)):
         if COMMIT_KEY in entry:
             meta = json.loads(entry[COMMIT_KEY])
             for applied in meta.get("files", [meta]):
