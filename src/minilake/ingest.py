@@ -305,12 +305,12 @@ def _log_row(source: Source, delivery: Delivery, outcome: FileOutcome, clock: di
             **{k: clock.get(k) for k in ("read_s", "validate_s", "diff_s", "commit_s")}}
 
 
-def _quarantine(layout: Layout, source: Source, delivery: Delivery, reason: str,
-                event: str = "") -> FileOutcome:
+def _quarantine(layout: Layout, ingest_log: tables.IngestLog, source: Source,
+                delivery: Delivery, reason: str, event: str = "") -> FileOutcome:
     """Log the file as quarantined, then move it to quarantine/<source>/ with its reason."""
     outcome = FileOutcome(source.name, delivery.name, "quarantined", reason=reason, event=event)
     log.error("%s/%s: quarantined: %s", source.name, delivery.name, reason)
-    tables.append_log(layout, [_log_row(source, delivery, outcome, {})])
+    ingest_log.append([_log_row(source, delivery, outcome, {})])
     crashpoint("quarantine.after_log")
     _move_to_quarantine(layout, source, delivery.path, reason)
     return outcome
@@ -345,8 +345,8 @@ class _Progress:
         self.bar.close()
 
 
-def _apply_in_order(layout: Layout, source: Source, pending: list[Delivery],
-                    allow_mass_delete: bool, bar: _Progress,
+def _apply_in_order(layout: Layout, ingest_log: tables.IngestLog, source: Source,
+                    pending: list[Delivery], allow_mass_delete: bool, bar: _Progress,
                     read_ahead: bool = False) -> list[FileOutcome]:
     """The usual case: new files dated on or after everything applied, one commit each.
 
@@ -363,10 +363,10 @@ def _apply_in_order(layout: Layout, source: Source, pending: list[Delivery],
                 outcome, clock = _apply_checked(layout, source, check(), table, commits,
                                                 allow_mass_delete)
                 log.info("%s", outcome.line())
-                tables.append_log(layout, [_log_row(source, delivery, outcome, clock)])
+                ingest_log.append([_log_row(source, delivery, outcome, clock)])
                 crashpoint("ingest.after_log")
             except _Quarantine as reason:
-                outcome = _quarantine(layout, source, delivery, str(reason))
+                outcome = _quarantine(layout, ingest_log, source, delivery, str(reason))
             outcomes.append(outcome)
             bar.step(source, delivery.name)
     return outcomes
@@ -388,9 +388,9 @@ def _checks_in_order(source: Source, pending: list[Delivery],
         yield running.result
 
 
-def _rebuild(layout: Layout, source: Source, deliveries: list[Delivery], ledger: Ledger,
-             events: dict[str, str], note: str, allow_mass_delete: bool,
-             bar: _Progress) -> list[FileOutcome]:
+def _rebuild(layout: Layout, ingest_log: tables.IngestLog, source: Source,
+             deliveries: list[Delivery], ledger: Ledger, events: dict[str, str], note: str,
+             allow_mass_delete: bool, bar: _Progress) -> list[FileOutcome]:
     """Replay every archived file of ``source`` into a scratch table, swap it in at once.
 
     ``events`` names the files that caused the rebuild (file -> late | resent | rebuild)."""
@@ -408,7 +408,8 @@ def _rebuild(layout: Layout, source: Source, deliveries: list[Delivery], ledger:
             outcome, clock = _apply_file(layout, source, delivery, opened, {},
                                          allow_mass_delete or before)
         except _Quarantine as reason:
-            outcomes.append(_quarantine(layout, source, delivery, str(reason), event))
+            outcomes.append(_quarantine(layout, ingest_log, source, delivery, str(reason),
+                                        event))
             bar.step(source, delivery.name)
             continue
         outcome.event, outcome.note = event, note
@@ -429,7 +430,7 @@ def _rebuild(layout: Layout, source: Source, deliveries: list[Delivery], ledger:
             outcomes.append(gone)
             rows.append(_log_row(source, Delivery(layout.archive(source.name) / name, old, 0, 0),
                                  gone, {}))
-    tables.append_log(layout, rows)
+    ingest_log.append(rows)
     shutil.rmtree(scratch, ignore_errors=True)
     return outcomes
 
@@ -451,9 +452,9 @@ def _pending(layout: Layout, source: Source, deliveries: list[Delivery],
     return pending
 
 
-def _ingest_source(layout: Layout, source: Source, ledger: Ledger, allow_mass_delete: bool,
-                   bar: _Progress, rebuild: str | None = None,
-                   read_ahead: bool = False) -> list[FileOutcome]:
+def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
+                   ledger: Ledger, allow_mass_delete: bool, bar: _Progress,
+                   rebuild: str | None = None, read_ahead: bool = False) -> list[FileOutcome]:
     deliveries = _deliveries(layout, source, ledger)
     pending = _pending(layout, source, deliveries, ledger)
     if rebuild is None and not pending:
@@ -467,21 +468,23 @@ def _ingest_source(layout: Layout, source: Source, ledger: Ledger, allow_mass_de
         elif last is not None and source.file_date(delivery.name) < last:
             events[delivery.name] = "late"
     if rebuild is None and not events:
-        return _apply_in_order(layout, source, pending, allow_mass_delete, bar, read_ahead)
+        return _apply_in_order(layout, ingest_log, source, pending, allow_mass_delete, bar,
+                               read_ahead)
     why = [f"{kind} file {name}" for name, kind in events.items()]
     note = rebuild or ("rebuilt for " + ", ".join(why))
     events |= {d.name: "rebuild" for d in pending if d.name not in events}
     replay = [d for d in deliveries
               if d.name in events or ledger.status(d.name, d.sha256) == "applied"]
-    return _rebuild(layout, source, replay, ledger, events, note, allow_mass_delete, bar)
+    return _rebuild(layout, ingest_log, source, replay, ledger, events, note,
+                    allow_mass_delete, bar)
 
 
 def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
            progress: bool | None = None) -> IngestResult:
     """Apply every archived file not yet applied, per source in file-date order."""
     layout = Layout.of(root)
-    with hold(layout.root, "ingest"), tables.log_kept_open(layout):
-        ledger = Ledger(tables.read_log(layout))
+    with hold(layout.root, "ingest"):
+        ledger, ingest_log = Ledger(tables.read_log(layout)), tables.IngestLog(layout)
         bar = _Progress(progress)
         # Sources are independent tables: ingest them side by side (the heavy parts, Arrow
         # compute and delta-rs, run without the GIL); each keeps its own file order. Large
@@ -491,8 +494,8 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
         side_by_side = largest <= SIDE_BY_SIDE_UP_TO_BYTES
         with ThreadPoolExecutor(max_workers=len(SOURCES) if side_by_side else 1) as pool:
             per_source = list(pool.map(
-                lambda s: _ingest_source(layout, s, ledger, allow_mass_delete, bar,
-                                         read_ahead=not side_by_side),
+                lambda s: _ingest_source(layout, ingest_log, s, ledger, allow_mass_delete,
+                                         bar, read_ahead=not side_by_side),
                 SOURCES.values()))
         bar.close()
         return IngestResult([f for files in per_source for f in files])
@@ -505,13 +508,13 @@ def rebuild(source: str | None = None, root: str | Path = ".", *,
     layout = Layout.of(root)
     if source is not None and source not in SOURCES:
         raise ValueError(f"no source {source!r}; sources: {', '.join(SOURCES)}")
-    with hold(layout.root, "rebuild"), tables.log_kept_open(layout):
-        ledger = Ledger(tables.read_log(layout))
+    with hold(layout.root, "rebuild"):
+        ledger, ingest_log = Ledger(tables.read_log(layout)), tables.IngestLog(layout)
         bar = _Progress(progress)
         result = IngestResult()
         for name in [source] if source else list(SOURCES):
-            result.files += _ingest_source(layout, SOURCES[name], ledger, allow_mass_delete,
-                                           bar, rebuild="rebuild requested")
+            result.files += _ingest_source(layout, ingest_log, SOURCES[name], ledger,
+                                           allow_mass_delete, bar, rebuild="rebuild requested")
         bar.close()
         return result
 

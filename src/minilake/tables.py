@@ -18,9 +18,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -409,36 +407,26 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
     return data.to_pandas()
 
 
-_log_lock = threading.Lock()
-_log_kept: dict[Path, Opened] = {}
+class IngestLog:
+    """A root's ingest log, opened once for a run (which holds the root's lock: no other
+    writer) rather than on every file's row; the sources' threads append one at a time."""
 
+    def __init__(self, layout: Layout):
+        self._opened = Opened(layout.ingest_log)
+        self._lock = threading.Lock()
 
-@contextmanager
-def log_kept_open(layout: Layout) -> Iterator[None]:
-    """Within this block (one run, holding the root's lock: no other writer), the ingest log
-    is opened once, not on every file's row."""
-    with _log_lock:
-        _log_kept[layout.ingest_log] = Opened(layout.ingest_log)
-    try:
-        yield
-    finally:
-        with _log_lock:
-            _log_kept.pop(layout.ingest_log, None)
-
-
-def append_log(layout: Layout, rows: list[dict]) -> None:
-    """Add rows to the ingest log (one per file); one writer at a time within a process."""
-    layout.ingest_log.parent.mkdir(parents=True, exist_ok=True)
-    data = pa.Table.from_pylist(rows, LOG_SCHEMA)
-    with _log_lock:
-        opened = _log_kept.get(layout.ingest_log) or Opened(layout.ingest_log)
-        log_table = opened.table()
-        write_deltalake(str(opened.path) if log_table is None else log_table, data,
-                        mode="append")
-        log_table = opened.table()
-        if log_table.version() % CHECKPOINT_EVERY == 0:      # one small file per row otherwise
-            log_table.optimize.compact()
-            opened.table().create_checkpoint()
+    def append(self, rows: list[dict]) -> None:
+        """Add rows (one per file)."""
+        path = self._opened.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = pa.Table.from_pylist(rows, LOG_SCHEMA)
+        with self._lock:
+            table = self._opened.table()
+            write_deltalake(str(path) if table is None else table, data, mode="append")
+            table = self._opened.table()
+            if table.version() % CHECKPOINT_EVERY == 0:      # one small file per row otherwise
+                table.optimize.compact()
+                self._opened.table().create_checkpoint()
 
 
 def read_log(layout: Layout) -> pd.DataFrame:
