@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from minilake.generate import SAMPLE, generate
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests: a fixed, quick set of examples by default; HYPOTHESIS_PROFILE=deep for a long
+# run (tests that ask for more examples ask for a multiple of the profile's).
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
+                          database=None, suppress_health_check=list(HealthCheck))
+settings.register_profile("deep", max_examples=1000, deadline=None, database=None,
+                          suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -9,26 +9,19 @@ file whose name is no delivery's stays in landing_zone/ and is reported. Set
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import minilake
 from minilake.generate import generate
 from minilake.layout import Layout
 from minilake.tables import read_log
-
-settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
-                          database=None, suppress_health_check=list(HealthCheck))
-settings.register_profile("deep", max_examples=1000, deadline=None, database=None,
-                          suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BOM = b"\xef\xbb\xbf"
 
