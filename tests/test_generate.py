@@ -91,6 +91,31 @@ def test_sales_files_are_headerless_tilde_crlf_with_seven_fields(week):
         assert ids.str.fullmatch(r"\d+").all() and ids.str.startswith("0").all()
 
 
+def test_crlf_addresses_are_a_stable_share_of_customers(tmp_path):
+    """``crlf_addresses``: that share of customers (the same ones every day) have CRLF inside
+    their quoted address; everything else is the world without the option, byte for byte."""
+    args = {"start": "2024-01-01", "days": 3, "customers": 2000, "seed": 5,
+            "landing_only": True}
+    generate(tmp_path / "plain", **args)
+    generate(tmp_path / "crlf", crlf_addresses=0.3, **args)
+    chosen: dict[str, bool] = {}
+    for plain, crlf in zip(raw.days(tmp_path / "plain" / "landing_zone", "customer"),
+                           raw.days(tmp_path / "crlf" / "landing_zone", "customer"), strict=True):
+        a, b = raw.customers(plain), raw.customers(crlf)
+        assert b"\r" not in plain.read_bytes()
+        assert b.drop(columns="address").equals(a.drop(columns="address"))
+        assert (b["address"].str.replace("\r\n", "\n") == a["address"]).all()
+        with_address = b[a["address"].str.contains("\n")]
+        has_crlf = with_address["address"].str.contains("\r\n")
+        assert within(has_crlf.mean(), 0.3, tolerance=0.15)
+        for customer, flag in zip(with_address["customer_id"], has_crlf, strict=True):
+            assert chosen.setdefault(customer, flag) == flag, f"{customer} changed its line ends"
+    for source in ("products", "sales"):
+        for plain, crlf in zip(raw.days(tmp_path / "plain" / "landing_zone", source),
+                               raw.days(tmp_path / "crlf" / "landing_zone", source), strict=True):
+            assert plain.read_bytes() == crlf.read_bytes()
+
+
 # --- determinism ------------------------------------------------------------------------------
 
 def test_same_seed_gives_byte_identical_trees_and_another_seed_differs(tmp_path):

@@ -25,6 +25,16 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"not a share between 0 and 1: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minilake", description="A notebook-driven "
                                      "mini-lakehouse: landing zone -> archive -> SCD2 tables.")
@@ -71,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only landing_zone/ (no broken day, no final_results/)")
     p.add_argument("--steady", action="store_true",
                    help="constant daily volumes (for measuring cost against history)")
+    p.add_argument("--crlf-addresses", type=_share, default=0.0, metavar="SHARE",
+                   help="share of customers whose address holds CRLF, not LF (default 0)")
     return parser
 
 
@@ -124,7 +136,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "generate":
         minilake.generate(args.root, start=args.start, days=args.days, customers=args.customers,
                           seed=args.seed, landing_only=args.landing_only, steady=args.steady,
-                          progress=progress)
+                          crlf_addresses=args.crlf_addresses, progress=progress)
         return 0
     if args.command == "split":
         _print(minilake.split(args.root).lines())

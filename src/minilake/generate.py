@@ -117,6 +117,13 @@ def _dates(days_since_epoch: np.ndarray) -> pa.Array:
         pa.date32()).cast(pa.string())
 
 
+def _share_of(ids: np.ndarray, share: float) -> np.ndarray:
+    """Whether each id is among a stable ``share`` of all ids (a fixed hash of the id, so the
+    same customer is chosen every day and no rng draw is spent)."""
+    mixed = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)      # wraps: mod 2**64
+    return (mixed >> np.uint64(11)).astype(np.float64) / 2.0**53 < share
+
+
 def _build_pools(seed: int) -> dict[str, pa.Array]:
     """Faker fills each pool once; a trailing '' serves code -1 (missing)."""
     from faker import Faker
@@ -143,6 +150,7 @@ class World:
     start: dt.date
     customers_day_one: int
     steady: bool = False          # constant daily volumes: as many arrive as leave, flat sales
+    crlf_addresses: float = 0.0   # share of customers whose address has CRLF (not LF) inside
     rng: np.random.Generator = field(init=False)
     pools: dict[str, pa.Array] = field(init=False)
     day_index: int = -1
@@ -351,6 +359,11 @@ class World:
             pool = self.pools[column]
             codes = np.where(codes < 0, len(pool) - 1, codes)
             columns[column] = pool.take(pa.array(codes))
+        if self.crlf_addresses:
+            crlf = pa.array(_share_of(snap["customer_id"].to_numpy(), self.crlf_addresses))
+            address = columns["address"]
+            columns["address"] = pc.if_else(crlf, pc.replace_substring(address, "\n", "\r\n"),
+                                            address)
         return pa.table(columns)
 
     def product_records(self) -> list[dict]:
@@ -552,20 +565,22 @@ def write_broken_day(world: World, folder: Path) -> pd.DataFrame:
 def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
              days: int = SAMPLE["days"], customers: int = SAMPLE["customers"],
              seed: int = SAMPLE["seed"], landing_only: bool = False, steady: bool = False,
-             progress: bool = False) -> World:
+             crlf_addresses: float = 0.0, progress: bool = False) -> World:
     """Write ``days`` days of landing files into ``root/landing_zone``.
 
     Unless ``landing_only``, also write the next day with known faults into
     ``root/samples/broken_day`` and the ground-truth references into ``root/final_results``.
     ``steady`` keeps daily volumes constant (as many customers arrive as leave, no sales
-    growth), for measuring how cost grows with history alone. Same arguments, byte-identical
-    files.
+    growth), for measuring how cost grows with history alone. ``crlf_addresses`` is the share
+    of customers (the same ones every day) whose address holds CRLF instead of LF inside its
+    quotes, as some exports write it. Same arguments, byte-identical files.
     """
     from tqdm.auto import tqdm
 
     root = Path(root)
     start = dt.date.fromisoformat(start) if isinstance(start, str) else start
-    world = World(seed=seed, start=start, customers_day_one=customers, steady=steady)
+    world = World(seed=seed, start=start, customers_day_one=customers, steady=steady,
+                  crlf_addresses=crlf_addresses)
     landing = root / "landing_zone"
     for _ in tqdm(range(days), desc="generate", unit="day", disable=not progress):
         world.advance()
