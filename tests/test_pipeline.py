@@ -162,10 +162,10 @@ def test_an_unreadable_file_is_quarantined_and_the_rest_goes_through(tmp_path, s
     (tmp_path / "landing_zone" / "products_20241012.json").write_text('{"not": "an array"}')
     done = minilake_cli("run", "--root", str(tmp_path))
     assert done.returncode == 1
-    assert "products_20241012.json: quarantined: not a JSON array but a dict" in done.stdout
+    assert "products_20241012.json: quarantined: not a JSON array but an object" in done.stdout
     assert "Traceback" not in done.stderr
     reason = tmp_path / "quarantine" / "product" / "products_20241012.json.reason.txt"
-    assert reason.read_text().strip() == "not a JSON array but a dict"
+    assert reason.read_text().strip() == "not a JSON array but an object"
     assert (tmp_path / "quarantine" / "product" / "products_20241012.json").exists()
     log = read_log(Layout.of(tmp_path))
     assert (log["status"] == "applied").sum() == 4 + 3 + 4
