@@ -1,9 +1,12 @@
-# Two entry points (see README): `make run` and `make test`. Both create or reuse .venv/
-# and install the pinned versions from requirements.txt; nothing is installed by hand.
+# Two entry points (see README): `make run` and `make test`. Both create or reuse .venv/ and
+# install pinned versions: `make run` the core (requirements.txt), `make test` the core and
+# what the suite needs (requirements-test.txt). Nothing is installed by hand.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
+TESTED := $(VENV)/.installed-test
 
 .PHONY: run test lint setup clean
 
@@ -11,17 +14,21 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+$(TESTED): $(STAMP) requirements-test.txt
+	$(PIP) -r requirements-test.txt
+	touch $(TESTED)
 
 run: $(STAMP)
 	$(PY) -m minilake workbook
 
-test: $(STAMP)
+test: $(TESTED)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
-lint: $(STAMP)
+lint: $(TESTED)
 	$(VENV)/bin/ruff check .
 
 clean:
