@@ -106,10 +106,15 @@ def test_reapplying_a_file_changes_nothing(tmp_path):
     products_file(tmp_path, "2024-01-01", [("P1", "A", 10.0)])
     minilake.run(tmp_path)
     before = versions(tmp_path, "product")
-    # the same file delivered again under its name: held in landing, table untouched
+    # the same file delivered again under its name: dropped from landing (said once: the
+    # archive holds the same bytes), table untouched
     products_file(tmp_path, "2024-01-01", [("P1", "A", 10.0)])
     result = minilake.run(tmp_path)
-    assert [why for _, why in result.split.held] == ["already archived (identical)"]
+    assert [p.name for p in result.split.dropped] == ["products_20240101.json"]
+    assert any("identical to archive/product/products_20240101.json; dropped" in line
+               for line in result.lines())
+    assert not any((tmp_path / "landing_zone").iterdir())
+    assert minilake.run(tmp_path).split.lines() == ["split: 0 file(s) archived"]
     assert versions(tmp_path, "product") == before
     # and an ingest of the archive alone does nothing either
     assert minilake.ingest(tmp_path).files == []

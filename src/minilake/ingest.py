@@ -141,7 +141,11 @@ class Ledger:
         rows = self.latest[self.latest["status"] == "applied"].reset_index()
         # file -> sha256 of its applied row logged last
         self._applied_sha = dict(zip(rows["file"], rows["sha256"], strict=True))
-        self._last_date = rows.groupby("source")["file_date"].max().to_dict()
+        # source -> (file date, file) of the last applied file, in replay order
+        self._last = {}
+        for source, day, name in zip(rows["source"], rows["file_date"], rows["file"],
+                                     strict=True):
+            self._last[source] = max(self._last.get(source, (day, name)), (day, name))
         # (file, size, mtime_ns) -> sha256 of the latest applied row
         self._trusted = {(name, int(size), int(mtime)): sha for name, sha, size, mtime in zip(
             rows["file"], rows["sha256"], rows["size"], rows["mtime_ns"], strict=True)
@@ -156,8 +160,9 @@ class Ledger:
     def applied_sha(self, name: str) -> str | None:
         return self._applied_sha.get(name)
 
-    def last_applied_date(self, source: str) -> dt.date | None:
-        return self._last_date.get(source)
+    def last_applied(self, source: str) -> tuple[dt.date, str] | None:
+        """(file date, name) of the source's last applied file in replay order."""
+        return self._last.get(source)
 
     def trusted_sha(self, path: Path, size: int, mtime_ns: int) -> str | None:
         """The sha256 logged for an applied file that has not changed since (same name, size
@@ -261,7 +266,7 @@ def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: tab
     t = time.perf_counter()
     outcome = FileOutcome(source.name, path.name, "applied", rows_read=checked.rows_read,
                           rows_loaded=rows.good.num_rows, rows_rejected=rows.rows_rejected)
-    report = layout.error_report(source.name, day.strftime("%Y%m%d"))
+    report = layout.error_report(source.name, source.report_stamp(path.name))
     if (path.name, sha) in commits:     # applied by a run that stopped before logging it
         meta = commits[path.name, sha]
         outcome.inserted, outcome.updated, outcome.expired = (
@@ -452,6 +457,31 @@ def _pending(layout: Layout, source: Source, deliveries: list[Delivery],
     return pending
 
 
+def _one_snapshot_a_day(layout: Layout, ingest_log: tables.IngestLog, source: Source,
+                        deliveries: list[Delivery], pending: list[Delivery], ledger: Ledger,
+                        bar: _Progress) -> tuple[list[Delivery], list[FileOutcome]]:
+    """A snapshot is the whole state of one date: a second delivery of a date in another
+    form (customer_D.json beside customer_D.csv) is quarantined, whichever came first having
+    been applied (within one run, the first by name). Returns the files to go on with and
+    the outcomes of those quarantined."""
+    first: dict[dt.date, str] = {}
+    for delivery in deliveries:
+        if ledger.status(delivery.name, delivery.sha256) == "applied":
+            first.setdefault(source.file_date(delivery.name), delivery.name)
+    keep, quarantined = [], []
+    for delivery in pending:
+        day = source.file_date(delivery.name)
+        other = first.setdefault(day, delivery.name)
+        if other == delivery.name:
+            keep.append(delivery)
+            continue
+        quarantined.append(_quarantine(
+            layout, ingest_log, source, delivery, f"a second snapshot for {day.isoformat()}: "
+            f"{other} was delivered for that date already"))
+        bar.step(source, delivery.name)
+    return keep, quarantined
+
+
 def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
                    ledger: Ledger, allow_mass_delete: bool, bar: _Progress,
                    rebuild: str | None = None, read_ahead: bool = False) -> list[FileOutcome]:
@@ -460,23 +490,31 @@ def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
     if rebuild is None and not pending:
         return []
     bar.add(len(pending))
-    last = ledger.last_applied_date(source.name)
+    refused: list[FileOutcome] = []
+    if source.snapshot:
+        pending, refused = _one_snapshot_a_day(layout, ingest_log, source, deliveries,
+                                               pending, ledger, bar)
+        if rebuild is None and not pending:
+            return refused
+    last = ledger.last_applied(source.name)
     events = {}
     for delivery in pending:
         if ledger.applied_sha(delivery.name) not in (None, delivery.sha256):
             events[delivery.name] = "resent"
-        elif last is not None and source.file_date(delivery.name) < last:
+        elif last is not None and (source.file_date(delivery.name), delivery.name) < last:
+            # before the last applied file in replay order: an earlier date, or the same
+            # date in a form that sorts first (sales_D.json after sales_D.txt)
             events[delivery.name] = "late"
     if rebuild is None and not events:
-        return _apply_in_order(layout, ingest_log, source, pending, allow_mass_delete, bar,
-                               read_ahead)
+        return refused + _apply_in_order(layout, ingest_log, source, pending,
+                                         allow_mass_delete, bar, read_ahead)
     why = [f"{kind} file {name}" for name, kind in events.items()]
     note = rebuild or ("rebuilt for " + ", ".join(why))
     events |= {d.name: "rebuild" for d in pending if d.name not in events}
     replay = [d for d in deliveries
               if d.name in events or ledger.status(d.name, d.sha256) == "applied"]
-    return _rebuild(layout, ingest_log, source, replay, ledger, events, note,
-                    allow_mass_delete, bar)
+    return refused + _rebuild(layout, ingest_log, source, replay, ledger, events, note,
+                              allow_mass_delete, bar)
 
 
 def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,

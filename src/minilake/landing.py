@@ -1,8 +1,11 @@
 """landing_zone/ -> archive/<source>/ (SPEC §2, step 1).
 
 Files are moved with ``os.replace`` (atomic on one file system), so a crash leaves each file
-either in the landing zone or in the archive. Nothing is deleted: a file that matches no source,
-or whose name is already in the archive, stays in the landing zone and is reported.
+either in the landing zone or in the archive. A file that matches no source stays in the landing
+zone and is reported. A file delivered again byte for byte (a day pulled twice, a resent export
+nobody changed) is dropped from the landing zone, said once: its archived copy is the same bytes,
+so nothing is lost, and it is not reported again on every run. A file of a name already
+archived with other content is a resent file: the earlier one is kept beside it.
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ log = logging.getLogger(__name__)
 class SplitResult:
     moved: list[Path] = field(default_factory=list)          # their new place in archive/
     unmatched: list[Path] = field(default_factory=list)      # no source's pattern
-    held: list[tuple[Path, str]] = field(default_factory=list)  # left in landing, and why
+    dropped: list[Path] = field(default_factory=list)        # identical to their archived copy
     superseded: list[tuple[Path, Path]] = field(default_factory=list)  # (archived, kept as)
 
     def lines(self) -> list[str]:
         out = [f"split: {len(self.moved)} file(s) archived"]
         out += [f"split: {a.name} was delivered again with other content; the earlier one is "
                 f"kept as {k.name}" for a, k in self.superseded]
+        out += [f"split: {p.name} was delivered again, identical to archive/{p.parent.name}/"
+                f"{p.name}; dropped from landing_zone/" for p in self.dropped]
         out += [f"split: {p.name} matches no source; left in landing_zone/" for p in self.unmatched]
-        out += [f"split: {p.name}: {why}; left in landing_zone/" for p, why in self.held]
         return out
 
 
@@ -68,9 +72,10 @@ def _split(layout: Layout) -> SplitResult:
         target = layout.archive(source.name) / path.name
         if target.exists():
             if filecmp.cmp(path, target, shallow=False):
-                why = "already archived (identical)"
-                log.warning("%s/%s: %s, left in landing_zone/", source.name, path.name, why)
-                result.held.append((path, why))
+                path.unlink()
+                log.warning("%s/%s: delivered again, identical to the archived copy; dropped "
+                            "from landing_zone/", source.name, path.name)
+                result.dropped.append(target)
                 continue
             kept = superseded_name(target)
             os.replace(target, kept)              # a resent file: keep the earlier one

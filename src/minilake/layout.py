@@ -36,6 +36,10 @@ class Layout:
     def ingest_log(self) -> Path:
         return self.table("_ingest_log")
 
+    @property
+    def pull_log(self) -> Path:
+        return self.table("_pull_log")
+
     def error_report(self, source: str, stamp: str) -> Path:
         return self.root / "error_reports" / f"errors_{source}_{stamp}.csv"
 

@@ -240,7 +240,7 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
     return record if len(record) == len(pairs) else _Repeated(pairs)
 
 
-def _parse_json(text: str, *, exact: bool) -> object:
+def parse_json(text: str, *, exact: bool) -> object:
     """Numbers come back as their literal text: as ``str`` (fast: the whole file's) or, with
     ``exact``, as :class:`_Number`, which also says that they were numbers (five times slower:
     only to describe the records that cannot be read)."""
@@ -249,19 +249,19 @@ def _parse_json(text: str, *, exact: bool) -> object:
                       object_pairs_hook=_object)
 
 
-def _json_text(value: object) -> str:
+def json_text(value: object) -> str:
     """A value of an exact parse written back as JSON, numbers as they were written."""
     if isinstance(value, _Number):
         return str.__str__(value)
     if isinstance(value, dict):
         pairs = value.pairs if isinstance(value, _Repeated) else value.items()
-        return "{" + ", ".join(f"{json.dumps(k)}: {_json_text(v)}" for k, v in pairs) + "}"
+        return "{" + ", ".join(f"{json.dumps(k)}: {json_text(v)}" for k, v in pairs) + "}"
     if isinstance(value, list):
-        return "[" + ", ".join(map(_json_text, value)) + "]"
+        return "[" + ", ".join(map(json_text, value)) + "]"
     return json.dumps(value)
 
 
-def _kind(value: object) -> str:
+def json_kind(value: object) -> str:
     """What a value of an exact parse is, in JSON's words ('a number', 'an object', …)."""
     if isinstance(value, _Number):
         return "a number"
@@ -290,7 +290,7 @@ def _scalar_text(value: object) -> str | None:
 def _problem(record: object, columns: list[str]) -> str:
     """Why a record of an exact parse cannot be a row ('' when it can)."""
     if not isinstance(record, dict):
-        return f"not an object but {_kind(record)}"
+        return f"not an object but {json_kind(record)}"
     if isinstance(record, _Repeated):
         return "repeated key " + ", ".join(map(repr, record.repeated))
     bad = [c for c in columns if _scalar_text(record.get(c)) is None]
@@ -325,13 +325,13 @@ def read_json_array(path: Path, columns: list[str]) -> TextFrame:
         raise UnreadableFile("empty file")
     try:
         text = path.read_bytes().decode("utf-8-sig")
-        records = _parse_json(text, exact=False)
+        records = parse_json(text, exact=False)
     except UnicodeDecodeError as error:
         raise UnreadableFile(f"not UTF-8: {error.reason} at byte {error.start}") from None
     except json.JSONDecodeError as error:
         raise UnreadableFile(f"not JSON: {error.msg} (line {error.lineno})") from None
     if not isinstance(records, list):
-        raise UnreadableFile(f"not a JSON array but {_kind(_parse_json(text, exact=True))}")
+        raise UnreadableFile(f"not a JSON array but {json_kind(parse_json(text, exact=True))}")
     if not records:
         return TextFrame(pd.DataFrame({c: pd.Series([], dtype=TEXT) for c in columns}))
     keys = list(dict.fromkeys(k for r in records if isinstance(r, dict) for k in r))
@@ -340,8 +340,8 @@ def read_json_array(path: Path, columns: list[str]) -> TextFrame:
     table = pa.table({c: _json_column(records, c, unreadable) for c in columns})
     if not unreadable:
         return TextFrame(_to_frame(table, columns))
-    exact = _parse_json(text, exact=True)
-    malformed = [Malformed(i + 1, _json_text(exact[i])[:1000], _problem(exact[i], columns))
+    exact = parse_json(text, exact=True)
+    malformed = [Malformed(i + 1, json_text(exact[i])[:1000], _problem(exact[i], columns))
                  for i in sorted(unreadable)]
     if len(unreadable) == len(records):
         raise UnreadableFile(f"no record can be read: record 1: {malformed[0].problem}")

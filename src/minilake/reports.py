@@ -318,6 +318,5 @@ def error_report(root: str | Path, file: str) -> pd.DataFrame:
     source = source_of(file)
     if source is None:
         raise ValueError(f"{file!r} is not a file of any source")
-    stamp = source.file_date(file).strftime("%Y%m%d")
-    return pd.read_csv(Layout.of(root).error_report(source.name, stamp), dtype=str,
-                       keep_default_na=False)
+    path = Layout.of(root).error_report(source.name, source.report_stamp(file))
+    return pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -403,7 +403,10 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
     if name in SOURCES:
         schema = table_schema(SOURCES[name])
         data = data.select(schema.names).cast(schema)
-        data = data.sort_by([(SOURCES[name].key, "ascending"), ("effective_from", "ascending")])
+        # a correction on the day of the version it corrects closes that version on the day
+        # it opened: expiry_date orders such versions too
+        data = data.sort_by([(SOURCES[name].key, "ascending"), ("effective_from", "ascending"),
+                             ("expiry_date", "ascending")])
     return data.to_pandas()
 
 
@@ -427,6 +430,34 @@ class IngestLog:
             if table.version() % CHECKPOINT_EVERY == 0:      # one small file per row otherwise
                 table.optimize.compact()
                 self._opened.table().create_checkpoint()
+
+
+PULL_LOG_SCHEMA = pa.schema([
+    ("source", pa.string()), ("file", pa.string()), ("file_date", pa.date32()),
+    ("url", pa.string()), ("pages", pa.int64()), ("records", pa.int64()),
+    ("bytes", pa.int64()), ("sha256", pa.string()), ("outcome", pa.string()),
+    ("reason", pa.string()),
+    ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+def append_pull_log(layout: Layout, row: dict) -> None:
+    """One row per pull (SPEC §8), one commit; the caller holds the root's lock."""
+    path = layout.pull_log
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_deltalake(str(path), pa.Table.from_pylist([row], PULL_LOG_SCHEMA), mode="append")
+    table = DeltaTable(str(path))
+    if table.version() and table.version() % CHECKPOINT_EVERY == 0:
+        table.optimize.compact()
+        DeltaTable(str(path)).create_checkpoint()
+
+
+def read_pull_log(layout: Layout) -> pd.DataFrame:
+    """The pull log, oldest first (empty, with its columns, before the first pull)."""
+    if not exists(layout.pull_log):
+        return PULL_LOG_SCHEMA.empty_table().to_pandas()
+    frame = dataset(layout.pull_log).to_table().to_pandas()
+    return frame.sort_values("finished_at", kind="stable").reset_index(drop=True)
 
 
 def read_log(layout: Layout) -> pd.DataFrame:
