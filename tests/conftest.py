@@ -59,3 +59,9 @@ def repo_copy(committed, tmp_path) -> Path:
     for name in ("landing_zone", "samples", "final_results"):
         shutil.copytree(committed / name, tmp_path / name)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address() -> tuple[str, int]:
+    """pytest-httpserver on 127.0.0.1 only, on a free port."""
+    return ("127.0.0.1", 0)

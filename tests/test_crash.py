@@ -218,3 +218,50 @@ def test_crash_during_a_rebuild_then_rerun_equals_an_uninterrupted_run(late_worl
         hook, killed, got = one(hook)
         assert killed == -signal.SIGKILL, f"{hook}: the hook was not reached"
         assert_same(got, want, hook)
+
+
+PULL_HOOKS = ["pull.page_written:1", "pull.page_written:2", "pull.page_written:3",
+              "pull.before_land:1", "pull.after_land:1"]
+
+
+def test_a_pull_killed_anywhere_leaves_no_partial_file_and_a_rerun_lands_the_day(
+        httpserver, tmp_path):
+    """SIGKILL during ``pull`` (SPEC §8): the landing zone holds the whole day or nothing."""
+    token = "crash-token"
+    for n, body in enumerate(['[{"a": 1}, {"a": 2}]', '[{"a": 3}]', '[{"a": 1.50}]'], 1):
+        httpserver.expect_request("/sales", query_string={"date": "2024-10-09", "page": str(n)}
+                                  ).respond_with_data(body, content_type="application/json")
+    httpserver.expect_request("/sales").respond_with_data("", status=404)
+    args = ["pull", "sales", "--date", "2024-10-09", "--url", httpserver.url_for("/")]
+    env = {"MINILAKE_API_TOKEN": token}
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    assert finish(start(*args, "--root", str(reference), env=env)).returncode == 0
+    want = (reference / "landing_zone" / "sales_20241009.json").read_bytes()
+    assert b'{"a": 1.50}' in want
+    for hook in PULL_HOOKS:
+        root = tmp_path / hook.replace(":", "_")
+        root.mkdir()
+        killed = finish(start(*args, "--root", str(root),
+                              env={**env, "MINILAKE_CRASH_AT": hook}))
+        assert killed.returncode == -signal.SIGKILL, f"{hook}: the hook was not reached"
+        landing = sorted((root / "landing_zone").glob("*")) if (root / "landing_zone"
+                                                               ).is_dir() else []
+        assert landing in ([], [root / "landing_zone" / "sales_20241009.json"]), hook
+        assert all(p.read_bytes() == want for p in landing), f"{hook}: a partial file landed"
+        again = finish(start(*args, "--root", str(root), env=env))
+        assert again.returncode == 0, f"{hook}: {again.stderr}"
+        assert [p.name for p in (root / "landing_zone").iterdir()] == ["sales_20241009.json"]
+        assert (root / "landing_zone" / "sales_20241009.json").read_bytes() == want, hook
+
+
+def test_an_export_killed_before_it_is_published_leaves_no_file(world, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(world, root)
+    minilake.run(root)
+    out = tmp_path / "out" / "sales.avro"
+    args = ["export", "sales", "--out", str(out), "--root", str(root)]
+    killed = finish(start(*args, env={"MINILAKE_CRASH_AT": "export.before_publish:1"}))
+    assert killed.returncode == -signal.SIGKILL and not out.exists()
+    assert finish(start(*args)).returncode == 0 and out.exists()
+    assert [p.name for p in out.parent.iterdir()] == ["sales.avro"]

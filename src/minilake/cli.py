@@ -35,6 +35,18 @@ def _share(text: str) -> float:
     return value
 
 
+def _version(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a table version (0, 1, 2, …): {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minilake", description="A notebook-driven "
                                      "mini-lakehouse: landing zone -> archive -> SCD2 tables.")
@@ -70,6 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("workbook", "execute workbook.ipynb headless; save it and an HTML export "
                 "under reports/; print the verdicts")
     p.add_argument("--notebook", default="workbook.ipynb")
+
+    p = command("pull", "fetch one day of a source from an HTTP API (SPEC §8) into "
+                "landing_zone/; the token comes from MINILAKE_API_TOKEN")
+    p.add_argument("source", help="customer, product or sales")
+    p.add_argument("--date", type=_date, required=True, help="the day, YYYY-MM-DD")
+    p.add_argument("--url", default=None, help="the API's base URL (default: MINILAKE_API_URL)")
+    p = command("export", "write a table as Avro, Parquet or CSV for the systems downstream")
+    p.add_argument("table", help="customer, product, sales, or another table under tables/")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--as-of", type=_date, default=None,
+                      help="only the versions valid on that date")
+    when.add_argument("--current", action="store_true", help="only the current versions")
+    p.add_argument("--version", type=_version, default=None,
+                   help="the table as of that Delta version (see status)")
+    p.add_argument("--format", choices=["avro", "parquet", "csv"], default="avro")
+    p.add_argument("--out", default=None, help="the file to write (default: "
+                   "ROOT/exports/<table>[_as_of_D|_current][_vN].<format>)")
+    p = command("serve-sample-api", "serve the deliveries under ROOT in the SPEC §8 protocol "
+                "(to try pull); MINILAKE_API_TOKEN, if set, is required of clients")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
+                   "127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: a free one)")
+    p.add_argument("--page-size", type=_positive, default=1000, help="records per page")
 
     p = command("generate", "write a sample world: landing files, broken day, references")
     p.add_argument("--start", type=_date, default=SAMPLE["start"])
@@ -155,10 +190,28 @@ def _main(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         return 0
+    if args.command == "pull":
+        return _pull(args, progress)
+    if args.command == "export":
+        result = minilake.export(args.table, args.out, format=args.format, as_of=args.as_of,
+                                 version=args.version, current=args.current, root=args.root,
+                                 progress=progress)
+        print(result.line())
+        return 0
+    if args.command == "serve-sample-api":
+        from minilake.sample_api import serve
+
+        serve(args.root, host=args.host, port=args.port, page_size=args.page_size)
+        return 0
     if args.command == "status":
         with pd.option_context("display.width", 250, "display.max_columns", 30,
                                "display.max_colwidth", 90):
             print(minilake.status(args.root).to_string(index=False))
+            pulled = minilake.pulls(args.root)
+            if len(pulled):
+                print("\npulled from an API (SPEC §8)")
+                print(pulled[["source", "file_date", "url", "pages", "records", "outcome",
+                              "finished_at"]].to_string(index=False))
             if not args.brief:
                 from minilake.sources import SOURCES
 
@@ -176,6 +229,18 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "workbook":
         return _workbook(args)
     raise AssertionError(args.command)
+
+
+def _pull(args: argparse.Namespace, progress: bool) -> int:
+    from minilake.api_pull import PullError
+
+    try:
+        result = minilake.pull(args.source, args.date, args.root, args.url, progress=progress)
+    except PullError as error:
+        print(f"minilake pull: {error}", file=sys.stderr)
+        return 1
+    print(result.line(), file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
 
 
 def _report(args: argparse.Namespace) -> int:

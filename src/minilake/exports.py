@@ -1,0 +1,194 @@
+"""A table written out for the systems downstream: Avro, Parquet or CSV (SPEC §8).
+
+The rows are those of ``read_table`` (every version, those valid on a date, the current ones,
+or the table as of a Delta version) and are streamed: the table's files are scanned in record
+batches, each written and let go, so memory is bounded by a batch, not by the table. Avro goes
+through fastavro (deflate, a schema derived from the table's own Arrow schema: ``long``,
+``double``, ``string``, ``boolean``, ``int``/``date``, ``["null", T]`` where a column may be
+empty); Parquet and CSV through pyarrow. The file appears under its name only when complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from minilake import tables
+from minilake.crashpoints import crashpoint
+from minilake.layout import Layout
+from minilake.sources import SOURCES
+
+FORMATS = ("avro", "parquet", "csv")
+BATCH_ROWS = 64 * 1024
+
+
+@dataclass
+class ExportResult:
+    table: str
+    path: Path
+    format: str
+    rows: int
+    bytes: int
+
+    def line(self) -> str:
+        return f"export: {self.table}: {self.rows} row(s) written to {self.path} ({self.format})"
+
+
+def avro_type(field: pa.Field) -> object:
+    """The Avro type of an Arrow column (SPEC §8)."""
+    kind = field.type
+    if pa.types.is_int64(kind):
+        avro: object = "long"
+    elif pa.types.is_int32(kind) or pa.types.is_int16(kind) or pa.types.is_int8(kind):
+        avro = "int"
+    elif pa.types.is_floating(kind):
+        avro = "double"
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        avro = "string"
+    elif pa.types.is_boolean(kind):
+        avro = "boolean"
+    elif pa.types.is_date32(kind):
+        avro = {"type": "int", "logicalType": "date"}
+    elif pa.types.is_timestamp(kind) and kind.unit == "us":
+        avro = {"type": "long", "logicalType": "timestamp-micros"}
+    else:
+        raise ValueError(f"column {field.name!r}: no Avro type for Arrow {kind}")
+    return ["null", avro] if field.nullable else avro
+
+
+def avro_schema(name: str, schema: pa.Schema) -> dict:
+    """Record ``minilake.<name>`` with one field per column."""
+    return {"type": "record", "name": name, "namespace": "minilake",
+            "fields": [{"name": f.name, "type": avro_type(f)} for f in schema]}
+
+
+def _schema(name: str, data: ds.Dataset) -> pa.Schema:
+    """The table's columns as ``read_table`` gives them: a source's declared types and
+    nullability (the files' own schema says every column may be null)."""
+    if name in SOURCES:
+        return tables.table_schema(SOURCES[name])
+    return data.schema
+
+
+def _filter(as_of: dt.date | str | None, current: bool) -> pc.Expression | None:
+    if as_of is not None:
+        day = pa.scalar(tables._as_date(as_of), pa.date32())
+        return (pc.field("effective_from") <= day) & (pc.field("expiry_date") > day)
+    if current:
+        return pc.field("is_current") == True  # noqa: E712  (an Arrow expression)
+    return None
+
+
+def _default_out(layout: Layout, table: str, fmt: str, as_of, version, current) -> Path:
+    tag = (f"_as_of_{tables._as_date(as_of).isoformat()}" if as_of is not None
+           else "_current" if current else "")
+    tag += f"_v{version}" if version is not None else ""
+    return layout.root / "exports" / f"{table}{tag}.{fmt}"
+
+
+def export(table: str, out: str | Path | None = None, *, format: str = "avro",
+           as_of: dt.date | str | None = None, version: int | None = None,
+           current: bool = False, root: str | Path = ".", batch_rows: int = BATCH_ROWS,
+           progress: bool | None = None) -> ExportResult:
+    """Write ``table`` (all versions; ``as_of`` a date: those valid then; ``current``: the
+    current ones; ``version``: the table as of that Delta version) to ``out`` (default
+    ``ROOT/exports/<table>[_as_of_D|_current][_vN].<format>``)."""
+    if format not in FORMATS:
+        raise ValueError(f"no export format {format!r}; formats: {', '.join(FORMATS)}")
+    if as_of is not None and current:
+        raise ValueError("--as-of and --current exclude each other (as of a date, or now)")
+    layout = Layout.of(root)
+    path = layout.table(table)
+    if table.startswith(".") or not tables.exists(path):
+        known = sorted(p.name for p in (layout.root / "tables").glob("*")
+                       if not p.name.startswith(".") and tables.exists(p))
+        raise FileNotFoundError(f"no table {table!r} under {layout.root / 'tables'} "
+                                f"(tables: {', '.join(known) or 'none yet'})")
+    data = tables.dataset(path, version)
+    schema = _schema(table, data)
+    where = _filter(as_of, current)
+    target = Path(out) if out is not None else _default_out(layout, table, format, as_of,
+                                                             version, current)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    total = data.count_rows(filter=where)
+    bar = tqdm(total=total, desc=f"export {table}", unit="row", unit_scale=True,
+               disable=None if progress is None else not progress)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        # One file and one batch ahead at most, and a row group decoded page by page rather
+        # than fetched whole: memory is then a batch's, however large the table's files.
+        scanner = data.scanner(
+            columns=schema.names, filter=where, batch_size=batch_rows, batch_readahead=1,
+            fragment_readahead=1,
+            fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
+        for batch in scanner.to_batches():
+            if batch.num_rows:
+                yield batch.cast(schema)
+                bar.update(batch.num_rows)
+
+    try:
+        rows = WRITERS[format](table, schema, batches(), partial)
+    finally:
+        bar.close()
+    crashpoint("export.before_publish")
+    os.replace(partial, target)
+    return ExportResult(table, target, format, rows, target.stat().st_size)
+
+
+def _avro(table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
+          path: Path) -> int:
+    import fastavro
+
+    parsed = fastavro.parse_schema(avro_schema(table, schema))
+    # Dates go to fastavro as days since 1970 (what Avro stores), not as datetime.date
+    # objects: one integer per value instead of a Python date built and taken apart again.
+    days = [i for i, f in enumerate(schema) if pa.types.is_date32(f.type)]
+    count = 0
+
+    def records() -> Iterator[dict]:
+        nonlocal count
+        for batch in batches:
+            columns = batch.columns
+            for i in days:
+                columns[i] = columns[i].cast(pa.int32())
+            plain = pa.RecordBatch.from_arrays(columns, names=schema.names)
+            count += plain.num_rows
+            yield from plain.to_pylist()
+
+    with path.open("wb") as handle:
+        fastavro.writer(handle, parsed, records(), codec="deflate")
+    return count
+
+
+def _parquet(table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
+             path: Path) -> int:
+    count = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            count += batch.num_rows
+    return count
+
+
+def _csv(table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch], path: Path) -> int:
+    count = 0
+    with pacsv.CSVWriter(path, schema,
+                         write_options=pacsv.WriteOptions(quoting_style="all_valid")) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            count += batch.num_rows
+    return count
+
+
+WRITERS = {"avro": _avro, "parquet": _parquet, "csv": _csv}
