@@ -317,10 +317,13 @@ def _json_column(records: list, column: str, unreadable: set[int]) -> pa.Array:
     return pa.array(texts, pa.large_string())
 
 
-def read_json_array(path: Path, columns: list[str]) -> TextFrame:
+def read_json_array(path: Path, columns: list[str], *, aliases: dict[str, str] | None = None,
+                    absent_ok: bool = False) -> TextFrame:
     """A JSON array of flat objects; a missing key reads as empty text, a number as the text
     it was written as. Objects that cannot be rows (not an object, a key twice, a nested
-    value) are malformed rows for the error report."""
+    value) are malformed rows for the error report. ``aliases`` are other spellings of a key
+    (``customer-id`` for ``customer_id``); with ``absent_ok`` a key no object has is no
+    fault (every column optional, as in an erasure request)."""
     if path.stat().st_size == 0:
         raise UnreadableFile("empty file")
     try:
@@ -334,8 +337,13 @@ def read_json_array(path: Path, columns: list[str]) -> TextFrame:
         raise UnreadableFile(f"not a JSON array but {json_kind(parse_json(text, exact=True))}")
     if not records:
         return TextFrame(pd.DataFrame({c: pd.Series([], dtype=TEXT) for c in columns}))
+    for alias, key in (aliases or {}).items():
+        for record in records:
+            if type(record) is dict and alias in record and key not in record:
+                record[key] = record.pop(alias)
     keys = list(dict.fromkeys(k for r in records if isinstance(r, dict) for k in r))
-    _check_columns(keys, columns, "key")
+    _check_columns(keys + [c for c in columns if c not in keys] if absent_ok else keys,
+                   columns, "key")
     unreadable = {i for i, r in enumerate(records) if type(r) is not dict}
     table = pa.table({c: _json_column(records, c, unreadable) for c in columns})
     if not unreadable:

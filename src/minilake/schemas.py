@@ -245,10 +245,14 @@ def _occurs_once(by_value: bool):
 
 
 def schema(name: str, key: str, columns: dict[str, pa.Column],
-           checks: list[pa.Check] | None = None) -> pa.DataFrameSchema:
+           checks: list[pa.Check] | None = None, unique_key: bool = True
+           ) -> pa.DataFrameSchema:
     """A source's schema: its columns in file order, row checks, and a key unique in the file
     (checked on Arrow: pandera's own uniqueness check factorises the column in pandas, the
     slowest step of a large file)."""
+    if not unique_key:
+        return pa.DataFrameSchema(columns, checks=checks or [], name=name, strict=True,
+                                  ordered=False)
     keyed = columns[key]
     columns = {**columns, key: pa.Column(
         None, checks=[*keyed.checks, _check(_occurs_once(keyed.metadata["kind"] == "int"),
@@ -305,3 +309,15 @@ SALES = schema("sales", "sale_id", {
     "sale_date": field("date", required=True),
 }, checks=[pa.Check(_total_is_quantity_times_price,
                     name="total_price: not quantity x price_per_unit (within 0.01)")])
+
+
+def _names_someone(frame: pd.DataFrame) -> pd.Series:
+    return (frame["customer_id"].str.len() > 0) | (frame["email"].str.len() > 0)
+
+
+# SPEC §9: a request names a customer by id, by email, or both; naming one twice is no fault.
+ERASURE_REQUESTS = schema("erasure_requests", "customer_id", {
+    "customer_id": field("int"),
+    "email": field(pattern=EMAIL, looks_like="an email"),
+}, checks=[pa.Check(_names_someone, name="names no one: neither customer_id nor email")],
+    unique_key=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import pandera.pandas as pa
@@ -97,9 +97,20 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
 ]}
 
 
+# SPEC §9: erasure requests arrive like a source's files (split, validated, error report,
+# ingest log) but make no table of their own: they rewrite the others (``erasure.py``).
+ERASURE_REQUESTS = Source(
+    "erasure_requests", "erasure_requests",
+    (Form("json", partial(readers.read_json_array, aliases={"customer-id": "customer_id"},
+                          absent_ok=True)),),
+    key="customer_id", snapshot=False, schema=schemas.ERASURE_REQUESTS)
+
+ALL_SOURCES: dict[str, Source] = {**SOURCES, ERASURE_REQUESTS.name: ERASURE_REQUESTS}
+
+
 def source_of(name: str) -> Source | None:
     """The source whose pattern and calendar the file name matches."""
-    for source in SOURCES.values():
+    for source in ALL_SOURCES.values():
         if source.file_date(name) is not None:
             return source
     return None
