@@ -5,7 +5,7 @@ a daily run does not need (``pull``, ``export``) are imported when first used.
 """
 
 from minilake.generate import generate
-from minilake.ingest import ingest, rebuild, run, status, versions
+from minilake.ingest import erasures, ingest, rebuild, run, status, versions
 from minilake.landing import land_sample, reset, split
 from minilake.tables import read_table
 
@@ -20,5 +20,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'minilake' has no attribute {name!r}")
 
 
-__all__ = ["export", "generate", "ingest", "land_sample", "pull", "pulls", "read_table",
+__all__ = ["erasures", "export", "generate", "ingest", "land_sample", "pull", "pulls", "read_table",
            "rebuild", "reset", "run", "split", "status", "versions"]

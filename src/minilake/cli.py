@@ -207,6 +207,11 @@ def _main(args: argparse.Namespace) -> int:
         with pd.option_context("display.width", 250, "display.max_columns", 30,
                                "display.max_colwidth", 90):
             print(minilake.status(args.root).to_string(index=False))
+            erased = minilake.erasures(args.root)
+            if len(erased):
+                print("\nerasure requests (SPEC §9): table versions before "
+                      "history_from_version were purged; time travel by date is unchanged")
+                print(erased.to_string(index=False))
             pulled = minilake.pulls(args.root)
             if len(pulled):
                 print("\npulled from an API (SPEC §8)")

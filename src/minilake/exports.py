@@ -114,6 +114,8 @@ def export(table: str, out: str | Path | None = None, *, format: str = "avro",
                        if not p.name.startswith(".") and tables.exists(p))
         raise FileNotFoundError(f"no table {table!r} under {layout.root / 'tables'} "
                                 f"(tables: {', '.join(known) or 'none yet'})")
+    if version is not None:
+        tables.check_version_kept(layout, table, path, version)
     data = tables.dataset(path, version)
     schema = _schema(table, data)
     where = _filter(as_of, current)

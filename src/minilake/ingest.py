@@ -30,14 +30,14 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from minilake import tables
+from minilake import erasure, tables
 from minilake.crashpoints import crashpoint
 from minilake.landing import SplitResult, split, superseded_name
 from minilake.layout import Layout
 from minilake.lock import hold
 from minilake.readers import UnreadableFile
 from minilake.scd2 import diff
-from minilake.sources import SOURCES, Source
+from minilake.sources import ERASURE_REQUESTS, SOURCES, Source
 from minilake.validate import Validated, validate
 
 log = logging.getLogger(__name__)
@@ -484,7 +484,9 @@ def _one_snapshot_a_day(layout: Layout, ingest_log: tables.IngestLog, source: So
 
 def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
                    ledger: Ledger, allow_mass_delete: bool, bar: _Progress,
-                   rebuild: str | None = None, read_ahead: bool = False) -> list[FileOutcome]:
+                   rebuild: str | None = None, read_ahead: bool = False,
+                   erased: frozenset[str] = frozenset()) -> list[FileOutcome]:
+    """``erased``: archived files an erasure rewrote (new content, but not resent)."""
     deliveries = _deliveries(layout, source, ledger)
     pending = _pending(layout, source, deliveries, ledger)
     if rebuild is None and not pending:
@@ -499,7 +501,9 @@ def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
     last = ledger.last_applied(source.name)
     events = {}
     for delivery in pending:
-        if ledger.applied_sha(delivery.name) not in (None, delivery.sha256):
+        if delivery.name in erased:
+            events[delivery.name] = "erasure"
+        elif ledger.applied_sha(delivery.name) not in (None, delivery.sha256):
             events[delivery.name] = "resent"
         elif last is not None and (source.file_date(delivery.name), delivery.name) < last:
             # before the last applied file in replay order: an earlier date, or the same
@@ -517,13 +521,130 @@ def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
                               allow_mass_delete, bar)
 
 
+# --- erasure requests (SPEC §9) ----------------------------------------------------------------
+
+def _erase_requests(layout: Layout, ingest_log: tables.IngestLog, ledger: Ledger,
+                    allow_mass_delete: bool, bar: _Progress) -> list[FileOutcome]:
+    """Apply pending erasure request files in file-date order (finishing one a killed run
+    started), each ending with the customer table rebuilt from the rewritten archive."""
+    source = ERASURE_REQUESTS
+    pending = _pending(layout, source, _deliveries(layout, source, ledger), ledger)
+    for folder in sorted((layout.root / "tables" / ".erasure").glob("*")):
+        if not (layout.archive(source.name) / folder.name).exists() or \
+                folder.name not in {d.name for d in pending}:
+            shutil.rmtree(folder)            # its request was logged applied: done
+    outcomes = []
+    bar.add(len(pending))
+    for delivery in pending:
+        outcomes += _erase_one(layout, ingest_log, delivery, allow_mass_delete, bar)
+        bar.step(source, delivery.name)
+    return outcomes
+
+
+def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
+               allow_mass_delete: bool, bar: _Progress) -> list[FileOutcome]:
+    source, name = ERASURE_REQUESTS, delivery.name
+    logged = tables.read_erasure_log(layout)
+    logged = logged[logged["request_file"] == name]
+    plan = erasure.manifest(layout, name)
+    if plan is None and not len(logged):
+        try:
+            checked = _check_file(source, delivery)
+        except _Quarantine as reason:
+            return [_quarantine(layout, ingest_log, source, delivery, str(reason))]
+        good = checked.rows.good
+        ids = {int(i) for i in good.column("customer_id").drop_null().to_pylist()}
+        emails = {e for e in good.column("email").to_pylist() if e}
+        plan = erasure.plan(layout, name, ids, emails)
+        crashpoint("erasure.planned")
+    outcomes = []
+    if plan is not None and not len(logged):
+        erasure.put_in_place(layout, plan)
+        ids = set(plan.ids)
+        said = erasure.scrub_outputs(layout, ids, erasure.personal_values(layout, ids))
+        for line in said:
+            log.warning("erasure %s: %s", name, line)
+        crashpoint("erasure.outputs_scrubbed")
+        note = f"erasure requested by {name}"
+        customer = layout.table("customer")
+        # A killed run may have rebuilt the table and logged its files already: its commit
+        # says so (the purge keeps it: history then starts there), and nothing is pending.
+        ledger = Ledger(tables.read_log(layout))
+        pending = _pending(layout, SOURCES["customer"],
+                           _deliveries(layout, SOURCES["customer"], ledger), ledger)
+        if tables.exists(customer) and (pending or note not in set(
+                tables.versions(customer)["note"])):
+            outcomes += _ingest_source(layout, ingest_log, SOURCES["customer"], ledger,
+                                       allow_mass_delete, bar, rebuild=note,
+                                       erased=frozenset(plan.archived()))
+        crashpoint("erasure.rebuilt")
+        kept = erasure.purge_history(customer) if tables.exists(customer) else None
+        crashpoint("erasure.purged")
+        now = dt.datetime.now(dt.UTC)
+        rows = [{"request_file": name, "customer_id": i, "named_by": plan.how.get(str(i), ""),
+                 "versions_rewritten": plan.versions.get(str(i), 0),
+                 "files_rewritten": len(plan.files), "history_from_version": kept,
+                 "erased_at": now} for i in plan.ids]
+        rows += [{"request_file": name, "customer_id": None, "named_by": "email (no match)",
+                  "versions_rewritten": 0, "files_rewritten": 0, "history_from_version": kept,
+                  "erased_at": now}] * plan.unmatched
+        tables.append_erasure_log(layout, rows)
+        crashpoint("erasure.logged")
+    resolved = {e: set(found) for e, found in plan.resolved.items()} if plan else {}
+    text = delivery.path.read_text(encoding="utf-8-sig")
+    rewritten = erasure.rewrite_request(text, resolved)
+    if rewritten != text:
+        partial = delivery.path.with_name(f".{name}.partial")
+        partial.write_text(rewritten, encoding="utf-8")
+        os.replace(partial, delivery.path)
+        crashpoint("erasure.request_rewritten")
+    stat = delivery.path.stat()
+    final = Delivery(delivery.path, sha256_of(delivery.path), stat.st_size, stat.st_mtime_ns)
+    try:
+        checked = _check_file(source, final)
+    except _Quarantine as reason:         # cannot happen to a file that read before
+        return outcomes + [_quarantine(layout, ingest_log, source, final, str(reason))]
+    outcome = FileOutcome(source.name, name, "applied", rows_read=checked.rows_read,
+                          rows_loaded=checked.rows.good.num_rows,
+                          rows_rejected=checked.rows.rows_rejected,
+                          note=f"{len(plan.ids) if plan else 0} customer(s) erased")
+    _write_atomically(checked.rows.bad, layout.error_report(source.name,
+                                                            source.report_stamp(name)))
+    ingest_log.append([_log_row(source, final, outcome, checked.clock)])
+    crashpoint("erasure.request_logged")
+    shutil.rmtree(erasure.staging(layout, name), ignore_errors=True)
+    return outcomes + [outcome]
+
+
+def _scrub_later_deliveries(layout: Layout, ledger: Ledger) -> None:
+    """Customer files not applied yet lose the rows of customers erased before (SPEC §9)."""
+    erased = tables.read_erasure_log(layout)["customer_id"].dropna()
+    if not len(erased):
+        return
+    ids = {int(i) for i in erased}
+    for delivery in _pending(layout, SOURCES["customer"],
+                             _deliveries(layout, SOURCES["customer"], ledger), ledger):
+        new = erasure.scrub_file(delivery.path, ids)
+        if new is not None:
+            partial = delivery.path.with_name(f".{delivery.name}.partial")
+            partial.write_bytes(new)
+            os.replace(partial, delivery.path)
+            log.warning("customer/%s: rows of erased customers erased before it is applied",
+                        delivery.name)
+
+
 def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
            progress: bool | None = None) -> IngestResult:
-    """Apply every archived file not yet applied, per source in file-date order."""
+    """Apply every archived file not yet applied, per source in file-date order; erasure
+    requests first (each rewrites the raw customer files and rebuilds the customer table)."""
     layout = Layout.of(root)
     with hold(layout.root, "ingest"):
         ledger, ingest_log = Ledger(tables.read_log(layout)), tables.IngestLog(layout)
         bar = _Progress(progress)
+        erased = _erase_requests(layout, ingest_log, ledger, allow_mass_delete, bar)
+        if erased:
+            ledger = Ledger(tables.read_log(layout))
+        _scrub_later_deliveries(layout, ledger)
         # Sources are independent tables: ingest them side by side (the heavy parts, Arrow
         # compute and delta-rs, run without the GIL); each keeps its own file order. Large
         # files go one source at a time, each reading its next file while it commits one.
@@ -536,7 +657,7 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
                                          bar, read_ahead=not side_by_side),
                 SOURCES.values()))
         bar.close()
-        return IngestResult([f for files in per_source for f in files])
+        return IngestResult(erased + [f for files in per_source for f in files])
 
 
 def rebuild(source: str | None = None, root: str | Path = ".", *,
@@ -573,7 +694,10 @@ def status(root: str | Path = ".") -> pd.DataFrame:
     rows = []
     for source in SOURCES.values():
         mine = ledger.latest[ledger.latest["source"] == source.name]
-        applied = mine[mine["status"] == "applied"]
+        applied = mine[mine["status"] == "applied"].reset_index()
+        # a file an erasure rewrote has a row per content: count its latest
+        applied = applied.sort_values("finished_at", kind="stable").drop_duplicates(
+            "file", keep="last")
         archived = layout.archive(source.name)
         current, total = tables.row_counts(layout.table(source.name))
         history = tables.versions(layout.table(source.name))
@@ -593,6 +717,25 @@ def status(root: str | Path = ".") -> pd.DataFrame:
             "rejected_rows": int(applied["rows_rejected"].sum()),
         })
     return pd.DataFrame(rows)
+
+
+def erasures(root: str | Path = ".") -> pd.DataFrame:
+    """One row per applied erasure request (SPEC §9): customers named and found, table
+    versions and files rewritten, the first table version kept, when."""
+    log_rows = tables.read_erasure_log(Layout.of(root))
+    columns = ["request_file", "customers", "found", "versions_rewritten", "files_rewritten",
+               "history_from_version", "erased_at"]
+    if not len(log_rows):
+        return pd.DataFrame(columns=columns)
+    by = log_rows.groupby("request_file", sort=False)
+    return pd.DataFrame({
+        "customers": by["customer_id"].count(),
+        "found": by["versions_rewritten"].apply(lambda v: int((v > 0).sum())),
+        "versions_rewritten": by["versions_rewritten"].sum(),
+        "files_rewritten": by["files_rewritten"].max(),
+        "history_from_version": by["history_from_version"].max(),
+        "erased_at": by["erased_at"].max(),
+    }).reset_index()[columns]
 
 
 def versions(source: str, root: str | Path = ".") -> pd.DataFrame:

@@ -37,6 +37,10 @@ class Layout:
         return self.table("_ingest_log")
 
     @property
+    def erasure_log(self) -> Path:
+        return self.table("_erasure_log")
+
+    @property
     def pull_log(self) -> Path:
         return self.table("_pull_log")
 

@@ -395,6 +395,8 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
                        if exists(p) and not p.name.startswith("."))
         raise FileNotFoundError(f"no table {name!r} under {layout.root / 'tables'} "
                                 f"(tables: {', '.join(known) or 'none yet'})")
+    if version is not None:
+        check_version_kept(layout, name, path, version)
     where = None
     if as_of is not None:
         day = pa.scalar(_as_date(as_of), pa.date32())
@@ -408,6 +410,24 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
         data = data.sort_by([(SOURCES[name].key, "ascending"), ("effective_from", "ascending"),
                              ("expiry_date", "ascending")])
     return data.to_pandas()
+
+
+def check_version_kept(layout: Layout, name: str, path: Path, version: int) -> None:
+    """A version an erasure purged (SPEC §9) is a one-line error that says so."""
+    kept = versions(path)["version"]
+    if len(kept) and version < kept.min():
+        erased = read_erasure_log(layout)
+        if len(erased):
+            last = erased.iloc[-1]
+            raise ValueError(
+                f"{name} version {version} no longer exists: the erasure requested by "
+                f"{last['request_file']} ({last['erased_at']:%Y-%m-%d %H:%M} UTC) purged the "
+                f"versions before {int(kept.min())} so that no copy of the erased data "
+                f"remains; time travel by date (as_of=) still covers every day")
+        raise ValueError(f"{name} version {version} no longer exists: the table's history "
+                         f"starts at version {int(kept.min())}")
+    if len(kept) and version > kept.max():
+        raise ValueError(f"{name} has no version {version} yet (latest: {int(kept.max())})")
 
 
 class IngestLog:
@@ -450,6 +470,30 @@ def append_pull_log(layout: Layout, row: dict) -> None:
     if table.version() and table.version() % CHECKPOINT_EVERY == 0:
         table.optimize.compact()
         DeltaTable(str(path)).create_checkpoint()
+
+
+ERASURE_LOG_SCHEMA = pa.schema([
+    ("request_file", pa.string()), ("customer_id", pa.int64()), ("named_by", pa.string()),
+    ("versions_rewritten", pa.int64()), ("files_rewritten", pa.int64()),
+    ("history_from_version", pa.int64()), ("erased_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+def append_erasure_log(layout: Layout, rows: list[dict]) -> None:
+    """One commit for a request's rows (ids and counts, never personal data, SPEC §9)."""
+    path = layout.erasure_log
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_deltalake(str(path), pa.Table.from_pylist(rows, ERASURE_LOG_SCHEMA), mode="append")
+
+
+def read_erasure_log(layout: Layout) -> pd.DataFrame:
+    """The erasure log, oldest first (empty, with its columns, before the first erasure)."""
+    if not exists(layout.erasure_log):
+        return ERASURE_LOG_SCHEMA.empty_table().to_pandas()
+    # customer ids stay exact int64 where some rows have none (not floats)
+    frame = dataset(layout.erasure_log).to_table().to_pandas(
+        types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    return frame.sort_values("erased_at", kind="stable").reset_index(drop=True)
 
 
 def read_pull_log(layout: Layout) -> pd.DataFrame:
