@@ -10,6 +10,7 @@ spread of them (a few hundred runs).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -265,3 +266,56 @@ def test_an_export_killed_before_it_is_published_leaves_no_file(world, tmp_path)
     assert killed.returncode == -signal.SIGKILL and not out.exists()
     assert finish(start(*args)).returncode == 0 and out.exists()
     assert [p.name for p in out.parent.iterdir()] == ["sales.avro"]
+
+
+ERASURE_HOOKS = ["erasure.before_manifest:1", "erasure.planned:1", "erasure.file_replaced:1",
+                 "erasure.file_replaced:3", "erasure.outputs_scrubbed:1",
+                 "ingest.report_written:2", "rebuild.before_swap:1", "rebuild.after_swap:1",
+                 "erasure.rebuilt:1", "erasure.checkpointed:1", "erasure.purged:1",
+                 "erasure.logged:1", "erasure.request_rewritten:1", "erasure.request_logged:1"]
+
+
+@pytest.fixture(scope="module")
+def erasure_world(world, tmp_path_factory) -> Path:
+    """The crash world applied, then an erasure request for one customer by id and one by
+    email (another letter case) waiting in the landing zone."""
+    root = tmp_path_factory.mktemp("erasure_world") / "root"
+    shutil.copytree(world, root)
+    minilake.run(root)
+    table = minilake.read_table("customer", root=root)
+    current = table[table["is_current"]]
+    request = [{"customer_id": str(current["customer_id"].iloc[0])},
+               {"email": current["email"].iloc[1].upper()}]
+    (root / "landing_zone" / "erasure_requests_20241013.json").write_text(json.dumps(request))
+    return root
+
+
+def erasure_outcome(root: Path) -> dict:
+    from minilake.tables import read_erasure_log
+
+    out = outcome(root)
+    out["log"] = out["log"].drop(columns=["mtime_ns"])      # rewritten files: when they were
+    erased = read_erasure_log(Layout.of(root))
+    out["erasures"] = erased.drop(columns=["erased_at", "history_from_version"])
+    out["left"] = sorted(str(p.relative_to(root)) for p in (root / "tables").glob(".*/*"))
+    return out
+
+
+def test_crash_during_an_erasure_then_rerun_equals_an_uninterrupted_run(erasure_world,
+                                                                        tmp_path):
+    want_root = tmp_path / "reference"
+    shutil.copytree(erasure_world, want_root)
+    assert run_cli(want_root) == 0
+    want = erasure_outcome(want_root)
+    assert len(want["erasures"]) == 2 and want["left"] == []
+    for hook in ERASURE_HOOKS:
+        root = tmp_path / hook.replace(":", "_")
+        shutil.copytree(erasure_world, root)
+        killed = run_cli(root, {"MINILAKE_CRASH_AT": hook})
+        assert killed == -signal.SIGKILL, f"{hook}: the hook was not reached"
+        assert run_cli(root) == 0, hook
+        got = erasure_outcome(root)
+        assert_same(got, want, hook)
+        pd.testing.assert_frame_equal(got["erasures"], want["erasures"], obj=hook)
+        assert got["left"] == [], hook
+        shutil.rmtree(root)
