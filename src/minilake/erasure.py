@@ -69,9 +69,10 @@ class Unparseable(Exception):
     """Not CSV as SPEC §1 writes it (a stray quote, say): cannot be rewritten field by field."""
 
 
-def csv_records(data: bytes) -> Iterator[list[tuple[int, int, bool]]]:
-    """Each record as its fields' (start, end, quoted) byte spans, the quotes excluded."""
-    pos, size = 0, len(data)
+def csv_records(data: bytes, pos: int = 0) -> Iterator[list[tuple[int, int, bool]]]:
+    """Each record from byte ``pos`` on as its fields' (start, end, quoted) byte spans, the
+    quotes excluded."""
+    size = len(data)
     while pos < size:
         fields = []
         while True:
@@ -94,6 +95,32 @@ def csv_records(data: bytes) -> Iterator[list[tuple[int, int, bool]]]:
                 raise Unparseable(f"unexpected {data[pos:pos + 1]!r} at byte {pos}")
             break
         yield fields
+
+
+def record_starts(data: bytes, needles: list[bytes], haystack: bytes | None = None
+                  ) -> list[int]:
+    """Byte offsets of the records (after the header) in which any needle occurs, found
+    without tokenizing the whole file: a record starts after a line end outside quotes, that
+    is with an even number of quotes before it. ``haystack`` is ``data`` as searched (its
+    lower-case copy, to match any letter case)."""
+    haystack = data if haystack is None else haystack
+    starts = set()
+    for needle in needles:
+        at = haystack.find(needle)
+        while at != -1:
+            start = data.rfind(b"\n", 0, at) + 1
+            while start and data.count(b'"', 0, start) % 2:
+                start = data.rfind(b"\n", 0, start - 1) + 1
+            if start:
+                starts.add(start)
+            at = haystack.find(needle, at + len(needle))
+    return sorted(starts)
+
+
+def _records_from(data: bytes, starts: list[int]) -> Iterator[list[tuple[int, int, bool]]]:
+    """The records beginning at ``starts``, tokenized one by one."""
+    for start in starts:
+        yield next(csv_records(data, start))
 
 
 def _text(data: bytes, span: tuple[int, int, bool]) -> str:
@@ -150,12 +177,16 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True) -> bytes:
     rows of ``ids`` erased; every other byte as it was."""
     if not ids or not any(str(i).encode() in data for i in ids):
         return data
-    records = csv_records(data)
-    header = [_text(data, s) for s in next(records, [])]
+    header = [_text(data, s) for s in next(csv_records(data), [])]
     if "customer_id" not in header:
         return data
     at = header.index("customer_id")
     hits = []
+    # an id as a whole field: quoted (SPEC §1), or bare at a line start; else (a report
+    # written by pandas: ids bare and not first) every record is looked at
+    needles = [form % i for i in ids for form in (b'"%d"', b"\n%d,")]
+    starts = record_starts(data, needles)
+    records = _records_from(data, starts) if starts else csv_records(data)
     for spans in records:
         if at < len(spans) and _customer_id(_text(data, spans[at])) in ids:
             hits.append(spans)
@@ -304,7 +335,7 @@ def emails_to_ids(layout: Layout, emails: set[str]) -> dict[str, set[int]]:
         lowered = data.lower()
         if not any(e.encode() in lowered for e in emails):
             continue
-        for row in _raw_rows(raw, data):
+        for row in _raw_rows(raw, data, [e.encode() for e in emails], lowered):
             email = row.get("email", "").strip().lower()
             cid = _customer_id(row.get("customer_id", ""))
             if email in found and cid is not None:
@@ -312,16 +343,17 @@ def emails_to_ids(layout: Layout, emails: set[str]) -> dict[str, set[int]]:
     return found
 
 
-def _raw_rows(path: Path, data: bytes) -> Iterator[dict]:
+def _raw_rows(path: Path, data: bytes, needles: list[bytes], lowered: bytes
+              ) -> Iterator[dict]:
+    """The raw rows of a customer file that hold one of ``needles`` (in ``lowered``)."""
     try:
         if _kind(path) == "json":
             text = data.decode("utf-8")
             for members in json_members(text):
                 yield {m[0]: _scalar(m[4]) for m in members}
             return
-        records = csv_records(data)
-        header = [_text(data, s) for s in next(records, [])]
-        for spans in records:
+        header = [_text(data, s) for s in next(csv_records(data), [])]
+        for spans in _records_from(data, record_starts(data, needles, lowered)):
             yield {header[i]: _text(data, s) for i, s in enumerate(spans) if i < len(header)}
     except (Unparseable, UnicodeDecodeError, json.JSONDecodeError, IndexError):
         return
