@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["avro", "parquet", "csv"], default="avro")
     p.add_argument("--out", default=None, help="the file to write (default: "
                    "ROOT/exports/<table>[_as_of_D|_current][_vN].<format>)")
+    p = command("serve", "the job server (SPEC §10): jobs and tables over HTTP; clients "
+                "send 'Authorization: Bearer $MINILAKE_SERVER_TOKEN'")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
+                   "127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
     p = command("serve-sample-api", "serve the deliveries under ROOT in the SPEC §8 protocol "
                 "(to try pull); MINILAKE_API_TOKEN, if set, is required of clients")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
@@ -197,6 +202,11 @@ def _main(args: argparse.Namespace) -> int:
                                  version=args.version, current=args.current, root=args.root,
                                  progress=progress)
         print(result.line())
+        return 0
+    if args.command == "serve":
+        from minilake.server import serve
+
+        serve(args.root, host=args.host, port=args.port)
         return 0
     if args.command == "serve-sample-api":
         from minilake.sample_api import serve

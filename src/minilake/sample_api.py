@@ -20,7 +20,6 @@ import hmac
 import json
 import os
 import re
-import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -109,16 +108,10 @@ def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 0,
           page_size: int = PAGE_SIZE) -> None:
     """Serve the sample API until interrupted; port 0 takes a free port. The first line
     printed is the URL to pull from."""
-    import uvicorn
+    from minilake.server import listen
 
     token = os.environ.get(TOKEN_ENV) or None
     app = create_app(root, page_size=page_size, token=token)
-    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    where = f"http://{host}:{listener.getsockname()[1]}"
-    print(f"sample API: serving {Layout.of(root).root} on {where}", flush=True)
-    if token is None:
-        print(f"sample API: {TOKEN_ENV} is not set here, so any token is accepted", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    uvicorn.Server(config).run(sockets=[listener])
+    notes = () if token else (f"sample API: {TOKEN_ENV} is not set here, so any token is "
+                              f"accepted",)
+    listen(app, host, port, f"sample API: serving {Layout.of(root).root}", notes)
