@@ -7,6 +7,7 @@ Settings (read when a task runs; Airflow Variable first, else the environment):
 - ``minilake_api_sources`` / ``MINILAKE_API_SOURCES``: sources to pull for the logical date,
   comma-separated (none by default), from ``minilake_api_url`` / ``MINILAKE_API_URL`` with the
   token in the worker's ``MINILAKE_API_TOKEN`` (never a Variable: it would be stored and shown);
+- the marts (SPEC §11) are recomputed by ``refresh_marts`` for the months ``run`` touched;
 - ``MINILAKE_SENSOR_TIMEOUT`` / ``MINILAKE_SENSOR_POKE`` (seconds, read when the file is parsed):
   how long to wait for deliveries (6 h) and how often to look (5 min). When nothing arrives in
   time the run is skipped, not failed.
@@ -83,28 +84,32 @@ def minilake_daily():
         return lines
 
     @task(retries=0)
-    def run() -> list[str]:
+    def run() -> list[str] | None:
+        """split + ingest; returns the months whose marts the files touched (None: all)."""
         from airflow.sdk.exceptions import AirflowFailException
 
         import minilake
 
-        result = minilake.run(_root(), progress=False)
+        result = minilake.run(_root(), progress=False, marts=False)
         for line in result.lines():
             print(line)
         if result.ingest.quarantined:
             raise AirflowFailException("; ".join(
                 f"{f.source}/{f.file}: quarantined: {f.reason}"
                 for f in result.ingest.quarantined))
-        return result.lines()
+        return None if result.months is None else [m.isoformat() for m in result.months]
 
     @task
-    def refresh_marts() -> str:
+    def refresh_marts(months: list[str] | None) -> str:
+        import datetime as dt
+
         import minilake
 
-        if not hasattr(minilake, "marts"):
-            return "no marts in this version of minilake: nothing to refresh"
-        minilake.marts(_root())
-        return "marts refreshed"
+        if months == []:
+            return "no month touched: nothing to refresh"
+        written = minilake.marts(_root(), None if months is None else
+                                 [dt.date.fromisoformat(m) for m in months])
+        return ", ".join(f"{name}: {rows} rows" for name, rows in written.items())
 
     @task
     def write_reports() -> list[str]:
@@ -112,8 +117,9 @@ def minilake_daily():
 
         return sorted(reports.write_reports(_root()))
 
-    (wait_for_deliveries() >> pull_api_sources() >> run() >> refresh_marts()
-     >> write_reports())
+    months = run()
+    wait_for_deliveries() >> pull_api_sources() >> months
+    refresh_marts(months) >> write_reports()
 
 
 DAG = minilake_daily()

@@ -111,6 +111,8 @@ def erased(tmp_path_factory, small_root) -> dict:
     }
     top = reports.write_reports(root, "2024-10-12", root / "reports")["sales_report"]
     by_id = int(top["customer_id"].iloc[0])
+    monthly = minilake.read_mart("customer_monthly", root).to_pandas()
+    before["mart_names"] = set(monthly.loc[monthly["customer_id"] == by_id, "first_name"])
     current = table[table["is_current"] & (table["customer_id"] != by_id)]
     by_email = current.iloc[0]
     gone = table.groupby("customer_id")["is_current"].any()
@@ -143,6 +145,21 @@ def test_no_file_under_the_root_holds_the_erased_data(erased):
     quarantined = erased["root"] / "quarantine" / "customer" / "customer_20241012.json"
     rows = {r["customer_id"]: r for r in json.loads(quarantined.read_text())}
     assert rows[erased["by_id"]]["first_name"] == "[erased]"     # rewritten, still JSON
+
+
+def test_the_marts_and_their_old_files_hold_no_erased_name(erased):
+    root = erased["root"]
+    assert erased["before"]["mart_names"] - {"[erased]"}       # a real name was there
+    files = list((root / "tables" / "marts").rglob("*.parquet"))
+    assert len(files) >= 3
+    for path in files:
+        rows = pq.read_table(path).to_pandas()
+        if "customer_id" in rows:
+            mine = rows[rows["customer_id"].isin(erased["people"])]
+            assert set(mine["first_name"].dropna()) <= {"[erased]"}, path
+    monthly = minilake.read_mart("customer_monthly", root).to_pandas()
+    assert set(monthly.loc[monthly["customer_id"] == erased["by_id"], "first_name"]) == {
+        "[erased]"}
 
 
 def test_every_version_carries_the_placeholders(erased):

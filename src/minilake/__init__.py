@@ -9,7 +9,9 @@ from minilake.ingest import erasures, ingest, rebuild, run, status, versions
 from minilake.landing import land_sample, reset, split
 from minilake.tables import read_table
 
-_LAZY = {"pull": "minilake.api_pull", "pulls": "minilake.api_pull", "export": "minilake.exports"}
+_LAZY = {"pull": "minilake.api_pull", "pulls": "minilake.api_pull", "export": "minilake.exports",
+         "marts": "minilake.datamarts", "read_mart": "minilake.datamarts",
+         "sql": "minilake.query"}
 
 
 def __getattr__(name: str) -> object:
@@ -20,5 +22,6 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'minilake' has no attribute {name!r}")
 
 
-__all__ = ["erasures", "export", "generate", "ingest", "land_sample", "pull", "pulls", "read_table",
-           "rebuild", "reset", "run", "split", "status", "versions"]
+__all__ = ["erasures", "export", "generate", "ingest", "land_sample", "marts", "pull", "pulls",
+           "read_mart", "read_table", "rebuild", "reset", "run", "split", "sql", "status",
+           "versions"]

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["avro", "parquet", "csv"], default="avro")
     p.add_argument("--out", default=None, help="the file to write (default: "
                    "ROOT/exports/<table>[_as_of_D|_current][_vN].<format>)")
+    command("marts", "recompute every data mart (SPEC §11) for every month")
+    p = command("sql", "one read-only SQL query (DuckDB) over the tables, their _current views, "
+                "<table>_as_of('YYYY-MM-DD') and the marts")
+    p.add_argument("query", help="one SELECT")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p = command("serve", "the job server (SPEC §10): jobs and tables over HTTP; clients "
                 "send 'Authorization: Bearer $MINILAKE_SERVER_TOKEN'")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
@@ -202,6 +207,22 @@ def _main(args: argparse.Namespace) -> int:
                                  version=args.version, current=args.current, root=args.root,
                                  progress=progress)
         print(result.line())
+        return 0
+    if args.command == "marts":
+        written = minilake.marts(args.root)
+        print("marts: " + (", ".join(f"{n}: {r} rows" for n, r in written.items())
+                           or "nothing to compute yet (no customer, product and sales tables)"))
+        return 0
+    if args.command == "sql":
+        frame = minilake.sql(args.query, args.root)
+        if args.format == "csv":
+            print(frame.to_csv(index=False), end="")
+        elif args.format == "json":
+            print(frame.to_json(orient="records", date_format="iso", indent=1))
+        else:
+            with pd.option_context("display.width", 250, "display.max_columns", 50,
+                                   "display.max_rows", 500):
+                print(frame.to_string(index=False))
         return 0
     if args.command == "serve":
         from minilake.server import serve

@@ -102,13 +102,21 @@ class IngestResult:
 class RunResult:
     split: SplitResult
     ingest: IngestResult
+    months: list[dt.date] | None = None       # months the run touched (None: every month)
+    marts: dict[str, int] = field(default_factory=dict)   # rows written per mart
 
     @property
     def ok(self) -> bool:
         return self.ingest.ok
 
     def lines(self) -> list[str]:
-        return self.split.lines() + self.ingest.lines()
+        out = self.split.lines() + self.ingest.lines()
+        if self.marts:
+            months = "every month" if self.months is None else ", ".join(
+                m.strftime("%Y-%m") for m in self.months)
+            out.append(f"marts: {months} recomputed ("
+                       + ", ".join(f"{n}: {r} rows" for n, r in self.marts.items()) + ")")
+        return out
 
 
 @dataclass(frozen=True)
@@ -580,6 +588,14 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
         crashpoint("erasure.rebuilt")
         kept = erasure.purge_history(customer) if tables.exists(customer) else None
         crashpoint("erasure.purged")
+        # the marts hold names: recomputed from the erased tables, their history purged
+        from minilake import datamarts
+
+        datamarts.refresh(layout.root)
+        for mart in datamarts.MARTS:
+            if tables.exists(layout.table("marts") / mart):
+                erasure.purge_history(layout.table("marts") / mart)
+        crashpoint("erasure.marts_purged")
         now = dt.datetime.now(dt.UTC)
         rows = [{"request_file": name, "customer_id": i, "named_by": plan.how.get(str(i), ""),
                  "versions_rewritten": plan.versions.get(str(i), 0),
@@ -679,11 +695,57 @@ def rebuild(source: str | None = None, root: str | Path = ".", *,
 
 
 def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
-        progress: bool | None = None) -> RunResult:
-    """split, then ingest."""
-    with hold(Layout.of(root).root, "run"):
-        return RunResult(split(root), ingest(root, allow_mass_delete=allow_mass_delete,
-                                             progress=progress))
+        progress: bool | None = None, marts: bool = True) -> RunResult:
+    """split, ingest, then recompute the marts' months touched by the files applied since the
+    marts were last refreshed (``marts=False`` leaves that to the caller: ``result.months``
+    says which)."""
+    from minilake import datamarts
+
+    layout = Layout.of(root)
+    with hold(layout.root, "run"):
+        result = RunResult(split(root), ingest(root, allow_mass_delete=allow_mass_delete,
+                                               progress=progress))
+        result.months = touched_months(layout)
+        if marts and result.months != []:
+            result.marts = datamarts.marts(layout.root, result.months)
+        return result
+
+
+def touched_months(layout: Layout) -> list[dt.date] | None:
+    """The months whose marts the files applied since their last refresh change (None: every
+    month): the sale months of the sales versions a sales file opened or closed (a
+    correction to an old sale is its old month), and for a customer or product file every
+    month from its date on (a sale meets the versions valid on its date). A rebuild, an
+    erasure, or marts not made yet: every month. Read from the ingest log, so a run killed
+    before its marts were refreshed is caught up by the next one."""
+    from minilake import datamarts
+
+    since = datamarts.refreshed_through(layout)
+    log_rows = tables.read_log(layout)
+    if since is not None:
+        log_rows = log_rows[log_rows["finished_at"] > since]
+    applied = log_rows[log_rows["status"] == "applied"]
+    if not len(applied):
+        return []
+    if since is None or (applied["event"] != "").any() or not applied["source"].isin(
+            list(SOURCES)).all():
+        return None
+    months: set[dt.date] = set()
+    days = sorted(set(applied.loc[applied["source"] == "sales", "file_date"]))
+    if days:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        on = pa.array(days, pa.date32())
+        dates = tables.dataset(layout.table("sales")).to_table(
+            columns=["sale_date"], filter=pc.field("effective_from").isin(on)
+            | pc.field("expiry_date").isin(on)).column("sale_date").to_pylist()
+        months |= {d.replace(day=1) for d in dates}
+    others = applied.loc[applied["source"] != "sales", "file_date"]
+    every = datamarts.sales_months(layout)
+    if len(others) and every:
+        months |= {m for m in every if m >= min(others).replace(day=1)}
+    return sorted(months)
 
 
 def status(root: str | Path = ".") -> pd.DataFrame:

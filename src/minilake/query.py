@@ -1,0 +1,100 @@
+"""SQL over every table and point in time (SPEC §11), on DuckDB in-process.
+
+Each Delta table's live files are registered as a pyarrow dataset (no DuckDB extension is
+installed or loaded), so DuckDB scans them with its filters pushed down. Names:
+
+- ``customer``, ``product``, ``sales``: every version; ``customer_current`` … the current ones;
+- ``customer_as_of('YYYY-MM-DD')`` … (table macros): the versions valid on that date, exactly
+  ``read_table(name, as_of=…)``;
+- the marts ``customer_monthly``, ``product_monthly``, ``daily_sales``; ``ingest_log``,
+  ``pull_log``, ``erasure_log``.
+
+Read-only: one statement, a ``SELECT`` (or ``EXPLAIN``); anything else is refused with a
+one-line reason before it runs. External access (files, network) and configuration changes are
+switched off for the query.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from minilake import tables
+from minilake.layout import Layout
+from minilake.sources import SOURCES
+
+MARTS = ("customer_monthly", "product_monthly", "daily_sales")
+LOGS = {"ingest_log": "_ingest_log", "pull_log": "_pull_log", "erasure_log": "_erasure_log"}
+
+
+class Refused(ValueError):
+    """A statement that would write, or not one statement."""
+
+
+def connect(root: str | Path = "."):
+    """A DuckDB connection with the root's tables, views and macros, locked read-only."""
+    import duckdb
+
+    layout = Layout.of(root)
+    con = duckdb.connect()
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    named = {name: layout.table(name) for name in SOURCES}
+    named |= {name: layout.table("marts") / name for name in MARTS}
+    named |= {name: layout.table(folder) for name, folder in LOGS.items()}
+    for name, path in named.items():
+        if not tables.exists(path):
+            continue
+        data = tables.dataset(path)
+        con.register(f"_{name}", data)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}")
+        if name in SOURCES:
+            con.execute(f"CREATE VIEW {name}_current AS SELECT * FROM {name} WHERE is_current")
+            con.execute(f"CREATE MACRO {name}_as_of(day) AS TABLE SELECT * FROM {name} "
+                        f"WHERE effective_from <= CAST(day AS DATE) "
+                        f"AND expiry_date > CAST(day AS DATE)")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def check_read_only(con, query: str) -> None:
+    """Refuse, with a one-line reason, anything but one SELECT (or EXPLAIN)."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as error:
+        raise Refused(f"not SQL DuckDB can read: {str(error).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise Refused(f"one statement at a time, read-only: got {len(statements)}")
+    kind = statements[0].type
+    if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+        raise Refused(f"read-only: a {kind.name} statement is refused (only SELECT runs here)")
+
+
+def sql(query: str, root: str | Path = ".") -> pd.DataFrame:
+    """Run one read-only query over the root's tables; the result as a DataFrame."""
+    import duckdb
+
+    con = connect(root)
+    try:
+        check_read_only(con, query)
+        try:
+            return con.sql(query).df()
+        except duckdb.Error as error:
+            raise ValueError(f"the query failed: {str(error).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+
+def names(root: str | Path = ".") -> list[str]:
+    """What a query can name under this root."""
+    con = connect(root)
+    try:
+        return sorted(r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            "AND NOT starts_with(table_name, '_')").fetchall())
+    finally:
+        con.close()

@@ -1,0 +1,177 @@
+"""Data marts and SQL (issue 16, SPEC §11): the marts against sums computed here from the raw
+files, incremental refresh by month, and read-only SQL at any point in time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import rawfiles as raw
+from commands import minilake as cli
+
+import minilake
+from minilake.generate import generate
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """Eight days across a month end (October and November)."""
+    root = tmp_path_factory.mktemp("marts_world")
+    generate(root, start="2024-10-27", days=8, customers=300, seed=21, landing_only=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lake(world, tmp_path_factory) -> Path:
+    """Every day but the last applied, then the last (a November day), then a resent October
+    sales file correcting one sale."""
+    root = tmp_path_factory.mktemp("marts_lake") / "root"
+    shutil.copytree(world / "landing_zone", root / "held")
+    (root / "landing_zone").mkdir()
+    days = sorted({raw.file_date(p) for p in (root / "held").iterdir()})
+    for path in (root / "held").iterdir():
+        if raw.file_date(path) != days[-1]:
+            shutil.move(path, root / "landing_zone" / path.name)
+    assert minilake.run(root).ok
+    return root
+
+
+def oracle(archive: Path) -> dict[str, pd.DataFrame]:
+    """The marts computed from the archived raw files alone: every sale as last sent, meeting
+    the customer and product rows of the latest snapshot dated on or before its date."""
+    sales = raw.final_sales(archive / "sales")
+    snapshots = {raw.file_date(p): raw.customers(p).set_index("customer_id")
+                 for p in raw.days(archive / "customer", "customer")}
+    catalogues = {raw.file_date(p): raw.products(p).set_index("product_id")
+                  for p in raw.days(archive / "product", "products")}
+
+    def as_of(snaps: dict, day, key, column):
+        dated = [d for d in snaps if d <= day]
+        if not dated:
+            return None
+        snap = snaps[max(dated)]
+        return snap.loc[key, column] if key in snap.index else None
+
+    rows = []
+    for sale in sales.itertuples():
+        day = pd.Timestamp(sale.sale_date).date()
+        rows.append({"month": day.replace(day=1), "sale_date": day, "sale_id": sale.sale_id,
+                     "customer_id": int(sale.customer_id), "product_id": sale.product_id,
+                     "quantity": int(sale.quantity), "money": Decimal(sale.total_price),
+                     "membership_status": as_of(snapshots, day, sale.customer_id,
+                                                "membership_status"),
+                     "name": as_of(catalogues, day, sale.product_id, "name")})
+    frame = pd.DataFrame(rows)
+    frame["membership_status"] = frame["membership_status"].fillna("(none)")
+
+    def cents(values) -> float:
+        return float(sum(values, Decimal(0)).quantize(Decimal("0.01"), ROUND_HALF_EVEN))
+
+    customer = frame.groupby(["month", "customer_id"]).agg(
+        orders=("sale_id", "count"), total_quantity=("quantity", "sum"),
+        total_spent=("money", cents)).reset_index()
+    product = frame.groupby(["month", "product_id", "name", "membership_status"]).agg(
+        orders=("sale_id", "count"), total_quantity=("quantity", "sum"),
+        revenue=("money", cents)).reset_index()
+    daily = frame.groupby(["sale_date", "membership_status"]).agg(
+        orders=("sale_id", "count"), revenue=("money", cents),
+        customers=("customer_id", "nunique")).reset_index()
+    return {"customer_monthly": customer, "product_monthly": product, "daily_sales": daily,
+            "sales": frame}
+
+
+def mart(root: Path, name: str) -> pd.DataFrame:
+    frame = minilake.read_mart(name, root).to_pandas()
+    if "membership_status" in frame:
+        frame["membership_status"] = frame["membership_status"].fillna("(none)")
+    return frame
+
+
+def compare(got: pd.DataFrame, want: pd.DataFrame, keys: list[str], columns: list[str]):
+    got = got.sort_values(keys).reset_index(drop=True)[keys + columns]
+    want = want.sort_values(keys).reset_index(drop=True)[keys + columns]
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=True)
+
+
+def check_against_raw(root: Path) -> None:
+    want = oracle(root / "archive")
+    assert (want["sales"]["membership_status"] == "(none)").any()   # deleted customers' sales
+    compare(mart(root, "customer_monthly"), want["customer_monthly"],
+            ["month", "customer_id"], ["orders", "total_quantity", "total_spent"])
+    compare(mart(root, "product_monthly"), want["product_monthly"],
+            ["month", "product_id", "name", "membership_status"],
+            ["orders", "total_quantity", "revenue"])
+    compare(mart(root, "daily_sales"), want["daily_sales"], ["sale_date", "membership_status"],
+            ["orders", "revenue", "customers"])
+
+
+def adds_and_removes(path: Path) -> list[str]:
+    """The file paths the table's latest commit added or removed."""
+    log = sorted((path / "_delta_log").glob("*.json"))[-1]
+    actions = [json.loads(line) for line in log.read_text().splitlines()]
+    return [a[k]["path"] for a in actions for k in ("add", "remove") if k in a]
+
+
+def test_marts_equal_sums_from_the_raw_files_and_refresh_one_month(lake, tmp_path):
+    check_against_raw(lake)
+    # the last day (November) arrives: only November's partitions are rewritten
+    for path in (lake / "held").iterdir():
+        shutil.move(path, lake / "landing_zone" / path.name)
+    result = minilake.run(lake)
+    assert result.ok and [m.isoformat() for m in result.months] == ["2024-11-01"]
+    for name in ("customer_monthly", "product_monthly", "daily_sales"):
+        touched = adds_and_removes(lake / "tables" / "marts" / name)
+        assert touched and all(p.startswith("month=2024-11-01/") for p in touched), touched
+    check_against_raw(lake)
+    # and equal a full rebuild
+    before = {n: mart(lake, n) for n in ("customer_monthly", "product_monthly", "daily_sales")}
+    copy = tmp_path / "copy"
+    shutil.copytree(lake, copy)
+    minilake.marts(copy)
+    for name, frame in before.items():
+        keys = list(frame.columns[:4])
+        pd.testing.assert_frame_equal(mart(copy, name).sort_values(keys).reset_index(drop=True),
+                                      frame.sort_values(keys).reset_index(drop=True), obj=name)
+
+
+def test_a_resent_correction_to_an_old_month_recomputes_it(lake, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(lake, root)
+    october = sorted((root / "archive" / "sales").glob("sales_202410*.txt"))[-1]
+    lines = october.read_bytes().split(b"\r\n")
+    fields = lines[0].split(b"~")
+    fields[3] = b"5"                                            # quantity 5
+    fields[5] = f"{5 * float(fields[4]):.2f}".encode()          # and its total
+    lines[0] = b"~".join(fields)
+    (root / "landing_zone" / october.name).write_bytes(b"\r\n".join(lines))
+    assert minilake.run(root).ok
+    check_against_raw(root)
+
+
+def test_sql_at_a_point_in_time_equals_read_table(lake):
+    for day in ("2024-10-27", "2024-10-31", "2024-11-02"):
+        got = minilake.sql(f"SELECT * FROM customer_as_of('{day}') ORDER BY customer_id, "
+                           f"effective_from", lake)
+        want = minilake.read_table("customer", as_of=day, root=lake)
+        assert len(got) == len(want) > 0
+        assert list(got["customer_id"]) == list(want["customer_id"])
+        assert list(got["row_hash"]) == list(want["row_hash"])
+    current = minilake.sql("SELECT count(*) AS n FROM sales_current", lake)["n"].iloc[0]
+    assert current == minilake.read_table("sales", root=lake)["is_current"].sum()
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM sales", "INSERT INTO sales SELECT * FROM sales", "CREATE TABLE x AS SELECT 1",
+    "COPY (SELECT * FROM sales) TO 'out.csv'", "ATTACH 'other.db'",
+    "SELECT 1; DELETE FROM sales", "DROP VIEW sales"])
+def test_sql_refuses_anything_that_writes(lake, statement):
+    before = minilake.versions("sales", lake)["version"].tolist()
+    done = cli("sql", statement, "--root", str(lake))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "read-only" in done.stderr or "one statement" in done.stderr
+    assert minilake.versions("sales", lake)["version"].tolist() == before
+    assert not (lake / "out.csv").exists() and not (lake / "other.db").exists()
