@@ -34,24 +34,21 @@ from minilake.layout import Layout
 
 MARTS = ("customer_monthly", "product_monthly", "daily_sales")
 
-_SALES = """
-    SELECT s.*, CAST(date_trunc('month', s.sale_date) AS DATE) AS month
+# Every sale of the months with the customer and product versions valid on its date: made
+# once per refresh (a temporary DuckDB table), then aggregated into each mart.
+JOINED = """
+    CREATE TEMP TABLE j AS
+    SELECT s.*, CAST(date_trunc('month', s.sale_date) AS DATE) AS month,
+           c.membership_status, p.name
     FROM _sales AS s
-    WHERE s.is_current AND CAST(date_trunc('month', s.sale_date) AS DATE) IN (SELECT m FROM _months)
-"""
-_JOINED = f"""
-    WITH sale AS ({_SALES})
-    SELECT sale.*, c.membership_status, c.first_name, c.last_name, p.name
-    FROM sale
-    LEFT JOIN _customer AS c ON c.customer_id = sale.customer_id
-        AND c.effective_from <= sale.sale_date AND sale.sale_date < c.expiry_date
-    LEFT JOIN _product AS p ON p.product_id = sale.product_id
-        AND p.effective_from <= sale.sale_date AND sale.sale_date < p.expiry_date
+    LEFT JOIN _customer AS c ON c.customer_id = s.customer_id
+        AND c.effective_from <= s.sale_date AND s.sale_date < c.expiry_date
+    LEFT JOIN _product AS p ON p.product_id = s.product_id
+        AND p.effective_from <= s.sale_date AND s.sale_date < p.expiry_date
 """
 QUERIES = {
-    "customer_monthly": f"""
-        WITH j AS ({_JOINED}),
-        last AS (
+    "customer_monthly": """
+        WITH last AS (
             SELECT month, customer_id, arg_max_null(membership_status, (sale_date, sale_id))
                        AS membership_status,
                    max(sale_date) AS last_sale,
@@ -69,18 +66,17 @@ QUERIES = {
         SELECT month, customer_id, first_name, last_name, membership_status, orders,
                total_quantity, total_spent
         FROM named WHERE rank = 1 ORDER BY month, customer_id""",
-    "product_monthly": f"""
-        WITH j AS ({_JOINED})
+    "product_monthly": """
         SELECT month, product_id, name, membership_status, count(*) AS orders,
                sum(quantity) AS total_quantity, round(sum(total_price), 2) AS revenue,
                round(sum(total_price) / sum(quantity), 2) AS avg_unit_price
         FROM j GROUP BY ALL ORDER BY month, product_id, name, membership_status""",
-    "daily_sales": f"""
-        WITH j AS ({_JOINED})
+    "daily_sales": """
         SELECT month, sale_date, membership_status, count(*) AS orders,
                round(sum(total_price), 2) AS revenue, count(DISTINCT customer_id) AS customers
         FROM j GROUP BY ALL ORDER BY sale_date, membership_status""",
 }
+SALE_COLUMNS = ["sale_id", "customer_id", "product_id", "quantity", "total_price", "sale_date"]
 
 
 def _month(day: dt.date) -> dt.date:
@@ -154,21 +150,36 @@ def _refresh(layout: Layout, months: list[dt.date] | None) -> dict[str, int]:
     con.execute("SET autoload_known_extensions = false")
     first, last = months[0], (months[-1] + dt.timedelta(days=32)).replace(day=1)
     day = pa.scalar
+    in_months = None
+    for month in months:
+        following = (month + dt.timedelta(days=32)).replace(day=1)
+        one = ((pc.field("sale_date") >= day(month, pa.date32()))
+               & (pc.field("sale_date") < day(following, pa.date32())))
+        in_months = one if in_months is None else in_months | one
     sales = tables.dataset(layout.table("sales")).to_table(
-        filter=(pc.field("sale_date") >= day(first, pa.date32()))
-        & (pc.field("sale_date") < day(last, pa.date32())) & pc.field("is_current"))
+        columns=SALE_COLUMNS, filter=in_months & pc.field("is_current"))
     overlapping = ((pc.field("effective_from") < day(last, pa.date32()))
                    & (pc.field("expiry_date") > day(first, pa.date32())))
-    customer = tables.dataset(layout.table("customer")).to_table(
-        columns=["customer_id", "first_name", "last_name", "membership_status",
-                 "effective_from", "expiry_date"], filter=pc.field("effective_from")
-        < day(last, pa.date32()))
+    # the versions valid at some moment of the months; and, for a customer with none (deleted
+    # upstream before), their earlier versions, whose names the customer mart shows
+    columns = ["customer_id", "first_name", "last_name", "membership_status",
+               "effective_from", "expiry_date"]
+    customers = tables.dataset(layout.table("customer"))
+    customer = customers.to_table(columns=columns, filter=overlapping)
+    unseen = pc.filter(pc.unique(sales.column("customer_id")), pc.invert(pc.is_in(
+        pc.unique(sales.column("customer_id")), value_set=customer.column("customer_id"))))
+    if len(unseen):
+        earlier = customers.to_table(columns=columns, filter=pc.field("customer_id").isin(
+            unseen) & (pc.field("effective_from") < day(last, pa.date32())))
+        customer = pa.concat_tables([customer, earlier.cast(customer.schema)])
     product = tables.dataset(layout.table("product")).to_table(
         columns=["product_id", "name", "effective_from", "expiry_date"], filter=overlapping)
     con.register("_sales", sales)
     con.register("_customer", customer)
     con.register("_product", product)
-    con.register("_months", pa.table({"m": pa.array(months, pa.date32())}))
+    con.execute(JOINED)
+    con.unregister("_sales")
+    del sales                   # the joined rows are DuckDB's now
     written = {}
     for name, query in QUERIES.items():
         rows = con.sql(query).to_arrow_table()
