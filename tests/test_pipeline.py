@@ -19,7 +19,10 @@ OPTIONAL = ["address", "phone_number", "job", "company", "city", "state", "count
 
 
 def table_versions(root: Path) -> dict[str, int]:
-    return {p.name: DeltaTable(str(p)).version() for p in (root / "tables").iterdir()}
+    """Every Delta table under tables/ (the marts' too) and its version."""
+    folders = [*(root / "tables").iterdir(), *(root / "tables" / "marts").glob("*")]
+    return {str(p.relative_to(root)): DeltaTable(str(p)).version() for p in folders
+            if p.is_dir() and DeltaTable.is_deltatable(str(p))}
 
 
 @pytest.fixture(scope="module")

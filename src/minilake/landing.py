@@ -94,7 +94,7 @@ def _split(layout: Layout) -> SplitResult:
 
 # --- back to the checked-out state (SPEC §7) --------------------------------------------------
 
-GENERATED = ["tables", "error_reports", "reports", "quarantine", "archive"]
+GENERATED = ["tables", "error_reports", "reports", "exports", "quarantine", "archive"]
 
 
 @dataclass
@@ -127,8 +127,8 @@ def _is_sample_copy(path: Path, samples: dict[str, list[Path]]) -> bool:
 
 def reset(root: str | Path = ".") -> ResetResult:
     """Move archived and quarantined files back to landing_zone/ (dropping byte-identical
-    copies of files in samples/), then delete tables, error reports, reports, quarantine and
-    archive: the root is left as checked out."""
+    copies of files in samples/), then delete tables, error reports, reports, exports,
+    quarantine and archive: the root is left as checked out."""
     layout = Layout.of(root)
     with hold(layout.root, "reset"):
         return _reset(layout)
