@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import filecmp
 import hashlib
 import json
 import logging
 import os
+import tempfile
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ import pandas as pd
 import stamina
 from tqdm import tqdm
 
-from minilake import readers, tables
+from minilake import readers, storage, tables
 from minilake.crashpoints import crashpoint
 from minilake.landing import superseded_name
 from minilake.layout import Layout
@@ -272,15 +272,12 @@ def pull(source: str, date: dt.date | str, root: str | Path = ".", url: str | No
     refuses the token or keeps failing."""
     source_, day, url, token = _config(source, date, url)
     layout = Layout.of(root)
-    if not layout.root.is_dir():
-        raise FileNotFoundError(f"no root folder {layout.root}")
     file = source_.file_name(day, JSON)
     pages = _Pages(url, source_, day, token, policy or RetryPolicy())
     result = PullResult(source_.name, day, file, pages.where(1).partition(" of ")[2])
     started = dt.datetime.now(dt.UTC)
     with hold(layout.root, "pull"):
-        scratch = layout.root / "tables" / ".pull" / f"{file}.partial"
-        scratch.parent.mkdir(parents=True, exist_ok=True)
+        scratch = _scratch(layout, file)
         try:
             bad = _fetch(pages, scratch, result, progress)
         except BaseException:
@@ -298,6 +295,16 @@ def pull(source: str, date: dt.date | str, root: str | Path = ".", url: str | No
         if result.outcome != "empty":
             _log(layout, result, started)
     return result
+
+
+def _scratch(layout: Layout, file: str) -> Path:
+    """Where a pull writes its pages before the file lands: ``tables/.pull/`` of a local
+    root (same file system, so landing is a rename), a local scratch folder for an S3 root
+    (the finished file is uploaded as one object)."""
+    folder = (layout.root / "tables" / ".pull" if storage.is_local(layout.root)
+              else Path(tempfile.gettempdir()) / f"minilake-pull-{os.getuid()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{file}.partial"
 
 
 def _fetch(pages: _Pages, scratch: Path, result: PullResult,
@@ -340,17 +347,16 @@ def _land(layout: Layout, source: Source, result: PullResult, scratch: Path) -> 
     landing = layout.landing / result.file
     archived = layout.archive(source.name) / result.file
     for there in (archived, landing):
-        if there.exists() and filecmp.cmp(scratch, there, shallow=False):
+        if there.exists() and storage.same_bytes(scratch, there):
             scratch.unlink()
             result.outcome = "unchanged"
-            result.reason = str(there.relative_to(layout.root))
+            result.reason = there.relative_to(layout.root).as_posix()
             return
     if landing.exists():
         raise PullError(f"landing_zone/{result.file} is waiting to be split with other "
                         f"content; run split (or run) first, then pull again")
-    layout.landing.mkdir(parents=True, exist_ok=True)
     crashpoint("pull.before_land")
-    os.replace(scratch, landing)
+    storage.move(scratch, landing)
     crashpoint("pull.after_land")
     result.outcome = "landed"
 
@@ -361,16 +367,14 @@ def _quarantine_page(layout: Layout, source: Source, result: PullResult, scratch
     came goes to quarantine/<source>/ with the reason; nothing lands."""
     scratch.unlink()
     folder = layout.quarantine(source.name)
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / result.file
     result.outcome = "quarantined"
     result.reason = f"page {page} of {result.url}: {why}"
     if target.exists():
-        os.replace(target, superseded_name(target))
-    partial = folder / f".{result.file}.partial"
-    partial.write_bytes(body)
-    (folder / f"{result.file}.reason.txt").write_text(result.reason + "\n", encoding="utf-8")
-    os.replace(partial, target)
+        storage.move(target, superseded_name(target))
+    storage.write_bytes(folder / f"{result.file}.reason.txt",
+                        (result.reason + "\n").encode("utf-8"))
+    storage.write_bytes(target, body)
     log.error("%s", result.line())
 
 

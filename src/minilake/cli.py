@@ -142,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _guarded(args: argparse.Namespace) -> int:
     from minilake.lock import RootBusy
+    from minilake.storage import StorageError
 
     try:
         return _main(args)
-    except (RootBusy, FileNotFoundError, ValueError) as error:
+    except (RootBusy, StorageError, FileNotFoundError, ValueError) as error:
         print(f"minilake {args.command}: {error}", file=sys.stderr)
         return 2
 
@@ -286,7 +287,7 @@ def _report(args: argparse.Namespace) -> int:
     frames = reports.write_reports(args.root, args.until, args.out)
     out = args.out or Layout.of(args.root).reports
     print(f"report: {len(frames)} report(s) written to {out}")
-    if not Layout.of(args.root).final_results.is_dir():
+    if not Layout.of(args.root).final_results.exists():
         return 0
     verdicts = [reports.check(name, args.root, frame=frame) for name, frame in frames.items()]
     _print([str(v) for v in verdicts])
@@ -302,7 +303,7 @@ def _workbook(args: argparse.Namespace) -> int:
     layout = Layout.of(args.root)
     notebook = Path(args.notebook)
     if not notebook.is_absolute():
-        notebook = layout.root / notebook
+        notebook = layout.root / args.notebook
     print(f"workbook: executing {notebook.name} in {layout.root} ...", flush=True)
     done = execute(notebook, layout.root, out=layout.reports)
     _print(done.verdicts)

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import write_deltalake
 
-from minilake import tables
+from minilake import storage, tables
 from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
 
@@ -118,10 +116,8 @@ def refreshed_through(layout: Layout):
 
 
 def _mark_refreshed(layout: Layout, through) -> None:
-    path = layout.table("marts") / STATE
-    partial = path.with_name(f".{STATE}.partial")
-    partial.write_text(json.dumps({"log_finished_at": through.isoformat()}), encoding="utf-8")
-    os.replace(partial, path)
+    storage.write_bytes(layout.table("marts") / STATE,
+                        json.dumps({"log_finished_at": through.isoformat()}).encode("utf-8"))
 
 
 def refresh(root: str | Path = ".", months: list[dt.date] | None = None) -> dict[str, int]:
@@ -192,13 +188,12 @@ def _refresh(layout: Layout, months: list[dt.date] | None) -> dict[str, int]:
 
 def _replace_months(path: Path, rows: pa.Table, months: list[dt.date]) -> None:
     """One commit: the months' partitions replaced by ``rows`` (the other months kept)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not tables.exists(path):
-        write_deltalake(str(path), rows, partition_by=["month"], mode="overwrite")
+        tables.write(path, rows, partition_by=["month"], mode="overwrite")
         return
     listed = ", ".join(f"'{m.isoformat()}'" for m in months)
-    write_deltalake(str(path), rows, partition_by=["month"], mode="overwrite",
-                    predicate=f"month IN ({listed})")
+    tables.write(path, rows, partition_by=["month"], mode="overwrite",
+                 predicate=f"month IN ({listed})")
 
 
 def marts(root: str | Path = ".", months: list[dt.date] | None = None) -> dict[str, int]:

@@ -30,9 +30,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake import tables
+from minilake import storage, tables
 from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
 from minilake.readers import TEXT, TextFrame
@@ -289,9 +287,8 @@ def raw_customer_files(layout: Layout) -> list[Path]:
     quarantined."""
     out = []
     for folder in (layout.archive(CUSTOMER.name), layout.quarantine(CUSTOMER.name)):
-        if folder.is_dir():
-            out += sorted(p for p in folder.iterdir() if p.is_file()
-                          and not p.name.endswith(".reason.txt") and not p.name.startswith("."))
+        out += [p for p in storage.files(folder)
+                if not p.name.endswith(".reason.txt") and not p.name.startswith(".")]
     return out
 
 
@@ -330,7 +327,7 @@ def emails_to_ids(layout: Layout, emails: set[str]) -> dict[str, set[int]]:
                               lower.filter(mask).to_pylist(), strict=True):
             found[email].add(cid)
     for raw in raw_customer_files(layout) + sorted(
-            layout.root.glob(f"error_reports/errors_{CUSTOMER.name}_*.csv")):
+            storage.files(layout.root / "error_reports", f"errors_{CUSTOMER.name}_*.csv")):
         data = raw.read_bytes()
         lowered = data.lower()
         if not any(e.encode() in lowered for e in emails):
@@ -429,16 +426,16 @@ def plan(layout: Layout, request: str, ids: set[int], emails: set[str]) -> Plan:
     how = {str(i): "customer_id" for i in ids}
     how |= {str(i): "email" for found in resolved.values() for i in found if str(i) not in how}
     folder = staging(layout, request)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    storage.remove_tree(folder)
+    storage.mkdirs(folder)
     files = []
     for n, path in enumerate(raw_customer_files(layout)):
         new = scrub_file(path, everyone)
         if new is None:
             continue
         staged = folder / f"{n:05d}"
-        staged.write_bytes(new)
-        files.append({"target": str(path.relative_to(layout.root)), "staged": staged.name,
+        storage.write_bytes(staged, new)
+        files.append({"target": path.relative_to(layout.root).as_posix(), "staged": staged.name,
                       "sha256": hashlib.sha256(new).hexdigest()})
     counts: dict[str, int] = {}
     path = layout.table(CUSTOMER.name)
@@ -450,21 +447,20 @@ def plan(layout: Layout, request: str, ids: set[int], emails: set[str]) -> Plan:
                   {e: sorted(found) for e, found in resolved.items()}, files,
                   {str(i): counts.get(str(i), 0) for i in everyone},
                   sum(1 for found in resolved.values() if not found))
-    partial = folder / ".manifest.json.partial"
-    partial.write_text(result.to_json(), encoding="utf-8")
-    crashpoint("erasure.before_manifest")
-    os.replace(partial, folder / "manifest.json")
+    with storage.publish(folder / "manifest.json", "w", encoding="utf-8") as out:
+        out.write(result.to_json())
+        crashpoint("erasure.before_manifest")
     return result
 
 
 def put_in_place(layout: Layout, plan: Plan) -> None:
     """Each staged file renamed over its original (done already where the staged one is
-    gone)."""
+    gone; on S3 a copy, then a delete of the staged one: a crash between copies it again)."""
     folder = staging(layout, plan.request)
     for entry in plan.files:
         staged = folder / entry["staged"]
         if staged.exists():
-            os.replace(staged, layout.root / entry["target"])
+            storage.move(staged, layout.root / entry["target"])
             log.info("erasure %s: rewrote %s", plan.request, entry["target"])
             crashpoint("erasure.file_replaced")
 
@@ -472,17 +468,16 @@ def put_in_place(layout: Layout, plan: Plan) -> None:
 def purge_history(path: Path) -> int:
     """Keep only the table's latest version: a checkpoint of it, the log before it removed,
     every file it does not reference deleted. Returns the version kept."""
-    table = tables.DeltaTable(str(path))
+    table = tables.delta(path)
     version = table.version()
     table.create_checkpoint()
     crashpoint("erasure.checkpointed")
-    logs = Path(path) / "_delta_log"
-    for entry in logs.iterdir():
+    for entry in storage.files(path / "_delta_log"):
         stem = entry.name.split(".")[0]
         if stem.isdigit() and int(stem) < version:
-            entry.unlink()
-    tables.DeltaTable(str(path)).vacuum(retention_hours=0, dry_run=False,
-                                        enforce_retention_duration=False, full=True)
+            storage.remove(entry)
+    tables.delta(path).vacuum(retention_hours=0, dry_run=False,
+                              enforce_retention_duration=False, full=True)
     return version
 
 
@@ -493,10 +488,8 @@ def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[st
     customers goes too. Returns what was done, a line each."""
     done = []
     for folder in ("reports", "exports"):
-        for path in sorted((layout.root / folder).rglob("*")):
-            if not path.is_file():
-                continue
-            rel = str(path.relative_to(layout.root))
+        for path in storage.tree(layout.root / folder):
+            rel = path.relative_to(layout.root).as_posix()
             data = path.read_bytes()
             new = None
             if path.suffix == ".csv":
@@ -510,19 +503,17 @@ def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[st
                 _replace_bytes(path, new)
                 done.append(f"rewrote {rel}")
             elif any(v in (new or data) for v in values):
-                path.unlink()
+                storage.remove(path)
                 done.append(f"removed {rel}: it held an erased customer's data (generate it "
                             f"again)")
-    for path in sorted((layout.root / "tables" / ".pull").glob("customer_*")):
-        path.unlink()
-        done.append(f"removed {path.relative_to(layout.root)} (an unfinished pull)")
+    for path in storage.files(layout.root / "tables" / ".pull", "customer_*"):
+        storage.remove(path)
+        done.append(f"removed {path.relative_to(layout.root).as_posix()} (an unfinished pull)")
     return done
 
 
 def _replace_bytes(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    storage.write_bytes(path, data)
 
 
 def _scrub_columnar(path: Path, ids: set[int]) -> bytes | None:
@@ -533,7 +524,8 @@ def _scrub_columnar(path: Path, ids: set[int]) -> bytes | None:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        data = pq.read_table(path)
+        with path.open("rb") as handle:
+            data = pq.read_table(handle)
         if "customer_id" not in data.column_names:
             return None
         mask = pc.is_in(data.column("customer_id"), value_set=pa.array(sorted(ids),

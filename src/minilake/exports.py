@@ -11,10 +11,10 @@ empty); Parquet and CSV through pyarrow. The file appears under its name only wh
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from minilake import tables
+from minilake import storage, tables
 from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
 from minilake.sources import SOURCES
@@ -119,10 +119,8 @@ def export(table: str, out: str | Path | None = None, *, format: str = "avro",
     data = tables.dataset(path, version)
     schema = _schema(table, data)
     where = _filter(as_of, current)
-    target = Path(out) if out is not None else _default_out(layout, table, format, as_of,
-                                                             version, current)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
+    target = storage.as_path(out) if out is not None else _default_out(
+        layout, table, format, as_of, version, current)
     total = data.count_rows(filter=where)
     bar = tqdm(total=total, desc=f"export {table}", unit="row", unit_scale=True,
                disable=None if progress is None else not progress)
@@ -140,16 +138,16 @@ def export(table: str, out: str | Path | None = None, *, format: str = "avro",
                 bar.update(batch.num_rows)
 
     try:
-        rows = WRITERS[format](table, schema, batches(), partial)
+        with storage.publish(target) as handle:
+            rows = WRITERS[format](table, schema, batches(), handle)
+            crashpoint("export.before_publish")
     finally:
         bar.close()
-    crashpoint("export.before_publish")
-    os.replace(partial, target)
-    return ExportResult(table, target, format, rows, target.stat().st_size)
+    return ExportResult(table, target, format, rows, storage.stat(target)[0])
 
 
 def _avro(table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
-          path: Path) -> int:
+          handle: IO[bytes]) -> int:
     import fastavro
 
     parsed = fastavro.parse_schema(avro_schema(table, schema))
@@ -168,24 +166,24 @@ def _avro(table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
             count += plain.num_rows
             yield from plain.to_pylist()
 
-    with path.open("wb") as handle:
-        fastavro.writer(handle, parsed, records(), codec="deflate")
+    fastavro.writer(handle, parsed, records(), codec="deflate")
     return count
 
 
 def _parquet(table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
-             path: Path) -> int:
+             handle: IO[bytes]) -> int:
     count = 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
         for batch in batches:
             writer.write_batch(batch)
             count += batch.num_rows
     return count
 
 
-def _csv(table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch], path: Path) -> int:
+def _csv(table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
+         handle: IO[bytes]) -> int:
     count = 0
-    with pacsv.CSVWriter(path, schema,
+    with pacsv.CSVWriter(handle, schema,
                          write_options=pacsv.WriteOptions(quoting_style="all_valid")) as writer:
         for batch in batches:
             writer.write_batch(batch)

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import filecmp
 import hashlib
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from minilake import erasure, tables
+from minilake import erasure, storage, tables
 from minilake.crashpoints import crashpoint
 from minilake.landing import SplitResult, split, superseded_name
 from minilake.layout import Layout
@@ -187,26 +185,21 @@ def sha256_of(path: Path) -> str:
 
 
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    # Every field quoted: raw values may hold separators, quotes, CR or LF of any kind.
-    frame.to_csv(partial, index=False, quoting=csv.QUOTE_ALL)
-    crashpoint("ingest.report_written")
-    os.replace(partial, path)
+    with storage.publish(path, "w", encoding="utf-8", newline="") as out:
+        # Every field quoted: raw values may hold separators, quotes, CR or LF of any kind.
+        frame.to_csv(out, index=False, quoting=csv.QUOTE_ALL)
+        crashpoint("ingest.report_written")
 
 
 def _deliveries(layout: Layout, source: Source, ledger: Ledger) -> list[Delivery]:
     """A source's archived files, in file-date order."""
-    folder = layout.archive(source.name)
-    if not folder.is_dir():
-        return []
-    files = [(path, path.stat()) for path in folder.iterdir()
-             if path.is_file() and source.file_date(path.name)]
+    files = [path for path in storage.files(layout.archive(source.name))
+             if source.file_date(path.name)]
 
-    def identify(item: tuple[Path, os.stat_result]) -> Delivery:
-        path, stat = item
-        sha = ledger.trusted_sha(path, stat.st_size, stat.st_mtime_ns) or sha256_of(path)
-        return Delivery(path, sha, stat.st_size, stat.st_mtime_ns)
+    def identify(path: Path) -> Delivery:
+        size, mtime_ns = storage.stat(path)
+        sha = ledger.trusted_sha(path, size, mtime_ns) or sha256_of(path)
+        return Delivery(path, sha, size, mtime_ns)
 
     # New files are hashed side by side: hashlib runs without the GIL, one core per file.
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
@@ -331,14 +324,13 @@ def _quarantine(layout: Layout, ingest_log: tables.IngestLog, source: Source,
 
 def _move_to_quarantine(layout: Layout, source: Source, path: Path, reason: str) -> None:
     folder = layout.quarantine(source.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{path.name}.reason.txt").write_text(reason + "\n", encoding="utf-8")
+    storage.write_bytes(folder / f"{path.name}.reason.txt", (reason + "\n").encode("utf-8"))
     crashpoint("quarantine.after_reason")
     target = folder / path.name
-    if target.exists() and path.exists() and not filecmp.cmp(target, path, shallow=False):
-        os.replace(target, superseded_name(target))             # keep what was there
+    if target.exists() and path.exists() and not storage.same_bytes(target, path):
+        storage.move(target, superseded_name(target))           # keep what was there
     if path.exists():
-        os.replace(path, target)
+        storage.move(path, target)
 
 
 class _Progress:
@@ -408,7 +400,7 @@ def _rebuild(layout: Layout, ingest_log: tables.IngestLog, source: Source,
 
     ``events`` names the files that caused the rebuild (file -> late | resent | rebuild)."""
     scratch = layout.root / "tables" / ".rebuild" / source.name
-    shutil.rmtree(scratch, ignore_errors=True)
+    storage.remove_tree(scratch)
     opened = tables.Opened(scratch)
     bar.add(len(deliveries) - len(events))
     log.warning("%s: rebuilding from %d archived file(s): %s", source.name, len(deliveries),
@@ -444,7 +436,7 @@ def _rebuild(layout: Layout, ingest_log: tables.IngestLog, source: Source,
             rows.append(_log_row(source, Delivery(layout.archive(source.name) / name, old, 0, 0),
                                  gone, {}))
     ingest_log.append(rows)
-    shutil.rmtree(scratch, ignore_errors=True)
+    storage.remove_tree(scratch)
     return outcomes
 
 
@@ -537,10 +529,11 @@ def _erase_requests(layout: Layout, ingest_log: tables.IngestLog, ledger: Ledger
     started), each ending with the customer table rebuilt from the rewritten archive."""
     source = ERASURE_REQUESTS
     pending = _pending(layout, source, _deliveries(layout, source, ledger), ledger)
-    for folder in sorted((layout.root / "tables" / ".erasure").glob("*")):
-        if not (layout.archive(source.name) / folder.name).exists() or \
-                folder.name not in {d.name for d in pending}:
-            shutil.rmtree(folder)            # its request was logged applied: done
+    staged = layout.root / "tables" / ".erasure"
+    for folder in sorted({p.relative_to(staged).parts[0] for p in storage.tree(staged)}):
+        if not (layout.archive(source.name) / folder).exists() or \
+                folder not in {d.name for d in pending}:
+            storage.remove_tree(staged / folder)   # its request was logged applied: done
     outcomes = []
     bar.add(len(pending))
     for delivery in pending:
@@ -610,12 +603,9 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
     text = delivery.path.read_text(encoding="utf-8-sig")
     rewritten = erasure.rewrite_request(text, resolved)
     if rewritten != text:
-        partial = delivery.path.with_name(f".{name}.partial")
-        partial.write_text(rewritten, encoding="utf-8")
-        os.replace(partial, delivery.path)
+        storage.write_bytes(delivery.path, rewritten.encode("utf-8"))
         crashpoint("erasure.request_rewritten")
-    stat = delivery.path.stat()
-    final = Delivery(delivery.path, sha256_of(delivery.path), stat.st_size, stat.st_mtime_ns)
+    final = Delivery(delivery.path, sha256_of(delivery.path), *storage.stat(delivery.path))
     try:
         checked = _check_file(source, final)
     except _Quarantine as reason:         # cannot happen to a file that read before
@@ -628,7 +618,7 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
                                                             source.report_stamp(name)))
     ingest_log.append([_log_row(source, final, outcome, checked.clock)])
     crashpoint("erasure.request_logged")
-    shutil.rmtree(erasure.staging(layout, name), ignore_errors=True)
+    storage.remove_tree(erasure.staging(layout, name))
     return outcomes + [outcome]
 
 
@@ -642,9 +632,7 @@ def _scrub_later_deliveries(layout: Layout, ledger: Ledger) -> None:
                              _deliveries(layout, SOURCES["customer"], ledger), ledger):
         new = erasure.scrub_file(delivery.path, ids)
         if new is not None:
-            partial = delivery.path.with_name(f".{delivery.name}.partial")
-            partial.write_bytes(new)
-            os.replace(partial, delivery.path)
+            storage.write_bytes(delivery.path, new)
             log.warning("customer/%s: rows of erased customers erased before it is applied",
                         delivery.name)
 
@@ -664,8 +652,8 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
         # Sources are independent tables: ingest them side by side (the heavy parts, Arrow
         # compute and delta-rs, run without the GIL); each keeps its own file order. Large
         # files go one source at a time, each reading its next file while it commits one.
-        largest = max((p.stat().st_size for s in SOURCES.values()
-                       for p in layout.archive(s.name).glob("*") if p.is_file()), default=0)
+        largest = max((storage.stat(p)[0] for s in SOURCES.values()
+                       for p in storage.files(layout.archive(s.name))), default=0)
         side_by_side = largest <= SIDE_BY_SIDE_UP_TO_BYTES
         with ThreadPoolExecutor(max_workers=len(SOURCES) if side_by_side else 1) as pool:
             per_source = list(pool.map(
@@ -765,8 +753,7 @@ def status(root: str | Path = ".") -> pd.DataFrame:
         history = tables.versions(layout.table(source.name))
         rows.append({
             "source": source.name,
-            "archived": sum(1 for p in archived.glob("*") if source.file_date(p.name))
-            if archived.is_dir() else 0,
+            "archived": sum(1 for p in storage.files(archived) if source.file_date(p.name)),
             "applied": len(applied),
             "quarantined": int((mine["status"] == "quarantined").sum()),
             "superseded": int((mine["status"] == "superseded").sum()),

@@ -1,7 +1,10 @@
 """landing_zone/ -> archive/<source>/ (SPEC §2, step 1).
 
 Files are moved with ``os.replace`` (atomic on one file system), so a crash leaves each file
-either in the landing zone or in the archive. A file that matches no source stays in the landing
+either in the landing zone or in the archive. On S3 (SPEC §12) a move is a copy, then a delete:
+a crash between the two leaves the file in both places, and the next split finds the archived
+copy identical (same name, same bytes) and only deletes the landing one; ingest knows a file by
+name and sha256, so it is applied once. A file that matches no source stays in the landing
 zone and is reported. A file delivered again byte for byte (a day pulled twice, a resent export
 nobody changed) is dropped from the landing zone, said once: its archived copy is the same bytes,
 so nothing is lost, and it is not reported again on every run. A file of a name already
@@ -10,13 +13,11 @@ archived with other content is a resent file: the earlier one is kept beside it.
 
 from __future__ import annotations
 
-import filecmp
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minilake import storage
 from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
 from minilake.lock import hold
@@ -43,9 +44,13 @@ class SplitResult:
 
 
 def superseded_name(path: Path) -> Path:
-    """``NAME.superseded-N`` with the first free N: a name no source claims."""
+    """``NAME.superseded-N`` with the first free N: a name no source claims. A copy of
+    ``path`` already kept under such a name (an S3 move that stopped before its delete) is
+    that name again, so the earlier file is not kept twice."""
     n = 1
     while (candidate := path.with_name(f"{path.name}.superseded-{n}")).exists():
+        if not storage.is_local(path) and storage.same_bytes(candidate, path):
+            return candidate
         n += 1
     return candidate
 
@@ -59,10 +64,8 @@ def split(root: str | Path = ".") -> SplitResult:
 
 def _split(layout: Layout) -> SplitResult:
     result = SplitResult()
-    if not layout.landing.is_dir():
-        return result
-    for path in sorted(layout.landing.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
+    for path in storage.files(layout.landing):
+        if path.name.startswith("."):
             continue
         source = source_of(path.name)
         if source is None:
@@ -71,21 +74,20 @@ def _split(layout: Layout) -> SplitResult:
             continue
         target = layout.archive(source.name) / path.name
         if target.exists():
-            if filecmp.cmp(path, target, shallow=False):
-                path.unlink()
+            if storage.same_bytes(path, target):
+                storage.remove(path)
                 log.warning("%s/%s: delivered again, identical to the archived copy; dropped "
                             "from landing_zone/", source.name, path.name)
                 result.dropped.append(target)
                 continue
             kept = superseded_name(target)
-            os.replace(target, kept)              # a resent file: keep the earlier one
+            storage.move(target, kept)            # a resent file: keep the earlier one
             crashpoint("split.superseded")
             log.warning("%s/%s: resent with other content; the earlier one is kept as %s",
                         source.name, path.name, kept.name)
             result.superseded.append((target, kept))
-        target.parent.mkdir(parents=True, exist_ok=True)
         crashpoint("split.before_move")
-        os.replace(path, target)
+        storage.move(path, target)
         crashpoint("split.after_move")
         log.info("%s/%s: archived", source.name, path.name)
         result.moved.append(target)
@@ -115,14 +117,13 @@ class ResetResult:
 
 def _samples_by_name(root: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
-    for path in (root / "samples").rglob("*"):
-        if path.is_file():
-            found.setdefault(path.name, []).append(path)
+    for path in storage.tree(root / "samples"):
+        found.setdefault(path.name, []).append(path)
     return found
 
 
 def _is_sample_copy(path: Path, samples: dict[str, list[Path]]) -> bool:
-    return any(filecmp.cmp(path, s, shallow=False) for s in samples.get(path.name, []))
+    return any(storage.same_bytes(path, s) for s in samples.get(path.name, []))
 
 
 def reset(root: str | Path = ".") -> ResetResult:
@@ -137,32 +138,32 @@ def reset(root: str | Path = ".") -> ResetResult:
 def _reset(layout: Layout) -> ResetResult:
     result = ResetResult()
     samples = _samples_by_name(layout.root)
-    layout.landing.mkdir(exist_ok=True)
+    storage.mkdirs(layout.landing)
     for folder in ("archive", "quarantine"):
-        for path in sorted((layout.root / folder).rglob("*")):
-            if not path.is_file() or path.name.endswith(".reason.txt"):
+        for path in storage.tree(layout.root / folder):
+            if path.name.endswith(".reason.txt"):
                 continue
-            where = str(path.relative_to(layout.root))
+            where = path.relative_to(layout.root).as_posix()
             target = layout.landing / path.name
             if _is_sample_copy(path, samples):
-                path.unlink()
+                storage.remove(path)
                 result.dropped.append(where)
             elif not target.exists():
-                os.replace(path, target)
+                storage.move(path, target)
                 result.moved_back.append(where)
-            elif filecmp.cmp(path, target, shallow=False):
-                path.unlink()
+            elif storage.same_bytes(path, target):
+                storage.remove(path)
                 result.dropped.append(where)
             else:
                 result.kept.append(where)
-    for path in sorted(layout.landing.iterdir()):
-        if path.is_file() and _is_sample_copy(path, samples):
-            path.unlink()
-            result.dropped.append(str(path.relative_to(layout.root)))
+    for path in storage.files(layout.landing):
+        if _is_sample_copy(path, samples):
+            storage.remove(path)
+            result.dropped.append(path.relative_to(layout.root).as_posix())
     for name in GENERATED:
         folder = layout.root / name
         if folder.exists() and not any(k.startswith(name + "/") for k in result.kept):
-            shutil.rmtree(folder)
+            storage.remove_tree(folder)
             result.deleted.append(name)
     return result
 
@@ -172,17 +173,18 @@ def land_sample(root: str | Path = ".", sample: str = "broken_day") -> list[str]
     not copied again); return the names of the sample's files."""
     layout = Layout.of(root)
     folder = layout.root / "samples" / sample
-    if not folder.is_dir():
-        known = sorted(p.name for p in (layout.root / "samples").glob("*") if p.is_dir())
+    found = storage.files(folder)
+    if not found:
+        known = sorted({p.relative_to(layout.root / "samples").parts[0]
+                        for p in storage.tree(layout.root / "samples")})
         raise FileNotFoundError(f"no sample {sample!r} in {layout.root / 'samples'} "
                                 f"(samples: {', '.join(known) or 'none'})")
     names = []
-    for path in sorted(folder.iterdir()):
+    for path in found:
         names.append(path.name)
         source = source_of(path.name)
         archived = layout.archive(source.name) / path.name if source else None
-        if archived is not None and archived.exists() and filecmp.cmp(path, archived, False):
+        if archived is not None and archived.exists() and storage.same_bytes(path, archived):
             continue
-        layout.landing.mkdir(exist_ok=True)
-        shutil.copy2(path, layout.landing / path.name)
+        storage.copy(path, layout.landing / path.name)
     return names

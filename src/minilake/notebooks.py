@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -25,18 +27,24 @@ class Executed:
 
 def execute(path: str | Path, root: str | Path = ".", out: str | Path | None = None,
             timeout: int = 1800) -> Executed:
-    """Run a notebook with ``root`` as its working folder; save it (and an HTML export) into
+    """Run a notebook with ``root`` as its working folder (an S3 root: a scratch folder, the
+    root given to the notebook in ``MINILAKE_ROOT``); save it (and an HTML export) into
     ``out`` if given. Errors are collected, not raised, so the saved notebook shows them."""
     from jupyter_client import KernelManager
     from nbclient import NotebookClient
 
-    notebook = nbformat.read(Path(path), as_version=4)
-    with tempfile.TemporaryDirectory(prefix="minilake-kernel-") as sockets:
+    from minilake import storage
+
+    path = path if hasattr(path, "read_text") else Path(path)
+    notebook = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    with tempfile.TemporaryDirectory(prefix="minilake-kernel-") as sockets, \
+            _environment(MINILAKE_ROOT=str(root)):
+        workdir = str(root) if storage.is_local(root) else sockets
         # IPC sockets keep the kernel's channels off the network (and ipykernel quiet).
         kernel = KernelManager(kernel_name="python3", transport="ipc",
                                ip=str(Path(sockets) / "kernel"))
         client = NotebookClient(notebook, km=kernel, timeout=timeout, allow_errors=True,
-                                resources={"metadata": {"path": str(root)}})
+                                resources={"metadata": {"path": workdir}})
         try:
             client.execute()
         finally:                       # a kernel manager we pass in is ours to shut down
@@ -50,9 +58,8 @@ def execute(path: str | Path, root: str | Path = ".", out: str | Path | None = N
             elif output.get("output_type") == "stream" and output.get("name") == "stdout":
                 verdicts += [line for line in output["text"].splitlines() if VERDICT.match(line)]
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        nbformat.write(notebook, out / Path(path).name)
+        out = out if hasattr(out, "joinpath") else Path(out)
+        storage.write_bytes(out / path.name, nbformat.writes(notebook).encode("utf-8"))
         import logging
 
         from nbconvert import HTMLExporter
@@ -60,5 +67,20 @@ def execute(path: str | Path, root: str | Path = ".", out: str | Path | None = N
         logging.getLogger("traitlets").setLevel(logging.ERROR)   # "alternative text missing"
 
         html, _ = HTMLExporter().from_notebook_node(notebook)
-        (out / Path(path).with_suffix(".html").name).write_text(html, encoding="utf-8")
+        storage.write_bytes(out / path.with_suffix(".html").name, html.encode("utf-8"))
     return Executed(notebook, verdicts, errors)
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """Environment variables set for the block (the kernel, a child process, inherits them)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

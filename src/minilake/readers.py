@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from minilake import storage
+
 # pandas' Arrow-backed text: pyarrow compute reads these columns without a copy.
 TEXT = pd.StringDtype("pyarrow")
 
@@ -125,11 +127,10 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
             f"row has {row.actual_columns} fields, expected {row.expected_columns}"))
         return "skip"
 
-    size = path.stat().st_size
+    size = storage.stat(path)[0]
     if size == 0:
         raise UnreadableFile("empty file")
-    with pa.memory_map(str(path)) as mapped:
-        data = mapped.read_buffer()
+    data = storage.buffer(path)
     _require_utf8(path, data)
 
     def parse(block_size: int) -> pa.Table:
@@ -214,7 +215,7 @@ def read_quoted_csv(path: Path, columns: list[str], *,
 def read_tilde_lines(path: Path, columns: list[str], *,
                      block_size: int = BLOCK_SIZE) -> TextFrame:
     """No header, '~' separator, no quoting, CRLF (or LF) line ends."""
-    if path.stat().st_size == 0:
+    if storage.stat(path)[0] == 0:
         return TextFrame(pd.DataFrame({c: pd.Series([], dtype=TEXT) for c in columns}))
     return _read_delimited(path, columns, header=False, delimiter="~", quoted=False,
                            block_size=block_size)
@@ -324,7 +325,7 @@ def read_json_array(path: Path, columns: list[str], *, aliases: dict[str, str] |
     value) are malformed rows for the error report. ``aliases`` are other spellings of a key
     (``customer-id`` for ``customer_id``); with ``absent_ok`` a key no object has is no
     fault (every column optional, as in an erasure request)."""
-    if path.stat().st_size == 0:
+    if storage.stat(path)[0] == 0:
         raise UnreadableFile("empty file")
     try:
         text = path.read_bytes().decode("utf-8-sig")

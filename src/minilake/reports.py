@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake import tables
+from minilake import storage, tables
 from minilake.layout import Layout
 
 MONEY_TOLERANCE = 0.01
@@ -162,8 +162,8 @@ def build(name: str, root: str | Path = ".", until: dt.date | str | None = None
 
 def write(frame: pd.DataFrame, path: Path) -> Path:
     """A report as CSV, money with two decimals."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, float_format="%.2f")
+    with storage.publish(path, "w", encoding="utf-8", newline="") as out:
+        frame.to_csv(out, index=False, float_format="%.2f")
     return path
 
 
@@ -173,7 +173,7 @@ def write_reports(root: str | Path = ".", until: dt.date | str | None = None,
     """Build and write reports as CSV (default: all of them, into ``root/reports``)."""
     from minilake.lock import hold
 
-    folder = Path(out) if out is not None else Layout.of(root).reports
+    folder = storage.as_path(out) if out is not None else Layout.of(root).reports
     with hold(Layout.of(root).root, "report"):
         frames = {name: build(name, root, until) for name in names or REPORTS}
         for name, frame in frames.items():
@@ -225,8 +225,8 @@ def compare(frame: pd.DataFrame, reference: pd.DataFrame, report: str,
 
 
 def reference(name: str, root: str | Path = ".") -> pd.DataFrame:
-    return pd.read_csv(Layout.of(root).final_results / f"{name}.csv", dtype=str,
-                       keep_default_na=False)
+    with (Layout.of(root).final_results / f"{name}.csv").open("rb") as handle:
+        return pd.read_csv(handle, dtype=str, keep_default_na=False)
 
 
 def check(name: str, root: str | Path = ".", until: dt.date | str | None = None,
@@ -290,7 +290,8 @@ def chart_beside_reference(plot, frame: pd.DataFrame, name: str, root: str | Pat
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 4.5))
     plot(frame, ax=left)
     left.set_title(left.get_title() + " (minilake)")
-    right.imshow(mpimg.imread(Layout.of(root).final_results / f"{name}.png"))
+    with (Layout.of(root).final_results / f"{name}.png").open("rb") as handle:
+        right.imshow(mpimg.imread(handle, format="png"))
     right.set_title("reference (final_results/)")
     right.axis("off")
     fig.tight_layout()
@@ -319,4 +320,5 @@ def error_report(root: str | Path, file: str) -> pd.DataFrame:
     if source is None:
         raise ValueError(f"{file!r} is not a file of any source")
     path = Layout.of(root).error_report(source.name, source.report_stamp(file))
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    with path.open("rb") as handle:
+        return pd.read_csv(handle, dtype=str, keep_default_na=False)

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.transaction import AddAction, RemoveAction
 
+from minilake import storage
 from minilake.keys import found
 from minilake.layout import Layout
 from minilake.scd2 import OPEN_END, Changes
@@ -68,7 +69,20 @@ def partitioning(source: Source) -> list[str]:
 
 
 def exists(path: Path) -> bool:
-    return DeltaTable.is_deltatable(str(path))
+    return DeltaTable.is_deltatable(storage.uri(path), storage.delta_options(path))
+
+
+def delta(path: Path, version: int | None = None) -> DeltaTable:
+    """The Delta table at ``path`` (local or on S3), at ``version`` or the latest."""
+    return DeltaTable(storage.uri(path), version=version,
+                      storage_options=storage.delta_options(path))
+
+
+def write(path: Path, data, **kwargs) -> None:
+    """``write_deltalake`` at ``path`` (local or on S3)."""
+    storage.mkdirs(path.parent)
+    write_deltalake(storage.uri(path), data, storage_options=storage.delta_options(path),
+                    **kwargs)
 
 
 def dataset(path: Path, version: int | None = None) -> ds.Dataset:
@@ -79,10 +93,11 @@ def dataset(path: Path, version: int | None = None) -> ds.Dataset:
     threads take the GIL for every file they open, while a delta-rs call on another thread
     may hold the GIL and wait for delta-rs's runtime, whose threads wait for those reads (a
     rebuild's swap streams such a dataset into ``write_deltalake``). Every minilake table is
-    a local folder, so no Python runs inside a read."""
-    table = DeltaTable(str(path), version=version)
-    files = pafs.SubTreeFileSystem(str(Path(path).resolve()), pafs.LocalFileSystem())
-    return table.to_pyarrow_dataset(filesystem=files)
+    a local folder or an S3 prefix, read by Arrow's own filesystem for either, so no Python
+    runs inside a read."""
+    table = delta(path, version)
+    filesystem, base = storage.arrow(path)
+    return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(base, filesystem))
 
 
 class Opened:
@@ -99,7 +114,7 @@ class Opened:
         if self._table is not None:
             self._table.update_incremental()
         elif exists(self.path):
-            self._table = DeltaTable(str(self.path))
+            self._table = delta(self.path)
         return self._table
 
 
@@ -183,7 +198,7 @@ def versions(path: Path) -> pd.DataFrame:
     """``version``, ``committed_at``, ``operation``, ``files``: each table version and the
     file(s) it came from."""
     rows = []
-    for entry in DeltaTable(str(path)).history() if exists(path) else []:
+    for entry in delta(path).history() if exists(path) else []:
         meta = json.loads(entry.get(COMMIT_KEY, "{}"))
         files = [f["file"] for f in meta.get("files", [meta] if "file" in meta else [])]
         what = meta.get("note", "")
@@ -220,9 +235,8 @@ def apply_changes(opened: Opened, source: Source, changes: Changes, day: dt.date
     rows = _open_versions(changes.inserts, day).select(schema.names).cast(schema)
     path, table = opened.path, opened.table()
     if table is None:                                   # the table's first file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(path), rows, partition_by=partitioning(source), mode="error",
-                        commit_properties=commit)
+        write(path, rows, partition_by=partitioning(source), mode="error",
+              commit_properties=commit)
         return _after_commit(opened)
     files = _Files(path, source, schema)
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
@@ -258,6 +272,7 @@ class _Files:
 
     def __init__(self, root: Path, source: Source, schema: pa.Schema):
         self.root, self.source = root, source
+        self.filesystem, self.base = storage.arrow(root)
         self.partitions = partitioning(source)
         self.stored = pa.schema([f for f in schema if f.name not in self.partitions])
         # The key and row_hash are (nearly) all distinct: a dictionary is built, then dropped.
@@ -302,13 +317,13 @@ class _Files:
     def write(self, rows: pa.Table, partition: dict[str, str]) -> AddAction:
         folder = "/".join(f"{k}={partition[k]}" for k in self.partitions)
         relative = f"{folder}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = f"{self.base}/{relative}"
+        storage.mkdirs(self.root / folder)
         rows = rows.select(self.stored.names).cast(self.stored)
         pq.write_table(rows, target, compression="snappy", use_dictionary=self.dictionary,
-                       write_statistics=self.statistics)
-        stat = target.stat()
-        return AddAction(relative, stat.st_size, partition, stat.st_mtime_ns // 1_000_000,
+                       write_statistics=self.statistics, filesystem=self.filesystem)
+        info = self.filesystem.get_file_info(target)
+        return AddAction(relative, info.size, partition, info.mtime_ns // 1_000_000,
                          True, _statistics(rows))
 
     def expire(self, file: dict, keys: pa.Array, day: dt.date) -> tuple[list, list]:
@@ -316,7 +331,7 @@ class _Files:
         ``day``, to the history partition. Returns (actions, pieces): the file's removal and
         the files written, and the pieces too small for a file of their own (for
         :meth:`pack`). ([], []) if the file holds none of the keys."""
-        rows = pq.read_table(self.root / file["path"])
+        rows = pq.read_table(f"{self.base}/{file['path']}", filesystem=self.filesystem)
         held = rows[self.source.key].combine_chunks()
         ends = pa.array(found(held, keys.cast(held.type)))
         if not pc.any(ends).as_py():
@@ -371,11 +386,10 @@ def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -
         data = dataset(rebuilt).scanner(columns=schema.names).to_reader()
     else:
         data = schema.empty_table()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), data, partition_by=partitioning(source), mode="overwrite",
-                    schema_mode="overwrite",
-                    commit_properties=CommitProperties(
-                        custom_metadata={COMMIT_KEY: json.dumps(provenance)}))
+    write(path, data, partition_by=partitioning(source), mode="overwrite",
+          schema_mode="overwrite",
+          commit_properties=CommitProperties(
+              custom_metadata={COMMIT_KEY: json.dumps(provenance)}))
     return _after_commit(Opened(path))
 
 
@@ -441,11 +455,13 @@ class IngestLog:
     def append(self, rows: list[dict]) -> None:
         """Add rows (one per file)."""
         path = self._opened.path
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = pa.Table.from_pylist(rows, LOG_SCHEMA)
         with self._lock:
             table = self._opened.table()
-            write_deltalake(str(path) if table is None else table, data, mode="append")
+            if table is None:
+                write(path, data, mode="append")
+            else:
+                write_deltalake(table, data, mode="append")
             table = self._opened.table()
             if table.version() % CHECKPOINT_EVERY == 0:      # one small file per row otherwise
                 table.optimize.compact()
@@ -464,12 +480,11 @@ PULL_LOG_SCHEMA = pa.schema([
 def append_pull_log(layout: Layout, row: dict) -> None:
     """One row per pull (SPEC §8), one commit; the caller holds the root's lock."""
     path = layout.pull_log
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), pa.Table.from_pylist([row], PULL_LOG_SCHEMA), mode="append")
-    table = DeltaTable(str(path))
+    write(path, pa.Table.from_pylist([row], PULL_LOG_SCHEMA), mode="append")
+    table = delta(path)
     if table.version() and table.version() % CHECKPOINT_EVERY == 0:
         table.optimize.compact()
-        DeltaTable(str(path)).create_checkpoint()
+        delta(path).create_checkpoint()
 
 
 ERASURE_LOG_SCHEMA = pa.schema([
@@ -481,9 +496,7 @@ ERASURE_LOG_SCHEMA = pa.schema([
 
 def append_erasure_log(layout: Layout, rows: list[dict]) -> None:
     """One commit for a request's rows (ids and counts, never personal data, SPEC §9)."""
-    path = layout.erasure_log
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), pa.Table.from_pylist(rows, ERASURE_LOG_SCHEMA), mode="append")
+    write(layout.erasure_log, pa.Table.from_pylist(rows, ERASURE_LOG_SCHEMA), mode="append")
 
 
 def read_erasure_log(layout: Layout) -> pd.DataFrame:

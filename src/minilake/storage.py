@@ -1,0 +1,347 @@
+"""The storage seam (SPEC §12): a root is a local folder or ``s3://bucket/prefix``.
+
+Every path minilake handles is a :class:`upath.UPath` (fsspec's pathlib): a local root gives
+plain local paths, an S3 root gives paths on ``s3fs``. What pathlib cannot say the same way on
+both is here: publishing a file whole (a local write goes to a partial file renamed into place;
+an S3 object appears whole with its PUT), moving (a rename; on S3 a copy, then a delete),
+comparing, deleting a folder, creating an object only if absent (the lock's lease), and the
+settings each library needs to reach the same place: delta-rs's ``storage_options`` and
+pyarrow's filesystem for Parquet.
+
+S3 settings come from the usual environment: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``, ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``), and ``AWS_ENDPOINT_URL`` for
+an S3-compatible store (an ``http://`` endpoint is used as given).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+from upath import UPath
+
+SCHEMES = ("s3",)
+
+
+class StorageError(Exception):
+    """A root that cannot be used: unknown scheme, missing, unreachable, or refused."""
+
+
+def s3_settings() -> dict[str, str]:
+    """The S3 settings of the environment (never printed: they hold the secret key)."""
+    env = os.environ
+    return {k: v for k, v in {
+        "endpoint": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL", ""),
+        "key": env.get("AWS_ACCESS_KEY_ID", ""),
+        "secret": env.get("AWS_SECRET_ACCESS_KEY", ""),
+        "token": env.get("AWS_SESSION_TOKEN", ""),
+        "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+    }.items() if v}
+
+
+def _s3_path(uri: str) -> UPath:
+    s = s3_settings()
+    options = {"use_listings_cache": False,      # other writers (delta-rs, arrow) add files
+               "client_kwargs": {"region_name": s["region"]}}
+    if "endpoint" in s:
+        options["endpoint_url"] = s["endpoint"]
+    for name in ("key", "secret", "token"):
+        if name in s:
+            options[name] = s[name]
+    return UPath(uri, **options)
+
+
+def where(path: UPath | Path | str) -> str:
+    """The bucket and endpoint of an S3 path, for error messages; a local path as it is."""
+    if is_local(path):
+        return str(path)
+    bucket = urlsplit(str(path)).netloc
+    endpoint = s3_settings().get("endpoint", "AWS's default endpoint")
+    return f"bucket {bucket!r} at {endpoint}"
+
+
+def locate(root: str | Path | UPath, create: bool = False) -> UPath | Path:
+    """The root as a path, checked: it must exist (a local folder, or an S3 prefix holding at
+    least one object), unless ``create``. Nothing is created here."""
+    if isinstance(root, UPath) and not is_local(root):
+        return root
+    text = str(root)
+    scheme = urlsplit(text).scheme if "://" in text else ""
+    if scheme == "":
+        path = Path(text).resolve()
+        if not create and not path.is_dir():
+            what = "is not a folder" if path.exists() else "does not exist"
+            raise StorageError(f"root {path} {what}; give the folder that holds landing_zone/ "
+                               f"(or an s3://bucket/prefix)")
+        return path
+    if scheme not in SCHEMES:
+        raise StorageError(f"root {text}: minilake does not know the scheme {scheme!r}; a root "
+                           f"is a local folder or s3://bucket/prefix")
+    path = _s3_path(text.rstrip("/"))
+    bucket = urlsplit(text).netloc
+    if not bucket:
+        raise StorageError(f"root {text}: no bucket named; a root is s3://bucket/prefix")
+    try:
+        path.fs.ls(bucket, detail=False)
+        found = create or path.fs.find(path.path, maxdepth=None, withdirs=False,
+                                       detail=False)
+    except FileNotFoundError:
+        raise StorageError(f"root {text}: no {where(path)}") from None
+    except PermissionError as e:
+        raise StorageError(f"root {text}: {where(path)} refused the credentials "
+                           f"(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): {_short(e)}") from None
+    except Exception as e:             # noqa: BLE001 - botocore's errors are not OSErrors
+        raise StorageError(f"root {text}: cannot reach {where(path)}: {_short(e)}") from None
+    if not found:
+        raise StorageError(f"root {text} does not exist: nothing under that prefix in "
+                           f"{where(path)}; upload landing_zone/ there first")
+    return path
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def as_path(text: str | Path) -> UPath | Path:
+    """A file or folder named by the user (a local path or an ``s3://`` URI), unchecked."""
+    if not isinstance(text, str) or "://" not in text:
+        return Path(text).resolve()
+    if not text.startswith("s3://"):
+        raise StorageError(f"{text}: minilake does not know the scheme "
+                           f"{urlsplit(text).scheme!r}; use a local path or s3://bucket/key")
+    return _s3_path(text)
+
+
+def is_local(path: UPath | Path | str) -> bool:
+    if isinstance(path, str):
+        return "://" not in path or path.startswith("file://")
+    return not isinstance(path, UPath) or path.protocol in ("", "file", "local")
+
+
+def uri(path: UPath | Path) -> str:
+    """What delta-rs and DuckDB take: a local path, or ``s3://bucket/key``."""
+    return str(path) if is_local(path) else f"s3://{path.path}"
+
+
+def delta_options(path: UPath | Path) -> dict[str, str] | None:
+    """delta-rs's storage options for ``path`` (None for a local path). Commits on S3 are
+    conditional writes (``If-None-Match``): two writers cannot both win a version, so no
+    locking provider or unsafe rename is needed."""
+    if is_local(path):
+        return None
+    s = s3_settings()
+    options = {"AWS_REGION": s["region"]}
+    if "endpoint" in s:
+        options["AWS_ENDPOINT_URL"] = s["endpoint"]
+        if s["endpoint"].startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    for name, option in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"),
+                         ("token", "AWS_SESSION_TOKEN")):
+        if name in s:
+            options[option] = s[name]
+    return options
+
+
+def arrow(path: UPath | Path):
+    """(pyarrow filesystem, path on it) for reading and writing Parquet at ``path``: Arrow's
+    own local or S3 filesystem, so that no Python runs inside a read (see tables.dataset)."""
+    import pyarrow.fs as pafs
+
+    if is_local(path):
+        return pafs.LocalFileSystem(), str(path)
+    s = s3_settings()
+    endpoint = urlsplit(s.get("endpoint", ""))
+    fs = pafs.S3FileSystem(access_key=s.get("key"), secret_key=s.get("secret"),
+                           session_token=s.get("token"), region=s["region"],
+                           endpoint_override=endpoint.netloc or None,
+                           scheme=endpoint.scheme or "https")
+    return fs, path.path
+
+
+def mkdirs(path: UPath | Path) -> None:
+    """A folder and its parents (nothing to do on S3, where folders are key prefixes)."""
+    if is_local(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def publish(path: UPath | Path, mode: str = "wb", **kwargs) -> Iterator[IO]:
+    """A file to write ``path`` through, seen by readers whole or not at all: locally a
+    partial file renamed into place, on S3 a local scratch file uploaded as one object when
+    the block ends (memory stays flat however large the file). An error in the block leaves
+    ``path`` as it was."""
+    if is_local(path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")    # one writer per root (the lock)
+        try:
+            with partial.open(mode, **kwargs) as handle:
+                yield handle
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="minilake-upload-") as scratch:
+        local = Path(scratch) / path.name
+        with local.open(mode, **kwargs) as handle:
+            yield handle
+        path.fs.put_file(str(local), path.path)
+
+
+def write_bytes(path: UPath | Path, data: bytes) -> None:
+    """``path`` holds ``data``, published whole."""
+    with publish(path) as handle:
+        handle.write(data)
+
+
+def move(source: UPath | Path, target: UPath | Path) -> None:
+    """``source`` to ``target`` (replacing it): a rename locally; on S3 a copy, then a delete,
+    so that a crash in between leaves both (the caller recognises the copy)."""
+    if is_local(source) and is_local(target):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        return
+    if is_local(source):                    # a local scratch file published to the bucket
+        target.fs.put_file(str(source), target.path)
+    else:
+        source.fs.copy(source.path, target.path)
+    remove(source)
+
+
+def copy(source: UPath | Path, target: UPath | Path) -> None:
+    """``source``'s bytes to ``target``, published whole (either may be local or on S3)."""
+    if is_local(source) and is_local(target):
+        with publish(target) as out, Path(source).open("rb") as handle:
+            shutil.copyfileobj(handle, out, 1 << 20)
+        return
+    with source.open("rb") as handle:
+        write_bytes(target, handle.read())
+
+
+def same_bytes(a: UPath | Path, b: UPath | Path) -> bool:
+    if is_local(a) and is_local(b):
+        return filecmp.cmp(a, b, shallow=False)
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return sha256(a) == sha256(b)
+
+
+def sha256(path: UPath | Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove(path: UPath | Path) -> None:
+    """A file, if it is there."""
+    if is_local(path):
+        Path(path).unlink(missing_ok=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.fs.rm_file(path.path)
+
+
+def remove_tree(path: UPath | Path) -> None:
+    """A folder and everything under it, if it is there."""
+    if is_local(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.fs.rm(path.path, recursive=True)
+
+
+def files(folder: UPath | Path, pattern: str = "*") -> list[UPath | Path]:
+    """The files directly in ``folder`` matching ``pattern`` (none if it is not there), sorted."""
+    if is_local(folder):
+        folder = Path(folder)
+        return sorted(p for p in folder.glob(pattern) if p.is_file()) if folder.is_dir() else []
+    found = folder.fs.glob(f"{folder.path}/{pattern}", detail=True)
+    return sorted(folder.joinpath(name.rsplit("/", 1)[-1]) for name, info in found.items()
+                  if info.get("type") == "file")
+
+
+def tree(folder: UPath | Path) -> list[UPath | Path]:
+    """Every file under ``folder``, sorted (none if it is not there)."""
+    if is_local(folder):
+        folder = Path(folder)
+        return sorted(p for p in folder.rglob("*") if p.is_file())
+    names = folder.fs.find(folder.path, withdirs=False, detail=False)
+    return sorted(folder.joinpath(n[len(folder.path):].lstrip("/")) for n in names)
+
+
+def create_exclusive(path: UPath | Path, data: bytes) -> bool:
+    """Write ``path`` only if no such object exists (``If-None-Match: *`` on S3, ``O_EXCL``
+    locally); False if one does."""
+    if is_local(path):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+    try:
+        path.fs.pipe_file(path.path, data, mode="create")
+    except OSError as e:
+        if _precondition_failed(e):
+            return False
+        raise
+    return True
+
+
+def replace_if(path: UPath, data: bytes, etag: str) -> bool:
+    """Overwrite the S3 object ``path`` only if it is still the version ``etag``
+    (``If-Match``); False if another writer changed or removed it."""
+    try:
+        path.fs.pipe_file(path.path, data, IfMatch=etag)
+    except (OSError, FileNotFoundError) as e:
+        if isinstance(e, FileNotFoundError) or _precondition_failed(e):
+            return False
+        raise
+    return True
+
+
+def read_with_etag(path: UPath) -> tuple[bytes, str] | None:
+    """An S3 object's bytes and ETag, or None if there is none."""
+    try:
+        info = path.fs.info(path.path)
+        return path.fs.cat_file(path.path), info["ETag"]
+    except FileNotFoundError:
+        return None
+
+
+def _precondition_failed(error: OSError) -> bool:
+    text = str(error)
+    return "pre-condition" in text or "precondition" in text.lower() or "412" in text
+
+
+def stat(path: UPath | Path) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of a file."""
+    if is_local(path):
+        result = os.stat(path)
+        return result.st_size, result.st_mtime_ns
+    info = path.fs.info(path.path)
+    modified = info.get("LastModified") or info.get("mtime")
+    stamp = int(modified.timestamp() * 1_000_000_000) if modified is not None else 0
+    return int(info["size"]), stamp
+
+
+def buffer(path: UPath | Path):
+    """A file's bytes as an Arrow buffer: memory-mapped locally, read whole from S3."""
+    import pyarrow as pa
+
+    if is_local(path):
+        with pa.memory_map(str(path)) as mapped:
+            return mapped.read_buffer()
+    return pa.py_buffer(path.fs.cat_file(path.path))
