@@ -65,3 +65,22 @@ def repo_copy(committed, tmp_path) -> Path:
 def httpserver_listen_address() -> tuple[str, int]:
     """pytest-httpserver on 127.0.0.1 only, on a free port."""
     return ("127.0.0.1", 0)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A SeaweedFS server on 127.0.0.1 for the session (tests/seaweed.py), started by the
+    first test that needs it; the S3 tests are two xdist groups, so at most one per worker."""
+    import seaweed
+
+    server = seaweed.start(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    seaweed.stop(server)
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """The bucket's settings in this process's environment (for in-process calls)."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    return s3

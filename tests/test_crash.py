@@ -73,8 +73,11 @@ def assert_same(got: dict, want: dict, case: str) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
+    return make_world(tmp_path_factory.mktemp("crash_world"))
+
+
+def make_world(root: Path) -> Path:
     """4 days of 3 sources with bad rows, an unreadable file and a truncated snapshot."""
-    root = tmp_path_factory.mktemp("crash_world")
     generate(root, start="2024-10-09", days=4, customers=300, seed=11, landing_only=True)
     landing = root / "landing_zone"
     sales = landing / "sales_20241011.txt"
@@ -278,9 +281,12 @@ ERASURE_HOOKS = ["erasure.before_manifest:1", "erasure.planned:1", "erasure.file
 
 @pytest.fixture(scope="module")
 def erasure_world(world, tmp_path_factory) -> Path:
+    return make_erasure_world(world, tmp_path_factory.mktemp("erasure_world") / "root")
+
+
+def make_erasure_world(world: Path, root: Path) -> Path:
     """The crash world applied, then an erasure request for one customer by id and one by
     email (another letter case) waiting in the landing zone."""
-    root = tmp_path_factory.mktemp("erasure_world") / "root"
     shutil.copytree(world, root)
     minilake.run(root)
     table = minilake.read_table("customer", root=root)

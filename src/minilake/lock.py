@@ -8,8 +8,9 @@ On an S3 root there is no kernel to release anything, so the lock is a lease: th
 ``ROOT/.minilake.lock`` created only if absent (``If-None-Match: *``), holding pid, host,
 command and an expiry, renewed by a thread while the run lives (each renewal conditional on the
 lease being still the one it wrote, ``If-Match``). A second writer exits at once naming the
-holder; a lease past its expiry (its run was killed) is taken over with a warning, again with
-``If-Match``, so that of two runs taking over one expired lease only one wins.
+holder. A lease past its expiry (its run was killed, or its machine lost), or held by a process
+of this same host that no longer exists, is taken over with a warning, again with ``If-Match``,
+so that of two runs taking over one stale lease only one wins.
 
 Within one process the lock is re-entrant (``run`` takes it, then ``split`` and ``ingest`` take
 it again).
@@ -157,9 +158,7 @@ def _lease(root, path, command: str) -> Iterator[None]:
     else:
         current = storage.read_with_etag(path)
         info = _parse(current[0]) if current else {}
-        expires = _expiry(info)
-        if current is not None and expires is not None and expires > dt.datetime.now(
-                dt.UTC):
+        if current is not None and not _stale(info):
             raise RootBusy(f"{root} is in use by minilake {_describe(info)}; try again when "
                            f"it has finished")
         taken = (storage.replace_if(path, body, current[1]) if current is not None
@@ -179,6 +178,23 @@ def _lease(root, path, command: str) -> Iterator[None]:
     finally:
         del _held[str(path)]
         lease.release()
+
+
+def _stale(info: dict) -> bool:
+    """A lease past its expiry, or held by a process of this host that is gone (a run killed
+    here need not be waited out)."""
+    expires = _expiry(info)
+    if expires is None or expires <= dt.datetime.now(dt.UTC):
+        return True
+    if info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (KeyError, TypeError, ValueError, PermissionError):
+        return False
+    return False
 
 
 def _parse(data: bytes) -> dict:

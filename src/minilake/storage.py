@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 from upath import UPath
 
+from minilake.crashpoints import crashpoint
+
 SCHEMES = ("s3",)
 
 
@@ -214,6 +216,7 @@ def move(source: UPath | Path, target: UPath | Path) -> None:
         target.fs.put_file(str(source), target.path)
     else:
         source.fs.copy(source.path, target.path)
+    crashpoint("storage.copied")
     remove(source)
 
 
