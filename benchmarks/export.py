@@ -31,7 +31,7 @@ def one_scale(scale: float, days: int, work: Path, python: str, fmt: str) -> dic
                                "--out", str(out), "--root", str(root)])
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from minilake.layout import Layout
-    from minilake.tables import row_counts
+    from minilake.load.tables import row_counts
 
     _, rows = row_counts(Layout.of(root).table("sales"))
     return {"scale": scale, "rows": rows, "seconds": seconds, "peak": peak,

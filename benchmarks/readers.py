@@ -27,7 +27,7 @@ SAMPLE_CUSTOMERS = 5000
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from minilake.readers import read_json_array
+from minilake.inbound.readers import read_json_array
 from minilake.sources import SOURCES
 folder, out = Path(sys.argv[1]), {}
 for path in sorted(folder.iterdir()):

@@ -113,7 +113,7 @@ def minilake_daily():
 
     @task
     def write_reports() -> list[str]:
-        from minilake import reports
+        from minilake.outbound import reports
 
         return sorted(reports.write_reports(_root()))
 

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import minilake
-from minilake import reports
 from minilake.layout import Layout
-from minilake.tables import read_erasure_log
+from minilake.load.tables import read_erasure_log
+from minilake.outbound import reports
 
 BAD_ONLY = {"customer_id": "990000000000000077", "first_name": "Only", "last_name": "Badrow",
             "gender": "X", "email": "only.badrow@example.org", "membership_status": "active",
@@ -90,7 +90,7 @@ def erased(tmp_path_factory, small_root) -> dict:
     append_csv_row(root / "landing_zone" / customer_day, BAD_ONLY)
     minilake.run(root)
     # a second snapshot of a date, in the JSON form, is quarantined: raw data there too
-    from minilake.sample_api import records
+    from minilake.generate.sample_api import records
     from minilake.sources import SOURCES
 
     day = root / "archive" / "customer" / "customer_20241012.csv"

@@ -16,8 +16,8 @@ import pytest
 from commands import minilake as cli
 
 import minilake
+from minilake.load.tables import table_schema
 from minilake.sources import SOURCES
-from minilake.tables import table_schema
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from arrivals import deliver, table_contents
 import minilake
 from minilake.generate import generate
 from minilake.layout import Layout
-from minilake.tables import read_log
+from minilake.load.tables import read_log
 
 ORDERS = 20
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import minilake
 from minilake.generate import generate
 from minilake.layout import Layout
-from minilake.tables import read_log
+from minilake.load.tables import read_log
 
 BOM = b"\xef\xbb\xbf"
 

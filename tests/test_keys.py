@@ -7,7 +7,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilake.keys import codes, found, positions
+from minilake.load.keys import codes, found, positions
 
 digits = st.text(alphabet="0123456789", min_size=1, max_size=19)       # 18+ digits: no code
 texts = st.one_of(digits, st.text(alphabet="0123P ", min_size=0, max_size=4))

@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 
 import minilake
 from minilake.layout import Layout
-from minilake.tables import read_log
+from minilake.load.tables import read_log
 
 OPTIONAL = ["address", "phone_number", "job", "company", "city", "state", "country"]
 

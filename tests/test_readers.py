@@ -21,7 +21,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import minilake
-from minilake.readers import BLOCK_SIZE, read_json_array, read_quoted_csv, read_tilde_lines
+from minilake.inbound.readers import BLOCK_SIZE, read_json_array, read_quoted_csv, read_tilde_lines
 
 MORE = settings(max_examples=5 * settings.default.max_examples)
 BOM = b"\xef\xbb\xbf"

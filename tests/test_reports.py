@@ -12,8 +12,8 @@ import pytest
 from conftest import REPO
 
 import minilake
-from minilake import reports
 from minilake.notebooks import execute
+from minilake.outbound import reports
 
 UNTIL = "2024-10-15"
 GENERATED = ["archive", "tables", "error_reports", "reports", "quarantine"]

@@ -94,7 +94,7 @@ def test_the_sample_week_on_s3_matches_final_results_and_a_local_run(s3, repo_co
     reports = {p.name: p.read_bytes() for p in (got / "error_reports").iterdir()}
     assert reports == {p.name: p.read_bytes() for p in (repo_copy / "error_reports").iterdir()}
     expected = pd.read_csv(repo_copy / "final_results" / "expected_errors.csv")
-    from minilake import reports
+    from minilake.outbound import reports
 
     summary = reports.error_summary(got, files=expected["file"].tolist())
     assert summary["bad_rows"].tolist() == expected["bad_rows"].tolist()

@@ -15,8 +15,8 @@ from commands import minilake as minilake_cli
 
 import minilake
 from minilake.layout import Layout
+from minilake.load.tables import read_log
 from minilake.lock import RootBusy, hold
-from minilake.tables import read_log
 
 
 @pytest.fixture

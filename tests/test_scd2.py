@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 import minilake
 from minilake.layout import Layout
-from minilake.scd2 import HASH_KEY, float_text, row_hashes
-from minilake.tables import read_log
+from minilake.load.scd2 import HASH_KEY, float_text, row_hashes
+from minilake.load.tables import read_log
 
 END = "2099-12-31"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from minilake.readers import Malformed, TextFrame
+from minilake.inbound.readers import Malformed, TextFrame
+from minilake.load.validate import validate
 from minilake.sources import SOURCES
-from minilake.validate import validate
 
 SALE = {"sale_id": "0001", "customer_id": "123456789012345", "product_id": "P1",
         "quantity": "2", "price_per_unit": "2.50", "total_price": "5.00",

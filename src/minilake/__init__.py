@@ -5,23 +5,26 @@ a daily run does not need (``pull``, ``export``) are imported when first used.
 """
 
 from minilake.generate import generate
-from minilake.ingest import erasures, ingest, rebuild, run, status, versions
-from minilake.landing import land_sample, reset, split
-from minilake.tables import read_table
+from minilake.inbound.landing import land_sample, reset, split
+from minilake.load.ingest import erasures, ingest, rebuild, run, status, versions
+from minilake.load.tables import read_table
 
-_LAZY = {"pull": "minilake.api_pull", "pulls": "minilake.api_pull", "export": "minilake.exports",
-         "marts": "minilake.datamarts", "read_mart": "minilake.datamarts",
-         "sql": "minilake.query"}
+_LAZY = {"pull": "minilake.inbound.api_pull", "pulls": "minilake.inbound.api_pull",
+         "export": "minilake.outbound.exports", "marts": "minilake.outbound.datamarts",
+         "read_mart": "minilake.outbound.datamarts", "sql": "minilake.outbound.query"}
+_MODULES = {"reports": "minilake.outbound.reports"}    # ``from minilake import reports``
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
     raise AttributeError(f"module 'minilake' has no attribute {name!r}")
 
 
 __all__ = ["erasures", "export", "generate", "ingest", "land_sample", "marts", "pull", "pulls",
-           "read_mart", "read_table", "rebuild", "reset", "run", "split", "sql", "status",
-           "versions"]
+           "read_mart", "read_table", "rebuild", "reports", "reset", "run", "split", "sql",
+           "status", "versions"]

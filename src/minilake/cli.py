@@ -231,7 +231,7 @@ def _main(args: argparse.Namespace) -> int:
         serve(args.root, host=args.host, port=args.port)
         return 0
     if args.command == "serve-sample-api":
-        from minilake.sample_api import serve
+        from minilake.generate.sample_api import serve
 
         serve(args.root, host=args.host, port=args.port, page_size=args.page_size)
         return 0
@@ -269,7 +269,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace, progress: bool) -> int:
-    from minilake.api_pull import PullError
+    from minilake.inbound.api_pull import PullError
 
     try:
         result = minilake.pull(args.source, args.date, args.root, args.url, progress=progress)
@@ -281,8 +281,8 @@ def _pull(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from minilake import reports
     from minilake.layout import Layout
+    from minilake.outbound import reports
 
     frames = reports.write_reports(args.root, args.until, args.out)
     out = args.out or Layout.of(args.root).reports

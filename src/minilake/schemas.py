@@ -23,7 +23,7 @@ import pandera.pandas as pa
 import pyarrow as pa_
 import pyarrow.compute as pc
 
-from minilake.keys import digit_codes
+from minilake.load.keys import digit_codes
 
 INT64_MAX = str(2**63 - 1)
 ISO_DATE = "%Y-%m-%d"
@@ -221,7 +221,7 @@ def _occurs_once(by_value: bool):
 
     Keys are compared as the table will hold them: integer keys by value (``7`` and ``07`` are
     one key), text keys as text. Integers, and text keys of up to 17 digits (coded by
-    :func:`minilake.keys.digit_codes`), are compared as int64, far quicker than hashing
+    :func:`minilake.load.keys.digit_codes`), are compared as int64, far quicker than hashing
     strings; any other text is dictionary-encoded by Arrow."""
     def rule(text: pd.Series) -> pa_.Array:
         if by_value:

@@ -132,7 +132,7 @@ def create_app(root: str, token: str) -> FastAPI:
 
     @app.post("/jobs/pull", dependencies=guarded)
     def pull_job(body: PullJob) -> JSONResponse:
-        from minilake.api_pull import PullError
+        from minilake.inbound.api_pull import PullError
 
         try:
             result = job("pull", lambda: minilake.pull(body.source, body.date, layout.root,

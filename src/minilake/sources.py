@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandera.pandas as pa
 
-from minilake import readers, schemas
+from minilake import schemas
+from minilake.inbound import readers
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,11 @@ from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalak
 from deltalake.transaction import AddAction, RemoveAction
 
 from minilake import storage
-from minilake.keys import found
 from minilake.layout import Layout
-from minilake.scd2 import OPEN_END, Changes
+from minilake.load.keys import found
+from minilake.load.scd2 import OPEN_END, Changes
+from minilake.load.validate import arrow_schema
 from minilake.sources import SOURCES, Source
-from minilake.validate import arrow_schema
 
 COMMIT_KEY = "minilake"
 

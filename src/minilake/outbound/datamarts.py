@@ -26,9 +26,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake import storage, tables
+from minilake import storage
 from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
+from minilake.load import tables
 
 MARTS = ("customer_monthly", "product_monthly", "daily_sales")
 

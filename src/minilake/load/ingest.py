@@ -28,15 +28,16 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from minilake import erasure, storage, tables
+from minilake import storage
 from minilake.crashpoints import crashpoint
-from minilake.landing import SplitResult, split, superseded_name
+from minilake.inbound.landing import SplitResult, split, superseded_name
+from minilake.inbound.readers import UnreadableFile
 from minilake.layout import Layout
+from minilake.load import erasure, tables
+from minilake.load.scd2 import diff
+from minilake.load.validate import Validated, validate
 from minilake.lock import hold
-from minilake.readers import UnreadableFile
-from minilake.scd2 import diff
 from minilake.sources import ERASURE_REQUESTS, SOURCES, Source
-from minilake.validate import Validated, validate
 
 log = logging.getLogger(__name__)
 
@@ -582,7 +583,7 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
         kept = erasure.purge_history(customer) if tables.exists(customer) else None
         crashpoint("erasure.purged")
         # the marts hold names: recomputed from the erased tables, their history purged
-        from minilake import datamarts
+        from minilake.outbound import datamarts
 
         datamarts.refresh(layout.root)
         for mart in datamarts.MARTS:
@@ -687,7 +688,7 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
     """split, ingest, then recompute the marts' months touched by the files applied since the
     marts were last refreshed (``marts=False`` leaves that to the caller: ``result.months``
     says which)."""
-    from minilake import datamarts
+    from minilake.outbound import datamarts
 
     layout = Layout.of(root)
     with hold(layout.root, "run"):
@@ -706,7 +707,7 @@ def touched_months(layout: Layout) -> list[dt.date] | None:
     month from its date on (a sale meets the versions valid on its date). A rebuild, an
     erasure, or marts not made yet: every month. Read from the ingest log, so a run killed
     before its marts were refreshed is caught up by the next one."""
-    from minilake import datamarts
+    from minilake.outbound import datamarts
 
     since = datamarts.refreshed_through(layout)
     log_rows = tables.read_log(layout)

@@ -23,9 +23,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from minilake import storage, tables
+from minilake import storage
 from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
+from minilake.load import tables
 from minilake.sources import SOURCES
 
 FORMATS = ("avro", "parquet", "csv")

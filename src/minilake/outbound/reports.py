@@ -18,8 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake import storage, tables
+from minilake import storage
 from minilake.layout import Layout
+from minilake.load import tables
 
 MONEY_TOLERANCE = 0.01
 STATUSES = ["active", "inactive"]

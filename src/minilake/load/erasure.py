@@ -39,12 +39,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake import storage, tables
+from minilake import storage
 from minilake.crashpoints import crashpoint
+from minilake.inbound.readers import TEXT, TextFrame
 from minilake.layout import Layout
-from minilake.readers import TEXT, TextFrame
+from minilake.load import tables
+from minilake.load.validate import validate
 from minilake.sources import SOURCES, Source
-from minilake.validate import validate
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from typing import Annotated
 from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import Response
 
-from minilake.api_pull import TOKEN_ENV
+from minilake.inbound.api_pull import TOKEN_ENV
+from minilake.inbound.readers import UnreadableFile
 from minilake.layout import Layout
-from minilake.readers import UnreadableFile
 from minilake.sources import SOURCES, Source
 
 JSON_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")

@@ -32,10 +32,12 @@ import pandas as pd
 import stamina
 from tqdm import tqdm
 
-from minilake import readers, storage, tables
+from minilake import storage
 from minilake.crashpoints import crashpoint
-from minilake.landing import superseded_name
+from minilake.inbound import readers
+from minilake.inbound.landing import superseded_name
 from minilake.layout import Layout
+from minilake.load import tables
 from minilake.lock import hold
 from minilake.sources import JSON, SOURCES, Source
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from minilake import tables
 from minilake.layout import Layout
+from minilake.load import tables
 from minilake.sources import SOURCES
 
 MARTS = ("customer_monthly", "product_monthly", "daily_sales")

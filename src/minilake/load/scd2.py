@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake.keys import found, positions
+from minilake.load.keys import found, positions
 
 OPEN_END = dt.date(2099, 12, 31)
 SCD2_COLUMNS = ["effective_from", "expiry_date", "is_current", "row_hash"]

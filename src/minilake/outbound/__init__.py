@@ -1,0 +1,1 @@
+"""What leaves the tables: reports, marts, SQL and exports."""
