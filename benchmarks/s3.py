@@ -42,6 +42,7 @@ def main() -> None:
         run_child([python, "-m", "minilake", "generate", "--root", str(world), "--days",
                    str(args.days), "--customers", str(int(SAMPLE_CUSTOMERS * args.scale)),
                    "--landing-only", "--crlf-addresses", CRLF_ADDRESSES])
+        (work / "weed").mkdir()
         server = seaweed.start(work / "weed")
         os.environ.update(server.env)
         local, remote = [], []

@@ -74,28 +74,33 @@ def s3_outcome(s3, root: str, into: Path, of=outcome) -> dict:
     return comparable(of(s3.mirror(root, into)))
 
 
-def test_the_sample_week_on_s3_matches_final_results_and_a_local_run(s3, repo_copy, tmp_path):
+def test_the_workbook_on_s3_matches_final_results_and_a_local_run(s3, repo_copy, tmp_path):
+    """workbook.ipynb on an S3 root: the sample week, its reports against final_results/, the
+    broken day and its expected errors; then tables, error reports and marts as a local run's."""
+    from minilake import reports
+    from minilake.outbound.datamarts import MARTS, read_mart
+
     root = s3.new_root("week", repo_copy)
-    assert run(root, s3).returncode == 0
-    done = minilake("report", "--root", root, env=s3.env)
+    notebook = Path(__file__).resolve().parents[1] / "workbook.ipynb"
+    done = minilake("workbook", "--root", root, "--notebook", str(notebook), env=s3.env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count(": matches") == 5
-    land = subprocess.run([sys.executable, "-c", f"import minilake; minilake.land_sample("
-                           f"{root!r}, 'broken_day')"], env={**s3.env, **_path_env()},
-                          capture_output=True, text=True)
-    assert land.returncode == 0, land.stderr
-    assert run(root, s3).returncode == 0
+    assert done.stdout.count(": matches") == 6, done.stdout
+    assert f"saved {root}/reports/workbook.ipynb" in done.stdout
+    ml.run(repo_copy)
     ml.land_sample(repo_copy, "broken_day")
     ml.run(repo_copy)
     got = s3.mirror(root, tmp_path / "mirror")
     for source in ("customer", "product", "sales"):
         pd.testing.assert_frame_equal(ml.read_table(source, root=got),
                                       ml.read_table(source, root=repo_copy), obj=source)
-    reports = {p.name: p.read_bytes() for p in (got / "error_reports").iterdir()}
-    assert reports == {p.name: p.read_bytes() for p in (repo_copy / "error_reports").iterdir()}
+    for mart in MARTS:
+        mine, theirs = (read_mart(mart, root=r).to_pandas() for r in (got, repo_copy))
+        order = list(theirs.columns)
+        pd.testing.assert_frame_equal(mine.sort_values(order).reset_index(drop=True),
+                                      theirs.sort_values(order).reset_index(drop=True), obj=mart)
+    shown = {p.name: p.read_bytes() for p in (got / "error_reports").iterdir()}
+    assert shown == {p.name: p.read_bytes() for p in (repo_copy / "error_reports").iterdir()}
     expected = pd.read_csv(repo_copy / "final_results" / "expected_errors.csv")
-    from minilake.outbound import reports
-
     summary = reports.error_summary(got, files=expected["file"].tolist())
     assert summary["bad_rows"].tolist() == expected["bad_rows"].tolist()
     assert not any(k.startswith("landing_zone/") for k in s3.keys(root))

@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--root", default=".", help="folder laid out like the repository "
-                       "(default: the current folder)")
+        p.add_argument("--root", default=".", help="folder laid out like the repository, or "
+                       "s3://bucket/prefix (AWS_* settings from the environment; default: the "
+                       "current folder)")
         return p
 
     p = command("run", "split, then ingest")

@@ -66,9 +66,7 @@ def create_app(root: str, token: str) -> FastAPI:
 
     if not token:
         raise ValueError(f"no server token: set {TOKEN_ENV}")
-    layout = Layout.of(root)
-    if not layout.root.is_dir():
-        raise FileNotFoundError(f"no root folder {layout.root}")
+    layout = Layout.of(root)               # a one-line error if the root does not exist
     app = FastAPI(title="minilake job server",
                   description="Jobs and tables of one minilake root (SPEC §10).")
     busy = threading.Lock()
@@ -205,4 +203,6 @@ def serve(root: str, *, host: str = "127.0.0.1", port: int = 8000) -> None:
         raise ValueError(f"refusing to start without a token: set {TOKEN_ENV} (clients send "
                          f"'Authorization: Bearer <token>')")
     app = create_app(root, token)
-    listen(app, host, port, f"minilake job server: serving {os.path.abspath(root)}")
+    from minilake.layout import Layout
+
+    listen(app, host, port, f"minilake job server: serving {Layout.of(root).root}")

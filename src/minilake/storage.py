@@ -22,18 +22,19 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
-from typing import IO
+from pathlib import Path, PurePath
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from upath import UPath
-
 from minilake.crashpoints import crashpoint
+
+if TYPE_CHECKING:                # imported when an S3 root is used: a local run does without
+    from upath import UPath
 
 SCHEMES = ("s3",)
 
 
-class StorageError(Exception):
+class StorageError(ValueError):
     """A root that cannot be used: unknown scheme, missing, unreachable, or refused."""
 
 
@@ -50,6 +51,8 @@ def s3_settings() -> dict[str, str]:
 
 
 def _s3_path(uri: str) -> UPath:
+    from upath import UPath
+
     s = s3_settings()
     options = {"use_listings_cache": False,      # other writers (delta-rs, arrow) add files
                "client_kwargs": {"region_name": s["region"]}}
@@ -73,7 +76,7 @@ def where(path: UPath | Path | str) -> str:
 def locate(root: str | Path | UPath, create: bool = False) -> UPath | Path:
     """The root as a path, checked: it must exist (a local folder, or an S3 prefix holding at
     least one object), unless ``create``. Nothing is created here."""
-    if isinstance(root, UPath) and not is_local(root):
+    if not isinstance(root, str | PurePath):        # a path on S3 already
         return root
     text = str(root)
     scheme = urlsplit(text).scheme if "://" in text else ""
@@ -124,9 +127,10 @@ def as_path(text: str | Path) -> UPath | Path:
 
 
 def is_local(path: UPath | Path | str) -> bool:
+    """A local path (a ``pathlib`` path, or text without a scheme), not one on S3."""
     if isinstance(path, str):
-        return "://" not in path or path.startswith("file://")
-    return not isinstance(path, UPath) or path.protocol in ("", "file", "local")
+        return "://" not in path
+    return isinstance(path, PurePath)
 
 
 def uri(path: UPath | Path) -> str:

@@ -577,6 +577,9 @@ def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
     """
     from tqdm.auto import tqdm
 
+    if "://" in str(root):
+        raise ValueError(f"generate writes a local folder, not {root}; generate one, then "
+                         f"upload it to the bucket")
     root = Path(root)
     start = dt.date.fromisoformat(start) if isinstance(start, str) else start
     world = World(seed=seed, start=start, customers_day_one=customers, steady=steady,

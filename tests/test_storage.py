@@ -1,0 +1,58 @@
+"""The storage seam on a local root (SPEC §12): a root that does not exist or a scheme minilake
+does not know is a one-line error and nothing is created; a file is published whole or not at
+all. (The same operations on S3 are tests/test_s3.py's.)"""
+
+from __future__ import annotations
+
+import pytest
+from commands import minilake
+
+from minilake import storage
+
+
+@pytest.mark.parametrize("command", [["run"], ["split"], ["status"], ["reset"], ["marts"],
+                                     ["sql", "SELECT 1"], ["export", "customer"]])
+def test_a_mistyped_local_root_is_one_line_and_is_not_created(command, tmp_path):
+    missing = tmp_path / "typo" / "root"
+    done = minilake(*command, "--root", str(missing))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"minilake {command[0]}: root {missing} does not exist; give "
+                                   f"the folder that holds landing_zone/ (or an "
+                                   f"s3://bucket/prefix)")
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("root", ["s3x://lake/x", "gs://lake/x", "ftp://host/x"])
+def test_an_unknown_scheme_is_one_line_and_nothing_is_created(root, tmp_path):
+    done = minilake("run", "--root", root, cwd=tmp_path)
+    assert done.returncode == 2
+    scheme = root.split("://")[0]
+    assert done.stderr.strip() == (f"minilake run: root {root}: minilake does not know the "
+                                   f"scheme {scheme!r}; a root is a local folder or "
+                                   f"s3://bucket/prefix")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_is_published_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "reports" / "r.csv"
+    storage.write_bytes(target, b"first")
+    with pytest.raises(RuntimeError), storage.publish(target) as out:
+        out.write(b"half of the sec")
+        raise RuntimeError("killed while writing")
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["r.csv"]
+
+
+def test_a_local_move_renames_and_a_tree_is_listed_sorted(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "2.txt").write_text("2")
+    (tmp_path / "a" / "1.txt").write_text("1")
+    assert [p.relative_to(tmp_path).as_posix() for p in storage.tree(tmp_path / "a")] == [
+        "a/1.txt", "a/b/2.txt"]
+    assert storage.files(tmp_path / "nowhere") == []
+    storage.move(tmp_path / "a" / "1.txt", tmp_path / "c" / "1.txt")
+    assert (tmp_path / "c" / "1.txt").read_text() == "1"
+    assert not (tmp_path / "a" / "1.txt").exists()
+    assert storage.create_exclusive(tmp_path / "lease", b"x")
+    assert not storage.create_exclusive(tmp_path / "lease", b"y")
+    assert (tmp_path / "lease").read_bytes() == b"x"
