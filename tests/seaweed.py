@@ -52,20 +52,22 @@ class S3:
         """A fresh prefix ``s3://bucket/name-xxxx``, holding a copy of the local ``source``
         folder if given."""
         prefix = f"{self.bucket}/{name}-{uuid.uuid4().hex[:8]}"
-        if source is not None:
-            fs = self.fs()
-            for path in sorted(p for p in source.rglob("*") if p.is_file()):
-                fs.put_file(str(path), f"{prefix}/{path.relative_to(source).as_posix()}")
+        if source is not None:            # one call: s3fs uploads the files side by side
+            files = sorted(p for p in source.rglob("*") if p.is_file())
+            self.fs().put([str(p) for p in files],
+                          [f"{prefix}/{p.relative_to(source).as_posix()}" for p in files])
         return f"s3://{prefix}"
 
     def mirror(self, root: str, into: Path) -> Path:
         """Everything under the S3 root, downloaded into the local folder ``into``."""
         prefix = root.removeprefix("s3://")
         fs = self.fs()
-        for name in fs.find(prefix, withdirs=False):
-            target = into / name[len(prefix):].lstrip("/")
+        names = fs.find(prefix, withdirs=False)
+        targets = [into / name[len(prefix):].lstrip("/") for name in names]
+        for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(name, str(target))
+        if names:                          # one call: s3fs downloads the files side by side
+            fs.get(names, [str(t) for t in targets])
         into.mkdir(parents=True, exist_ok=True)
         return into
 

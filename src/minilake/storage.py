@@ -95,9 +95,8 @@ def locate(root: str | Path | UPath, create: bool = False) -> UPath | Path:
     if not bucket:
         raise StorageError(f"root {text}: no bucket named; a root is s3://bucket/prefix")
     try:
-        path.fs.ls(bucket, detail=False)
-        found = create or path.fs.find(path.path, maxdepth=None, withdirs=False,
-                                       detail=False)
+        path.fs.info(bucket)
+        found = create or _holds_anything(path)
     except FileNotFoundError:
         raise StorageError(f"root {text}: no {where(path)}") from None
     except PermissionError as e:
@@ -109,6 +108,14 @@ def locate(root: str | Path | UPath, create: bool = False) -> UPath | Path:
         raise StorageError(f"root {text} does not exist: nothing under that prefix in "
                            f"{where(path)}; upload landing_zone/ there first")
     return path
+
+
+def _holds_anything(path: UPath) -> bool:
+    """Whether any object lies under the prefix (one listing request, one level)."""
+    try:
+        return bool(path.fs.ls(path.path, detail=False))
+    except FileNotFoundError:
+        return False
 
 
 def _short(error: BaseException) -> str:
