@@ -308,6 +308,8 @@ def test_sql_export_status_and_reset_read_and_write_the_bucket(s3, s3_env, repo_
     exported = ml.export("customer", root=root)
     assert str(exported.path) == f"{root}/exports/customer.avro"
     assert exported.rows == len(table)
+    history = ml.versions("customer", root=root)
+    assert history["files"].tolist() == ml.versions("customer", root=local)["files"].tolist()
     as_of = ml.read_table("customer", as_of="2024-10-12", root=root)
     pd.testing.assert_frame_equal(as_of, ml.read_table("customer", as_of="2024-10-12",
                                                        root=local))
