@@ -12,6 +12,7 @@ endpoint. Each compares what the S3 root holds (downloaded) with the same run on
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -21,8 +22,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import seaweed
 from commands import finish, minilake, start
-from test_crash import ERASURE_HOOKS, erasure_outcome, make_erasure_world, make_world, outcome
+from test_crash import (
+    ERASURE_HOOKS,
+    assert_same,
+    erasure_outcome,
+    make_erasure_world,
+    make_world,
+    outcome,
+)
 
 import minilake as ml
 
@@ -47,13 +56,6 @@ def comparable(state: dict) -> dict:
     state = dict(state)
     state["log"] = state["log"].drop(columns=["mtime_ns"], errors="ignore")
     return state
-
-
-def assert_same(got: dict, want: dict, case: str) -> None:
-    for key in ("customer", "product", "sales", "log"):
-        pd.testing.assert_frame_equal(got[key], want[key], obj=f"{case}: {key}")
-    for key in ("error_reports", "quarantine", "files"):
-        assert got[key] == want[key], f"{case}: {key}"
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +106,6 @@ def test_the_workbook_on_s3_matches_final_results_and_a_local_run(s3, repo_copy,
     summary = reports.error_summary(got, files=expected["file"].tolist())
     assert summary["bad_rows"].tolist() == expected["bad_rows"].tolist()
     assert not any(k.startswith("landing_zone/") for k in s3.keys(root))
-
-
-def _path_env() -> dict:
-    import os
-
-    return {"PYTHONPATH": os.pathsep.join(sys.path)}
 
 
 def test_hostile_files_on_s3_give_the_local_outcome(s3, crash_world, local_outcome, tmp_path):
@@ -177,7 +173,7 @@ def test_an_erasure_killed_on_s3_then_rerun_equals_an_uninterrupted_local_one(
         killed = run(root, s3, env={"MINILAKE_CRASH_AT": hook}).returncode
         assert killed == -signal.SIGKILL, f"{hook}: the hook was not reached"
         run(root, s3)
-        got = comparable(erasure_outcome(s3.mirror(root, tmp_path / hook.replace(":", "_"))))
+        got = s3_outcome(s3, root, tmp_path / hook.replace(":", "_"), of=erasure_outcome)
         assert_same(got, want, hook)
         pd.testing.assert_frame_equal(got["erasures"], want["erasures"], obj=hook)
         assert got["left"] == [], hook
@@ -190,7 +186,7 @@ def _holder(s3, root: str, seconds: float, env: dict | None = None) -> subproces
             "flush=True)\n    time.sleep(600)")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
-                               env={**_path_env(), **s3.env,
+                               env={**os.environ, **s3.env,
                                     "MINILAKE_LEASE_SECONDS": str(seconds), **(env or {})})
     assert process.stdout.readline().strip() == "held", process.stderr.read()
     return process
@@ -260,7 +256,7 @@ def test_two_runs_taking_over_one_expired_lease_only_one_wins(s3, crash_world):
             "        print('won', flush=True); time.sleep(3)\nexcept RootBusy:\n"
             "    print('busy', flush=True)\n")
     racers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                               text=True, env={**_path_env(), **s3.env}) for _ in range(3)]
+                               text=True, env={**os.environ, **s3.env}) for _ in range(3)]
     said = sorted(r.communicate(timeout=120)[0].strip() for r in racers)
     assert said == ["busy", "busy", "won"]
 
@@ -277,7 +273,7 @@ def test_wrong_credentials_or_no_endpoint_is_one_line_naming_bucket_and_endpoint
     assert wrong.stderr.count("\n") == 1 and "Traceback" not in wrong.stderr
     assert f"'{bucket}'" in wrong.stderr and s3.endpoint in wrong.stderr
     assert "credentials" in wrong.stderr and "not-it" not in wrong.stderr
-    gone = f"http://127.0.0.1:{_closed_port()}"
+    gone = f"http://127.0.0.1:{seaweed.free_port()}"     # nothing listens there
     unreachable = finish(start("run", "--root", root, env={**s3.env,
                                                             "AWS_ENDPOINT_URL": gone}))
     assert unreachable.returncode == 2
@@ -287,12 +283,6 @@ def test_wrong_credentials_or_no_endpoint_is_one_line_naming_bucket_and_endpoint
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert s3.keys(root) == before                    # nothing moved
     assert not s3.keys(f"s3://{bucket}/no-such-root")  # nothing created
-
-
-def _closed_port() -> int:
-    import seaweed
-
-    return seaweed.free_port()
 
 
 @OTHER

@@ -102,12 +102,11 @@ def _lease_seconds() -> float:
     return float(os.environ.get("MINILAKE_LEASE_SECONDS", LEASE_SECONDS))
 
 
-def _lease_body(command: str, seconds: float, since: str | None = None) -> bytes:
+def _lease_body(command: str, seconds: float, since: str) -> bytes:
     now = dt.datetime.now(dt.UTC)
     return json.dumps({
         "pid": os.getpid(), "host": socket.gethostname(),
-        "command": command or " ".join(sys.argv),
-        "since": since or now.isoformat(timespec="seconds"),
+        "command": command or " ".join(sys.argv), "since": since,
         "expires": (now + dt.timedelta(seconds=seconds)).isoformat(timespec="seconds"),
     }).encode()
 
@@ -119,59 +118,59 @@ def _describe(info: dict) -> str:
 
 
 class _Lease:
-    """A held lease and the thread that renews it."""
+    """A held lease and the thread that renews it (each renewal conditional on the lease
+    being still the one it last wrote)."""
 
-    def __init__(self, path, command: str, seconds: float, etag: str):
-        self.path, self.command, self.seconds, self.etag = path, command, seconds, etag
-        self.since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    def __init__(self, path, command: str, seconds: float, since: str, etag: str):
+        self.path, self.command, self.seconds = path, command, seconds
+        self.since, self.etag = since, etag
         self.stop = threading.Event()
-        self.lost = False
         self.thread = threading.Thread(target=self._renew, name="minilake-lease", daemon=True)
         self.thread.start()
 
     def _renew(self) -> None:
         while not self.stop.wait(self.seconds / 3):
             try:
-                reply = self.path.fs.pipe_file(self.path.path, _lease_body(
-                    self.command, self.seconds, self.since), IfMatch=self.etag)
-                self.etag = reply["ETag"]
+                renewed = storage.replace_if(self.path, _lease_body(
+                    self.command, self.seconds, self.since), self.etag)
+                why = "another run took it over" if renewed is None else ""
             except Exception as error:                  # noqa: BLE001 - said, run goes on
-                self.lost = True
+                renewed, why = None, storage._short(error)
+            if renewed is None:
                 log.error("%s: could not renew the lease (%s); another run may take the "
-                          "root over once it expires", storage.where(self.path),
-                          storage._short(error))
+                          "root over once it expires", storage.where(self.path), why)
+            else:
+                self.etag = renewed
 
     def release(self) -> None:
         self.stop.set()
         self.thread.join()
-        current = storage.read_with_etag(self.path)
-        if current is not None and current[1] == self.etag:
+        if storage.etag(self.path) == self.etag:
             storage.remove(self.path)
 
 
 @contextlib.contextmanager
 def _lease(root, path, command: str) -> Iterator[None]:
     seconds = _lease_seconds()
-    body = _lease_body(command, seconds)
-    if storage.create_exclusive(path, body):
-        etag = storage.read_with_etag(path)[1]
-    else:
+    since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    body = _lease_body(command, seconds, since)
+    etag = storage.create_exclusive(path, body)
+    if etag is None:
         current = storage.read_with_etag(path)
         info = _parse(current[0]) if current else {}
         if current is not None and not _stale(info):
             raise RootBusy(f"{root} is in use by minilake {_describe(info)}; try again when "
                            f"it has finished")
-        taken = (storage.replace_if(path, body, current[1]) if current is not None
-                 else storage.create_exclusive(path, body))
-        if not taken:
+        etag = (storage.replace_if(path, body, current[1]) if current is not None
+                else storage.create_exclusive(path, body))
+        if etag is None:
             again = storage.read_with_etag(path)
             raise RootBusy(f"{root} is in use by minilake "
                            f"{_describe(_parse(again[0]) if again else {})}; try again when "
                            f"it has finished")
         log.warning("%s: taking over the lease of a run that did not finish (%s)", root,
                     _describe(info))
-        etag = storage.read_with_etag(path)[1]
-    lease = _Lease(path, command, seconds, etag)
+    lease = _Lease(path, command, seconds, since, etag)
     _held[str(path)] = (lease, 1)
     try:
         yield

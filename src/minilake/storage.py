@@ -20,6 +20,7 @@ import filecmp
 import hashlib
 import os
 import shutil
+import stat as stat_module
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePath
@@ -275,14 +276,29 @@ def remove_tree(path: UPath | Path) -> None:
             path.fs.rm(path.path, recursive=True)
 
 
-def files(folder: UPath | Path, pattern: str = "*") -> list[UPath | Path]:
-    """The files directly in ``folder`` matching ``pattern`` (none if it is not there), sorted."""
+def listing(folder: UPath | Path, pattern: str = "*") -> list[tuple[UPath | Path, int, int]]:
+    """(path, size in bytes, modification time in ns) of the files directly in ``folder``
+    matching ``pattern`` (none if it is not there), sorted: one listing request on S3, not one
+    per file."""
     if is_local(folder):
         folder = Path(folder)
-        return sorted(p for p in folder.glob(pattern) if p.is_file()) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        out = []
+        for p in sorted(folder.glob(pattern)):
+            st = p.stat()
+            if stat_module.S_ISREG(st.st_mode):
+                out.append((p, st.st_size, st.st_mtime_ns))
+        return out
     found = folder.fs.glob(f"{folder.path}/{pattern}", detail=True)
-    return sorted(folder.joinpath(name.rsplit("/", 1)[-1]) for name, info in found.items()
+    return sorted((folder.joinpath(name.rsplit("/", 1)[-1]), int(info["size"]),
+                   _mtime_ns(info)) for name, info in found.items()
                   if info.get("type") == "file")
+
+
+def files(folder: UPath | Path, pattern: str = "*") -> list[UPath | Path]:
+    """The files directly in ``folder`` matching ``pattern`` (none if it is not there), sorted."""
+    return [path for path, _, _ in listing(folder, pattern)]
 
 
 def tree(folder: UPath | Path) -> list[UPath | Path]:
@@ -294,36 +310,43 @@ def tree(folder: UPath | Path) -> list[UPath | Path]:
     return sorted(folder.joinpath(n[len(folder.path):].lstrip("/")) for n in names)
 
 
-def create_exclusive(path: UPath | Path, data: bytes) -> bool:
-    """Write ``path`` only if no such object exists (``If-None-Match: *`` on S3, ``O_EXCL``
-    locally); False if one does."""
+def create_exclusive(path: UPath | Path, data: bytes) -> str | None:
+    """Write ``path`` only if nothing is there (``If-None-Match: *`` on S3, ``O_EXCL``
+    locally). Returns what identifies the write (the object's ETag on S3; the path locally),
+    or None if something was there."""
     if is_local(path):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            return False
+            return None
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        return True
+        return str(path)
     try:
-        path.fs.pipe_file(path.path, data, mode="create")
+        return path.fs.pipe_file(path.path, data, mode="create")["ETag"]
     except OSError as e:
         if _precondition_failed(e):
-            return False
+            return None
         raise
-    return True
 
 
-def replace_if(path: UPath, data: bytes, etag: str) -> bool:
+def replace_if(path: UPath, data: bytes, etag: str) -> str | None:
     """Overwrite the S3 object ``path`` only if it is still the version ``etag``
-    (``If-Match``); False if another writer changed or removed it."""
+    (``If-Match``); the new ETag, or None if another writer changed or removed it."""
     try:
-        path.fs.pipe_file(path.path, data, IfMatch=etag)
-    except (OSError, FileNotFoundError) as e:
+        return path.fs.pipe_file(path.path, data, IfMatch=etag)["ETag"]
+    except OSError as e:               # FileNotFoundError included: removed meanwhile
         if isinstance(e, FileNotFoundError) or _precondition_failed(e):
-            return False
+            return None
         raise
-    return True
+
+
+def etag(path: UPath) -> str | None:
+    """An S3 object's ETag, or None if there is none."""
+    try:
+        return path.fs.info(path.path)["ETag"]
+    except FileNotFoundError:
+        return None
 
 
 def read_with_etag(path: UPath) -> tuple[bytes, str] | None:
@@ -346,9 +369,12 @@ def stat(path: UPath | Path) -> tuple[int, int]:
         result = os.stat(path)
         return result.st_size, result.st_mtime_ns
     info = path.fs.info(path.path)
+    return int(info["size"]), _mtime_ns(info)
+
+
+def _mtime_ns(info: dict) -> int:
     modified = info.get("LastModified") or info.get("mtime")
-    stamp = int(modified.timestamp() * 1_000_000_000) if modified is not None else 0
-    return int(info["size"]), stamp
+    return int(modified.timestamp() * 1_000_000_000) if modified is not None else 0
 
 
 def buffer(path: UPath | Path):

@@ -501,7 +501,7 @@ def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[st
             elif path.suffix in (".avro", ".parquet"):
                 new = _scrub_columnar(path, ids)
             if new is not None and new != data:
-                _replace_bytes(path, new)
+                storage.write_bytes(path, new)
                 done.append(f"rewrote {rel}")
             elif any(v in (new or data) for v in values):
                 storage.remove(path)
@@ -511,10 +511,6 @@ def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[st
         storage.remove(path)
         done.append(f"removed {path.relative_to(layout.root).as_posix()} (an unfinished pull)")
     return done
-
-
-def _replace_bytes(path: Path, data: bytes) -> None:
-    storage.write_bytes(path, data)
 
 
 def _scrub_columnar(path: Path, ids: set[int]) -> bytes | None:

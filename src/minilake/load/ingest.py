@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import logging
 import os
 import time
@@ -177,14 +176,6 @@ class Ledger:
         return self._trusted.get((path.name, size, mtime_ns))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
     with storage.publish(path, "w", encoding="utf-8", newline="") as out:
         # Every field quoted: raw values may hold separators, quotes, CR or LF of any kind.
@@ -194,12 +185,12 @@ def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
 
 def _deliveries(layout: Layout, source: Source, ledger: Ledger) -> list[Delivery]:
     """A source's archived files, in file-date order."""
-    files = [path for path in storage.files(layout.archive(source.name))
-             if source.file_date(path.name)]
+    files = [item for item in storage.listing(layout.archive(source.name))
+             if source.file_date(item[0].name)]
 
-    def identify(path: Path) -> Delivery:
-        size, mtime_ns = storage.stat(path)
-        sha = ledger.trusted_sha(path, size, mtime_ns) or sha256_of(path)
+    def identify(item: tuple[Path, int, int]) -> Delivery:
+        path, size, mtime_ns = item
+        sha = ledger.trusted_sha(path, size, mtime_ns) or storage.sha256(path)
         return Delivery(path, sha, size, mtime_ns)
 
     # New files are hashed side by side: hashlib runs without the GIL, one core per file.
@@ -606,7 +597,7 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
     if rewritten != text:
         storage.write_bytes(delivery.path, rewritten.encode("utf-8"))
         crashpoint("erasure.request_rewritten")
-    final = Delivery(delivery.path, sha256_of(delivery.path), *storage.stat(delivery.path))
+    final = Delivery(delivery.path, storage.sha256(delivery.path), *storage.stat(delivery.path))
     try:
         checked = _check_file(source, final)
     except _Quarantine as reason:         # cannot happen to a file that read before
@@ -653,8 +644,8 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
         # Sources are independent tables: ingest them side by side (the heavy parts, Arrow
         # compute and delta-rs, run without the GIL); each keeps its own file order. Large
         # files go one source at a time, each reading its next file while it commits one.
-        largest = max((storage.stat(p)[0] for s in SOURCES.values()
-                       for p in storage.files(layout.archive(s.name))), default=0)
+        largest = max((size for s in SOURCES.values()
+                       for _, size, _ in storage.listing(layout.archive(s.name))), default=0)
         side_by_side = largest <= SIDE_BY_SIDE_UP_TO_BYTES
         with ThreadPoolExecutor(max_workers=len(SOURCES) if side_by_side else 1) as pool:
             per_source = list(pool.map(
