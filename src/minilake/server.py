@@ -190,6 +190,8 @@ def listen(app, host: str, port: int, label: str, notes: tuple[str, ...] = ()) -
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
+    listener.listen(2048)         # before the URL is printed: a client that reads it and
+    #                               connects at once is queued, not refused (uvicorn accepts)
     print(f"{label} on http://{host}:{listener.getsockname()[1]}", flush=True)
     for note in notes:
         print(note, flush=True)
