@@ -1,6 +1,7 @@
 # Two entry points (see README): `make run` and `make test`. Both create or reuse .venv/ and
 # install pinned versions: `make run` the core (requirements.txt), `make test` the core, what
-# the suite needs (requirements-test.txt) and the optional extras (requirements-airflow.txt).
+# the suite needs (requirements-test.txt) and the optional extras (requirements-airflow.txt,
+# requirements-dist.txt).
 # Nothing is installed by hand.
 PYTHON ?= python3.11
 VENV   := .venv
@@ -19,8 +20,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-$(TESTED): $(STAMP) requirements-test.txt requirements-airflow.txt
-	$(PIP) -r requirements-test.txt -r requirements-airflow.txt
+$(TESTED): $(STAMP) requirements-test.txt requirements-airflow.txt requirements-dist.txt
+	$(PIP) -r requirements-test.txt -r requirements-airflow.txt -r requirements-dist.txt
 	touch $(TESTED)
 
 run: $(STAMP)

@@ -34,8 +34,8 @@ VOLATILE_LOG = ["started_at", "finished_at", "read_s", "validate_s", "diff_s", "
 # hook -> how many times one run passes it in the world below
 HOOKS = {"split.before_move": 12, "split.after_move": 12, "ingest.after_read": 11,
          "ingest.after_diff": 11, "ingest.report_written": 10, "ingest.before_commit": 10,
-         "ingest.after_commit": 10, "ingest.after_log": 10, "quarantine.after_log": 2,
-         "quarantine.after_reason": 2}
+         "ingest.files_written": 10, "ingest.after_commit": 10, "ingest.after_log": 10,
+         "quarantine.after_log": 2, "quarantine.after_reason": 2}
 SPREAD = {12: [1, 4, 8, 12], 11: [1, 3, 5, 7, 9, 11], 10: [1, 2, 3, 4, 6, 8, 10], 2: [1, 2]}
 TIMED_KILLS = 12
 

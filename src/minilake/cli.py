@@ -60,13 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "current folder)")
         return p
 
-    p = command("run", "split, then ingest")
-    p.add_argument("--allow-mass-delete", action="store_true",
-                   help="apply a snapshot even if it expires more than half of the current keys")
-    command("split", "move landing files into archive/<source>/")
-    p = command("ingest", "apply archived files not yet applied to the tables")
-    p.add_argument("--allow-mass-delete", action="store_true",
-                   help="apply a snapshot even if it expires more than half of the current keys")
+    for name, help in [("run", "split, then ingest"),
+                       ("ingest", "apply archived files not yet applied to the tables")]:
+        p = command(name, help)
+        p.add_argument("--allow-mass-delete", action="store_true", help="apply a snapshot "
+                       "even if it expires more than half of the current keys")
+        p.add_argument("--engine", choices=["local", "dask"], default="local",
+                       help="where each file's work runs: here (default) or on a Dask cluster")
+        p.add_argument("--cluster", default=None, metavar="ADDRESS", help="the Dask "
+                       "scheduler, e.g. tcp://host:8786 (default: a LocalCluster here)")
+        p.add_argument("--ranges", type=_positive, default=None, help="key ranges per file "
+                       "with --engine dask (default: the cluster's worker threads)")
+        if name == "run":
+            command("split", "move landing files into archive/<source>/")
     p = command("status", "per source: files, last date, rows, errors; then each table "
                 "version and the file(s) it came from")
     p.add_argument("--brief", action="store_true", help="the summary only, no versions")
@@ -142,12 +148,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _guarded(args: argparse.Namespace) -> int:
+    from minilake.load import EngineError
     from minilake.lock import RootBusy
     from minilake.storage import StorageError
 
     try:
         return _main(args)
-    except (RootBusy, StorageError, FileNotFoundError, ValueError) as error:
+    except (RootBusy, StorageError, FileNotFoundError, ValueError, EngineError) as error:
         print(f"minilake {args.command}: {error}", file=sys.stderr)
         return 2
 
@@ -194,7 +201,8 @@ def _main(args: argparse.Namespace) -> int:
                                       allow_mass_delete=args.allow_mass_delete, progress=progress)
         else:
             call = minilake.run if args.command == "run" else minilake.ingest
-            result = call(args.root, allow_mass_delete=args.allow_mass_delete, progress=progress)
+            result = call(args.root, allow_mass_delete=args.allow_mass_delete, progress=progress,
+                          engine=args.engine, cluster=args.cluster, ranges=args.ranges)
         _print(result.lines())
         quarantined = result.ingest.quarantined if args.command == "run" else result.quarantined
         if quarantined:

@@ -14,6 +14,7 @@ overwrite commit.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import logging
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from tqdm import tqdm
@@ -32,11 +34,13 @@ from minilake.crashpoints import crashpoint
 from minilake.inbound.landing import SplitResult, split, superseded_name
 from minilake.inbound.readers import UnreadableFile
 from minilake.layout import Layout
-from minilake.load import erasure, tables
-from minilake.load.scd2 import diff
-from minilake.load.validate import Validated, validate
+from minilake.load import erasure, parts, tables
+from minilake.load.validate import Validated
 from minilake.lock import hold
 from minilake.sources import ERASURE_REQUESTS, SOURCES, Source
+
+if TYPE_CHECKING:
+    from minilake.load.distributed import Engine
 
 log = logging.getLogger(__name__)
 
@@ -223,18 +227,17 @@ class _Checked:
 
 
 def _check_file(source: Source, delivery: Delivery) -> _Checked:
-    """Read and validate one file (no side effects); raise _Quarantine if it cannot be read."""
+    """Read and validate one file here (no side effects); raise _Quarantine if it cannot be
+    read."""
     clock: dict = {"started": dt.datetime.now(dt.UTC)}
     t = time.perf_counter()
     try:
-        text = source.read(delivery.path)
+        text = parts.read(source, delivery.path)
     except UnreadableFile as error:
         raise _Quarantine(str(error)) from None
-    if source.snapshot and text.rows_read == 0:
-        raise _Quarantine("empty, but a full snapshot was expected")
     clock["read_s"], t = time.perf_counter() - t, time.perf_counter()
     crashpoint("ingest.after_read")
-    rows = validate(source.schema, source.key, text)
+    rows = parts.check(source, parts.Part(0, text))
     rows_read = text.rows_read
     del text                # the file's text is its largest object: let it go before the diff
     clock["validate_s"] = time.perf_counter() - t
@@ -242,49 +245,73 @@ def _check_file(source: Source, delivery: Delivery) -> _Checked:
 
 
 def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: tables.Opened,
-                commits: dict, allow_mass_delete: bool) -> tuple[FileOutcome, dict]:
-    """Read, validate, report and apply one file to ``table``; raise _Quarantine if it cannot
-    be applied. ``commits`` are the files the table's history says were applied already."""
-    return _apply_checked(layout, source, _check_file(source, delivery), table, commits,
-                          allow_mass_delete)
+                commits: dict, allow_mass_delete: bool, engine: Engine | None
+                ) -> tuple[FileOutcome, dict]:
+    """Read, validate, report and apply one file to ``table``, here or (``engine``) on a
+    cluster; raise _Quarantine if it cannot be applied. ``commits`` are the files the table's
+    history says were applied already."""
+    if engine is None:
+        return _apply_checked(layout, source, _check_file(source, delivery), table, commits,
+                              allow_mass_delete)
+    try:
+        work, clock = engine.file_work(source, delivery, table)
+    except UnreadableFile as error:
+        raise _Quarantine(str(error)) from None
+    return _settle(layout, source, delivery, table, commits, allow_mass_delete, work, clock)
 
 
 def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: tables.Opened,
                    commits: dict, allow_mass_delete: bool) -> tuple[FileOutcome, dict]:
-    """Report and apply a checked file to ``table``."""
-    path, sha = checked.delivery.path, checked.delivery.sha256
-    day = source.file_date(path.name)
-    clock, rows = checked.clock, checked.rows
+    """Compare a file checked here with the current versions, then report and apply it."""
+    delivery, clock, rows = checked.delivery, checked.clock, checked.rows
     del checked.rows        # ``rows`` is the only reference left: dropped after the diff
+    if (delivery.name, delivery.sha256) in commits:    # applied, not logged: no diff needed
+        work = parts.FileWork(checked.rows_read, rows.good.num_rows, rows.bad, 0, 0, 0, 0,
+                              empty=True)
+        return _settle(layout, source, delivery, table, commits, allow_mass_delete, work,
+                       clock)
     t = time.perf_counter()
-    outcome = FileOutcome(source.name, path.name, "applied", rows_read=checked.rows_read,
-                          rows_loaded=rows.good.num_rows, rows_rejected=rows.rows_rejected)
+    files = tables.current_files(table)
+    worked = parts.work(source, table.path, parts.Part(0, None), rows, files)
+    del rows
+    day = source.file_date(delivery.name)
+    work = parts.merged(checked.rows_read, [worked], lambda: tables.write_changes(
+        table.path, source, worked.changes, day, files))
+    clock["diff_s"] = time.perf_counter() - t
+    return _settle(layout, source, delivery, table, commits, allow_mass_delete, work, clock)
+
+
+def _settle(layout: Layout, source: Source, delivery: Delivery, table: tables.Opened,
+            commits: dict, allow_mass_delete: bool, work: parts.FileWork,
+            clock: dict) -> tuple[FileOutcome, dict]:
+    """The driver's part of a file, whichever engine did the work: the mass-delete check, the
+    error report, the data files written, then the file's one commit."""
+    path, sha = delivery.path, delivery.sha256
+    day = source.file_date(path.name)
+    t = time.perf_counter()
+    outcome = FileOutcome(source.name, path.name, "applied", rows_read=work.rows_read,
+                          rows_loaded=work.rows_loaded, rows_rejected=len(work.bad))
     report = layout.error_report(source.name, source.report_stamp(path.name))
     if (path.name, sha) in commits:     # applied by a run that stopped before logging it
         meta = commits[path.name, sha]
         outcome.inserted, outcome.updated, outcome.expired = (
             meta["inserted"], meta["updated"], meta["expired"])
         clock["table_version"], clock["diff_s"] = meta["table_version"], 0.0
-        _write_atomically(rows.bad, report)
+        _write_atomically(work.bad, report)
         clock["commit_s"] = time.perf_counter() - t
         return outcome, clock
-    current = tables.current_versions(
-        table, source, None if source.snapshot else rows.good.column(source.key))
-    changes = diff(current, rows.good, source.key, snapshot=source.snapshot,
-                   bad_keys=rows.bad_keys)
-    bad, current_keys = rows.bad, current.num_rows
-    del rows, current       # only the changes are committed
-    clock["diff_s"], t = time.perf_counter() - t, time.perf_counter()
     crashpoint("ingest.after_diff")
-    _mass_delete_check(source, current_keys, changes.expired, allow_mass_delete)
+    _mass_delete_check(source, work.current_keys, work.expired, allow_mass_delete)
     outcome.inserted, outcome.updated, outcome.expired = (
-        changes.inserted, changes.updated, changes.expired)
-    _write_atomically(bad, report)
-    if not changes.empty:
+        work.inserted, work.updated, work.expired)
+    _write_atomically(work.bad, report)
+    if not work.empty:
         provenance = {"source": source.name, "file": path.name, "sha256": sha,
                       "file_date": day.isoformat(), **outcome.counts()}
         crashpoint("ingest.before_commit")
-        clock["table_version"] = tables.apply_changes(table, source, changes, day, provenance)
+        actions = work.write()
+        crashpoint("ingest.files_written")
+        clock["table_version"] = tables.commit(table, source, actions, provenance)
         crashpoint("ingest.after_commit")
     clock["commit_s"] = time.perf_counter() - t
     return outcome, clock
@@ -344,7 +371,8 @@ class _Progress:
 
 def _apply_in_order(layout: Layout, ingest_log: tables.IngestLog, source: Source,
                     pending: list[Delivery], allow_mass_delete: bool, bar: _Progress,
-                    read_ahead: bool = False) -> list[FileOutcome]:
+                    read_ahead: bool = False, engine: Engine | None = None
+                    ) -> list[FileOutcome]:
     """The usual case: new files dated on or after everything applied, one commit each.
 
     With ``read_ahead``, the next file is read and validated while this one is compared and
@@ -354,11 +382,16 @@ def _apply_in_order(layout: Layout, ingest_log: tables.IngestLog, source: Source
     commits = tables.applied_commits(table)
     outcomes = []
     with ThreadPoolExecutor(max_workers=1) as ahead:
-        checks = _checks_in_order(source, pending, ahead if read_ahead else None)
+        checks = (_checks_in_order(source, pending, ahead if read_ahead else None)
+                  if engine is None else [None] * len(pending))
         for delivery, check in zip(pending, checks, strict=True):
             try:
-                outcome, clock = _apply_checked(layout, source, check(), table, commits,
-                                                allow_mass_delete)
+                if check is None:
+                    outcome, clock = _apply_file(layout, source, delivery, table, commits,
+                                                 allow_mass_delete, engine)
+                else:
+                    outcome, clock = _apply_checked(layout, source, check(), table, commits,
+                                                    allow_mass_delete)
                 log.info("%s", outcome.line())
                 ingest_log.append([_log_row(source, delivery, outcome, clock)])
                 crashpoint("ingest.after_log")
@@ -387,7 +420,8 @@ def _checks_in_order(source: Source, pending: list[Delivery],
 
 def _rebuild(layout: Layout, ingest_log: tables.IngestLog, source: Source,
              deliveries: list[Delivery], ledger: Ledger, events: dict[str, str], note: str,
-             allow_mass_delete: bool, bar: _Progress) -> list[FileOutcome]:
+             allow_mass_delete: bool, bar: _Progress, engine: Engine | None = None
+             ) -> list[FileOutcome]:
     """Replay every archived file of ``source`` into a scratch table, swap it in at once.
 
     ``events`` names the files that caused the rebuild (file -> late | resent | rebuild)."""
@@ -403,7 +437,7 @@ def _rebuild(layout: Layout, ingest_log: tables.IngestLog, source: Source,
         event = events.get(delivery.name, "rebuild")
         try:
             outcome, clock = _apply_file(layout, source, delivery, opened, {},
-                                         allow_mass_delete or before)
+                                         allow_mass_delete or before, engine)
         except _Quarantine as reason:
             outcomes.append(_quarantine(layout, ingest_log, source, delivery, str(reason),
                                         event))
@@ -477,7 +511,8 @@ def _one_snapshot_a_day(layout: Layout, ingest_log: tables.IngestLog, source: So
 def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
                    ledger: Ledger, allow_mass_delete: bool, bar: _Progress,
                    rebuild: str | None = None, read_ahead: bool = False,
-                   erased: frozenset[str] = frozenset()) -> list[FileOutcome]:
+                   erased: frozenset[str] = frozenset(), engine: Engine | None = None
+                   ) -> list[FileOutcome]:
     """``erased``: archived files an erasure rewrote (new content, but not resent)."""
     deliveries = _deliveries(layout, source, ledger)
     pending = _pending(layout, source, deliveries, ledger)
@@ -503,20 +538,21 @@ def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
             events[delivery.name] = "late"
     if rebuild is None and not events:
         return refused + _apply_in_order(layout, ingest_log, source, pending,
-                                         allow_mass_delete, bar, read_ahead)
+                                         allow_mass_delete, bar, read_ahead, engine)
     why = [f"{kind} file {name}" for name, kind in events.items()]
     note = rebuild or ("rebuilt for " + ", ".join(why))
     events |= {d.name: "rebuild" for d in pending if d.name not in events}
     replay = [d for d in deliveries
               if d.name in events or ledger.status(d.name, d.sha256) == "applied"]
     return refused + _rebuild(layout, ingest_log, source, replay, ledger, events, note,
-                              allow_mass_delete, bar)
+                              allow_mass_delete, bar, engine)
 
 
 # --- erasure requests (SPEC §9) ----------------------------------------------------------------
 
 def _erase_requests(layout: Layout, ingest_log: tables.IngestLog, ledger: Ledger,
-                    allow_mass_delete: bool, bar: _Progress) -> list[FileOutcome]:
+                    allow_mass_delete: bool, bar: _Progress, engine: Engine | None = None
+                    ) -> list[FileOutcome]:
     """Apply pending erasure request files in file-date order (finishing one a killed run
     started), each ending with the customer table rebuilt from the rewritten archive."""
     source = ERASURE_REQUESTS
@@ -529,13 +565,14 @@ def _erase_requests(layout: Layout, ingest_log: tables.IngestLog, ledger: Ledger
     outcomes = []
     bar.add(len(pending))
     for delivery in pending:
-        outcomes += _erase_one(layout, ingest_log, delivery, allow_mass_delete, bar)
+        outcomes += _erase_one(layout, ingest_log, delivery, allow_mass_delete, bar, engine)
         bar.step(source, delivery.name)
     return outcomes
 
 
 def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
-               allow_mass_delete: bool, bar: _Progress) -> list[FileOutcome]:
+               allow_mass_delete: bool, bar: _Progress, engine: Engine | None = None
+               ) -> list[FileOutcome]:
     source, name = ERASURE_REQUESTS, delivery.name
     logged = tables.read_erasure_log(layout)
     logged = logged[logged["request_file"] == name]
@@ -569,7 +606,7 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
                 tables.versions(customer)["note"])):
             outcomes += _ingest_source(layout, ingest_log, SOURCES["customer"], ledger,
                                        allow_mass_delete, bar, rebuild=note,
-                                       erased=frozenset(plan.archived()))
+                                       erased=frozenset(plan.archived()), engine=engine)
         crashpoint("erasure.rebuilt")
         kept = erasure.purge_history(customer) if tables.exists(customer) else None
         crashpoint("erasure.purged")
@@ -630,30 +667,57 @@ def _scrub_later_deliveries(layout: Layout, ledger: Ledger) -> None:
 
 
 def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
-           progress: bool | None = None) -> IngestResult:
+           progress: bool | None = None, engine: str = "local", cluster: str | None = None,
+           ranges: int | None = None) -> IngestResult:
     """Apply every archived file not yet applied, per source in file-date order; erasure
-    requests first (each rewrites the raw customer files and rebuilds the customer table)."""
+    requests first (each rewrites the raw customer files and rebuilds the customer table).
+
+    ``engine="dask"`` runs each file's work on a Dask cluster (SPEC §13): the scheduler at
+    ``cluster`` (``tcp://host:8786``), else a LocalCluster on this machine; ``ranges`` key
+    ranges per file (default: the cluster's threads)."""
     layout = Layout.of(root)
-    with hold(layout.root, "ingest"):
-        ledger, ingest_log = Ledger(tables.read_log(layout)), tables.IngestLog(layout)
-        bar = _Progress(progress)
-        erased = _erase_requests(layout, ingest_log, ledger, allow_mass_delete, bar)
-        if erased:
-            ledger = Ledger(tables.read_log(layout))
-        _scrub_later_deliveries(layout, ledger)
-        # Sources are independent tables: ingest them side by side (the heavy parts, Arrow
-        # compute and delta-rs, run without the GIL); each keeps its own file order. Large
-        # files go one source at a time, each reading its next file while it commits one.
-        largest = max((size for s in SOURCES.values()
-                       for _, size, _ in storage.listing(layout.archive(s.name))), default=0)
-        side_by_side = largest <= SIDE_BY_SIDE_UP_TO_BYTES
-        with ThreadPoolExecutor(max_workers=len(SOURCES) if side_by_side else 1) as pool:
-            per_source = list(pool.map(
-                lambda s: _ingest_source(layout, ingest_log, s, ledger, allow_mass_delete,
-                                         bar, read_ahead=not side_by_side),
-                SOURCES.values()))
-        bar.close()
-        return IngestResult(erased + [f for files in per_source for f in files])
+    with hold(layout.root, "ingest"), _engine(engine, cluster, ranges) as running:
+        return _ingest(layout, allow_mass_delete, progress, running)
+
+
+@contextlib.contextmanager
+def _engine(name: str, cluster: str | None, ranges: int | None) -> Iterator[Engine | None]:
+    """The engine a run asked for: None for the local one, else a Dask client (and its
+    LocalCluster), closed when the run ends."""
+    if name == "local":
+        if cluster is not None or ranges is not None:
+            raise ValueError("--cluster and --ranges are for --engine dask")
+        yield None
+        return
+    if name != "dask":
+        raise ValueError(f"no engine {name!r}; engines: local, dask")
+    from minilake.load.distributed import Engine
+
+    with Engine(cluster, ranges) as running:
+        yield running
+
+
+def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None,
+            engine: Engine | None) -> IngestResult:
+    ledger, ingest_log = Ledger(tables.read_log(layout)), tables.IngestLog(layout)
+    bar = _Progress(progress)
+    erased = _erase_requests(layout, ingest_log, ledger, allow_mass_delete, bar, engine)
+    if erased:
+        ledger = Ledger(tables.read_log(layout))
+    _scrub_later_deliveries(layout, ledger)
+    # Sources are independent tables: ingest them side by side (the heavy parts, Arrow
+    # compute and delta-rs, run without the GIL); each keeps its own file order. Large
+    # files go one source at a time, each reading its next file while it commits one.
+    largest = max((size for s in SOURCES.values()
+                   for _, size, _ in storage.listing(layout.archive(s.name))), default=0)
+    side_by_side = largest <= SIDE_BY_SIDE_UP_TO_BYTES
+    with ThreadPoolExecutor(max_workers=len(SOURCES) if side_by_side else 1) as pool:
+        per_source = list(pool.map(
+            lambda s: _ingest_source(layout, ingest_log, s, ledger, allow_mass_delete,
+                                     bar, read_ahead=not side_by_side, engine=engine),
+            SOURCES.values()))
+    bar.close()
+    return IngestResult(erased + [f for files in per_source for f in files])
 
 
 def rebuild(source: str | None = None, root: str | Path = ".", *,
@@ -675,16 +739,19 @@ def rebuild(source: str | None = None, root: str | Path = ".", *,
 
 
 def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
-        progress: bool | None = None, marts: bool = True) -> RunResult:
+        progress: bool | None = None, marts: bool = True, engine: str = "local",
+        cluster: str | None = None, ranges: int | None = None) -> RunResult:
     """split, ingest, then recompute the marts' months touched by the files applied since the
     marts were last refreshed (``marts=False`` leaves that to the caller: ``result.months``
     says which)."""
     from minilake.outbound import datamarts
 
     layout = Layout.of(root)
-    with hold(layout.root, "run"):
-        result = RunResult(split(root), ingest(root, allow_mass_delete=allow_mass_delete,
-                                               progress=progress))
+    # the engine first: a cluster that cannot be reached stops the run before any file moves
+    with hold(layout.root, "run"), _engine(engine, cluster, ranges) as running:
+        moved = split(root)
+        with hold(layout.root, "ingest"):
+            result = RunResult(moved, _ingest(layout, allow_mass_delete, progress, running))
         result.months = touched_months(layout)
         if marts and result.months != []:
             result.marts = datamarts.marts(layout.root, result.months)

@@ -27,8 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
-from deltalake.transaction import AddAction, RemoveAction
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import Schema as DeltaSchema
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from minilake import storage
 from minilake.layout import Layout
@@ -128,39 +129,39 @@ def _after_commit(opened: Opened) -> int:
     return version
 
 
-def current_versions(opened: Opened, source: Source, keys: pa.Array | None = None) -> pa.Table:
-    """Key and row_hash of the current versions (nothing else is read).
+def current_files(opened: Opened) -> list[dict]:
+    """The table's current data files (its add actions in the ``is_current`` partition, with
+    their key statistics), at the handle's version; none before the first commit."""
+    table = opened.table()
+    if table is None:
+        return []
+    files = pa.table(table.get_add_actions(flatten=True))
+    return files.filter(files["partition.is_current"]).to_pylist()
+
+
+def current_versions(path: Path, source: Source, files: list[dict],
+                     keys: pa.Array | None = None) -> pa.Table:
+    """Key and row_hash of the current versions held in ``files`` (nothing else is read).
 
     With ``keys``, only versions whose key lies between the smallest and the largest of them
     are read: enough for a transactional file, which says nothing about other keys, and cheap
-    when keys grow with time (row groups outside the range are skipped by their statistics)."""
+    when keys grow with time (files and row groups outside the range are skipped by their
+    statistics)."""
     key_type = table_schema(source).field(source.key).type
-    table = None if keys is not None and len(keys) == 0 else opened.table()
-    if table is None:
-        return pa.table({source.key: pa.array([], key_type),
-                         "row_hash": pa.array([], pa.int64())})
-    where = "is_current"
-    if keys is not None:
-        where += f" AND {_key_range(source.key, keys)}"
-    # DataFusion over the Delta log: files whose statistics miss the range are not read.
-    result = QueryBuilder().register("t", table).execute(
-        f"SELECT {source.key}, row_hash FROM t WHERE {where}")
     schema = pa.schema([pa.field(source.key, key_type), pa.field("row_hash", pa.int64())])
-    return pa.table(result.read_all()).cast(schema)
-
-
-def _key_range(column: str, keys: pa.Array) -> str:
-    """SQL saying ``column`` lies between the smallest and the largest of ``keys``: files whose
-    statistics miss the range are skipped."""
-    low, high = (_literal(v.as_py()) for v in pc.min_max(keys).values())
-    return f"{column} >= {low} AND {column} <= {high}"
-
-
-def _literal(value: object) -> str:
-    """A key value as a SQL literal for a MERGE predicate."""
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return str(int(value))
+    where = None
+    if keys is not None:
+        if len(keys) == 0:
+            return schema.empty_table()
+        files = overlapping(files, source, keys)
+        low, high = (v.cast(key_type) for v in pc.min_max(keys).values())
+        where = (pc.field(source.key) >= low) & (pc.field(source.key) <= high)
+    if not files:
+        return schema.empty_table()
+    filesystem, base = storage.arrow(path)
+    data = ds.dataset([f"{base}/{f['path']}" for f in files], format="parquet",
+                      filesystem=filesystem)
+    return data.to_table(columns=schema.names, filter=where).cast(schema)
 
 
 def row_counts(path: Path) -> tuple[int, int]:
@@ -222,45 +223,67 @@ def _open_versions(table: pa.Table, day: dt.date) -> pa.Table:
 
 def apply_changes(opened: Opened, source: Source, changes: Changes, day: dt.date,
                   provenance: dict) -> int:
-    """Apply one file's changes in a single commit; return the new table version.
+    """Apply one file's changes in a single commit; return the new table version."""
+    actions = write_changes(opened.path, source, changes, day, current_files(opened))
+    return commit(opened, source, actions, provenance)
 
-    New versions are written as new files. A current file holding a version that expires is
-    rewritten: its other rows into a new current file, the expiring ones, closed on ``day``,
-    into the history partition; rows bound for the same partition share files of up to
-    ``ROWS_PER_FILE`` rows. One transaction adds the new files and removes the rewritten ones,
-    so readers see the table before the file or after it. Only current files whose key
-    statistics overlap the expiring keys are read at all."""
+
+def write_changes(path: Path, source: Source, changes: Changes, day: dt.date,
+                  files: list[dict], *, ordered: bool = False) -> list:
+    """Write one file's changes (or one key range's) as data files; return the Delta actions
+    that make them the table's: nothing is committed here.
+
+    New versions are written as new files. A current file (of ``files``) holding a version
+    that expires is rewritten: its other rows into a new current file, the expiring ones,
+    closed on ``day``, into the history partition; rows bound for the same partition share
+    files of up to ``ROWS_PER_FILE`` rows. Only current files whose key statistics overlap the
+    expiring keys are read at all. With ``ordered``, rows are written in key order, so that
+    the files of a key range do not overlap each other's key statistics (what lets the Dask
+    engine cut a table into ranges again, SPEC §13)."""
     schema = table_schema(source)
-    commit = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(provenance)})
     rows = _open_versions(changes.inserts, day).select(schema.names).cast(schema)
-    path, table = opened.path, opened.table()
-    if table is None:                                   # the table's first file
-        write(path, rows, partition_by=partitioning(source), mode="error",
-              commit_properties=commit)
-        return _after_commit(opened)
-    files = _Files(path, source, schema)
+    writer = _Files(path, source, schema, ordered)
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         rewritten = [] if len(changes.expire_keys) == 0 else list(pool.map(
-            lambda f: files.expire(f, changes.expire_keys, day),
-            _current_files(table, source, changes.expire_keys)))
-        pieces = [p for _, small in rewritten for p in small] + files.by_partition(rows)
-        added = list(pool.map(lambda p: files.write(*p), files.pack(pieces)))
-    actions = [a for done, _ in rewritten for a in done] + added
-    table.create_write_transaction(actions, mode="append", schema=schema,
-                                   partition_by=partitioning(source), commit_properties=commit)
+            lambda f: writer.expire(f, changes.expire_keys, day),
+            overlapping(files, source, changes.expire_keys)))
+        pieces = [p for _, small in rewritten for p in small] + writer.by_partition(rows)
+        added = list(pool.map(lambda p: writer.write(*p), writer.pack(pieces)))
+    return [a for done, _ in rewritten for a in done] + added
+
+
+def commit(opened: Opened, source: Source, actions: list, provenance: dict) -> int:
+    """One commit of a file's actions, carrying its provenance; the table's first commit
+    creates it. Returns the new version."""
+    schema = table_schema(source)
+    properties = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(provenance)})
+    table = opened.table()
+    if table is None:
+        storage.mkdirs(opened.path)
+        create_table_with_add_actions(
+            storage.uri(opened.path), DeltaSchema.from_arrow(schema), actions, mode="error",
+            partition_by=partitioning(source),
+            storage_options=storage.delta_options(opened.path), commit_properties=properties)
+    else:
+        table.create_write_transaction(actions, mode="append", schema=schema,
+                                       partition_by=partitioning(source),
+                                       commit_properties=properties)
     return _after_commit(opened)
 
 
-def _current_files(table: DeltaTable, source: Source, keys: pa.Array) -> list[dict]:
-    """The current files that may hold one of ``keys``, by their key statistics."""
-    files = pa.table(table.get_add_actions(flatten=True))
-    files = files.filter(files["partition.is_current"])
-    if f"min.{source.key}" not in files.column_names:          # no statistics: every file
-        return files.to_pylist()
-    smallest, largest = files[f"min.{source.key}"], files[f"max.{source.key}"]
+def overlapping(files: list[dict], source: Source, keys: pa.Array) -> list[dict]:
+    """The files (add actions) that may hold one of ``keys``, by their key statistics."""
+    column = f"min.{source.key}"
+    if not files or column not in files[0] or not len(keys):
+        return files if len(keys) else []
+    smallest = pa.array([f[column] for f in files])
+    largest = pa.array([f[f"max.{source.key}"] for f in files])
+    if smallest.type != keys.type and pa.types.is_null(smallest.type):
+        return files
     low, high = (v.cast(smallest.type) for v in pc.min_max(keys).values())
     overlaps = pc.and_(pc.less_equal(smallest, high), pc.greater_equal(largest, low))
-    return files.filter(overlaps.fill_null(True)).to_pylist()
+    return [f for f, keep in zip(files, overlaps.fill_null(True).to_pylist(), strict=True)
+            if keep]
 
 
 ROWS_PER_FILE = 1_000_000
@@ -270,8 +293,8 @@ class _Files:
     """Data files of one table, written the way delta-rs writes them: Hive-style partition
     folders, partition columns kept out of the file, statistics for data skipping."""
 
-    def __init__(self, root: Path, source: Source, schema: pa.Schema):
-        self.root, self.source = root, source
+    def __init__(self, root: Path, source: Source, schema: pa.Schema, ordered: bool = False):
+        self.root, self.source, self.ordered = root, source, ordered
         self.filesystem, self.base = storage.arrow(root)
         self.partitions = partitioning(source)
         self.stored = pa.schema([f for f in schema if f.name not in self.partitions])
@@ -305,6 +328,11 @@ class _Files:
                 rows.select(self.stored.names).cast(self.stored))
         packed = []
         for partition, tables in groups.items():
+            if self.ordered:            # one sorted run, cut into files: no two overlap
+                rows = pa.concat_tables(tables).sort_by(self.source.key)
+                packed += [(rows.slice(start, ROWS_PER_FILE), dict(partition))
+                           for start in range(0, rows.num_rows, ROWS_PER_FILE)]
+                continue
             batch: list[pa.Table] = []
             for rows in sorted(tables, key=len, reverse=True):
                 if batch and sum(map(len, batch)) + len(rows) > ROWS_PER_FILE:
@@ -344,7 +372,7 @@ class _Files:
                                    pa.repeat(pa.scalar(day, pa.date32()), closed.num_rows))
         pieces = [(closed, {**partition, "is_current": "false"})]
         kept = rows.filter(pc.invert(ends))
-        if kept.num_rows >= ROWS_PER_FILE // 2:
+        if kept.num_rows >= ROWS_PER_FILE // 2 and not self.ordered:
             actions.append(self.write(kept, partition))
         elif kept.num_rows:
             pieces.append((kept, partition))

@@ -8,7 +8,7 @@ each value parses the way its column's kind needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ class Validated:
     good: pa_.Table            # typed business columns, file order
     bad: pd.DataFrame          # the raw text of every bad row plus an `errors` column
     bad_keys: pd.Series        # the keys of bad rows as text, where the row has one
+    # where each bad row that split into fields stands among the rows (``bad`` lists those
+    # first, in this order, then the rows that did not split)
+    bad_at: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def rows_rejected(self) -> int:
@@ -109,4 +112,5 @@ def validate(schema: pa.DataFrameSchema, key: str, text: TextFrame) -> Validated
     if text.malformed:
         bad = pd.concat([bad, _malformed_rows(text, columns)], ignore_index=True)
     bad_keys = bad.loc[bad[key] != "", key] if len(bad) else pd.Series(dtype=str)
-    return Validated(good=good, bad=bad.reset_index(drop=True), bad_keys=bad_keys)
+    return Validated(good=good, bad=bad.reset_index(drop=True), bad_keys=bad_keys,
+                     bad_at=np.flatnonzero(is_bad))
