@@ -171,6 +171,81 @@ def flat(work: Path, python: str, days: int, scale: float) -> None:
     shutil.rmtree(held, ignore_errors=True)
 
 
+def run_tree(args: list[str]) -> tuple[float, float, float]:
+    """Run a command, sampling the memory of it and its descendants (a Dask LocalCluster's
+    workers) every 0.1 s; return (wall seconds, the driver's peak RSS in MB, the largest
+    peak RSS of one descendant in MB)."""
+    import psutil
+
+    began = time.perf_counter()
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    driver = psutil.Process(process.pid)
+    peaks: dict[int, int] = {}
+    while process.poll() is None:
+        try:
+            for member in [driver, *driver.children(recursive=True)]:
+                peaks[member.pid] = max(peaks.get(member.pid, 0), member.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    seconds = time.perf_counter() - began
+    if process.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(args)}")
+    own = peaks.pop(process.pid, 0)
+    return seconds, own / 2**20, max(peaks.values(), default=0) / 2**20
+
+
+def engines(scales: list[float], days: int, work: Path, python: str, repeat: int,
+            ranges: list[int]) -> None:
+    """Per scale: the week with the local engine and with ``--engine dask`` (a LocalCluster
+    of a worker per core), alternately, ``repeat`` times; then the Dask engine once per
+    number of key ranges in ``ranges`` (more ranges than workers: how a file's work per range
+    shrinks as it is cut for more workers)."""
+    for scale in scales:
+        world = work / f"x{scale:g}_world"
+        shutil.rmtree(world, ignore_errors=True)
+        run_child([python, "-m", "minilake", "generate", "--root", str(world), "--customers",
+                   str(int(SAMPLE_CUSTOMERS * scale)), "--days", str(days), "--landing-only",
+                   "--crlf-addresses", CRLF_ADDRESSES])
+
+        def once(*extra: str, scale=scale, world=world) -> tuple[float, float, float, dict]:
+            root = work / f"x{scale:g}"
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            shutil.copytree(world / "landing_zone", root / "landing_zone",
+                            copy_function=os.link)
+            figures = run_tree([python, "-m", "minilake", "run", "--root", str(root), *extra])
+            stages = stage_seconds(root)
+            shutil.rmtree(root)
+            return (*figures, stages)
+
+        runs: dict[str, list] = {"local": [], "dask": []}
+        for _ in range(repeat):
+            runs["local"].append(once())
+            runs["dask"].append(once("--engine", "dask"))
+        print(f"\n## {scale:g}x, {days} days, {repeat} run(s) each (medians; every run's "
+              f"seconds in brackets)")
+        print("| engine | total s | driver peak MB | largest worker peak MB |")
+        print("|---|---|---|---|")
+        for name, got in runs.items():
+            print(f"| {name} | {statistics.median(r[0] for r in got):.1f} "
+                  f"({', '.join(f'{r[0]:.1f}' for r in got)}) | "
+                  f"{max(r[1] for r in got):,.0f} | "
+                  f"{max(r[2] for r in got):,.0f} |" if name == "dask" else
+                  f"| {name} | {statistics.median(r[0] for r in got):.1f} "
+                  f"({', '.join(f'{r[0]:.1f}' for r in got)}) | "
+                  f"{max(r[1] for r in got):,.0f} | - |", flush=True)
+        print("\n| ranges per file | total s | read s | validate s (slowest range, summed "
+              "over files) | diff s (slowest range) | commit s | largest worker peak MB |")
+        print("|---|---|---|---|---|---|---|")
+        for n in ranges:
+            seconds, _, worker, stages = once("--engine", "dask", "--ranges", str(n))
+            print(f"| {n} | {seconds:.1f} | {stages['read_s']:.1f} | "
+                  f"{stages['validate_s']:.1f} | {stages['diff_s']:.1f} | "
+                  f"{stages['commit_s']:.1f} | {worker:,.0f} |", flush=True)
+        shutil.rmtree(world)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[1, 10, 100])
@@ -182,6 +257,10 @@ def main() -> None:
     parser.add_argument("--flat-scale", type=float, default=10)
     parser.add_argument("--keep", default=None, help="work folder to keep (default: a temp)")
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--engine", choices=["local", "dask"], default="local",
+                        help="dask: the local engine against --engine dask per scale")
+    parser.add_argument("--ranges", type=int, nargs="+", default=[2, 4, 8],
+                        help="with --engine dask: key ranges per file to try")
     args = parser.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="minilake-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -191,6 +270,9 @@ def main() -> None:
     try:
         if args.flat:
             flat(work, python, args.flat_days, args.flat_scale)
+            return
+        if args.engine == "dask":
+            engines(args.scales, args.days, work, python, args.repeat, args.ranges)
             return
         results = []
         for scale in args.scales:

@@ -350,3 +350,38 @@ def test_a_run_killed_before_its_marts_are_refreshed_is_caught_up(hook, late_wor
     got, want = marts_of(root), marts_of(want_root)
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], obj=f"{hook}: {name}")
+
+
+def referenced_files(table: Path) -> set[str]:
+    """Data files (relative) some version of the table refers to, version by version."""
+    from deltalake import DeltaTable
+
+    latest = DeltaTable(str(table)).version()
+    return {os.path.relpath(uri.removeprefix("file://"), table) for n in range(latest + 1)
+            for uri in DeltaTable(str(table), version=n).file_uris()}
+
+
+def test_vacuum_removes_exactly_the_files_a_killed_run_wrote_and_never_committed(world,
+                                                                                tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(world, root)
+    assert run_cli(root, {"MINILAKE_CRASH_AT": "ingest.files_written:6"}) == -signal.SIGKILL
+    run_cli(root)
+    before = {s: minilake.read_table(s, root=root) for s in ("customer", "product", "sales")}
+    orphans = {}
+    for source in ("customer", "product", "sales"):
+        table = root / "tables" / source
+        on_disk = {str(p.relative_to(table)) for p in table.rglob("*.parquet")
+                   if "_delta_log" not in p.parts}
+        orphans[source] = sorted(on_disk - referenced_files(table))
+    assert sum(map(len, orphans.values())) >= 1, "the kill left no unreferenced file"
+    listed = minilake.vacuum(root, dry_run=True)
+    assert {s: listed[s] for s in orphans} == orphans
+    removed = minilake.vacuum(root)
+    assert {s: removed[s] for s in orphans} == orphans
+    for source, frame in before.items():
+        table = root / "tables" / source
+        assert not any((table / f).exists() for f in orphans[source])
+        pd.testing.assert_frame_equal(minilake.read_table(source, root=root), frame)
+        for n in range(1, 3):             # every version still reads: time travel untouched
+            minilake.read_table(source, root=root, version=n)

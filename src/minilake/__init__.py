@@ -6,7 +6,7 @@ a daily run does not need (``pull``, ``export``) are imported when first used.
 
 from minilake.generate import generate
 from minilake.inbound.landing import land_sample, reset, split
-from minilake.load.ingest import erasures, ingest, rebuild, run, status, versions
+from minilake.load.ingest import erasures, ingest, rebuild, run, status, vacuum, versions
 from minilake.load.tables import read_table
 
 _LAZY = {"pull": "minilake.inbound.api_pull", "pulls": "minilake.inbound.api_pull",
@@ -27,4 +27,4 @@ def __getattr__(name: str) -> object:
 
 __all__ = ["erasures", "export", "generate", "ingest", "land_sample", "marts", "pull", "pulls",
            "read_mart", "read_table", "rebuild", "reports", "reset", "run", "split", "sql",
-           "status", "versions"]
+           "status", "vacuum", "versions"]

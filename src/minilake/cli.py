@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("status", "per source: files, last date, rows, errors; then each table "
                 "version and the file(s) it came from")
     p.add_argument("--brief", action="store_true", help="the summary only, no versions")
+    p = command("vacuum", "remove data files no table version refers to (left by a killed "
+                "run or a lost Dask worker)")
+    p.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
     p = command("rebuild", "replay archive/ into fresh tables and swap them in atomically")
     p.add_argument("source", nargs="?", default=None, help="one source (default: all)")
     p.add_argument("--allow-mass-delete", action="store_true",
@@ -194,6 +197,12 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.command == "split":
         _print(minilake.split(args.root).lines())
+        return 0
+    if args.command == "vacuum":
+        found = minilake.vacuum(args.root, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        _print([f"{name}: {verb} {len(files)} file(s) no version refers to"
+                + "".join(f"\n  {f}" for f in files) for name, files in found.items()])
         return 0
     if args.command in ("run", "ingest", "rebuild"):
         if args.command == "rebuild":

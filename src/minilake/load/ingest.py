@@ -738,6 +738,21 @@ def rebuild(source: str | None = None, root: str | Path = ".", *,
         return result
 
 
+def vacuum(root: str | Path = ".", *, dry_run: bool = False) -> dict[str, list[str]]:
+    """Remove the data files no table version refers to (per table, the files removed, or
+    with ``dry_run`` those that would be): what a run killed between writing a file's data
+    files and its commit left, or a Dask worker lost mid-write (SPEC §13). Every version's
+    files stay, so time travel is untouched."""
+    from minilake.outbound import datamarts
+
+    layout = Layout.of(root)
+    with hold(layout.root, "vacuum"):
+        paths = {name: layout.table(name) for name in SOURCES}
+        paths |= {f"marts/{m}": layout.table("marts") / m for m in datamarts.MARTS}
+        return {name: tables.remove_orphans(path, dry_run) for name, path in paths.items()
+                if tables.exists(path)}
+
+
 def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         progress: bool | None = None, marts: bool = True, engine: str = "local",
         cluster: str | None = None, ranges: int | None = None) -> RunResult:

@@ -404,6 +404,15 @@ def _statistics(rows: pa.Table) -> str:
                        "maxValues": greatest, "nullCount": nulls})
 
 
+def remove_orphans(path: Path, dry_run: bool = False) -> list[str]:
+    """Data files of the table at ``path`` that no version refers to, removed (a "full"
+    vacuum that keeps every version's files); sorted."""
+    table = delta(path)
+    return sorted(table.vacuum(retention_hours=0, dry_run=dry_run,
+                               enforce_retention_duration=False, full=True,
+                               keep_versions=list(versions(path)["version"])))
+
+
 def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -> int:
     """Swap a rebuilt table in with one overwrite commit; return the new version.
 
