@@ -118,6 +118,17 @@ def test_hostile_files_on_s3_give_the_local_outcome(s3, crash_world, local_outco
                        "quarantine/product/products_20241012.json.reason.txt"]
 
 
+@OTHER
+def test_the_dask_engine_on_s3_gives_the_local_outcome(s3, crash_world, local_outcome,
+                                                      tmp_path):
+    """SPEC §13 with §12: the Dask workers (a LocalCluster of the run) read the raw files and
+    the current versions from the bucket and write the data files there."""
+    root = s3.new_root("dask", crash_world)
+    assert run(root, s3, "--engine", "dask", "--ranges", "3").returncode == 1   # 2 quarantined
+    got = s3_outcome(s3, root, tmp_path / "mirror")
+    assert_same(got, local_outcome, "dask on s3")
+
+
 def test_days_arriving_in_another_order_on_s3_give_the_same_tables(s3, crash_world,
                                                                    local_outcome, tmp_path):
     staged = tmp_path / "staged"
