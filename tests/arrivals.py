@@ -28,14 +28,13 @@ def deliver(files: list[str], batches: list[int]) -> dict[str, pd.DataFrame]:
     """Copy ``files`` into a fresh root's landing zone ``batches[i]`` at a time, running
     minilake after each batch; return the tables."""
     logging.disable(logging.WARNING)
-    root = Path(tempfile.mkdtemp(prefix="arrivals-"))
-    (root / "landing_zone").mkdir()
-    start = 0
-    for size in batches:
-        for name in files[start:start + size]:
-            shutil.copy(name, root / "landing_zone")
-        start += size
-        assert minilake.run(root).ok
-    out = table_contents(root)
-    shutil.rmtree(root)
-    return out
+    with tempfile.TemporaryDirectory(prefix="arrivals-") as folder:   # removed, pass or fail
+        root = Path(folder)
+        (root / "landing_zone").mkdir()
+        start = 0
+        for size in batches:
+            for name in files[start:start + size]:
+                shutil.copy(name, root / "landing_zone")
+            start += size
+            assert minilake.run(root).ok
+        return table_contents(root)

@@ -40,17 +40,17 @@ def _base() -> dict[str, tuple[str, bytes]]:
 BASE = _base()
 
 
-def run_one(name: str, data: bytes):
-    """Run a root that holds only this file; return (result, layout, file name)."""
-    root = Path(tempfile.mkdtemp(prefix="hostile-"))
-    (root / "landing_zone").mkdir()
-    (root / "landing_zone" / name).write_bytes(data)
-    return minilake.run(root), Layout.of(root)
-
-
 def outcome(name: str, data: bytes, source: str) -> tuple[str, str | dict]:
-    """('applied', log row) | ('quarantined', reason) | ('unmatched', '') and the invariants."""
-    result, layout = run_one(name, data)
+    """('applied', log row) | ('quarantined', reason) | ('unmatched', '') and the invariants,
+    from a run of a root that holds only this file (removed afterwards, pass or fail)."""
+    with tempfile.TemporaryDirectory(prefix="hostile-") as root:
+        (Path(root) / "landing_zone").mkdir()
+        (Path(root) / "landing_zone" / name).write_bytes(data)
+        return _checked(minilake.run(root), Layout.of(root), name, data, source)
+
+
+def _checked(result, layout: Layout, name: str, data: bytes,
+             source: str) -> tuple[str, str | dict]:
     if result.split.unmatched:
         assert [p.name for p in result.split.unmatched] == [name]
         assert (layout.landing / name).read_bytes() == data

@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -29,10 +30,15 @@ PIECES = ["a", "Z", " ", ",", "~", '"', '""', "\r", "\n", "\r\n", "\r\r\n", "é"
           "\t", "0"]
 
 
+# One folder for the generated files of every example, removed when the session ends.
+SCRATCH = tempfile.TemporaryDirectory(prefix="readers-")
+
+
 def write(data: bytes) -> Path:
-    path = Path(tempfile.mkdtemp(prefix="readers-")) / "file"
-    path.write_bytes(data)
-    return path
+    descriptor, name = tempfile.mkstemp(dir=SCRATCH.name)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+    return Path(name)
 
 
 def rows_of(frame) -> list[list[str]]:
