@@ -197,10 +197,10 @@ def run_tree(args: list[str]) -> tuple[float, float, float]:
 
 def engines(scales: list[float], days: int, work: Path, python: str, repeat: int,
             ranges: list[int]) -> None:
-    """Per scale: the week with the local engine and with ``--engine dask`` (a LocalCluster
-    of a worker per core), alternately, ``repeat`` times; then the Dask engine once per
-    number of key ranges in ``ranges`` (more ranges than workers: how a file's work per range
-    shrinks as it is cut for more workers)."""
+    """Per scale: ``minilake ingest`` of the week (split first, untimed) with the local engine
+    and with ``--engine dask`` (a LocalCluster of a worker per core), alternately, ``repeat``
+    times; then the Dask engine once per number of key ranges in ``ranges`` (more ranges than
+    workers: how a file's work per range shrinks as it is cut for more workers)."""
     for scale in scales:
         world = work / f"x{scale:g}_world"
         shutil.rmtree(world, ignore_errors=True)
@@ -214,7 +214,11 @@ def engines(scales: list[float], days: int, work: Path, python: str, repeat: int
             root.mkdir()
             shutil.copytree(world / "landing_zone", root / "landing_zone",
                             copy_function=os.link)
-            figures = run_tree([python, "-m", "minilake", "run", "--root", str(root), *extra])
+            # ingest alone is timed: split does not depend on the engine, nor do the marts
+            # (which the run refreshes at its end, in the driver, whatever the engine)
+            run_child([python, "-m", "minilake", "split", "--root", str(root)])
+            figures = run_tree([python, "-m", "minilake", "ingest", "--root", str(root),
+                                *extra])
             stages = stage_seconds(root)
             shutil.rmtree(root)
             return (*figures, stages)
@@ -246,6 +250,129 @@ def engines(scales: list[float], days: int, work: Path, python: str, repeat: int
         shutil.rmtree(world)
 
 
+BENCH = Path(__file__).resolve().parent
+DBT_VENV = BENCH / ".venv-dbt"
+
+
+def dbt_venv(python: str) -> Path:
+    """The dbt-duckdb peer's own venv (created once, pinned by requirements-dbt.txt)."""
+    dbt = DBT_VENV / "bin" / "dbt"
+    stamp = DBT_VENV / ".installed"
+    pins = BENCH / "requirements-dbt.txt"
+    if not stamp.exists() or stamp.stat().st_mtime < pins.stat().st_mtime:
+        subprocess.run([python, "-m", "venv", "--clear", str(DBT_VENV)], check=True)
+        subprocess.run([str(DBT_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                        "--disable-pip-version-check", "-r", str(pins)], check=True)
+        stamp.touch()
+    return dbt
+
+
+def peers(scales: list[float], days: int, work: Path, python: str, repeat: int) -> None:
+    """Per scale, on one generated world, interleaved, ``repeat`` times: minilake (the week in
+    one run; one day per run), the hand-written DuckDB peer and dbt-duckdb snapshots (one
+    process per day each). Prints medians (every run's figure beside) and checks each peer's
+    current and total version counts against minilake's."""
+    sys.path.insert(0, str(BENCH))
+    import peers as peer
+
+    dbt = dbt_venv(python)
+    for scale in scales:
+        peers_at(scale, days, work, python, repeat, dbt, peer)
+
+
+def peers_at(scale: float, days: int, work: Path, python: str, repeat: int, dbt: Path,
+             peer) -> None:
+    world = work / f"x{scale:g}_world"
+    shutil.rmtree(world, ignore_errors=True)
+    run_child([python, "-m", "minilake", "generate", "--root", str(world), "--customers",
+               str(int(SAMPLE_CUSTOMERS * scale)), "--days", str(days), "--landing-only",
+               "--crlf-addresses", CRLF_ADDRESSES])
+    landing = world / "landing_zone"
+    stamps = sorted({p.stem.rsplit("_", 1)[1] for p in landing.iterdir()})
+
+    def fresh(name: str) -> Path:
+        folder = work / f"x{scale:g}_{name}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        return folder
+
+    def week() -> tuple[float, float, dict]:
+        root = fresh("week")
+        shutil.copytree(landing, root / "landing_zone", copy_function=os.link)
+        seconds, peak = run_child([python, "-m", "minilake", "run", "--root", str(root)])
+        return seconds, peak, minilake_counts(root)
+
+    def per_day(command) -> tuple[float, float, Path]:
+        root = fresh("day")
+        total, peak = 0.0, 0.0
+        for stamp in stamps:
+            seconds, mb = run_child(command(root, stamp))
+            total, peak = total + seconds, max(peak, mb)
+        return total, peak, root
+
+    def minilake_day(root: Path, stamp: str) -> list[str]:
+        (root / "landing_zone").mkdir(exist_ok=True)
+        for p in landing.glob(f"*_{stamp}.*"):
+            os.link(p, root / "landing_zone" / p.name)
+        return [python, "-m", "minilake", "run", "--root", str(root)]
+
+    def duckdb_day(root: Path, stamp: str) -> list[str]:
+        return [python, str(BENCH / "peers.py"), "duckdb", str(root / "peer.duckdb"),
+                str(landing), stamp]
+
+    def dbt_day(root: Path, stamp: str) -> list[str]:
+        os.environ["PEER_DB"] = str(root / "dbt.duckdb")
+        # nothing over the network: no usage statistics, no version check
+        os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+        os.environ["DBT_VERSION_CHECK"] = "false"
+        return [str(dbt), "--quiet", "snapshot", "--project-dir", str(BENCH / "dbt_peer"),
+                "--profiles-dir", str(BENCH / "dbt_peer"), "--target-path",
+                str(root / "target"), "--log-path", str(root / "logs"), "--vars",
+                json.dumps({"landing": str(landing), "day": stamp})]
+
+    figures: dict[str, list[tuple[float, float]]] = {
+        "minilake, week in one run": [], "minilake, one day per run": [],
+        "DuckDB SQL peer, one day per run": [], "dbt-duckdb snapshots, one day per run": []}
+    for _ in range(repeat):
+        seconds, peak, want = week()
+        figures["minilake, week in one run"].append((seconds, peak))
+        seconds, peak, root = per_day(minilake_day)
+        figures["minilake, one day per run"].append((seconds, peak))
+        assert minilake_counts(root) == want, "minilake per day differs from the week"
+        seconds, peak, root = per_day(duckdb_day)
+        figures["DuckDB SQL peer, one day per run"].append((seconds, peak))
+        got = peer.counts(root / "peer.duckdb")
+        assert got == want, f"DuckDB peer counts {got} != minilake {want}"
+        seconds, peak, root = per_day(dbt_day)
+        figures["dbt-duckdb snapshots, one day per run"].append((seconds, peak))
+        got = peer.counts(root / "dbt.duckdb", dbt=True)
+        assert got == want, f"dbt peer counts {got} != minilake {want}"
+    tables = ", ".join(f"{k}: {c[0]:,} current, {c[1]:,} versions" for k, c in want.items())
+    print(f"\n## {scale:g}x, {days} days ({tables}; every peer's counts equal)")
+    print("| what | seconds, median (runs) | peak RSS MB, median (runs) |")
+    print("|---|---|---|")
+    for name, got in figures.items():
+        print(f"| {name} | {statistics.median(s for s, _ in got):.1f} "
+              f"({', '.join(f'{s:.1f}' for s, _ in got)}) | "
+              f"{statistics.median(m for _, m in got):,.0f} "
+              f"({', '.join(f'{m:,.0f}' for _, m in got)}) |", flush=True)
+    shutil.rmtree(world)
+
+
+def minilake_counts(root: Path) -> dict[str, tuple[int, int]]:
+    """Per table (current versions, all versions), read in a child (no minilake import
+    here)."""
+    code = ("import json, sys, minilake\n"
+            "out = {}\n"
+            "for s in ('customer', 'product', 'sales'):\n"
+            "    t = minilake.read_table(s, root=sys.argv[1])\n"
+            "    out[s] = [int(t['is_current'].sum()), len(t)]\n"
+            "print(json.dumps(out))")
+    done = subprocess.run([sys.executable, "-c", code, str(root)], check=True,
+                          capture_output=True, text=True)
+    return {k: tuple(v) for k, v in json.loads(done.stdout).items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[1, 10, 100])
@@ -259,6 +386,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures here")
     parser.add_argument("--engine", choices=["local", "dask"], default="local",
                         help="dask: the local engine against --engine dask per scale")
+    parser.add_argument("--peers", action="store_true", help="minilake against a DuckDB SQL "
+                        "peer and dbt-duckdb snapshots, one day per run")
     parser.add_argument("--ranges", type=int, nargs="+", default=[2, 4, 8],
                         help="with --engine dask: key ranges per file to try")
     args = parser.parse_args()
@@ -270,6 +399,9 @@ def main() -> None:
     try:
         if args.flat:
             flat(work, python, args.flat_days, args.flat_scale)
+            return
+        if args.peers:
+            peers(args.scales, args.days, work, python, args.repeat)
             return
         if args.engine == "dask":
             engines(args.scales, args.days, work, python, args.repeat, args.ranges)
