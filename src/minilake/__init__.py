@@ -1,15 +1,19 @@
 """minilake: landing zone -> archive -> validated SCD2 Delta tables, and reports on them.
 
-The public API; the CLI (``python -m minilake``) and the notebooks call exactly these. The parts
-a daily run does not need (``pull``, ``export``) are imported when first used.
+The public API; the CLI (``python -m minilake``) and the notebooks call exactly these. Each
+name is imported when first used, so that a command loads only what it needs (a run with
+nothing to do loads neither pandas nor the generator).
 """
 
-from minilake.generate import generate
-from minilake.inbound.landing import land_sample, reset, split
-from minilake.load.ingest import erasures, ingest, rebuild, run, status, vacuum, versions
-from minilake.load.tables import read_table
+# light, and bound first: ``minilake.generate`` is the function, not its subpackage
+from minilake.generate import generate  # noqa: E402
 
-_LAZY = {"pull": "minilake.inbound.api_pull", "pulls": "minilake.inbound.api_pull",
+_LAZY = {"land_sample": "minilake.inbound.landing", "reset": "minilake.inbound.landing",
+         "split": "minilake.inbound.landing",
+         **dict.fromkeys(["erasures", "ingest", "rebuild", "run", "status", "vacuum",
+                          "versions"], "minilake.load.ingest"),
+         "read_table": "minilake.load.tables",
+         "pull": "minilake.inbound.api_pull", "pulls": "minilake.inbound.api_pull",
          "export": "minilake.outbound.exports", "marts": "minilake.outbound.datamarts",
          "read_mart": "minilake.outbound.datamarts", "sql": "minilake.outbound.query"}
 _MODULES = {"reports": "minilake.outbound.reports"}    # ``from minilake import reports``
@@ -19,10 +23,17 @@ def __getattr__(name: str) -> object:
     import importlib
 
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in _MODULES:
-        return importlib.import_module(_MODULES[name])
-    raise AttributeError(f"module 'minilake' has no attribute {name!r}")
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    else:
+        raise AttributeError(f"module 'minilake' has no attribute {name!r}")
+    globals()[name] = value         # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
 
 
 __all__ = ["erasures", "export", "generate", "ingest", "land_sample", "marts", "pull", "pulls",

@@ -12,10 +12,8 @@ import logging
 import os
 import sys
 
-import pandas as pd
-
 import minilake
-from minilake.generate import SAMPLE
+from minilake.defaults import SAMPLE
 
 
 def _date(text: str) -> dt.date:
@@ -204,6 +202,9 @@ def _main(args: argparse.Namespace) -> int:
         _print([f"{name}: {verb} {len(files)} file(s) no version refers to"
                 + "".join(f"\n  {f}" for f in files) for name, files in found.items()])
         return 0
+    if args.command == "run" and _nothing_to_do(args.root):
+        _print(["split: 0 file(s) archived", "ingest: nothing new in archive/"])
+        return 0
     if args.command in ("run", "ingest", "rebuild"):
         if args.command == "rebuild":
             result = minilake.rebuild(args.source, args.root,
@@ -233,6 +234,8 @@ def _main(args: argparse.Namespace) -> int:
                            or "nothing to compute yet (no customer, product and sales tables)"))
         return 0
     if args.command == "sql":
+        import pandas as pd
+
         frame = minilake.sql(args.query, args.root)
         if args.format == "csv":
             print(frame.to_csv(index=False), end="")
@@ -254,6 +257,8 @@ def _main(args: argparse.Namespace) -> int:
         serve(args.root, host=args.host, port=args.port, page_size=args.page_size)
         return 0
     if args.command == "status":
+        import pandas as pd
+
         with pd.option_context("display.width", 250, "display.max_columns", 30,
                                "display.max_colwidth", 90):
             print(minilake.status(args.root).to_string(index=False))
@@ -296,6 +301,20 @@ def _pull(args: argparse.Namespace, progress: bool) -> int:
         return 1
     print(result.line(), file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
+
+
+def _nothing_to_do(root: str) -> bool:
+    """The root is as the last run that ended well left it (``minilake.unchanged``): say so
+    without loading the pipeline. Checked again holding the lock (a run may be under way)."""
+    from pathlib import Path
+
+    from minilake.lock import hold
+    from minilake.unchanged import nothing_to_do
+
+    if not nothing_to_do(root):
+        return False
+    with hold(Path(root).resolve(), "run"):
+        return nothing_to_do(root)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from tqdm import tqdm
 
-from minilake import storage
+from minilake import storage, unchanged
 from minilake.crashpoints import crashpoint
 from minilake.inbound.landing import SplitResult, split, superseded_name
 from minilake.inbound.readers import UnreadableFile
@@ -770,6 +770,8 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         result.months = touched_months(layout)
         if marts and result.months != []:
             result.marts = datamarts.marts(layout.root, result.months)
+        if storage.is_local(layout.root) and (marts or result.months == []):
+            unchanged.remember(Path(layout.root))     # the next run with nothing to do: 0.1 s
         return result
 
 

@@ -1,0 +1,81 @@
+"""A run with nothing to do says so without loading the pipeline (issue 19, minilake.unchanged),
+and only when the root is exactly as the last run that ended well left it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from commands import finish
+
+import minilake
+
+NOTHING = "split: 0 file(s) archived\ningest: nothing new in archive/\n"
+
+
+def run(root: Path) -> tuple[str, bool]:
+    """(output, whether pandas was imported) of ``python -m minilake run``."""
+    done = finish(subprocess.Popen([sys.executable, "-X", "importtime", "-m", "minilake",
+                                    "run", "--root", str(root)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True))
+    assert done.returncode == 0, done.stderr
+    return done.stdout, any(line.rsplit("|", 1)[-1].strip() == "pandas"
+                            for line in done.stderr.splitlines())
+
+
+@pytest.fixture
+def lake(small_root, tmp_path) -> Path:
+    root = tmp_path / "lake"
+    shutil.copytree(small_root / "landing_zone", root / "landing_zone")
+    assert minilake.run(root).ok
+    return root
+
+
+def test_nothing_to_do_is_said_without_loading_pandas(lake):
+    out, pandas = run(lake)
+    assert out == NOTHING and not pandas
+
+
+def test_a_landed_file_is_split_and_applied(lake, small_root):
+    name = sorted(p.name for p in (lake / "archive" / "customer").iterdir())[-1]
+    day = int(name.split("_")[1][:8]) + 1
+    source = lake / "archive" / "customer" / name
+    shutil.copy(source, lake / "landing_zone" / f"customer_{day}.csv")
+    out, pandas = run(lake)
+    assert f"customer/customer_{day}.csv:" in out and pandas
+
+
+@pytest.mark.parametrize("change", ["table removed", "mart removed", "archive touched",
+                                    "scratch left", "log removed"])
+def test_any_change_since_the_last_run_is_a_full_run(lake, change):
+    if change == "table removed":
+        shutil.rmtree(lake / "tables" / "product")
+    elif change == "mart removed":
+        shutil.rmtree(next(p for p in (lake / "tables" / "marts").iterdir() if p.is_dir()))
+    elif change == "archive touched":
+        path = next((lake / "archive" / "sales").iterdir())
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    elif change == "scratch left":
+        (lake / "tables" / ".rebuild").mkdir()
+    else:
+        shutil.rmtree(lake / "tables" / "_ingest_log")
+    out, pandas = run(lake)
+    assert pandas, f"{change}: the pipeline was not loaded"
+    out_again, pandas_again = run(lake)             # and then the root is settled again
+    assert out_again == NOTHING and not pandas_again, change
+
+
+def test_a_run_without_its_marts_leaves_no_state_the_next_run_would_trust(small_root,
+                                                                        tmp_path):
+    root = tmp_path / "lake"
+    shutil.copytree(small_root / "landing_zone", root / "landing_zone")
+    minilake.run(root, marts=False)
+    assert not (root / "tables" / ".run-state.json").exists()
+    out, pandas = run(root)
+    assert pandas and out.startswith(NOTHING)   # the full run, which refreshes the marts
+    assert "marts: every month recomputed" in out
+    assert (root / "tables" / "marts").is_dir()
