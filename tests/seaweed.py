@@ -88,7 +88,10 @@ def start(folder: Path) -> S3:
         "name": "minilake", "credentials": [{"accessKey": key, "secretKey": secret}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     ports = {name: free_port() for name in PORTS}
-    args = [weed(), "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    # its logs and local sockets in the session's folder, not in the system temp folder
+    args = [weed(), f"-logdir={folder}", "mini", f"-dir={folder / 'data'}",
+            f"-s3.localSocket={folder / 's3.sock'}",
+            f"-filer.localSocket={folder / 'filer.sock'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.config={config}", f"-bucket={BUCKET}", "-admin.ui=false", "-webdav=false",
             *(f"-{name}={port}" for name, port in ports.items())]
     (folder / "data").mkdir()

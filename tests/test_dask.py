@@ -33,9 +33,10 @@ RANGES = 3
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as running:
+                      dashboard_address=None,
+                      local_directory=tmp_path_factory.mktemp("dask")) as running:
         yield running.scheduler_address
 
 

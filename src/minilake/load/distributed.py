@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,9 +47,11 @@ class Engine:
         logging.getLogger("distributed").setLevel(logging.WARNING)
         try:
             if cluster is None:
+                # the workers' scratch space goes with the cluster
+                self._scratch = tempfile.TemporaryDirectory(prefix="minilake-dask-")
                 self._cluster = LocalCluster(
                     n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address=None,
+                    host="127.0.0.1", dashboard_address=None, local_directory=self._scratch.name,
                     silence_logs=logging.CRITICAL)     # the driver says what failed
                 self.client = Client(self._cluster)
             else:
@@ -56,6 +59,7 @@ class Engine:
         except (OSError, TimeoutError) as error:
             if self._cluster is not None:
                 self._cluster.close()
+                self._scratch.cleanup()
             at = cluster or "a new LocalCluster"
             raise EngineError(f"cannot reach the Dask scheduler at {at}: {error}") from None
         threads = sum(self.client.nthreads().values())
@@ -75,6 +79,7 @@ class Engine:
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
+            self._scratch.cleanup()
 
     def file_work(self, source: Source, delivery, table: tables.Opened
                   ) -> tuple[parts.FileWork, dict]:
