@@ -206,11 +206,11 @@ def test_a_file_the_cluster_cannot_finish_stops_the_run_and_a_rerun_completes(cr
     assert_same(outcome(root), want, "after the rerun")
 
 
-def test_an_unreachable_scheduler_is_one_line_and_moves_nothing(tmp_path):
+def test_an_unreachable_scheduler_is_one_line_and_moves_nothing(sample_root, tmp_path):
     from seaweed import free_port
 
     root = tmp_path / "root"
-    shutil.copytree(Path(__file__).parent.parent / "landing_zone", root / "landing_zone")
+    shutil.copytree(sample_root / "landing_zone", root / "landing_zone")
     address = f"tcp://127.0.0.1:{free_port()}"
     run = finish(start("run", "--root", str(root), "--engine", "dask", "--cluster", address))
     assert run.returncode == 2

@@ -70,6 +70,8 @@ def partitioning(source: Source) -> list[str]:
 
 
 def exists(path: Path) -> bool:
+    if storage.is_local(path) and not Path(path).is_dir():     # a file (.run-state.json)
+        return False
     return DeltaTable.is_deltatable(storage.uri(path), storage.delta_options(path))
 
 
