@@ -803,8 +803,9 @@ def touched_months(layout: Layout) -> list[dt.date] | None:
         on = pa.array(days, pa.date32())
         dates = tables.dataset(layout.table("sales")).to_table(
             columns=["sale_date"], filter=pc.field("effective_from").isin(on)
-            | pc.field("expiry_date").isin(on)).column("sale_date").to_pylist()
-        months |= {d.replace(day=1) for d in dates}
+            | pc.field("expiry_date").isin(on)).column("sale_date")
+        # a day's million sales fall on a few dates: Python sees only the distinct ones
+        months |= {d.replace(day=1) for d in pc.unique(dates).to_pylist()}
     others = applied.loc[applied["source"] != "sales", "file_date"]
     every = datamarts.sales_months(layout)
     if len(others) and every:
