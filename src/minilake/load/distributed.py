@@ -23,7 +23,6 @@ import logging
 import os
 import tempfile
 import time
-from pathlib import Path
 
 from deltalake.transaction import RemoveAction
 
@@ -141,8 +140,7 @@ def _work(source_name: str, table: str, part: parts.Part, files: list[dict]) -> 
     validated = parts.check(source, part)
     validate_s, t = time.perf_counter() - t, time.perf_counter()
     crashpoint("dask.validated")
-    worked = parts.work(source, Path(table) if "://" not in table else storage.as_path(table),
-                        part, validated, files)
+    worked = parts.work(source, storage.as_path(table), part, validated, files)
     worked.seconds = {"validate_s": validate_s, "diff_s": time.perf_counter() - t}
     return worked
 
@@ -154,9 +152,9 @@ def _summary(worked: parts.Worked) -> parts.Worked:
 def _write(source_name: str, table: str, worked: parts.Worked, files: list[dict],
            day: dt.date) -> list:
     crashpoint("dask.writing")
-    path = Path(table) if "://" not in table else storage.as_path(table)
     return [_portable(action) for action in tables.write_changes(
-        path, ALL_SOURCES[source_name], worked.changes, day, files, ordered=True)]
+        storage.as_path(table), ALL_SOURCES[source_name], worked.changes, day, files,
+        ordered=True)]
 
 
 def _portable(action):

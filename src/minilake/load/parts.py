@@ -111,12 +111,9 @@ def components(files: list[dict], source: Source) -> np.ndarray | None:
     sorted. None if some file has no key statistics (then the table is not cut)."""
     if not files:
         return np.zeros((0, 2), np.int64)
-    smallest = [f.get(f"min.{source.key}") for f in files]
-    largest = [f.get(f"max.{source.key}") for f in files]
-    if any(v is None for v in smallest + largest):
+    if any(f.get(f"{end}.{source.key}") is None for f in files for end in ("min", "max")):
         return None
-    low = range_codes(pa.array(smallest), by_value(source))
-    high = range_codes(pa.array(largest), by_value(source))
+    low, high = _codes(files, source, "min"), _codes(files, source, "max")
     order = np.argsort(low, kind="stable")
     merged: list[list[int]] = []
     for lo, hi in zip(low[order], high[order], strict=True):
@@ -132,11 +129,15 @@ def files_of(files: list[dict], source: Source, bounds: np.ndarray) -> list[list
     out: list[list[dict]] = [[] for _ in range(len(bounds) + 1)]
     if not files:
         return out
-    low = range_codes(pa.array([f[f"min.{source.key}"] for f in files]), by_value(source)) \
-        if len(bounds) else np.zeros(len(files), np.int64)
+    low = _codes(files, source, "min") if len(bounds) else np.zeros(len(files), np.int64)
     for file, i in zip(files, range_of(low, bounds), strict=True):
         out[i].append(file)
     return out
+
+
+def _codes(files: list[dict], source: Source, end: str) -> np.ndarray:
+    """The range codes of the files' least (``min``) or greatest (``max``) key."""
+    return range_codes(pa.array([f[f"{end}.{source.key}"] for f in files]), by_value(source))
 
 
 def check(source: Source, part: Part) -> Validated:

@@ -223,13 +223,6 @@ def _open_versions(table: pa.Table, day: dt.date) -> pa.Table:
     return table.append_column("is_current", pa.repeat(pa.scalar(True), n))
 
 
-def apply_changes(opened: Opened, source: Source, changes: Changes, day: dt.date,
-                  provenance: dict) -> int:
-    """Apply one file's changes in a single commit; return the new table version."""
-    actions = write_changes(opened.path, source, changes, day, current_files(opened))
-    return commit(opened, source, actions, provenance)
-
-
 def write_changes(path: Path, source: Source, changes: Changes, day: dt.date,
                   files: list[dict], *, ordered: bool = False) -> list:
     """Write one file's changes (or one key range's) as data files; return the Delta actions
@@ -275,12 +268,11 @@ def commit(opened: Opened, source: Source, actions: list, provenance: dict) -> i
 
 def overlapping(files: list[dict], source: Source, keys: pa.Array) -> list[dict]:
     """The files (add actions) that may hold one of ``keys``, by their key statistics."""
-    column = f"min.{source.key}"
-    if not files or column not in files[0] or not len(keys):
-        return files if len(keys) else []
-    smallest = pa.array([f[column] for f in files])
-    largest = pa.array([f[f"max.{source.key}"] for f in files])
-    if smallest.type != keys.type and pa.types.is_null(smallest.type):
+    if not len(keys):
+        return []
+    smallest = pa.array([f.get(f"min.{source.key}") for f in files])
+    largest = pa.array([f.get(f"max.{source.key}") for f in files])
+    if pa.types.is_null(smallest.type):             # no statistics (or no files): every file
         return files
     low, high = (v.cast(smallest.type) for v in pc.min_max(keys).values())
     overlaps = pc.and_(pc.less_equal(smallest, high), pc.greater_equal(largest, low))
