@@ -3,6 +3,7 @@ files, incremental refresh by month, and read-only SQL at any point in time."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -12,9 +13,11 @@ import pandas as pd
 import pytest
 import rawfiles as raw
 from commands import minilake as cli
+from deltalake import DeltaTable
 
 import minilake
 from minilake.generate import generate
+from minilake.outbound.datamarts import MARTS
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,7 @@ def oracle(archive: Path) -> dict[str, pd.DataFrame]:
                      "name": as_of(catalogues, day, sale.product_id, "name")})
     frame = pd.DataFrame(rows)
     frame["membership_status"] = frame["membership_status"].fillna("(none)")
+    frame["name"] = frame["name"].fillna("(none)")          # a product not sold yet that day
 
     def cents(values) -> float:
         return float(sum(values, Decimal(0)).quantize(Decimal("0.01"), ROUND_HALF_EVEN))
@@ -86,8 +90,9 @@ def oracle(archive: Path) -> dict[str, pd.DataFrame]:
 
 def mart(root: Path, name: str) -> pd.DataFrame:
     frame = minilake.read_mart(name, root).to_pandas()
-    if "membership_status" in frame:
-        frame["membership_status"] = frame["membership_status"].fillna("(none)")
+    for column in ("membership_status", "name"):
+        if column in frame:
+            frame[column] = frame[column].fillna("(none)")
     return frame
 
 
@@ -97,9 +102,10 @@ def compare(got: pd.DataFrame, want: pd.DataFrame, keys: list[str], columns: lis
     pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=True)
 
 
-def check_against_raw(root: Path) -> None:
+def check_against_raw(root: Path, deleted: bool = True) -> None:
     want = oracle(root / "archive")
-    assert (want["sales"]["membership_status"] == "(none)").any()   # deleted customers' sales
+    # deleted customers' sales (by the world's last days)
+    assert (want["sales"]["membership_status"] == "(none)").any() or not deleted
     compare(mart(root, "customer_monthly"), want["customer_monthly"],
             ["month", "customer_id"], ["orders", "total_quantity", "total_spent"])
     compare(mart(root, "product_monthly"), want["product_monthly"],
@@ -175,3 +181,95 @@ def test_sql_refuses_anything_that_writes(lake, statement):
     assert "read-only" in done.stderr or "one statement" in done.stderr
     assert minilake.versions("sales", lake)["version"].tolist() == before
     assert not (lake / "out.csv").exists() and not (lake / "other.db").exists()
+
+
+def last_sales(root: Path) -> pd.DataFrame:
+    """Per month and customer, from the raw files: the last sale's date, how many sales it
+    holds, and the name and membership of the latest snapshot row dated on or before it
+    (membership only from the snapshot of that date's view, none if the customer was not in
+    it)."""
+    want = oracle(root / "archive")["sales"]
+    snapshots = {raw.file_date(p): raw.customers(p).set_index("customer_id")
+                 for p in raw.days(root / "archive" / "customer", "customer")}
+    rows = []
+    for (month, customer), sold in want.groupby(["month", "customer_id"]):
+        last = sold["sale_date"].max()
+        dated = [d for d in snapshots if d <= last]
+        seen = [snapshots[d].loc[str(customer)] for d in sorted(dated)
+                if str(customer) in snapshots[d].index]
+        current = snapshots[max(dated)] if dated else None
+        member = (current.loc[str(customer), "membership_status"]
+                  if current is not None and str(customer) in current.index else None)
+        rows.append({"month": month, "customer_id": customer, "last_sale": last,
+                     "last_count": int((sold["sale_date"] == last).sum()),
+                     "first_name": seen[-1]["first_name"] if seen else None,
+                     "last_name": seen[-1]["last_name"] if seen else None,
+                     "membership_status": member or "(none)"})
+    return pd.DataFrame(rows)
+
+
+def move_sale(landing_file: Path, sale: pd.Series, to: dt.date) -> None:
+    """Append to a sales file the sale resent with another date (an upsert by sale_id)."""
+    fields = [sale.sale_id, str(sale.customer_id), sale.product_id, str(sale.quantity),
+              f"{sale.price_per_unit:.2f}", f"{sale.total_price:.2f}", to.isoformat()]
+    with landing_file.open("ab") as out:
+        out.write(("~".join(fields) + "\r\n").encode())
+
+
+def test_day_by_day_the_marts_move_on_and_equal_the_raw_files(world, tmp_path):
+    """Each run moves the marts on from what its files changed: the customers' sums and last
+    sales, the per-date rows of the sale dates it touched. After every day: the kept customer
+    state equals the raw files' (sums, last sale date, its number of sales), the marts equal
+    the raw files (names and membership as of the last sale too) and a full recompute. Two
+    corrections on the way move a customer's only sale of their last date to an earlier date
+    of the month (that last date is lost: read again) and a sale into the month before."""
+    root = tmp_path / "root"
+    shutil.copytree(world / "landing_zone", root / "held")
+    (root / "landing_zone").mkdir()
+    days = sorted({raw.file_date(p) for p in (root / "held").iterdir()})
+    moved = {"earlier": 0, "month before": 0}
+    for n, day in enumerate(days):
+        for path in list((root / "held").iterdir()):
+            if raw.file_date(path) == day:
+                shutil.move(path, root / "landing_zone" / path.name)
+        if n >= 2:
+            sales = minilake.read_table("sales", root=root)
+            sales = sales[sales["is_current"]].copy()
+            sales["sale_date"] = pd.to_datetime(sales["sale_date"]).dt.date
+            sales["month"] = sales["sale_date"].map(lambda d: d.replace(day=1))
+            month = sales[sales["month"] == sales["month"].max()]
+            per = month.groupby(["customer_id", "sale_date"]).size().rename("n").reset_index()
+            last = per.sort_values("sale_date").groupby("customer_id").tail(1)
+            alone = last[(last["n"] == 1) & (last["sale_date"] > month["sale_date"].min())]
+            target = root / "landing_zone" / f"sales_{day:%Y%m%d}.txt"
+            if len(alone):            # a month's first day has no earlier date to move to
+                sale = month.merge(alone[["customer_id", "sale_date"]]).iloc[0]
+                move_sale(target, sale, month["sale_date"].min())
+                month = month[month["sale_id"] != sale["sale_id"]]
+                moved["earlier"] += 1
+            if sales["month"].nunique() > 1:            # one into the month before
+                other = month.iloc[0]
+                move_sale(target, other, other["month"] - dt.timedelta(days=1))
+                moved["month before"] += 1
+        result = minilake.run(root)
+        assert result.ok and result.marts, day
+        assert result.months is None if n == 0 else result.months, day
+        check_against_raw(root, deleted=n == len(days) - 1)
+        want = last_sales(root)
+        state = DeltaTable(str(root / "tables" / "marts" / "_customer_state")).to_pandas()
+        for column in ("month", "last_sale"):
+            state[column] = pd.to_datetime(state[column]).dt.date
+        compare(state, want, ["month", "customer_id"], ["last_sale", "last_count"])
+        got = mart(root, "customer_monthly")
+        compare(got, want, ["month", "customer_id"],
+                ["first_name", "last_name", "membership_status"])
+        copy = tmp_path / f"full_{n}"
+        shutil.copytree(root, copy)
+        minilake.marts(copy)
+        for name in MARTS:
+            keys = list(mart(root, name).columns[:4])
+            pd.testing.assert_frame_equal(
+                mart(copy, name).sort_values(keys).reset_index(drop=True),
+                mart(root, name).sort_values(keys).reset_index(drop=True), obj=name)
+        shutil.rmtree(copy)
+    assert min(moved.values()) >= 2, moved

@@ -614,7 +614,7 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
         from minilake.outbound import datamarts
 
         datamarts.refresh(layout.root)
-        for mart in datamarts.MARTS:
+        for mart in datamarts.MARTS + datamarts.KEPT:
             if tables.exists(layout.table("marts") / mart):
                 erasure.purge_history(layout.table("marts") / mart)
         crashpoint("erasure.marts_purged")
@@ -748,7 +748,8 @@ def vacuum(root: str | Path = ".", *, dry_run: bool = False) -> dict[str, list[s
     layout = Layout.of(root)
     with hold(layout.root, "vacuum"):
         paths = {name: layout.table(name) for name in SOURCES}
-        paths |= {f"marts/{m}": layout.table("marts") / m for m in datamarts.MARTS}
+        paths |= {f"marts/{m}": layout.table("marts") / m
+                  for m in datamarts.MARTS + datamarts.KEPT}
         return {name: tables.remove_orphans(path, dry_run) for name, path in paths.items()
                 if tables.exists(path)}
 
@@ -756,9 +757,9 @@ def vacuum(root: str | Path = ".", *, dry_run: bool = False) -> dict[str, list[s
 def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         progress: bool | None = None, marts: bool = True, engine: str = "local",
         cluster: str | None = None, ranges: int | None = None) -> RunResult:
-    """split, ingest, then recompute the marts' months touched by the files applied since the
-    marts were last refreshed (``marts=False`` leaves that to the caller: ``result.months``
-    says which)."""
+    """split, ingest, then bring the marts up to the files applied since they were last
+    refreshed (``marts=False`` leaves that to the caller: ``result.months`` says which months
+    those files touched)."""
     from minilake.outbound import datamarts
 
     layout = Layout.of(root)
@@ -767,9 +768,11 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         moved = split(root)
         with hold(layout.root, "ingest"):
             result = RunResult(moved, _ingest(layout, allow_mass_delete, progress, running))
-        result.months = touched_months(layout)
-        if marts and result.months != []:
-            result.marts = datamarts.marts(layout.root, result.months)
+        if marts:
+            with hold(layout.root, "marts"):
+                result.months, result.marts = datamarts.update(layout.root)
+        else:
+            result.months = touched_months(layout)
         if storage.is_local(layout.root) and (marts or result.months == []):
             unchanged.remember(Path(layout.root))     # the next run with nothing to do: 0.1 s
         return result

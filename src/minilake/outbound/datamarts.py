@@ -1,9 +1,23 @@
 """Data marts for dashboards (SPEC §11), under ``tables/marts/``, partitioned by month.
 
 Computed with DuckDB from the current sales and the customer and product versions, each sale
-meeting the versions valid on its date (§5). ``refresh`` recomputes only the months given (those
-the run's files touched) and writes each mart's months in one Delta commit that replaces just
-those partitions (``predicate``), so a reader sees a month before or after, never half.
+meeting the versions valid on its date (§5). Each mart's touched months are written in one Delta
+commit that replaces just those partitions (``predicate``), so a reader sees a month before or
+after, never half.
+
+``update`` (what ``run`` does) moves the marts on from what the files applied since the last
+refresh changed, so a day costs about a day, not its month: in order, those files' dates find
+the sales versions they opened and closed (``effective_from``/``expiry_date`` is the file date).
+Two tables under ``marts/`` keep what that needs: ``_customer_state`` (per month and customer
+the sums of the current sales, the last sale's date and its number of sales), moved on by
+adding the opened versions and subtracting the closed ones, its commit carrying the ingest-log
+mark it reflects so a rerun never adds a day twice; and ``_product_daily`` (per sale date,
+product, name and membership the sums). The sale dates those versions fall on, and every date
+from a customer or product file's date on, are recomputed from their current sales (as
+``daily_sales``); ``customer_monthly`` is then made from the state (names and membership from
+the customer's latest version begun by the last sale) and ``product_monthly`` from the product
+days. A rebuild, an erasure, a late or resent file, or marts not made yet: in full
+(``refresh``), by the same code over every date of the months.
 
 - ``customer_monthly``: per customer and month, orders, quantity and money; membership as of
   the month's last sale (null when no customer version was valid then: a customer deleted
@@ -19,8 +33,10 @@ its months.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,61 +48,130 @@ from minilake.layout import Layout
 from minilake.load import tables
 
 MARTS = ("customer_monthly", "product_monthly", "daily_sales")
+# What the marts are kept from between runs (not marts: neither queried nor listed), each
+# partitioned by month like the marts: per month and customer the sums of their current sales
+# and the date of their last one; per sale date, product, name and membership the sums.
+CUSTOMER_STATE, PRODUCT_DAYS = "_customer_state", "_product_daily"
+KEPT = (CUSTOMER_STATE, PRODUCT_DAYS)
+THROUGH = "minilake.marts_through"      # commit metadata of the customer state: its log mark
 
-# Every sale of the months with the customer and product versions valid on its date: made
-# once per refresh (a temporary DuckDB table), then aggregated into each mart.
-JOINED = """
-    CREATE TEMP TABLE j AS
-    SELECT s.*, CAST(date_trunc('month', s.sale_date) AS DATE) AS month,
-           c.membership_status, p.name
+SCHEMAS = {
+    "customer_monthly": pa.schema([
+        ("month", pa.date32()), ("customer_id", pa.int64()), ("first_name", pa.string()),
+        ("last_name", pa.string()), ("membership_status", pa.string()), ("orders", pa.int64()),
+        ("total_quantity", pa.decimal128(38, 0)), ("total_spent", pa.float64())]),
+    "product_monthly": pa.schema([
+        ("month", pa.date32()), ("product_id", pa.string()), ("name", pa.string()),
+        ("membership_status", pa.string()), ("orders", pa.int64()),
+        ("total_quantity", pa.decimal128(38, 0)), ("revenue", pa.float64()),
+        ("avg_unit_price", pa.float64())]),
+    "daily_sales": pa.schema([
+        ("month", pa.date32()), ("sale_date", pa.date32()), ("membership_status", pa.string()),
+        ("orders", pa.int64()), ("revenue", pa.float64()), ("customers", pa.int64())]),
+    CUSTOMER_STATE: pa.schema([
+        ("month", pa.date32()), ("customer_id", pa.int64()), ("orders", pa.int64()),
+        ("total_quantity", pa.int64()), ("spent", pa.float64()), ("last_sale", pa.date32()),
+        ("last_count", pa.int64())]),
+    PRODUCT_DAYS: pa.schema([
+        ("month", pa.date32()), ("sale_date", pa.date32()), ("product_id", pa.string()),
+        ("name", pa.string()), ("membership_status", pa.string()), ("orders", pa.int64()),
+        ("total_quantity", pa.int64()), ("revenue", pa.float64())]),
+}
+MONTH = "CAST(date_trunc('month', sale_date) AS DATE)"
+
+# The current sales of some dates with the customer and product versions valid on each
+# sale's date (§5), then summed per date: what the per-date rows are made of.
+JOINED = f"""
+    CREATE OR REPLACE TEMP TABLE j AS
+    SELECT {MONTH} AS month, s.sale_date, s.customer_id, s.product_id, s.quantity,
+           s.total_price, c.membership_status, p.name
     FROM _sales AS s
-    LEFT JOIN _customer AS c ON c.customer_id = s.customer_id
+    LEFT JOIN _versions AS c ON c.customer_id = s.customer_id
         AND c.effective_from <= s.sale_date AND s.sale_date < c.expiry_date
-    LEFT JOIN _product AS p ON p.product_id = s.product_id
-        AND p.effective_from <= s.sale_date AND s.sale_date < p.expiry_date
-"""
-QUERIES = {
-    "customer_monthly": """
-        WITH last AS (
-            SELECT month, customer_id, arg_max_null(membership_status, (sale_date, sale_id))
-                       AS membership_status,
-                   max(sale_date) AS last_sale,
-                   count(*) AS orders, sum(quantity) AS total_quantity,
-                   round(sum(total_price), 2) AS total_spent
-            FROM j GROUP BY month, customer_id),
-        named AS (
-            SELECT last.*, v.first_name, v.last_name,
-                   row_number() OVER (PARTITION BY last.month, last.customer_id
-                       ORDER BY (v.effective_from <= last.last_sale
-                                 AND last.last_sale < v.expiry_date) DESC,
-                                v.effective_from DESC) AS rank
-            FROM last LEFT JOIN _customer AS v ON v.customer_id = last.customer_id
-                AND v.effective_from <= last.last_sale)
-        SELECT month, customer_id, first_name, last_name, membership_status, orders,
-               total_quantity, total_spent
-        FROM named WHERE rank = 1 ORDER BY month, customer_id""",
-    "product_monthly": """
-        SELECT month, product_id, name, membership_status, count(*) AS orders,
-               sum(quantity) AS total_quantity, round(sum(total_price), 2) AS revenue,
-               round(sum(total_price) / sum(quantity), 2) AS avg_unit_price
-        FROM j GROUP BY ALL ORDER BY month, product_id, name, membership_status""",
+    LEFT JOIN _products AS p ON p.product_id = s.product_id
+        AND p.effective_from <= s.sale_date AND s.sale_date < p.expiry_date"""
+BY_DATE = {
+    PRODUCT_DAYS: """
+        SELECT month, sale_date, product_id, name, membership_status, count(*) AS orders,
+               sum(quantity) AS total_quantity, sum(total_price) AS revenue
+        FROM j GROUP BY ALL""",
     "daily_sales": """
         SELECT month, sale_date, membership_status, count(*) AS orders,
                round(sum(total_price), 2) AS revenue, count(DISTINCT customer_id) AS customers
-        FROM j GROUP BY ALL ORDER BY sale_date, membership_status""",
+        FROM j GROUP BY ALL""",
 }
-SALE_COLUMNS = ["sale_id", "customer_id", "product_id", "quantity", "total_price", "sale_date"]
+# A month's customers in full: the sums, the last sale's date and how many sales it holds.
+CUSTOMERS_IN_FULL = f"""
+    WITH d AS (SELECT {MONTH} AS month, customer_id, sale_date, count(*) AS n,
+                      sum(quantity) AS q, sum(total_price) AS p
+               FROM _sales GROUP BY ALL)
+    SELECT month, customer_id, sum(n) AS orders, sum(q) AS total_quantity, sum(p) AS spent,
+           max(sale_date) AS last_sale, arg_max(n, sale_date) AS last_count
+    FROM d GROUP BY ALL"""
+# The customers' rows moved on by the sales versions opened (+1) and closed (-1) since: sums
+# add up; the last sale is a later added date, else the kept one while a sale of that date
+# remains, else unknown (null: read again from the month's sales).
+CUSTOMERS_MOVED_ON = f"""
+    WITH d AS (SELECT {MONTH} AS month, customer_id, sale_date, sum(sign) AS n,
+                      sum(sign * quantity) AS q, sum(sign * total_price) AS p
+               FROM _delta GROUP BY ALL),
+    m AS (SELECT d.month, d.customer_id, sum(d.n) AS n, sum(d.q) AS q, sum(d.p) AS p,
+                 max(d.sale_date) FILTER (WHERE s.last_sale IS NULL
+                                          OR d.sale_date > s.last_sale) AS later,
+                 arg_max(d.n, d.sale_date) FILTER (WHERE s.last_sale IS NULL
+                                                   OR d.sale_date > s.last_sale) AS later_n,
+                 coalesce(sum(d.n) FILTER (WHERE d.sale_date = s.last_sale), 0) AS at_last
+          FROM d LEFT JOIN _state AS s ON s.month = d.month AND s.customer_id = d.customer_id
+          GROUP BY d.month, d.customer_id),
+    moved AS (
+        SELECT coalesce(s.month, m.month) AS month,
+               coalesce(s.customer_id, m.customer_id) AS customer_id,
+               coalesce(s.orders, 0) + coalesce(m.n, 0) AS orders,
+               coalesce(s.total_quantity, 0) + coalesce(m.q, 0) AS total_quantity,
+               coalesce(s.spent, 0) + coalesce(m.p, 0) AS spent,
+               CASE WHEN m.later IS NOT NULL THEN m.later
+                    WHEN s.last_count + coalesce(m.at_last, 0) > 0 THEN s.last_sale END
+                   AS last_sale,
+               CASE WHEN m.later IS NOT NULL THEN m.later_n
+                    WHEN s.last_count + coalesce(m.at_last, 0) > 0
+                        THEN s.last_count + coalesce(m.at_last, 0) END AS last_count
+        FROM _state AS s FULL JOIN m ON s.month = m.month AND s.customer_id = m.customer_id)
+    SELECT * FROM moved WHERE orders > 0"""
+# A month's customer rows from its state: names from the customer's latest version begun by
+# their last sale (a customer's versions do not overlap: the one valid then, if any),
+# membership from it only while valid then (null: deleted upstream).
+CUSTOMER_MONTHLY = """
+    SELECT s.month, s.customer_id, v.first_name, v.last_name,
+           CASE WHEN s.last_sale < v.expiry_date THEN v.membership_status END
+               AS membership_status,
+           s.orders, s.total_quantity, round(s.spent, 2) AS total_spent
+    FROM _state AS s ASOF LEFT JOIN _versions AS v ON v.customer_id = s.customer_id
+        AND v.effective_from <= s.last_sale
+    ORDER BY s.month, s.customer_id"""
+PRODUCT_MONTHLY = """
+    SELECT month, product_id, name, membership_status, sum(orders) AS orders,
+           sum(total_quantity) AS total_quantity, round(sum(revenue), 2) AS revenue,
+           round(sum(revenue) / sum(total_quantity), 2) AS avg_unit_price
+    FROM _days GROUP BY ALL ORDER BY month, product_id, name, membership_status"""
+DAILY_SALES = "SELECT * FROM _days ORDER BY sale_date, membership_status"
+SALE_COLUMNS = ["customer_id", "product_id", "quantity", "total_price", "sale_date"]
+VERSION_COLUMNS = ["customer_id", "first_name", "last_name", "membership_status",
+                   "effective_from", "expiry_date"]
 
 
 def _month(day: dt.date) -> dt.date:
     return day.replace(day=1)
 
 
+def _next_month(month: dt.date) -> dt.date:
+    return (month + dt.timedelta(days=32)).replace(day=1)
+
+
 def months_between(first: dt.date, last: dt.date) -> list[dt.date]:
     out, month = [], _month(first)
     while month <= last:
         out.append(month)
-        month = (month + dt.timedelta(days=32)).replace(day=1)
+        month = _next_month(month)
     return out
 
 
@@ -107,11 +192,12 @@ STATE = "_refreshed.json"
 
 def refreshed_through(layout: Layout):
     """The ``finished_at`` of the last ingest-log row the marts reflect; None before the
-    marts exist."""
+    marts (and what they are kept from) exist."""
     import pandas as pd
 
     path = layout.table("marts") / STATE
-    if not path.is_file() or not all(tables.exists(layout.table("marts") / m) for m in MARTS):
+    if not path.is_file() or not all(tables.exists(layout.table("marts") / m)
+                                     for m in MARTS + KEPT):
         return None
     return pd.Timestamp(json.loads(path.read_text(encoding="utf-8"))["log_finished_at"])
 
@@ -121,80 +207,315 @@ def _mark_refreshed(layout: Layout, through) -> None:
                         json.dumps({"log_finished_at": through.isoformat()}).encode("utf-8"))
 
 
+def _state_through(layout: Layout):
+    """The ``finished_at`` of the last ingest-log row the customer state reflects."""
+    import pandas as pd
+
+    path = layout.table("marts") / CUSTOMER_STATE
+    if not tables.exists(path):
+        return None
+    mark = tables.delta(path).history(limit=1)[0].get(THROUGH)
+    return None if mark is None else pd.Timestamp(json.loads(mark))
+
+
+@dataclass
+class Pending:
+    """What the files applied since a mark change: the dates of the sales files, and the
+    earliest date of a customer or product file (a sale meets the versions of its date)."""
+    sales_days: list[dt.date]
+    from_day: dt.date | None
+
+    def __bool__(self) -> bool:
+        return bool(self.sales_days) or self.from_day is not None
+
+
+def pending(log_rows, since) -> Pending | None:
+    """The files applied after ``since`` (None: every file); None when only a full
+    recompute will do: no mark yet, a rebuild or an erasure, a late or resent file."""
+    from minilake.sources import SOURCES
+
+    if since is None:
+        return None
+    rows = log_rows[(log_rows["finished_at"] > since) & (log_rows["status"] == "applied")]
+    if (rows["event"] != "").any() or not rows["source"].isin(list(SOURCES)).all():
+        return None
+    others = rows.loc[rows["source"] != "sales", "file_date"]
+    return Pending(sorted(set(rows.loc[rows["source"] == "sales", "file_date"])),
+                   min(others) if len(others) else None)
+
+
 def refresh(root: str | Path = ".", months: list[dt.date] | None = None) -> dict[str, int]:
-    """Recompute the marts for ``months`` (all months with sales when None); returns rows
-    written per mart. Without the three tables there is nothing to compute. Afterwards the
-    marts are marked as reflecting the ingest log as it stands."""
+    """Recompute the marts for ``months`` (all months with sales when None) in full from the
+    tables; returns rows written per mart. What is pending in other months is brought up to
+    date first. Afterwards the marts are marked as reflecting the ingest log as it stands."""
     layout = Layout.of(root)
+    if months is not None:
+        if refreshed_through(layout) is None:
+            months = None               # no marts yet: every month, or later runs miss some
+        else:
+            update(layout.root)
+    return _refresh(layout, months)[1]
+
+
+def update(root: str | Path = ".") -> tuple[list[dt.date] | None, dict[str, int]]:
+    """Bring the marts up to the ingest log: only the sale dates and months the files applied
+    since the last refresh touched, the customers' sums moved on by the sales versions those
+    files opened and closed (in full when a rebuild, an erasure, a late or resent file came
+    since, or the marts are new). Returns the months recomputed (None: every month) and the
+    rows written per mart."""
+    layout = Layout.of(root)
+    return _refresh(layout, None, incremental=True)
+
+
+def _refresh(layout: Layout, months: list[dt.date] | None,
+             incremental: bool = False) -> tuple[list[dt.date] | None, dict[str, int]]:
     log_rows = tables.read_log(layout)
-    written = _refresh(layout, months)
-    if len(log_rows) and all(tables.exists(layout.table("marts") / m) for m in MARTS):
-        _mark_refreshed(layout, log_rows["finished_at"].max())
-    return written
+    through = log_rows["finished_at"].max() if len(log_rows) else None
+    if not all(tables.exists(layout.table(n)) for n in ("customer", "product", "sales")):
+        return ([] if incremental else months), {}
+    todo = pending(log_rows, refreshed_through(layout)) if incremental else None
+    if todo is not None and not todo:
+        return [], {}
+    if todo is not None and pending(log_rows, _state_through(layout)) is None:
+        todo = None                     # the customer state lost its mark: in full
+    with contextlib.closing(_connect()) as con:
+        if todo is None:
+            every = sales_months(layout)
+            touched = sorted(set(every if months is None else months) & set(every))
+            written = _in_full(layout, con, touched, through) if touched else {}
+            months = months if not incremental else None
+        else:
+            months, written = _moved_on(layout, con, todo, log_rows, through)
+    if through is not None and all(tables.exists(layout.table("marts") / m)
+                                   for m in MARTS + KEPT):
+        _mark_refreshed(layout, through)
+    return months, written
 
 
-def _refresh(layout: Layout, months: list[dt.date] | None) -> dict[str, int]:
+def _connect():
     import duckdb
 
-    if not all(tables.exists(layout.table(n)) for n in ("customer", "product", "sales")):
-        return {}
-    every = sales_months(layout)
-    months = sorted(set(every if months is None else months) & set(every)) if every else []
-    if not months:
-        return {}
     con = duckdb.connect()
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
-    first, last = months[0], (months[-1] + dt.timedelta(days=32)).replace(day=1)
-    day = pa.scalar
-    in_months = None
+    for setting in ("autoinstall_known_extensions = false",
+                    "autoload_known_extensions = false", "enable_progress_bar = false"):
+        con.execute(f"SET {setting}")
+    return con
+
+
+def _read(path: Path, name: str, months: list[dt.date], dates: pa.Array | None = None
+          ) -> pa.Table:
+    """A kept table's or mart's rows of ``months`` (bar those of ``dates``)."""
+    wanted = pc.field("month").isin(pa.array(months, pa.date32()))
+    if dates is not None:
+        wanted = wanted & ~pc.field("sale_date").isin(dates)
+    rows = tables.dataset(path).to_table(filter=wanted)
+    return rows.select(SCHEMAS[name].names).cast(SCHEMAS[name])
+
+
+def _day(value: dt.date) -> pa.Scalar:
+    return pa.scalar(value, pa.date32())
+
+
+def _in_months(months: list[dt.date]) -> pc.Expression:
+    out = None
     for month in months:
-        following = (month + dt.timedelta(days=32)).replace(day=1)
-        one = ((pc.field("sale_date") >= day(month, pa.date32()))
-               & (pc.field("sale_date") < day(following, pa.date32())))
-        in_months = one if in_months is None else in_months | one
-    sales = tables.dataset(layout.table("sales")).to_table(
-        columns=SALE_COLUMNS, filter=in_months & pc.field("is_current"))
-    overlapping = ((pc.field("effective_from") < day(last, pa.date32()))
-                   & (pc.field("expiry_date") > day(first, pa.date32())))
-    # the versions valid at some moment of the months; and, for a customer with none (deleted
-    # upstream before), their earlier versions, whose names the customer mart shows
-    columns = ["customer_id", "first_name", "last_name", "membership_status",
-               "effective_from", "expiry_date"]
-    customers = tables.dataset(layout.table("customer"))
-    customer = customers.to_table(columns=columns, filter=overlapping)
-    unseen = pc.filter(pc.unique(sales.column("customer_id")), pc.invert(pc.is_in(
-        pc.unique(sales.column("customer_id")), value_set=customer.column("customer_id"))))
-    if len(unseen):
-        earlier = customers.to_table(columns=columns, filter=pc.field("customer_id").isin(
-            unseen) & (pc.field("effective_from") < day(last, pa.date32())))
-        customer = pa.concat_tables([customer, earlier.cast(customer.schema)])
-    product = tables.dataset(layout.table("product")).to_table(
-        columns=["product_id", "name", "effective_from", "expiry_date"], filter=overlapping)
+        one = ((pc.field("sale_date") >= _day(month))
+               & (pc.field("sale_date") < _day(_next_month(month))))
+        out = one if out is None else out | one
+    return out
+
+
+def _versions(layout: Layout, name: str, first: dt.date, end: dt.date) -> pa.Table:
+    """A table's versions valid at some moment of [first, end)."""
+    columns = VERSION_COLUMNS if name == "customer" else ["product_id", "name",
+                                                          "effective_from", "expiry_date"]
+    return tables.dataset(layout.table(name)).to_table(
+        columns=columns, filter=(pc.field("effective_from") < _day(end))
+        & (pc.field("expiry_date") > _day(first)))
+
+
+def _by_date(layout: Layout, con, sales: pa.Table) -> dict[str, pa.Table]:
+    """The per-date rows (product days, daily sales) of the current sales given."""
+    if not len(sales):
+        return {n: SCHEMAS[n].empty_table() for n in BY_DATE}
+    first, last = pc.min_max(sales.column("sale_date")).values()
+    first, end = first.as_py(), last.as_py() + dt.timedelta(days=1)
     con.register("_sales", sales)
-    con.register("_customer", customer)
-    con.register("_product", product)
+    con.register("_versions", _versions(layout, "customer", first, end))
+    con.register("_products", _versions(layout, "product", first, end))
     con.execute(JOINED)
-    con.unregister("_sales")
-    del sales                   # the joined rows are DuckDB's now
+    for name in ("_sales", "_versions", "_products"):
+        con.unregister(name)
+    out = {n: con.sql(q).to_arrow_table().cast(SCHEMAS[n]) for n, q in BY_DATE.items()}
+    con.execute("DROP TABLE j")
+    return out
+
+
+def _customer_versions(layout: Layout, con, state: pa.Table) -> pa.Table:
+    """The customer versions the state's rows take their names and membership from: those
+    valid at some moment of its months, and, for a customer with none begun by their last
+    sale (deleted upstream before), their earlier versions."""
+    if not len(state):
+        return tables.dataset(layout.table("customer")).schema.empty_table().select(
+            VERSION_COLUMNS)
+    first, last = pc.min_max(state.column("month")).values()
+    first = first.as_py()
+    versions = _versions(layout, "customer", first, _next_month(last.as_py()))
+    con.register("_state", state)
+    con.register("_versions", versions)
+    missing = con.sql("""SELECT DISTINCT s.customer_id FROM _state AS s ANTI JOIN _versions
+        AS v ON v.customer_id = s.customer_id AND v.effective_from <= s.last_sale"""
+                      ).to_arrow_table().column(0)
+    con.unregister("_versions")
+    if len(missing):
+        earlier = tables.dataset(layout.table("customer")).to_table(
+            columns=VERSION_COLUMNS, filter=pc.field("customer_id").isin(missing)
+            & (pc.field("expiry_date") <= _day(first)))
+        versions = pa.concat_tables([versions, earlier.cast(versions.schema)])
+    return versions
+
+
+def _write_marts(layout: Layout, con, months: list[dt.date], state: pa.Table,
+                 days: pa.Table, daily: pa.Table) -> dict[str, int]:
+    """The three marts' partitions of ``months`` from the customer state and the per-date
+    rows of those months, a commit each."""
+    versions = _customer_versions(layout, con, state)
+    con.register("_state", state)
+    con.register("_versions", versions)
+    con.register("_days", days)
+    made = {"customer_monthly": con.sql(CUSTOMER_MONTHLY).to_arrow_table(),
+            "product_monthly": con.sql(PRODUCT_MONTHLY).to_arrow_table()}
+    con.register("_days", daily)
+    made["daily_sales"] = con.sql(DAILY_SALES).to_arrow_table()
+    made = {name: rows.cast(SCHEMAS[name]) for name, rows in made.items()}
+    for name in ("_state", "_versions", "_days"):
+        con.unregister(name)
     written = {}
-    for name, query in QUERIES.items():
-        rows = con.sql(query).to_arrow_table()
-        _replace_months(layout.table("marts") / name, rows, months)
+    for name in MARTS:
+        _replace_months(layout.table("marts") / name, made[name], months)
         crashpoint("marts.written")
-        written[name] = rows.num_rows
-    con.close()
+        written[name] = made[name].num_rows
     return written
 
 
-def _replace_months(path: Path, rows: pa.Table, months: list[dt.date]) -> None:
+def _in_full(layout: Layout, con, months: list[dt.date], through) -> dict[str, int]:
+    """The months recomputed from every current sale in them."""
+    sales = tables.dataset(layout.table("sales")).to_table(
+        columns=SALE_COLUMNS, filter=_in_months(months) & pc.field("is_current"))
+    con.register("_sales", sales)
+    state = con.sql(CUSTOMERS_IN_FULL).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
+    con.unregister("_sales")
+    per_date = _by_date(layout, con, sales)
+    del sales
+    _write_kept(layout, months, state, per_date[PRODUCT_DAYS], through)
+    return _write_marts(layout, con, months, state, per_date[PRODUCT_DAYS],
+                        per_date["daily_sales"])
+
+
+def _write_kept(layout: Layout, months: list[dt.date], state: pa.Table, days: pa.Table,
+                through) -> None:
+    from deltalake import CommitProperties
+
+    mark = {THROUGH: json.dumps(None if through is None else through.isoformat())}
+    _replace_months(layout.table("marts") / CUSTOMER_STATE, state, months,
+                    commit_properties=CommitProperties(custom_metadata=mark))
+    crashpoint("marts.kept")
+    _replace_months(layout.table("marts") / PRODUCT_DAYS, days, months)
+    crashpoint("marts.kept")
+
+
+def _changed_sales(layout: Layout, days: list[dt.date]) -> pa.Table:
+    """The sales versions the files of ``days`` opened or closed."""
+    if not days:
+        return pa.table({c: [] for c in SALE_COLUMNS + ["effective_from", "expiry_date",
+                                                        "is_current"]})
+    on = pa.array(days, pa.date32())
+    return tables.dataset(layout.table("sales")).to_table(
+        columns=[*SALE_COLUMNS, "effective_from", "expiry_date", "is_current"],
+        filter=pc.field("effective_from").isin(on) | pc.field("expiry_date").isin(on))
+
+
+def _moved_on(layout: Layout, con, todo: Pending, log_rows,
+              through) -> tuple[list[dt.date], dict[str, int]]:
+    """The marts moved on by what the files applied since the last refresh changed: the
+    per-date rows of the sale dates they touched recomputed, the customers' sums moved on."""
+    changed = _changed_sales(layout, todo.sales_days)
+    dates = set(pc.unique(changed.column("sale_date")).to_pylist())
+    current = pc.field("is_current")
+    wanted = pc.field("sale_date").isin(pa.array(sorted(dates), pa.date32()))
+    if todo.from_day is not None:
+        wanted = wanted | (pc.field("sale_date") >= _day(todo.from_day))
+    sales = tables.dataset(layout.table("sales")).to_table(columns=SALE_COLUMNS,
+                                                           filter=current & wanted)
+    dates |= set(pc.unique(sales.column("sale_date")).to_pylist())
+    months = sorted({d.replace(day=1) for d in dates})
+    if not months:
+        return [], {}
+    per_date = _by_date(layout, con, sales)
+    del sales
+    state = _moved_on_state(layout, con, changed, months, log_rows)
+    # the months' rows of the dates not recomputed, and the recomputed ones
+    on, marts = pa.array(sorted(dates), pa.date32()), layout.table("marts")
+    days = pa.concat_tables([_read(marts / PRODUCT_DAYS, PRODUCT_DAYS, months, on),
+                             per_date[PRODUCT_DAYS]])
+    daily = pa.concat_tables([_read(marts / "daily_sales", "daily_sales", months, on),
+                              per_date["daily_sales"]])
+    _write_kept(layout, months, state, days, through)
+    return months, _write_marts(layout, con, months, state, days, daily)
+
+
+def _moved_on_state(layout: Layout, con, changed: pa.Table, months: list[dt.date],
+                    log_rows) -> pa.Table:
+    """The customer state of ``months`` moved on by the sales versions opened and closed by
+    the files applied after the state's own mark (nothing when it is already there: a run
+    killed after writing it)."""
+    days = pa.array(pending(log_rows, _state_through(layout)).sales_days, pa.date32())
+    opened = pc.field("effective_from").isin(days)
+    delta = changed.filter((opened & pc.field("is_current"))
+                           | (pc.field("expiry_date").isin(days) & ~opened))
+    sign = pc.if_else(pc.is_in(delta.column("effective_from"), value_set=days), 1, -1)
+    delta = delta.select(SALE_COLUMNS).append_column("sign", pc.cast(sign, pa.int64()))
+    state = _read(layout.table("marts") / CUSTOMER_STATE, CUSTOMER_STATE, months)
+    con.register("_state", state)
+    con.register("_delta", delta)
+    moved = con.sql(CUSTOMERS_MOVED_ON).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
+    con.unregister("_delta")
+    con.unregister("_state")
+    unknown = pc.is_null(moved.column("last_sale"))
+    if pc.any(unknown).as_py():
+        moved = _last_sales_again(layout, con, moved, unknown)
+    return moved
+
+
+def _last_sales_again(layout: Layout, con, moved: pa.Table, unknown) -> pa.Table:
+    """The rows whose last sale was closed with every other sale of its date: read from
+    those customers' current sales of the month."""
+    lost = moved.filter(unknown)
+    sales = tables.dataset(layout.table("sales")).to_table(
+        columns=SALE_COLUMNS, filter=pc.field("is_current")
+        & pc.field("customer_id").isin(pc.unique(lost.column("customer_id")))
+        & _in_months(sorted(set(lost.column("month").to_pylist()))))
+    con.register("_sales", sales)
+    again = con.sql(CUSTOMERS_IN_FULL).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
+    con.unregister("_sales")
+    con.register("_lost", lost)
+    con.register("_again", again)
+    found = con.sql("SELECT l.month, l.customer_id, l.orders, l.total_quantity, l.spent, "
+                    "a.last_sale, a.last_count FROM _lost AS l JOIN _again AS a "
+                    "USING (month, customer_id)").to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
+    con.unregister("_lost")
+    con.unregister("_again")
+    return pa.concat_tables([moved.filter(pc.invert(unknown)), found])
+
+
+def _replace_months(path: Path, rows: pa.Table, months: list[dt.date], **kwargs) -> None:
     """One commit: the months' partitions replaced by ``rows`` (the other months kept)."""
     if not tables.exists(path):
-        tables.write(path, rows, partition_by=["month"], mode="overwrite")
+        tables.write(path, rows, partition_by=["month"], mode="overwrite", **kwargs)
         return
     listed = ", ".join(f"'{m.isoformat()}'" for m in months)
     tables.write(path, rows, partition_by=["month"], mode="overwrite",
-                 predicate=f"month IN ({listed})")
+                 predicate=f"month IN ({listed})", **kwargs)
 
 
 def marts(root: str | Path = ".", months: list[dt.date] | None = None) -> dict[str, int]:
