@@ -7,7 +7,7 @@ Settings (read when a task runs; Airflow Variable first, else the environment):
 - ``minilake_api_sources`` / ``MINILAKE_API_SOURCES``: sources to pull for the logical date,
   comma-separated (none by default), from ``minilake_api_url`` / ``MINILAKE_API_URL`` with the
   token in the worker's ``MINILAKE_API_TOKEN`` (never a Variable: it would be stored and shown);
-- the marts (SPEC §11) are recomputed by ``refresh_marts`` for the months ``run`` touched;
+- the marts (SPEC §11) are moved on by ``refresh_marts`` from what ``run``'s files changed;
 - ``MINILAKE_SENSOR_TIMEOUT`` / ``MINILAKE_SENSOR_POKE`` (seconds, read when the file is parsed):
   how long to wait for deliveries (6 h) and how often to look (5 min). When nothing arrives in
   time the run is skipped, not failed.
@@ -101,14 +101,12 @@ def minilake_daily():
 
     @task
     def refresh_marts(months: list[str] | None) -> str:
-        import datetime as dt
-
-        import minilake
+        from minilake.outbound import datamarts
 
         if months == []:
             return "no month touched: nothing to refresh"
-        written = minilake.marts(_root(), None if months is None else
-                                 [dt.date.fromisoformat(m) for m in months])
+        # moved on from what the run's files changed (in full after a rebuild or an erasure)
+        _, written = datamarts.catch_up(_root())
         return ", ".join(f"{name}: {rows} rows" for name, rows in written.items())
 
     @task

@@ -769,8 +769,7 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         with hold(layout.root, "ingest"):
             result = RunResult(moved, _ingest(layout, allow_mass_delete, progress, running))
         if marts:
-            with hold(layout.root, "marts"):
-                result.months, result.marts = datamarts.update(layout.root)
+            result.months, result.marts = datamarts.catch_up(layout.root)
         else:
             result.months = touched_months(layout)
         if storage.is_local(layout.root) and (marts or result.months == []):

@@ -296,9 +296,8 @@ def _connect():
     import duckdb
 
     con = duckdb.connect()
-    for setting in ("autoinstall_known_extensions = false",
-                    "autoload_known_extensions = false", "enable_progress_bar = false"):
-        con.execute(f"SET {setting}")
+    for setting in ("autoinstall_known_extensions", "autoload_known_extensions"):
+        con.execute(f"SET {setting} = false")
     return con
 
 
@@ -425,10 +424,7 @@ def _write_kept(layout: Layout, months: list[dt.date], state: pa.Table, days: pa
 
 
 def _changed_sales(layout: Layout, days: list[dt.date]) -> pa.Table:
-    """The sales versions the files of ``days`` opened or closed."""
-    if not days:
-        return pa.table({c: [] for c in SALE_COLUMNS + ["effective_from", "expiry_date",
-                                                        "is_current"]})
+    """The sales versions the files of ``days`` opened or closed (typed, even if none)."""
     on = pa.array(days, pa.date32())
     return tables.dataset(layout.table("sales")).to_table(
         columns=[*SALE_COLUMNS, "effective_from", "expiry_date", "is_current"],
@@ -526,6 +522,16 @@ def marts(root: str | Path = ".", months: list[dt.date] | None = None) -> dict[s
     layout = Layout.of(root)
     with hold(layout.root, "marts"):
         return refresh(layout.root, months)
+
+
+def catch_up(root: str | Path = ".") -> tuple[list[dt.date] | None, dict[str, int]]:
+    """``update`` holding the root's lock: what ``run`` and the scheduler's ``refresh_marts``
+    do after the files are applied."""
+    from minilake.lock import hold
+
+    layout = Layout.of(root)
+    with hold(layout.root, "marts"):
+        return update(layout.root)
 
 
 def read_mart(name: str, root: str | Path = ".") -> pa.Table:
