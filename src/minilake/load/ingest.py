@@ -769,6 +769,9 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         with hold(layout.root, "ingest"):
             result = RunResult(moved, _ingest(layout, allow_mass_delete, progress, running))
         if marts:
+            import pyarrow as pa
+
+            pa.default_memory_pool().release_unused()   # the ingest's buffers, before the marts
             result.months, result.marts = datamarts.catch_up(layout.root)
         else:
             result.months = touched_months(layout)
