@@ -282,14 +282,31 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
         if todo is None:
             every = sales_months(layout)
             touched = sorted(set(every if months is None else months) & set(every))
-            written = _in_full(layout, con, touched, through) if touched else {}
+            written = _in_full(Lake(layout), con, touched, through) if touched else {}
             months = months if not incremental else None
         else:
-            months, written = _moved_on(layout, con, todo, log_rows, through)
+            months, written = _moved_on(Lake(layout), con, todo, log_rows, through)
     if through is not None and all(tables.exists(layout.table("marts") / m)
                                    for m in MARTS + KEPT):
         _mark_refreshed(layout, through)
     return months, written
+
+
+class Lake:
+    """A root's layout, and its source tables' live files each opened once for one refresh
+    (opening a table's dataset lists every file: ~0.1 s once a table has months of them)."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self._opened: dict[str, object] = {}
+
+    def table(self, name: str) -> Path:
+        return self.layout.table(name)
+
+    def dataset(self, name: str):
+        if name not in self._opened:
+            self._opened[name] = tables.dataset(self.layout.table(name))
+        return self._opened[name]
 
 
 def _connect():
@@ -324,24 +341,24 @@ def _in_months(months: list[dt.date]) -> pc.Expression:
     return out
 
 
-def _versions(layout: Layout, name: str, first: dt.date, end: dt.date) -> pa.Table:
+def _versions(lake: Lake, name: str, first: dt.date, end: dt.date) -> pa.Table:
     """A table's versions valid at some moment of [first, end)."""
     columns = VERSION_COLUMNS if name == "customer" else ["product_id", "name",
                                                           "effective_from", "expiry_date"]
-    return tables.dataset(layout.table(name)).to_table(
+    return lake.dataset(name).to_table(
         columns=columns, filter=(pc.field("effective_from") < _day(end))
         & (pc.field("expiry_date") > _day(first)))
 
 
-def _by_date(layout: Layout, con, sales: pa.Table) -> dict[str, pa.Table]:
+def _by_date(lake: Lake, con, sales: pa.Table) -> dict[str, pa.Table]:
     """The per-date rows (product days, daily sales) of the current sales given."""
     if not len(sales):
         return {n: SCHEMAS[n].empty_table() for n in BY_DATE}
     first, last = pc.min_max(sales.column("sale_date")).values()
     first, end = first.as_py(), last.as_py() + dt.timedelta(days=1)
     con.register("_sales", sales)
-    con.register("_versions", _versions(layout, "customer", first, end))
-    con.register("_products", _versions(layout, "product", first, end))
+    con.register("_versions", _versions(lake, "customer", first, end))
+    con.register("_products", _versions(lake, "product", first, end))
     con.execute(JOINED)
     for name in ("_sales", "_versions", "_products"):
         con.unregister(name)
@@ -350,16 +367,16 @@ def _by_date(layout: Layout, con, sales: pa.Table) -> dict[str, pa.Table]:
     return out
 
 
-def _customer_versions(layout: Layout, con, state: pa.Table) -> pa.Table:
+def _customer_versions(lake: Lake, con, state: pa.Table) -> pa.Table:
     """The customer versions the state's rows take their names and membership from: those
     valid at some moment of its months, and, for a customer with none begun by their last
     sale (deleted upstream before), their earlier versions."""
     if not len(state):
-        return tables.dataset(layout.table("customer")).schema.empty_table().select(
+        return lake.dataset("customer").schema.empty_table().select(
             VERSION_COLUMNS)
     first, last = pc.min_max(state.column("month")).values()
     first = first.as_py()
-    versions = _versions(layout, "customer", first, _next_month(last.as_py()))
+    versions = _versions(lake, "customer", first, _next_month(last.as_py()))
     con.register("_state", state)
     con.register("_versions", versions)
     missing = con.sql("""SELECT DISTINCT s.customer_id FROM _state AS s ANTI JOIN _versions
@@ -367,18 +384,18 @@ def _customer_versions(layout: Layout, con, state: pa.Table) -> pa.Table:
                       ).to_arrow_table().column(0)
     con.unregister("_versions")
     if len(missing):
-        earlier = tables.dataset(layout.table("customer")).to_table(
+        earlier = lake.dataset("customer").to_table(
             columns=VERSION_COLUMNS, filter=pc.field("customer_id").isin(missing)
             & (pc.field("expiry_date") <= _day(first)))
         versions = pa.concat_tables([versions, earlier.cast(versions.schema)])
     return versions
 
 
-def _write_marts(layout: Layout, con, months: list[dt.date], state: pa.Table,
+def _write_marts(lake: Lake, con, months: list[dt.date], state: pa.Table,
                  days: pa.Table, daily: pa.Table) -> dict[str, int]:
     """The three marts' partitions of ``months`` from the customer state and the per-date
     rows of those months, a commit each."""
-    versions = _customer_versions(layout, con, state)
+    versions = _customer_versions(lake, con, state)
     con.register("_state", state)
     con.register("_versions", versions)
     con.register("_days", days)
@@ -391,87 +408,87 @@ def _write_marts(layout: Layout, con, months: list[dt.date], state: pa.Table,
         con.unregister(name)
     written = {}
     for name in MARTS:
-        _replace_months(layout.table("marts") / name, made[name], months)
+        _replace_months(lake.table("marts") / name, made[name], months)
         crashpoint("marts.written")
         written[name] = made[name].num_rows
     return written
 
 
-def _in_full(layout: Layout, con, months: list[dt.date], through) -> dict[str, int]:
+def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
     """The months recomputed from every current sale in them."""
-    sales = tables.dataset(layout.table("sales")).to_table(
+    sales = lake.dataset("sales").to_table(
         columns=SALE_COLUMNS, filter=_in_months(months) & pc.field("is_current"))
     con.register("_sales", sales)
     state = con.sql(CUSTOMERS_IN_FULL).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
     con.unregister("_sales")
-    per_date = _by_date(layout, con, sales)
+    per_date = _by_date(lake, con, sales)
     del sales
-    _write_kept(layout, months, state, per_date[PRODUCT_DAYS], through)
-    return _write_marts(layout, con, months, state, per_date[PRODUCT_DAYS],
+    _write_kept(lake, months, state, per_date[PRODUCT_DAYS], through)
+    return _write_marts(lake, con, months, state, per_date[PRODUCT_DAYS],
                         per_date["daily_sales"])
 
 
-def _write_kept(layout: Layout, months: list[dt.date], state: pa.Table, days: pa.Table,
+def _write_kept(lake: Lake, months: list[dt.date], state: pa.Table, days: pa.Table,
                 through) -> None:
     from deltalake import CommitProperties
 
     mark = {THROUGH: json.dumps(None if through is None else through.isoformat())}
-    _replace_months(layout.table("marts") / CUSTOMER_STATE, state, months,
+    _replace_months(lake.table("marts") / CUSTOMER_STATE, state, months,
                     commit_properties=CommitProperties(custom_metadata=mark))
     crashpoint("marts.kept")
-    _replace_months(layout.table("marts") / PRODUCT_DAYS, days, months)
+    _replace_months(lake.table("marts") / PRODUCT_DAYS, days, months)
     crashpoint("marts.kept")
 
 
-def _changed_sales(layout: Layout, days: list[dt.date]) -> pa.Table:
+def _changed_sales(lake: Lake, days: list[dt.date]) -> pa.Table:
     """The sales versions the files of ``days`` opened or closed (typed, even if none)."""
     on = pa.array(days, pa.date32())
-    return tables.dataset(layout.table("sales")).to_table(
+    return lake.dataset("sales").to_table(
         columns=[*SALE_COLUMNS, "effective_from", "expiry_date", "is_current"],
         filter=pc.field("effective_from").isin(on) | pc.field("expiry_date").isin(on))
 
 
-def _moved_on(layout: Layout, con, todo: Pending, log_rows,
+def _moved_on(lake: Lake, con, todo: Pending, log_rows,
               through) -> tuple[list[dt.date], dict[str, int]]:
     """The marts moved on by what the files applied since the last refresh changed: the
     per-date rows of the sale dates they touched recomputed, the customers' sums moved on."""
-    changed = _changed_sales(layout, todo.sales_days)
+    changed = _changed_sales(lake, todo.sales_days)
     dates = set(pc.unique(changed.column("sale_date")).to_pylist())
     current = pc.field("is_current")
     wanted = pc.field("sale_date").isin(pa.array(sorted(dates), pa.date32()))
     if todo.from_day is not None:
         wanted = wanted | (pc.field("sale_date") >= _day(todo.from_day))
-    sales = tables.dataset(layout.table("sales")).to_table(columns=SALE_COLUMNS,
+    sales = lake.dataset("sales").to_table(columns=SALE_COLUMNS,
                                                            filter=current & wanted)
     dates |= set(pc.unique(sales.column("sale_date")).to_pylist())
     months = sorted({d.replace(day=1) for d in dates})
     if not months:
         return [], {}
-    per_date = _by_date(layout, con, sales)
+    per_date = _by_date(lake, con, sales)
     del sales
-    state = _moved_on_state(layout, con, changed, months, log_rows)
+    state = _moved_on_state(lake, con, changed, months, log_rows)
     # the months' rows of the dates not recomputed, and the recomputed ones
-    on, marts = pa.array(sorted(dates), pa.date32()), layout.table("marts")
+    on, marts = pa.array(sorted(dates), pa.date32()), lake.table("marts")
     days = pa.concat_tables([_read(marts / PRODUCT_DAYS, PRODUCT_DAYS, months, on),
                              per_date[PRODUCT_DAYS]])
     daily = pa.concat_tables([_read(marts / "daily_sales", "daily_sales", months, on),
                               per_date["daily_sales"]])
-    _write_kept(layout, months, state, days, through)
-    return months, _write_marts(layout, con, months, state, days, daily)
+    _write_kept(lake, months, state, days, through)
+    return months, _write_marts(lake, con, months, state, days, daily)
 
 
-def _moved_on_state(layout: Layout, con, changed: pa.Table, months: list[dt.date],
+def _moved_on_state(lake: Lake, con, changed: pa.Table, months: list[dt.date],
                     log_rows) -> pa.Table:
     """The customer state of ``months`` moved on by the sales versions opened and closed by
     the files applied after the state's own mark (nothing when it is already there: a run
     killed after writing it)."""
-    days = pa.array(pending(log_rows, _state_through(layout)).sales_days, pa.date32())
+    days = pa.array(pending(log_rows, _state_through(lake)).sales_days, pa.date32())
     opened = pc.field("effective_from").isin(days)
     delta = changed.filter((opened & pc.field("is_current"))
                            | (pc.field("expiry_date").isin(days) & ~opened))
     sign = pc.if_else(pc.is_in(delta.column("effective_from"), value_set=days), 1, -1)
     delta = delta.select(SALE_COLUMNS).append_column("sign", pc.cast(sign, pa.int64()))
-    state = _read(layout.table("marts") / CUSTOMER_STATE, CUSTOMER_STATE, months)
+    state = _read(lake.table("marts") / CUSTOMER_STATE, CUSTOMER_STATE, months)
     con.register("_state", state)
     con.register("_delta", delta)
     moved = con.sql(CUSTOMERS_MOVED_ON).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
@@ -479,15 +496,15 @@ def _moved_on_state(layout: Layout, con, changed: pa.Table, months: list[dt.date
     con.unregister("_state")
     unknown = pc.is_null(moved.column("last_sale"))
     if pc.any(unknown).as_py():
-        moved = _last_sales_again(layout, con, moved, unknown)
+        moved = _last_sales_again(lake, con, moved, unknown)
     return moved
 
 
-def _last_sales_again(layout: Layout, con, moved: pa.Table, unknown) -> pa.Table:
+def _last_sales_again(lake: Lake, con, moved: pa.Table, unknown) -> pa.Table:
     """The rows whose last sale was closed with every other sale of its date: read from
     those customers' current sales of the month."""
     lost = moved.filter(unknown)
-    sales = tables.dataset(layout.table("sales")).to_table(
+    sales = lake.dataset("sales").to_table(
         columns=SALE_COLUMNS, filter=pc.field("is_current")
         & pc.field("customer_id").isin(pc.unique(lost.column("customer_id")))
         & _in_months(sorted(set(lost.column("month").to_pylist()))))
