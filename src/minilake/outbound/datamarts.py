@@ -108,6 +108,17 @@ CUSTOMERS_IN_FULL = f"""
     SELECT month, customer_id, sum(n) AS orders, sum(q) AS total_quantity, sum(p) AS spent,
            max(sale_date) AS last_sale, arg_max(n, sale_date) AS last_count
     FROM d GROUP BY ALL"""
+# The customers' rows moved on by one date's sales, later than any before (``_in_full``).
+CUSTOMERS_THEN_A_LATER_DATE = f"""
+    WITH d AS ({CUSTOMERS_IN_FULL})
+    SELECT coalesce(s.month, d.month) AS month,
+           coalesce(s.customer_id, d.customer_id) AS customer_id,
+           coalesce(s.orders, 0) + coalesce(d.orders, 0) AS orders,
+           coalesce(s.total_quantity, 0) + coalesce(d.total_quantity, 0) AS total_quantity,
+           coalesce(s.spent, 0) + coalesce(d.spent, 0) AS spent,
+           coalesce(d.last_sale, s.last_sale) AS last_sale,
+           coalesce(d.last_count, s.last_count) AS last_count
+    FROM _state AS s FULL JOIN d ON s.month = d.month AND s.customer_id = d.customer_id"""
 # The customers' rows moved on by the sales versions opened (+1) and closed (-1) since: sums
 # add up; the last sale is a later added date, else the kept one while a sale of that date
 # remains, else unknown (null: read again from the month's sales).
@@ -415,17 +426,35 @@ def _write_marts(lake: Lake, con, months: list[dt.date], state: pa.Table,
 
 
 def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
-    """The months recomputed from every current sale in them."""
-    sales = lake.dataset("sales").to_table(
-        columns=SALE_COLUMNS, filter=_in_months(months) & pc.field("is_current"))
-    con.register("_sales", sales)
-    state = con.sql(CUSTOMERS_IN_FULL).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
-    con.unregister("_sales")
-    per_date = _by_date(lake, con, sales)
-    del sales
-    _write_kept(lake, months, state, per_date[PRODUCT_DAYS], through)
-    return _write_marts(lake, con, months, state, per_date[PRODUCT_DAYS],
-                        per_date["daily_sales"])
+    """The months recomputed from every current sale in them, one sale date at a time (a
+    date's sales in memory at once, not the months'): the per-date rows, and the customers'
+    sums moved on date after date."""
+    dates = [d for d in _sale_dates(lake) if d.replace(day=1) in set(months)]
+    state, days, daily = SCHEMAS[CUSTOMER_STATE].empty_table(), [], []
+    for date in dates:
+        sales = lake.dataset("sales").to_table(columns=SALE_COLUMNS, filter=pc.field(
+            "is_current") & (pc.field("sale_date") == _day(date)))
+        con.register("_sales", sales)
+        con.register("_state", state)
+        state = con.sql(CUSTOMERS_THEN_A_LATER_DATE).to_arrow_table().cast(
+            SCHEMAS[CUSTOMER_STATE])
+        con.unregister("_sales")
+        per_date = _by_date(lake, con, sales)
+        days.append(per_date[PRODUCT_DAYS])
+        daily.append(per_date["daily_sales"])
+    days = pa.concat_tables(days or [SCHEMAS[PRODUCT_DAYS].empty_table()])
+    daily = pa.concat_tables(daily or [SCHEMAS["daily_sales"].empty_table()])
+    _write_kept(lake, months, state, days, through)
+    return _write_marts(lake, con, months, state, days, daily)
+
+
+def _sale_dates(lake: Lake) -> list[dt.date]:
+    """The dates with a current sale, from the sales table's partitions (no file read)."""
+    files = pa.table(tables.delta(lake.table("sales")).get_add_actions(flatten=True))
+    current = files.filter(pc.equal(pc.cast(files.column("partition.is_current"),
+                                            pa.string()), "true"))
+    dates = pc.cast(current.column("partition.sale_date"), pa.date32())
+    return sorted(pc.unique(dates).to_pylist())
 
 
 def _write_kept(lake: Lake, months: list[dt.date], state: pa.Table, days: pa.Table,
