@@ -219,14 +219,18 @@ def _mark_refreshed(layout: Layout, through) -> None:
 
 
 def _state_through(layout: Layout):
-    """The ``finished_at`` of the last ingest-log row the customer state reflects."""
+    """The ``finished_at`` of the last ingest-log row the customer state reflects: its
+    latest write's mark (a ``vacuum`` may have committed after it); None: unknown."""
     import pandas as pd
 
     path = layout.table("marts") / CUSTOMER_STATE
     if not tables.exists(path):
         return None
-    mark = tables.delta(path).history(limit=1)[0].get(THROUGH)
-    return None if mark is None else pd.Timestamp(json.loads(mark))
+    for entry in tables.delta(path).history(limit=10):      # newest first
+        if THROUGH in entry:
+            mark = json.loads(entry[THROUGH])
+            return None if mark is None else pd.Timestamp(mark)
+    return None
 
 
 @dataclass
