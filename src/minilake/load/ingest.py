@@ -774,48 +774,10 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
             pa.default_memory_pool().release_unused()   # the ingest's buffers, before the marts
             result.months, result.marts = datamarts.catch_up(layout.root)
         else:
-            result.months = touched_months(layout)
+            result.months = datamarts.touched_months(layout)
         if storage.is_local(layout.root) and (marts or result.months == []):
             unchanged.remember(Path(layout.root))     # the next run with nothing to do: 0.1 s
         return result
-
-
-def touched_months(layout: Layout) -> list[dt.date] | None:
-    """The months whose marts the files applied since their last refresh change (None: every
-    month): the sale months of the sales versions a sales file opened or closed (a
-    correction to an old sale is its old month), and for a customer or product file every
-    month from its date on (a sale meets the versions valid on its date). A rebuild, an
-    erasure, or marts not made yet: every month. Read from the ingest log, so a run killed
-    before its marts were refreshed is caught up by the next one."""
-    from minilake.outbound import datamarts
-
-    since = datamarts.refreshed_through(layout)
-    log_rows = tables.read_log(layout)
-    if since is not None:
-        log_rows = log_rows[log_rows["finished_at"] > since]
-    applied = log_rows[log_rows["status"] == "applied"]
-    if not len(applied):
-        return []
-    if since is None or (applied["event"] != "").any() or not applied["source"].isin(
-            list(SOURCES)).all():
-        return None
-    months: set[dt.date] = set()
-    days = sorted(set(applied.loc[applied["source"] == "sales", "file_date"]))
-    if days:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        on = pa.array(days, pa.date32())
-        dates = tables.dataset(layout.table("sales")).to_table(
-            columns=["sale_date"], filter=pc.field("effective_from").isin(on)
-            | pc.field("expiry_date").isin(on)).column("sale_date")
-        # a day's million sales fall on a few dates: Python sees only the distinct ones
-        months |= {d.replace(day=1) for d in pc.unique(dates).to_pylist()}
-    others = applied.loc[applied["source"] != "sales", "file_date"]
-    every = datamarts.sales_months(layout)
-    if len(others) and every:
-        months |= {m for m in every if m >= min(others).replace(day=1)}
-    return sorted(months)
 
 
 def status(root: str | Path = ".") -> pd.DataFrame:

@@ -108,7 +108,8 @@ CUSTOMERS_IN_FULL = f"""
     SELECT month, customer_id, sum(n) AS orders, sum(q) AS total_quantity, sum(p) AS spent,
            max(sale_date) AS last_sale, arg_max(n, sale_date) AS last_count
     FROM d GROUP BY ALL"""
-# The customers' rows moved on by one date's sales, later than any before (``_in_full``).
+# The customers' rows moved on by one date's sales, later than any before (``_in_full``; the
+# query below would give the same, at two joins to the state instead of one).
 CUSTOMERS_THEN_A_LATER_DATE = f"""
     WITH d AS ({CUSTOMERS_IN_FULL})
     SELECT coalesce(s.month, d.month) AS month,
@@ -164,7 +165,6 @@ PRODUCT_MONTHLY = """
            sum(total_quantity) AS total_quantity, round(sum(revenue), 2) AS revenue,
            round(sum(revenue) / sum(total_quantity), 2) AS avg_unit_price
     FROM _days GROUP BY ALL ORDER BY month, product_id, name, membership_status"""
-DAILY_SALES = "SELECT * FROM _days ORDER BY sale_date, membership_status"
 SALE_COLUMNS = ["customer_id", "product_id", "quantity", "total_price", "sale_date"]
 VERSION_COLUMNS = ["customer_id", "first_name", "last_name", "membership_status",
                    "effective_from", "expiry_date"]
@@ -187,15 +187,21 @@ def months_between(first: dt.date, last: dt.date) -> list[dt.date]:
 
 
 def sales_months(layout: Layout) -> list[dt.date]:
-    """Every month with a current sale."""
-    path = layout.table("sales")
-    if not tables.exists(path):
+    """Every month from the first sale's to the last's (any version)."""
+    if not tables.exists(layout.table("sales")):
         return []
-    dates = tables.dataset(path).to_table(columns=["sale_date"]).column("sale_date")
-    if not len(dates):
-        return []
-    low, high = pc.min_max(dates).values()
-    return months_between(low.as_py(), high.as_py())
+    dates = _sale_dates(layout, current=False)
+    return months_between(dates[0], dates[-1]) if dates else []
+
+
+def _sale_dates(layout: Layout, current: bool = True) -> list[dt.date]:
+    """The dates with a (current) sale, from the sales table's partitions: no file read."""
+    files = pa.table(tables.delta(layout.table("sales")).get_add_actions(flatten=True))
+    if current:
+        files = files.filter(pc.equal(pc.cast(files.column("partition.is_current"),
+                                              pa.string()), "true"))
+    dates = pc.cast(files.column("partition.sale_date"), pa.date32())
+    return sorted(pc.unique(dates).to_pylist())
 
 
 STATE = "_refreshed.json"
@@ -246,17 +252,38 @@ class Pending:
 
 def pending(log_rows, since) -> Pending | None:
     """The files applied after ``since`` (None: every file); None when only a full
-    recompute will do: no mark yet, a rebuild or an erasure, a late or resent file."""
+    recompute will do: files applied and no mark yet, a rebuild or an erasure, a late or
+    resent file."""
     from minilake.sources import SOURCES
 
-    if since is None:
-        return None
-    rows = log_rows[(log_rows["finished_at"] > since) & (log_rows["status"] == "applied")]
-    if (rows["event"] != "").any() or not rows["source"].isin(list(SOURCES)).all():
+    rows = log_rows[log_rows["status"] == "applied"]
+    if since is not None:
+        rows = rows[rows["finished_at"] > since]
+    if not len(rows):
+        return Pending([], None)
+    if since is None or (rows["event"] != "").any() or not rows["source"].isin(
+            list(SOURCES)).all():
         return None
     others = rows.loc[rows["source"] != "sales", "file_date"]
     return Pending(sorted(set(rows.loc[rows["source"] == "sales", "file_date"])),
                    min(others) if len(others) else None)
+
+
+def touched_months(layout: Layout) -> list[dt.date] | None:
+    """The months whose marts the files applied since their last refresh change (None: every
+    month): the sale months of the sales versions a sales file opened or closed (a
+    correction to an old sale is its old month), and for a customer or product file every
+    month from its date on (a sale meets the versions valid on its date). Read from the
+    ingest log, so a run killed before its marts were refreshed is caught up by the next."""
+    todo = pending(tables.read_log(layout), refreshed_through(layout))
+    if not todo:
+        return None if todo is None else []
+    changed = _changed_sales(Lake(layout), todo.sales_days, ["sale_date"])
+    # a day's million sales fall on a few dates: Python sees only the distinct ones
+    months = {d.replace(day=1) for d in pc.unique(changed.column("sale_date")).to_pylist()}
+    if todo.from_day is not None:
+        months |= {m for m in sales_months(layout) if m >= _month(todo.from_day)}
+    return sorted(months)
 
 
 def refresh(root: str | Path = ".", months: list[dt.date] | None = None) -> dict[str, int]:
@@ -291,8 +318,10 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
     todo = pending(log_rows, refreshed_through(layout)) if incremental else None
     if todo is not None and not todo:
         return [], {}
-    if todo is not None and pending(log_rows, _state_through(layout)) is None:
-        todo = None                     # the customer state lost its mark: in full
+    # the files the customer state has not added yet (since the marts' mark, or fewer)
+    kept = pending(log_rows, _state_through(layout)) if todo is not None else None
+    if kept is None:
+        todo = None                     # in full (the customer state too)
     with contextlib.closing(_connect()) as con:
         if todo is None:
             every = sales_months(layout)
@@ -300,9 +329,8 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
             written = _in_full(Lake(layout), con, touched, through) if touched else {}
             months = months if not incremental else None
         else:
-            months, written = _moved_on(Lake(layout), con, todo, log_rows, through)
-    if through is not None and all(tables.exists(layout.table("marts") / m)
-                                   for m in MARTS + KEPT):
+            months, written = _moved_on(Lake(layout), con, todo, kept.sales_days, through)
+    if through is not None and (todo is not None or written):   # the marts and kept exist
         _mark_refreshed(layout, through)
     return months, written
 
@@ -365,15 +393,15 @@ def _versions(lake: Lake, name: str, first: dt.date, end: dt.date) -> pa.Table:
         & (pc.field("expiry_date") > _day(first)))
 
 
-def _by_date(lake: Lake, con, sales: pa.Table) -> dict[str, pa.Table]:
-    """The per-date rows (product days, daily sales) of the current sales given."""
+def _by_date(con, sales: pa.Table, customers: pa.Table, products: pa.Table
+             ) -> dict[str, pa.Table]:
+    """The per-date rows (product days, daily sales) of the current sales given, with the
+    customer and product versions valid at some moment of their dates."""
     if not len(sales):
         return {n: SCHEMAS[n].empty_table() for n in BY_DATE}
-    first, last = pc.min_max(sales.column("sale_date")).values()
-    first, end = first.as_py(), last.as_py() + dt.timedelta(days=1)
     con.register("_sales", sales)
-    con.register("_versions", _versions(lake, "customer", first, end))
-    con.register("_products", _versions(lake, "product", first, end))
+    con.register("_versions", customers)
+    con.register("_products", products)
     con.execute(JOINED)
     for name in ("_sales", "_versions", "_products"):
         con.unregister(name)
@@ -382,16 +410,14 @@ def _by_date(lake: Lake, con, sales: pa.Table) -> dict[str, pa.Table]:
     return out
 
 
-def _customer_versions(lake: Lake, con, state: pa.Table) -> pa.Table:
+def _customer_versions(lake: Lake, con, state: pa.Table, versions: pa.Table,
+                       first: dt.date) -> pa.Table:
     """The customer versions the state's rows take their names and membership from: those
-    valid at some moment of its months, and, for a customer with none begun by their last
-    sale (deleted upstream before), their earlier versions."""
+    valid at some moment of its months (``versions``, from ``first`` on), and, for a
+    customer with none begun by their last sale (deleted upstream before), their earlier
+    versions."""
     if not len(state):
-        return lake.dataset("customer").schema.empty_table().select(
-            VERSION_COLUMNS)
-    first, last = pc.min_max(state.column("month")).values()
-    first = first.as_py()
-    versions = _versions(lake, "customer", first, _next_month(last.as_py()))
+        return versions
     con.register("_state", state)
     con.register("_versions", versions)
     missing = con.sql("""SELECT DISTINCT s.customer_id FROM _state AS s ANTI JOIN _versions
@@ -407,17 +433,17 @@ def _customer_versions(lake: Lake, con, state: pa.Table) -> pa.Table:
 
 
 def _write_marts(lake: Lake, con, months: list[dt.date], state: pa.Table,
-                 days: pa.Table, daily: pa.Table) -> dict[str, int]:
+                 days: pa.Table, daily: pa.Table, customers: pa.Table) -> dict[str, int]:
     """The three marts' partitions of ``months`` from the customer state and the per-date
-    rows of those months, a commit each."""
-    versions = _customer_versions(lake, con, state)
+    rows of those months, a commit each (``customers``: the versions valid in them)."""
+    versions = _customer_versions(lake, con, state, customers, months[0])
     con.register("_state", state)
     con.register("_versions", versions)
     con.register("_days", days)
     made = {"customer_monthly": con.sql(CUSTOMER_MONTHLY).to_arrow_table(),
-            "product_monthly": con.sql(PRODUCT_MONTHLY).to_arrow_table()}
-    con.register("_days", daily)
-    made["daily_sales"] = con.sql(DAILY_SALES).to_arrow_table()
+            "product_monthly": con.sql(PRODUCT_MONTHLY).to_arrow_table(),
+            "daily_sales": daily.sort_by([("sale_date", "ascending"),
+                                          ("membership_status", "ascending")])}
     made = {name: rows.cast(SCHEMAS[name]) for name, rows in made.items()}
     for name in ("_state", "_versions", "_days"):
         con.unregister(name)
@@ -433,32 +459,39 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
     """The months recomputed from every current sale in them, one sale date at a time (a
     date's sales in memory at once, not the months'): the per-date rows, and the customers'
     sums moved on date after date."""
-    dates = [d for d in _sale_dates(lake) if d.replace(day=1) in set(months)]
+    wanted = set(months)
+    customers, products = _month_versions(lake, months)
     state, days, daily = SCHEMAS[CUSTOMER_STATE].empty_table(), [], []
-    for date in dates:
+    for date in (d for d in _sale_dates(lake) if _month(d) in wanted):
         sales = lake.dataset("sales").to_table(columns=SALE_COLUMNS, filter=pc.field(
             "is_current") & (pc.field("sale_date") == _day(date)))
-        con.register("_sales", sales)
-        con.register("_state", state)
-        state = con.sql(CUSTOMERS_THEN_A_LATER_DATE).to_arrow_table().cast(
-            SCHEMAS[CUSTOMER_STATE])
-        con.unregister("_sales")
-        per_date = _by_date(lake, con, sales)
+        state = _with_state(con, CUSTOMERS_THEN_A_LATER_DATE, state, _sales=sales)
+        per_date = _by_date(con, sales, customers, products)
         days.append(per_date[PRODUCT_DAYS])
         daily.append(per_date["daily_sales"])
     days = pa.concat_tables(days or [SCHEMAS[PRODUCT_DAYS].empty_table()])
     daily = pa.concat_tables(daily or [SCHEMAS["daily_sales"].empty_table()])
     _write_kept(lake, months, state, days, through)
-    return _write_marts(lake, con, months, state, days, daily)
+    return _write_marts(lake, con, months, state, days, daily, customers)
 
 
-def _sale_dates(lake: Lake) -> list[dt.date]:
-    """The dates with a current sale, from the sales table's partitions (no file read)."""
-    files = pa.table(tables.delta(lake.table("sales")).get_add_actions(flatten=True))
-    current = files.filter(pc.equal(pc.cast(files.column("partition.is_current"),
-                                            pa.string()), "true"))
-    dates = pc.cast(current.column("partition.sale_date"), pa.date32())
-    return sorted(pc.unique(dates).to_pylist())
+def _month_versions(lake: Lake, months: list[dt.date]) -> tuple[pa.Table, pa.Table]:
+    """The customer and product versions valid at some moment of ``months``: read once per
+    refresh, for the per-date rows and the customer rows alike."""
+    first, end = months[0], _next_month(months[-1])
+    return _versions(lake, "customer", first, end), _versions(lake, "product", first, end)
+
+
+def _with_state(con, query: str, state: pa.Table, **rows: pa.Table) -> pa.Table:
+    """The customer state's rows moved on by ``query`` over ``state`` and ``rows`` (by the
+    names the query reads them by)."""
+    tables_in = {"_state": state, **rows}
+    for name, table in tables_in.items():
+        con.register(name, table)
+    moved = con.sql(query).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
+    for name in tables_in:
+        con.unregister(name)
+    return moved
 
 
 def _write_kept(lake: Lake, months: list[dt.date], state: pa.Table, days: pa.Table,
@@ -473,33 +506,35 @@ def _write_kept(lake: Lake, months: list[dt.date], state: pa.Table, days: pa.Tab
     crashpoint("marts.kept")
 
 
-def _changed_sales(lake: Lake, days: list[dt.date]) -> pa.Table:
+def _changed_sales(lake: Lake, days: list[dt.date], columns: list[str] | None = None
+                   ) -> pa.Table:
     """The sales versions the files of ``days`` opened or closed (typed, even if none)."""
     on = pa.array(days, pa.date32())
     return lake.dataset("sales").to_table(
-        columns=[*SALE_COLUMNS, "effective_from", "expiry_date", "is_current"],
+        columns=columns or [*SALE_COLUMNS, "effective_from", "expiry_date", "is_current"],
         filter=pc.field("effective_from").isin(on) | pc.field("expiry_date").isin(on))
 
 
-def _moved_on(lake: Lake, con, todo: Pending, log_rows,
+def _moved_on(lake: Lake, con, todo: Pending, state_days: list[dt.date],
               through) -> tuple[list[dt.date], dict[str, int]]:
     """The marts moved on by what the files applied since the last refresh changed: the
-    per-date rows of the sale dates they touched recomputed, the customers' sums moved on."""
+    per-date rows of the sale dates they touched recomputed, the customers' sums moved on
+    by the sales files of ``state_days`` (those the customer state has not added yet)."""
     changed = _changed_sales(lake, todo.sales_days)
     dates = set(pc.unique(changed.column("sale_date")).to_pylist())
     current = pc.field("is_current")
     wanted = pc.field("sale_date").isin(pa.array(sorted(dates), pa.date32()))
     if todo.from_day is not None:
         wanted = wanted | (pc.field("sale_date") >= _day(todo.from_day))
-    sales = lake.dataset("sales").to_table(columns=SALE_COLUMNS,
-                                                           filter=current & wanted)
+    sales = lake.dataset("sales").to_table(columns=SALE_COLUMNS, filter=current & wanted)
     dates |= set(pc.unique(sales.column("sale_date")).to_pylist())
     months = sorted({d.replace(day=1) for d in dates})
     if not months:
         return [], {}
-    per_date = _by_date(lake, con, sales)
+    customers, products = _month_versions(lake, months)
+    per_date = _by_date(con, sales, customers, products)
     del sales
-    state = _moved_on_state(lake, con, changed, months, log_rows)
+    state = _moved_on_state(lake, con, changed, months, state_days)
     # the months' rows of the dates not recomputed, and the recomputed ones
     on, marts = pa.array(sorted(dates), pa.date32()), lake.table("marts")
     days = pa.concat_tables([_read(marts / PRODUCT_DAYS, PRODUCT_DAYS, months, on),
@@ -507,26 +542,22 @@ def _moved_on(lake: Lake, con, todo: Pending, log_rows,
     daily = pa.concat_tables([_read(marts / "daily_sales", "daily_sales", months, on),
                               per_date["daily_sales"]])
     _write_kept(lake, months, state, days, through)
-    return months, _write_marts(lake, con, months, state, days, daily)
+    return months, _write_marts(lake, con, months, state, days, daily, customers)
 
 
 def _moved_on_state(lake: Lake, con, changed: pa.Table, months: list[dt.date],
-                    log_rows) -> pa.Table:
+                    state_days: list[dt.date]) -> pa.Table:
     """The customer state of ``months`` moved on by the sales versions opened and closed by
-    the files applied after the state's own mark (nothing when it is already there: a run
-    killed after writing it)."""
-    days = pa.array(pending(log_rows, _state_through(lake)).sales_days, pa.date32())
+    the files of ``state_days``, applied after the state's own mark (none when it is there
+    already: a run killed after writing it)."""
+    days = pa.array(state_days, pa.date32())
     opened = pc.field("effective_from").isin(days)
     delta = changed.filter((opened & pc.field("is_current"))
                            | (pc.field("expiry_date").isin(days) & ~opened))
     sign = pc.if_else(pc.is_in(delta.column("effective_from"), value_set=days), 1, -1)
     delta = delta.select(SALE_COLUMNS).append_column("sign", pc.cast(sign, pa.int64()))
     state = _read(lake.table("marts") / CUSTOMER_STATE, CUSTOMER_STATE, months)
-    con.register("_state", state)
-    con.register("_delta", delta)
-    moved = con.sql(CUSTOMERS_MOVED_ON).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
-    con.unregister("_delta")
-    con.unregister("_state")
+    moved = _with_state(con, CUSTOMERS_MOVED_ON, state, _delta=delta)
     unknown = pc.is_null(moved.column("last_sale"))
     if pc.any(unknown).as_py():
         moved = _last_sales_again(lake, con, moved, unknown)
