@@ -185,20 +185,25 @@ def test_one_source_at_a_time_reading_ahead_equals_side_by_side(world, reference
         assert_same(outcome(root), reference, f"reading ahead, killed at {hook}")
 
 
-@pytest.fixture(scope="module")
-def late_world(tmp_path_factory) -> Path:
-    """Days 1, 2 and 4 applied; day 3 waiting in the landing zone (a late delivery)."""
-    root = tmp_path_factory.mktemp("late_world")
-    generate(root, start="2024-10-09", days=4, customers=200, seed=13, landing_only=True)
+def one_day_waiting(root: Path, seed: int, waiting: str) -> Path:
+    """Four generated days applied but the one dated ``waiting`` (YYYYMMDD), which then
+    waits in the landing zone."""
+    generate(root, start="2024-10-09", days=4, customers=200, seed=seed, landing_only=True)
     held = root / "held"
     held.mkdir()
-    for path in (root / "landing_zone").glob("*20241011*"):
+    for path in (root / "landing_zone").glob(f"*{waiting}*"):
         shutil.move(path, held / path.name)
     assert minilake.run(root).ok
     for path in held.iterdir():
         shutil.move(path, root / "landing_zone" / path.name)
     held.rmdir()
     return root
+
+
+@pytest.fixture(scope="module")
+def late_world(tmp_path_factory) -> Path:
+    """Days 1, 2 and 4 applied; day 3 waiting in the landing zone (a late delivery)."""
+    return one_day_waiting(tmp_path_factory.mktemp("late_world"), 13, "20241011")
 
 
 REBUILD_HOOKS = ["rebuild.before_swap:1", "rebuild.after_swap:1", "rebuild.after_swap:2",
@@ -356,17 +361,7 @@ def test_a_run_killed_before_its_marts_are_refreshed_is_caught_up(hook, late_wor
 @pytest.fixture(scope="module")
 def next_day_world(tmp_path_factory) -> Path:
     """Days 1-3 applied (marts made); day 4 waiting, in order: its marts are moved on."""
-    root = tmp_path_factory.mktemp("next_day_world")
-    generate(root, start="2024-10-09", days=4, customers=200, seed=17, landing_only=True)
-    held = root / "held"
-    held.mkdir()
-    for path in (root / "landing_zone").glob("*20241012*"):
-        shutil.move(path, held / path.name)
-    assert minilake.run(root).ok
-    for path in held.iterdir():
-        shutil.move(path, root / "landing_zone" / path.name)
-    held.rmdir()
-    return root
+    return one_day_waiting(tmp_path_factory.mktemp("next_day_world"), 17, "20241012")
 
 
 @pytest.mark.parametrize("hook", ["marts.kept:1", "marts.kept:2", "marts.written:2"])
