@@ -88,9 +88,15 @@ def write(path: Path, data, **kwargs) -> None:
                     **kwargs)
 
 
-def dataset(path: Path, version: int | None = None) -> ds.Dataset:
-    """A table's live files (at ``version``, else the latest) as a pyarrow dataset, read by
-    Arrow's own local filesystem.
+def dataset(path: Path, version: int | None = None, where: str | None = None,
+            table: DeltaTable | None = None) -> ds.Dataset:
+    """A table's live files (at ``version``, else the latest; or of the open ``table``) as a
+    pyarrow dataset, read by Arrow's own local filesystem.
+
+    ``where`` (a SQL predicate) keeps only the files whose partition values and column
+    statistics may hold matching rows, picked from the Delta log before any file is set up:
+    a dataset of every file costs ~0.5 ms a file (60 ms for a table of 120), which grew a
+    daily run with its history. Rows are not filtered by it: pass ``filter=`` to the read.
 
     delta-rs's default dataset reads through a filesystem written in Python: Arrow's I/O
     threads take the GIL for every file they open, while a delta-rs call on another thread
@@ -98,9 +104,15 @@ def dataset(path: Path, version: int | None = None) -> ds.Dataset:
     rebuild's swap streams such a dataset into ``write_deltalake``). Every minilake table is
     a local folder or an S3 prefix, read by Arrow's own filesystem for either, so no Python
     runs inside a read."""
-    table = delta(path, version)
+    table = table if table is not None else delta(path, version)
     filesystem, base = storage.arrow(path)
-    return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(base, filesystem))
+    return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(base, filesystem),
+                                    file_pruning_predicate=where)
+
+
+def sql_dates(days) -> str:
+    """``days`` as a SQL list of date literals, for ``dataset``'s ``where``."""
+    return ", ".join(f"DATE '{day.isoformat()}'" for day in days)
 
 
 class Opened:

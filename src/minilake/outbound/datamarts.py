@@ -336,8 +336,9 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
 
 
 class Lake:
-    """A root's layout, and its source tables' live files each opened once for one refresh
-    (opening a table's dataset lists every file: ~0.1 s once a table has months of them)."""
+    """A root's layout, and its source tables each opened once for one refresh; every read
+    picks its files by ``where`` from the Delta log (partition values, column statistics)
+    before any is set up, so a day's refresh does not grow with the tables' file counts."""
 
     def __init__(self, layout: Layout):
         self.layout = layout
@@ -346,10 +347,10 @@ class Lake:
     def table(self, name: str) -> Path:
         return self.layout.table(name)
 
-    def dataset(self, name: str):
+    def dataset(self, name: str, where: str):
         if name not in self._opened:
-            self._opened[name] = tables.dataset(self.layout.table(name))
-        return self._opened[name]
+            self._opened[name] = tables.delta(self.layout.table(name))
+        return tables.dataset(self.layout.table(name), where=where, table=self._opened[name])
 
 
 def _connect():
@@ -367,7 +368,8 @@ def _read(path: Path, name: str, months: list[dt.date], dates: pa.Array | None =
     wanted = pc.field("month").isin(pa.array(months, pa.date32()))
     if dates is not None:
         wanted = wanted & ~pc.field("sale_date").isin(dates)
-    rows = tables.dataset(path).to_table(filter=wanted)
+    rows = tables.dataset(path, where=f"month IN ({tables.sql_dates(months)})").to_table(
+        filter=wanted)
     return rows.select(SCHEMAS[name].names).cast(SCHEMAS[name])
 
 
@@ -388,7 +390,8 @@ def _versions(lake: Lake, name: str, first: dt.date, end: dt.date) -> pa.Table:
     """A table's versions valid at some moment of [first, end)."""
     columns = VERSION_COLUMNS if name == "customer" else ["product_id", "name",
                                                           "effective_from", "expiry_date"]
-    return lake.dataset(name).to_table(
+    where = f"effective_from < DATE '{end}' AND expiry_date > DATE '{first}'"
+    return lake.dataset(name, where).to_table(
         columns=columns, filter=(pc.field("effective_from") < _day(end))
         & (pc.field("expiry_date") > _day(first)))
 
@@ -425,7 +428,7 @@ def _customer_versions(lake: Lake, con, state: pa.Table, versions: pa.Table,
                       ).to_arrow_table().column(0)
     con.unregister("_versions")
     if len(missing):
-        earlier = lake.dataset("customer").to_table(
+        earlier = lake.dataset("customer", f"expiry_date <= DATE '{first}'").to_table(
             columns=VERSION_COLUMNS, filter=pc.field("customer_id").isin(missing)
             & (pc.field("expiry_date") <= _day(first)))
         versions = pa.concat_tables([versions, earlier.cast(versions.schema)])
@@ -463,8 +466,9 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
     customers, products = _month_versions(lake, months)
     state, days, daily = SCHEMAS[CUSTOMER_STATE].empty_table(), [], []
     for date in (d for d in _sale_dates(lake) if _month(d) in wanted):
-        sales = lake.dataset("sales").to_table(columns=SALE_COLUMNS, filter=pc.field(
-            "is_current") & (pc.field("sale_date") == _day(date)))
+        sales = lake.dataset("sales", f"is_current AND sale_date = DATE '{date}'").to_table(
+            columns=SALE_COLUMNS, filter=pc.field("is_current")
+            & (pc.field("sale_date") == _day(date)))
         state = _with_state(con, CUSTOMERS_THEN_A_LATER_DATE, state, _sales=sales)
         per_date = _by_date(con, sales, customers, products)
         days.append(per_date[PRODUCT_DAYS])
@@ -509,8 +513,9 @@ def _write_kept(lake: Lake, months: list[dt.date], state: pa.Table, days: pa.Tab
 def _changed_sales(lake: Lake, days: list[dt.date], columns: list[str] | None = None
                    ) -> pa.Table:
     """The sales versions the files of ``days`` opened or closed (typed, even if none)."""
-    on = pa.array(days, pa.date32())
-    return lake.dataset("sales").to_table(
+    on, listed = pa.array(days, pa.date32()), tables.sql_dates(days)
+    where = f"effective_from IN ({listed}) OR expiry_date IN ({listed})" if days else "false"
+    return lake.dataset("sales", where).to_table(
         columns=columns or [*SALE_COLUMNS, "effective_from", "expiry_date", "is_current"],
         filter=pc.field("effective_from").isin(on) | pc.field("expiry_date").isin(on))
 
@@ -524,9 +529,12 @@ def _moved_on(lake: Lake, con, todo: Pending, state_days: list[dt.date],
     dates = set(pc.unique(changed.column("sale_date")).to_pylist())
     current = pc.field("is_current")
     wanted = pc.field("sale_date").isin(pa.array(sorted(dates), pa.date32()))
+    where = f"sale_date IN ({tables.sql_dates(sorted(dates))})" if dates else "false"
     if todo.from_day is not None:
         wanted = wanted | (pc.field("sale_date") >= _day(todo.from_day))
-    sales = lake.dataset("sales").to_table(columns=SALE_COLUMNS, filter=current & wanted)
+        where += f" OR sale_date >= DATE '{todo.from_day}'"
+    sales = lake.dataset("sales", f"is_current AND ({where})").to_table(
+        columns=SALE_COLUMNS, filter=current & wanted)
     dates |= set(pc.unique(sales.column("sale_date")).to_pylist())
     months = sorted({d.replace(day=1) for d in dates})
     if not months:
@@ -568,10 +576,13 @@ def _last_sales_again(lake: Lake, con, moved: pa.Table, unknown) -> pa.Table:
     """The rows whose last sale was closed with every other sale of its date: read from
     those customers' current sales of the month."""
     lost = moved.filter(unknown)
-    sales = lake.dataset("sales").to_table(
+    months = sorted(set(lost.column("month").to_pylist()))
+    where = " OR ".join(f"(sale_date >= DATE '{m}' AND sale_date < DATE '{_next_month(m)}')"
+                        for m in months)
+    sales = lake.dataset("sales", f"is_current AND ({where})").to_table(
         columns=SALE_COLUMNS, filter=pc.field("is_current")
         & pc.field("customer_id").isin(pc.unique(lost.column("customer_id")))
-        & _in_months(sorted(set(lost.column("month").to_pylist()))))
+        & _in_months(months))
     con.register("_sales", sales)
     again = con.sql(CUSTOMERS_IN_FULL).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
     con.unregister("_sales")
