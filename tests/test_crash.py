@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import rawfiles as raw
 from commands import finish, start
 
 import minilake
@@ -380,6 +381,40 @@ def test_a_run_killed_while_moving_its_marts_on_is_caught_up(hook, next_day_worl
     got, want = marts_of(root), marts_of(want_root)
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], obj=f"{hook}: {name}")
+
+
+@pytest.fixture(scope="module")
+def gone_world(tmp_path_factory) -> Path:
+    """27 October to 1 November applied; 2 November waiting, whose refresh (November alone)
+    looks up the last versions of customers gone before November (``raw.gone_before_november``)
+    and keeps them."""
+    root = tmp_path_factory.mktemp("gone_world")
+    generate(root, start="2024-10-27", days=7, customers=300, seed=21, landing_only=True)
+    raw.gone_before_november(root / "landing_zone")
+    held = root / "held"
+    held.mkdir()
+    for path in (root / "landing_zone").glob("*20241102*"):
+        shutil.move(path, held / path.name)
+    assert minilake.run(root).ok
+    for path in held.iterdir():
+        shutil.move(path, root / "landing_zone" / path.name)
+    return root
+
+
+def test_a_run_killed_after_keeping_the_gone_customers_is_caught_up(gone_world, tmp_path):
+    """Killed right after the month's gone customers were kept, before the marts: the rerun
+    reads them back and its marts equal an uninterrupted run's."""
+    want_root = tmp_path / "reference"
+    shutil.copytree(gone_world, want_root)
+    assert minilake.run(want_root).months == [dt.date(2024, 11, 1)]
+    root = tmp_path / "killed"
+    shutil.copytree(gone_world, root)
+    assert run_cli(root, {"MINILAKE_CRASH_AT": "marts.gone:1"}) == -signal.SIGKILL
+    assert (root / "tables" / "marts" / "_gone_customers").is_dir()
+    assert run_cli(root) == 0
+    got, want = marts_of(root), marts_of(want_root)
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name], obj=name)
 
 
 def referenced_files(table: Path) -> set[str]:

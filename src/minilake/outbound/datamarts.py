@@ -15,9 +15,10 @@ mark it reflects so a rerun never adds a day twice; and ``_product_daily`` (per 
 product, name and membership the sums). The sale dates those versions fall on, and every date
 from a customer or product file's date on, are recomputed from their current sales (as
 ``daily_sales``); ``customer_monthly`` is then made from the state (names and membership from
-the customer's latest version begun by the last sale) and ``product_monthly`` from the product
-days. A rebuild, an erasure, a late or resent file, or marts not made yet: in full
-(``refresh``), by the same code over every date of the months.
+the customer's latest version begun by the last sale; for a customer gone before the month,
+their last version, looked up once a month and kept in ``_gone_customers``) and
+``product_monthly`` from the product days. A rebuild, an erasure, a late or resent file, or
+marts not made yet: in full (``refresh``), by the same code over every date of the months.
 
 - ``customer_monthly``: per customer and month, orders, quantity and money; membership as of
   the month's last sale (null when no customer version was valid then: a customer deleted
@@ -52,7 +53,10 @@ MARTS = ("customer_monthly", "product_monthly", "daily_sales")
 # partitioned by month like the marts: per month and customer the sums of their current sales
 # and the date of their last one; per sale date, product, name and membership the sums.
 CUSTOMER_STATE, PRODUCT_DAYS = "_customer_state", "_product_daily"
-KEPT = (CUSTOMER_STATE, PRODUCT_DAYS)
+# Per month, the customers with no version valid on its first day and their latest version
+# (``_gone``): made once a month from the customer history rather than read from it every day.
+GONE = "_gone_customers"
+KEPT = (CUSTOMER_STATE, PRODUCT_DAYS, GONE)
 THROUGH = "minilake.marts_through"      # commit metadata of the customer state: its log mark
 
 SCHEMAS = {
@@ -76,6 +80,10 @@ SCHEMAS = {
         ("month", pa.date32()), ("sale_date", pa.date32()), ("product_id", pa.string()),
         ("name", pa.string()), ("membership_status", pa.string()), ("orders", pa.int64()),
         ("total_quantity", pa.int64()), ("revenue", pa.float64())]),
+    GONE: pa.schema([
+        ("month", pa.date32()), ("customer_id", pa.int64()), ("first_name", pa.string()),
+        ("last_name", pa.string()), ("membership_status", pa.string()),
+        ("effective_from", pa.date32()), ("expiry_date", pa.date32())]),
 }
 MONTH = "CAST(date_trunc('month', sale_date) AS DATE)"
 
@@ -214,7 +222,7 @@ def refreshed_through(layout: Layout):
 
     path = layout.table("marts") / STATE
     if not path.is_file() or not all(tables.exists(layout.table("marts") / m)
-                                     for m in MARTS + KEPT):
+                                     for m in (*MARTS, CUSTOMER_STATE, PRODUCT_DAYS)):
         return None
     return pd.Timestamp(json.loads(path.read_text(encoding="utf-8"))["log_finished_at"])
 
@@ -322,14 +330,17 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
     kept = pending(log_rows, _state_through(layout)) if todo is not None else None
     if kept is None:
         todo = None                     # in full (the customer state too)
+    customers = log_rows.loc[(log_rows["status"] == "applied")
+                             & (log_rows["source"] == "customer"), "file_date"]
+    lake = Lake(layout, max(customers) if len(customers) else None)
     with contextlib.closing(_connect()) as con:
         if todo is None:
             every = sales_months(layout)
             touched = sorted(set(every if months is None else months) & set(every))
-            written = _in_full(Lake(layout), con, touched, through) if touched else {}
+            written = _in_full(lake, con, touched, through) if touched else {}
             months = months if not incremental else None
         else:
-            months, written = _moved_on(Lake(layout), con, todo, kept.sales_days, through)
+            months, written = _moved_on(lake, con, todo, kept.sales_days, through)
     if through is not None and (todo is not None or written):   # the marts and kept exist
         _mark_refreshed(layout, through)
     return months, written
@@ -338,10 +349,12 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
 class Lake:
     """A root's layout, and its source tables each opened once for one refresh; every read
     picks its files by ``where`` from the Delta log (partition values, column statistics)
-    before any is set up, so a day's refresh does not grow with the tables' file counts."""
+    before any is set up, so a day's refresh does not grow with the tables' file counts.
+    ``customers_through``: the date of the last customer file applied (None: unknown)."""
 
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, customers_through: dt.date | None = None):
         self.layout = layout
+        self.customers_through = customers_through
         self._opened: dict[str, object] = {}
 
     def table(self, name: str) -> Path:
@@ -417,8 +430,8 @@ def _customer_versions(lake: Lake, con, state: pa.Table, versions: pa.Table,
                        first: dt.date) -> pa.Table:
     """The customer versions the state's rows take their names and membership from: those
     valid at some moment of its months (``versions``, from ``first`` on), and, for a
-    customer with none begun by their last sale (deleted upstream before), their earlier
-    versions."""
+    customer with none begun by their last sale (none valid on ``first``: deleted upstream
+    before, perhaps back later), their latest earlier version."""
     if not len(state):
         return versions
     con.register("_state", state)
@@ -428,11 +441,47 @@ def _customer_versions(lake: Lake, con, state: pa.Table, versions: pa.Table,
                       ).to_arrow_table().column(0)
     con.unregister("_versions")
     if len(missing):
-        earlier = lake.dataset("customer", f"expiry_date <= DATE '{first}'").to_table(
-            columns=VERSION_COLUMNS, filter=pc.field("customer_id").isin(missing)
-            & (pc.field("expiry_date") <= _day(first)))
+        gone = _gone(lake, con, first)
+        earlier = gone.filter(pc.is_in(gone.column("customer_id"), value_set=missing))
         versions = pa.concat_tables([versions, earlier.cast(versions.schema)])
     return versions
+
+
+def _gone(lake: Lake, con, first: dt.date) -> pa.Table:
+    """The customers with no version valid on ``first`` (a month's first day), each with
+    their latest version closed by then: kept per month in ``_gone_customers`` once made from
+    the customer history, since reading that history every day grew a daily refresh with it.
+
+    What is kept cannot go stale: only versions opened or closed on or before ``first`` count,
+    and it is kept only once the customer files have reached ``first`` (a file after them in
+    order is dated later; a late or resent one recomputes the marts in full, which drops
+    what was kept). A month made holds a row without a customer, so that a month with no
+    such customer is not made again."""
+    path = lake.table("marts") / GONE
+    if tables.exists(path):
+        kept = tables.dataset(path, where=f"month = DATE '{first}'").to_table(
+            columns=VERSION_COLUMNS, filter=pc.field("month") == _day(first))
+        if len(kept):
+            return kept.filter(pc.is_valid(kept.column("customer_id")))
+    valid = lake.dataset("customer", f"effective_from <= DATE '{first}' AND expiry_date > "
+                                      f"DATE '{first}'").to_table(
+        columns=["customer_id"], filter=(pc.field("effective_from") <= _day(first))
+        & (pc.field("expiry_date") > _day(first)))
+    closed = lake.dataset("customer", f"expiry_date <= DATE '{first}'").to_table(
+        columns=VERSION_COLUMNS, filter=(pc.field("expiry_date") <= _day(first))
+        & ~pc.field("customer_id").isin(pc.unique(valid.column("customer_id"))))
+    con.register("_closed", closed)
+    made = con.sql("""SELECT * FROM _closed QUALIFY row_number() OVER (
+        PARTITION BY customer_id ORDER BY effective_from DESC, expiry_date DESC) = 1
+        ORDER BY customer_id""").to_arrow_table().cast(closed.schema)
+    con.unregister("_closed")
+    if lake.customers_through is not None and lake.customers_through >= first:
+        rows = made.add_column(0, "month", pa.repeat(_day(first), len(made)))
+        marked = pa.concat_tables([rows.cast(SCHEMAS[GONE]), pa.Table.from_pylist(
+            [{"month": first}], SCHEMAS[GONE])])
+        _replace_months(path, marked, [first])
+        crashpoint("marts.gone")
+    return made
 
 
 def _write_marts(lake: Lake, con, months: list[dt.date], state: pa.Table,
@@ -463,6 +512,9 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
     date's sales in memory at once, not the months'): the per-date rows, and the customers'
     sums moved on date after date."""
     wanted = set(months)
+    if tables.exists(lake.table("marts") / GONE):    # the history may have changed: made again
+        tables.write(lake.table("marts") / GONE, SCHEMAS[GONE].empty_table(),
+                     partition_by=["month"], mode="overwrite")
     customers, products = _month_versions(lake, months)
     state, days, daily = SCHEMAS[CUSTOMER_STATE].empty_table(), [], []
     for date in (d for d in _sale_dates(lake) if _month(d) in wanted):
