@@ -37,6 +37,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
+import shutil
+import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -333,7 +337,7 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
     customers = log_rows.loc[(log_rows["status"] == "applied")
                              & (log_rows["source"] == "customer"), "file_date"]
     lake = Lake(layout, max(customers) if len(customers) else None)
-    with contextlib.closing(_connect()) as con:
+    with _connected() as con:
         if todo is None:
             every = sales_months(layout)
             touched = sorted(set(every if months is None else months) & set(every))
@@ -366,13 +370,30 @@ class Lake:
         return tables.dataset(self.layout.table(name), where=where, table=self._opened[name])
 
 
-def _connect():
+# DuckDB's own memory for the marts' joins and sorts, beyond which it spills to a temporary
+# folder: its default (80 % of RAM) let the 1000x marts in full reach 5.9 GB on top of the
+# Arrow tables they read; at 1 GB they peak at 3.8 GB, 11 s slower; a daily 100x refresh
+# does not spill.
+DUCKDB_MEMORY = os.environ.get("MINILAKE_DUCKDB_MEMORY", "1GB")
+
+
+@contextlib.contextmanager
+def _connected():
+    """An in-process DuckDB that installs and loads nothing, capped at ``DUCKDB_MEMORY`` and
+    spilling to a temporary folder removed afterwards (made by DuckDB only if it spills, so
+    a killed run that did not spill leaves nothing behind)."""
     import duckdb
 
-    con = duckdb.connect()
-    for setting in ("autoinstall_known_extensions", "autoload_known_extensions"):
-        con.execute(f"SET {setting} = false")
-    return con
+    spill = Path(tempfile.gettempdir()) / f"minilake-marts-{os.getpid()}-{uuid.uuid4().hex}"
+    con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False,
+                                 "memory_limit": DUCKDB_MEMORY,
+                                 "temp_directory": str(spill)})
+    try:
+        yield con
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _read(path: Path, name: str, months: list[dt.date], dates: pa.Array | None = None
