@@ -22,7 +22,13 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import minilake
-from minilake.inbound.readers import BLOCK_SIZE, read_json_array, read_quoted_csv, read_tilde_lines
+from minilake.inbound.readers import (
+    BLOCK_SIZE,
+    UnreadableFile,
+    read_json_array,
+    read_quoted_csv,
+    read_tilde_lines,
+)
 
 MORE = settings(max_examples=5 * settings.default.max_examples)
 BOM = b"\xef\xbb\xbf"
@@ -144,6 +150,30 @@ def test_tilde_lines_read_every_field_as_written(lines, eols, bom, last_eol, dat
     read = read_tilde_lines(write(raw), columns, block_size=block)
     assert not read.malformed
     assert rows_of(read.rows) == lines
+
+
+@given(lines=st.lists(st.lists(tilde_field, min_size=7, max_size=7), min_size=1, max_size=40),
+       bad=st.sampled_from([b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\x80"]),
+       data=st.data())
+def test_a_byte_that_is_not_utf8_is_named_by_line_and_offset_at_any_block_size(lines, bad,
+                                                                                data):
+    """The file is checked as it is read, a block at a time: a bad byte in any block, or a
+    character cut by a block end that is then not finished, names the first bad byte's line
+    and offset as Python's own decoder finds them."""
+    raw = "".join("~".join(line) + "\r\n" for line in lines).encode("utf-8")
+    at = data.draw(st.integers(min_value=0, max_value=len(raw)), label="at")
+    while 0 < at < len(raw) and raw[at] & 0xC0 == 0x80:    # not inside a character
+        at -= 1
+    raw = raw[:at] + bad + raw[at:]
+    with pytest.raises(UnicodeDecodeError) as decoded:
+        raw.decode("utf-8")
+    first = decoded.value.start
+    line = raw.count(b"\n", 0, first) + 1
+    want = f"not UTF-8: byte 0x{raw[first]:02x} at line {line} (byte {first})"
+    block = data.draw(block_sizes(raw), label="block size")
+    with pytest.raises(UnreadableFile) as error:
+        read_tilde_lines(write(raw), [f"c{i}" for i in range(7)], block_size=block)
+    assert str(error.value).startswith(want)
 
 
 # --- JSON arrays (products, API deliveries) ------------------------------------------------------
