@@ -377,6 +377,11 @@ def _mtime_ns(info: dict) -> int:
     return int(modified.timestamp() * 1_000_000_000) if modified is not None else 0
 
 
-def open_binary(path: UPath | Path) -> IO[bytes]:
-    """A file opened for reading bytes in order, locally or from S3."""
-    return open(path, "rb") if is_local(path) else path.open("rb")
+def buffer(path: UPath | Path):
+    """A file's bytes as an Arrow buffer: memory-mapped locally, read whole from S3."""
+    import pyarrow as pa
+
+    if is_local(path):
+        with pa.memory_map(str(path)) as mapped:
+            return mapped.read_buffer()
+    return pa.py_buffer(path.fs.cat_file(path.path))
