@@ -115,6 +115,18 @@ def check_against_raw(root: Path, deleted: bool = True) -> None:
             ["orders", "revenue", "customers"])
 
 
+def assert_equal_to_a_full_recompute(root: Path, copy: Path) -> None:
+    """The root's marts equal those ``python -m minilake marts`` makes on a copy of it."""
+    shutil.copytree(root, copy)
+    minilake.marts(copy)
+    for name in MARTS:
+        keys = list(mart(root, name).columns[:4])
+        pd.testing.assert_frame_equal(
+            mart(copy, name).sort_values(keys).reset_index(drop=True),
+            mart(root, name).sort_values(keys).reset_index(drop=True), obj=name)
+    shutil.rmtree(copy)
+
+
 def adds_and_removes(path: Path) -> list[str]:
     """The file paths the table's latest commit added or removed."""
     log = sorted((path / "_delta_log").glob("*.json"))[-1]
@@ -263,15 +275,7 @@ def test_day_by_day_the_marts_move_on_and_equal_the_raw_files(world, tmp_path):
         got = mart(root, "customer_monthly")
         compare(got, want, ["month", "customer_id"],
                 ["first_name", "last_name", "membership_status"])
-        copy = tmp_path / f"full_{n}"
-        shutil.copytree(root, copy)
-        minilake.marts(copy)
-        for name in MARTS:
-            keys = list(mart(root, name).columns[:4])
-            pd.testing.assert_frame_equal(
-                mart(copy, name).sort_values(keys).reset_index(drop=True),
-                mart(root, name).sort_values(keys).reset_index(drop=True), obj=name)
-        shutil.rmtree(copy)
+        assert_equal_to_a_full_recompute(root, tmp_path / f"full_{n}")
     assert min(moved.values()) >= 2, moved
 
 
@@ -314,15 +318,7 @@ def test_customers_gone_before_a_month_take_the_names_of_their_last_version(tmp_
         if day >= dt.date(2024, 11, 3):
             assert november in kept_months()
             versions[day] = DeltaTable(str(kept)).version()
-        copy = tmp_path / f"full_{day}"
-        shutil.copytree(root, copy)
-        minilake.marts(copy)
-        for name in MARTS:
-            keys = list(mart(root, name).columns[:4])
-            pd.testing.assert_frame_equal(
-                mart(copy, name).sort_values(keys).reset_index(drop=True),
-                mart(root, name).sort_values(keys).reset_index(drop=True), obj=name)
-        shutil.rmtree(copy)
+        assert_equal_to_a_full_recompute(root, tmp_path / f"full_{day}")
     rows = got[got["month"] == november].set_index("customer_id")
     for customer, version in last.items():
         assert rows.loc[int(customer), "first_name"] == version["first_name"], customer

@@ -88,15 +88,15 @@ def write(path: Path, data, **kwargs) -> None:
                     **kwargs)
 
 
-def dataset(path: Path, version: int | None = None, where: str | None = None,
+def dataset(path: Path, version: int | None = None, where: list | None = None,
             table: DeltaTable | None = None) -> ds.Dataset:
     """A table's live files (at ``version``, else the latest; or of the open ``table``) as a
     pyarrow dataset, read by Arrow's own local filesystem.
 
-    ``where`` (a SQL predicate) keeps only the files whose partition values and column
-    statistics may hold matching rows, picked from the Delta log before any file is set up:
-    a dataset of every file costs ~0.5 ms a file (60 ms for a table of 120), which grew a
-    daily run with its history. Rows are not filtered by it: pass ``filter=`` to the read.
+    ``where`` (filters as ``read`` takes them) keeps only the files whose partition values
+    and column statistics may hold matching rows, picked from the Delta log before any file
+    is set up: a dataset of every file costs ~0.5 ms a file (60 ms for a table of 120), which
+    grew a daily run with its history. Rows are not filtered by it (``read`` does both).
 
     delta-rs's default dataset reads through a filesystem written in Python: Arrow's I/O
     threads take the GIL for every file they open, while a delta-rs call on another thread
@@ -110,9 +110,23 @@ def dataset(path: Path, version: int | None = None, where: str | None = None,
                                     file_pruning_predicate=where)
 
 
-def sql_dates(days) -> str:
-    """``days`` as a SQL list of date literals, for ``dataset``'s ``where``."""
-    return ", ".join(f"DATE '{day.isoformat()}'" for day in days)
+def read(path: Path, filters: list, columns: list[str] | None = None,
+         also: pc.Expression | None = None, table: DeltaTable | None = None) -> pa.Table:
+    """A table's rows (``columns``) matching ``filters`` and the expression ``also``.
+
+    ``filters`` are in the form delta-rs and pyarrow share, ``(column, op, value)`` tuples:
+    a list of them ANDed, or a list of such lists ORed. Written once, they pick the files
+    from the Delta log (``dataset``'s ``where``) and then the rows; ``also`` only filters
+    rows (a condition on thousands of keys, say). A group with an empty ``in`` matches
+    nothing."""
+    groups = filters if filters and isinstance(filters[0], list) else [filters]
+    groups = [g for g in groups if not any(op == "in" and not len(v) for _, op, v in g)]
+    data = dataset(path, where=groups or None, table=table)
+    if not groups:
+        names = columns or data.schema.names
+        return pa.schema([data.schema.field(n) for n in names]).empty_table()
+    wanted = pq.filters_to_expression(groups)
+    return data.to_table(columns=columns, filter=wanted if also is None else wanted & also)
 
 
 class Opened:
@@ -282,13 +296,16 @@ def commit(opened: Opened, source: Source, actions: list, provenance: dict) -> i
     return _after_commit(opened)
 
 
+def _key_bounds(files: list[dict], source: Source) -> tuple[pa.Array, pa.Array]:
+    """Each file's least and greatest key, from its statistics (null where it has none)."""
+    return (pa.array([f.get(f"min.{source.key}") for f in files]),
+            pa.array([f.get(f"max.{source.key}") for f in files]))
+
+
 def _within_statistics(files: list[dict], source: Source, keys) -> pa.Array:
     """The ``keys`` between the least and the greatest key the files' statistics give (all
     of them if a file has none)."""
-    if not files:
-        return keys.slice(0, 0)
-    smallest = pa.array([f.get(f"min.{source.key}") for f in files])
-    largest = pa.array([f.get(f"max.{source.key}") for f in files])
+    smallest, largest = _key_bounds(files, source)
     if smallest.null_count or largest.null_count or pa.types.is_null(smallest.type):
         return keys
     low, high = pc.min(smallest), pc.max(largest)
@@ -300,8 +317,7 @@ def overlapping(files: list[dict], source: Source, keys: pa.Array) -> list[dict]
     """The files (add actions) that may hold one of ``keys``, by their key statistics."""
     if not len(keys):
         return []
-    smallest = pa.array([f.get(f"min.{source.key}") for f in files])
-    largest = pa.array([f.get(f"max.{source.key}") for f in files])
+    smallest, largest = _key_bounds(files, source)
     if pa.types.is_null(smallest.type):             # no statistics (or no files): every file
         return files
     low, high = (v.cast(smallest.type) for v in pc.min_max(keys).values())

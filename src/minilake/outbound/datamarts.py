@@ -352,9 +352,10 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
 
 class Lake:
     """A root's layout, and its source tables each opened once for one refresh; every read
-    picks its files by ``where`` from the Delta log (partition values, column statistics)
-    before any is set up, so a day's refresh does not grow with the tables' file counts.
-    ``customers_through``: the date of the last customer file applied (None: unknown)."""
+    picks its files by its filters from the Delta log (partition values, column statistics)
+    before any is set up (``tables.read``), so a day's refresh does not grow with the
+    tables' file counts. ``customers_through``: the date of the last customer file applied
+    (None: unknown)."""
 
     def __init__(self, layout: Layout, customers_through: dt.date | None = None):
         self.layout = layout
@@ -364,10 +365,12 @@ class Lake:
     def table(self, name: str) -> Path:
         return self.layout.table(name)
 
-    def dataset(self, name: str, where: str):
+    def read(self, name: str, filters: list, columns: list[str] | None = None,
+             also: pc.Expression | None = None) -> pa.Table:
         if name not in self._opened:
             self._opened[name] = tables.delta(self.layout.table(name))
-        return tables.dataset(self.layout.table(name), where=where, table=self._opened[name])
+        return tables.read(self.layout.table(name), filters, columns, also,
+                           table=self._opened[name])
 
 
 # DuckDB's own memory for the marts' joins and sorts, beyond which it spills to a temporary
@@ -399,11 +402,8 @@ def _connected():
 def _read(path: Path, name: str, months: list[dt.date], dates: pa.Array | None = None
           ) -> pa.Table:
     """A kept table's or mart's rows of ``months`` (bar those of ``dates``)."""
-    wanted = pc.field("month").isin(pa.array(months, pa.date32()))
-    if dates is not None:
-        wanted = wanted & ~pc.field("sale_date").isin(dates)
-    rows = tables.dataset(path, where=f"month IN ({tables.sql_dates(months)})").to_table(
-        filter=wanted)
+    rows = tables.read(path, [("month", "in", months)],
+                       also=None if dates is None else ~pc.field("sale_date").isin(dates))
     return rows.select(SCHEMAS[name].names).cast(SCHEMAS[name])
 
 
@@ -411,23 +411,12 @@ def _day(value: dt.date) -> pa.Scalar:
     return pa.scalar(value, pa.date32())
 
 
-def _in_months(months: list[dt.date]) -> pc.Expression:
-    out = None
-    for month in months:
-        one = ((pc.field("sale_date") >= _day(month))
-               & (pc.field("sale_date") < _day(_next_month(month))))
-        out = one if out is None else out | one
-    return out
-
-
 def _versions(lake: Lake, name: str, first: dt.date, end: dt.date) -> pa.Table:
     """A table's versions valid at some moment of [first, end)."""
     columns = VERSION_COLUMNS if name == "customer" else ["product_id", "name",
                                                           "effective_from", "expiry_date"]
-    where = f"effective_from < DATE '{end}' AND expiry_date > DATE '{first}'"
-    return lake.dataset(name, where).to_table(
-        columns=columns, filter=(pc.field("effective_from") < _day(end))
-        & (pc.field("expiry_date") > _day(first)))
+    return lake.read(name, [("effective_from", "<", end), ("expiry_date", ">", first)],
+                     columns)
 
 
 def _by_date(con, sales: pa.Table, customers: pa.Table, products: pa.Table
@@ -480,17 +469,13 @@ def _gone(lake: Lake, con, first: dt.date) -> pa.Table:
     such customer is not made again."""
     path = lake.table("marts") / GONE
     if tables.exists(path):
-        kept = tables.dataset(path, where=f"month = DATE '{first}'").to_table(
-            columns=VERSION_COLUMNS, filter=pc.field("month") == _day(first))
+        kept = tables.read(path, [("month", "=", first)], VERSION_COLUMNS)
         if len(kept):
             return kept.filter(pc.is_valid(kept.column("customer_id")))
-    valid = lake.dataset("customer", f"effective_from <= DATE '{first}' AND expiry_date > "
-                                      f"DATE '{first}'").to_table(
-        columns=["customer_id"], filter=(pc.field("effective_from") <= _day(first))
-        & (pc.field("expiry_date") > _day(first)))
-    closed = lake.dataset("customer", f"expiry_date <= DATE '{first}'").to_table(
-        columns=VERSION_COLUMNS, filter=(pc.field("expiry_date") <= _day(first))
-        & ~pc.field("customer_id").isin(pc.unique(valid.column("customer_id"))))
+    valid = lake.read("customer", [("effective_from", "<=", first), ("expiry_date", ">", first)],
+                      ["customer_id"]).column("customer_id")
+    closed = lake.read("customer", [("expiry_date", "<=", first)], VERSION_COLUMNS,
+                       also=~pc.field("customer_id").isin(pc.unique(valid)))
     con.register("_closed", closed)
     made = con.sql("""SELECT * FROM _closed QUALIFY row_number() OVER (
         PARTITION BY customer_id ORDER BY effective_from DESC, expiry_date DESC) = 1
@@ -539,9 +524,8 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
     customers, products = _month_versions(lake, months)
     state, days, daily = SCHEMAS[CUSTOMER_STATE].empty_table(), [], []
     for date in (d for d in _sale_dates(lake) if _month(d) in wanted):
-        sales = lake.dataset("sales", f"is_current AND sale_date = DATE '{date}'").to_table(
-            columns=SALE_COLUMNS, filter=pc.field("is_current")
-            & (pc.field("sale_date") == _day(date)))
+        sales = lake.read("sales", [("is_current", "=", True), ("sale_date", "=", date)],
+                          SALE_COLUMNS)
         state = _with_state(con, CUSTOMERS_THEN_A_LATER_DATE, state, _sales=sales)
         per_date = _by_date(con, sales, customers, products)
         days.append(per_date[PRODUCT_DAYS])
@@ -586,11 +570,8 @@ def _write_kept(lake: Lake, months: list[dt.date], state: pa.Table, days: pa.Tab
 def _changed_sales(lake: Lake, days: list[dt.date], columns: list[str] | None = None
                    ) -> pa.Table:
     """The sales versions the files of ``days`` opened or closed (typed, even if none)."""
-    on, listed = pa.array(days, pa.date32()), tables.sql_dates(days)
-    where = f"effective_from IN ({listed}) OR expiry_date IN ({listed})" if days else "false"
-    return lake.dataset("sales", where).to_table(
-        columns=columns or [*SALE_COLUMNS, "effective_from", "expiry_date", "is_current"],
-        filter=pc.field("effective_from").isin(on) | pc.field("expiry_date").isin(on))
+    return lake.read("sales", [[("effective_from", "in", days)], [("expiry_date", "in", days)]],
+                     columns or [*SALE_COLUMNS, "effective_from", "expiry_date", "is_current"])
 
 
 def _moved_on(lake: Lake, con, todo: Pending, state_days: list[dt.date],
@@ -600,14 +581,11 @@ def _moved_on(lake: Lake, con, todo: Pending, state_days: list[dt.date],
     by the sales files of ``state_days`` (those the customer state has not added yet)."""
     changed = _changed_sales(lake, todo.sales_days)
     dates = set(pc.unique(changed.column("sale_date")).to_pylist())
-    current = pc.field("is_current")
-    wanted = pc.field("sale_date").isin(pa.array(sorted(dates), pa.date32()))
-    where = f"sale_date IN ({tables.sql_dates(sorted(dates))})" if dates else "false"
+    current = ("is_current", "=", True)
+    wanted = [[current, ("sale_date", "in", sorted(dates))]]
     if todo.from_day is not None:
-        wanted = wanted | (pc.field("sale_date") >= _day(todo.from_day))
-        where += f" OR sale_date >= DATE '{todo.from_day}'"
-    sales = lake.dataset("sales", f"is_current AND ({where})").to_table(
-        columns=SALE_COLUMNS, filter=current & wanted)
+        wanted.append([current, ("sale_date", ">=", todo.from_day)])
+    sales = lake.read("sales", wanted, SALE_COLUMNS)
     dates |= set(pc.unique(sales.column("sale_date")).to_pylist())
     months = sorted({d.replace(day=1) for d in dates})
     if not months:
@@ -649,13 +627,11 @@ def _last_sales_again(lake: Lake, con, moved: pa.Table, unknown) -> pa.Table:
     """The rows whose last sale was closed with every other sale of its date: read from
     those customers' current sales of the month."""
     lost = moved.filter(unknown)
-    months = sorted(set(lost.column("month").to_pylist()))
-    where = " OR ".join(f"(sale_date >= DATE '{m}' AND sale_date < DATE '{_next_month(m)}')"
-                        for m in months)
-    sales = lake.dataset("sales", f"is_current AND ({where})").to_table(
-        columns=SALE_COLUMNS, filter=pc.field("is_current")
-        & pc.field("customer_id").isin(pc.unique(lost.column("customer_id")))
-        & _in_months(months))
+    in_months = [[("is_current", "=", True), ("sale_date", ">=", m),
+                  ("sale_date", "<", _next_month(m))]
+                 for m in sorted(set(lost.column("month").to_pylist()))]
+    sales = lake.read("sales", in_months, SALE_COLUMNS,
+                      also=pc.field("customer_id").isin(pc.unique(lost.column("customer_id"))))
     con.register("_sales", sales)
     again = con.sql(CUSTOMERS_IN_FULL).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
     con.unregister("_sales")
