@@ -157,9 +157,9 @@ def test_tilde_lines_read_every_field_as_written(lines, eols, bom, last_eol, dat
        data=st.data())
 def test_a_byte_that_is_not_utf8_is_named_by_line_and_offset_at_any_block_size(lines, bad,
                                                                                 data):
-    """The file is checked as it is read, a block at a time: a bad byte in any block, or a
-    character cut by a block end that is then not finished, names the first bad byte's line
-    and offset as Python's own decoder finds them."""
+    """The file is checked in pieces of sixteen blocks, each cut before a character's first
+    byte: a bad byte in any piece, or a character cut by a piece's end that is then not
+    finished, names the first bad byte's line and offset as Python's own decoder finds them."""
     raw = "".join("~".join(line) + "\r\n" for line in lines).encode("utf-8")
     at = data.draw(st.integers(min_value=0, max_value=len(raw)), label="at")
     while 0 < at < len(raw) and raw[at] & 0xC0 == 0x80:    # not inside a character

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minilake.inbound.readers import Malformed, TextFrame
-from minilake.load.validate import validate
+from minilake.load.validate import _blank_as_null, validate
 from minilake.sources import SOURCES
 
 SALE = {"sale_id": "0001", "customer_id": "123456789012345", "product_id": "P1",
@@ -128,3 +131,53 @@ def test_customer_enums_email_and_sql_injection():
     typed = out.good.to_pylist()[0]
     assert typed["address"] is None and typed["email"] == "a@b.c"
     assert out.bad_keys.tolist() == ["2", "3", "4"]
+
+
+OPTIONAL_TEXT = ["address", "phone_number", "job", "company", "city", "state", "country"]
+
+
+@given(values=st.lists(st.tuples(*[st.sampled_from(["", "x", "Łódź\r\nul. 3", "  "])
+                                   for _ in OPTIONAL_TEXT], st.booleans()),
+                       min_size=1, max_size=30),
+       cut=st.integers(min_value=0, max_value=30), sliced=st.booleans(),
+       kind=st.sampled_from([pa.large_string(), pa.string()]))
+def test_blank_optional_text_is_null_and_the_rest_is_the_text_as_read(values, cut, sliced,
+                                                                       kind):
+    """Good rows keep each optional text as it was read, blank made null: with bad rows
+    among them or not, and from columns in pieces, some of them slices of a larger array
+    (readers give large_string; a string column is cast to nothing and keeps its slices)."""
+    s = SOURCES["customer"]
+    good = {"first_name": "A", "last_name": "B", "gender": "M", "email": "a@b.c",
+            "membership_status": "active", "date_of_birth": "1990-01-01",
+            "language": "en-US"}
+    rows = [{**good, "customer_id": str(i), **dict(zip(OPTIONAL_TEXT, texts, strict=True)),
+             **({} if ok else {"gender": "?"})} for i, (*texts, ok) in enumerate(values)]
+    frame = pd.DataFrame(rows, columns=list(s.schema.columns))
+
+    def column(texts: list[str]) -> pd.arrays.ArrowStringArray:
+        whole = pa.array(["padding", *texts], kind)
+        at = min(cut, len(texts))
+        pieces = ([whole.slice(1, at), whole.slice(1 + at)] if sliced else
+                  [pa.array(texts[:at], kind), pa.array(texts[at:], kind)])
+        return pd.arrays.ArrowStringArray(pa.chunked_array(pieces, kind))
+
+    text = TextFrame(pd.DataFrame({c: column(frame[c].tolist()) for c in frame.columns}))
+    out = validate(s.schema, s.key, text)
+    kept = [row for row, (*_, ok) in zip(rows, values, strict=True) if ok]
+    assert out.good.num_rows == len(kept) and len(out.bad) == len(rows) - len(kept)
+    for name in OPTIONAL_TEXT:
+        got = out.good.column(name)
+        assert got.to_pylist() == [row[name] or None for row in kept]
+        for piece in got.chunks:
+            piece.validate(full=True)
+
+
+@given(texts=st.lists(st.sampled_from(["", "x", "Łódź", None]), min_size=1, max_size=40),
+       start=st.integers(min_value=0, max_value=40), kind=st.sampled_from(
+           [pa.large_string(), pa.string()]))
+def test_blank_as_null_on_a_slice_keeps_its_place(texts, start, kind):
+    start = min(start, len(texts) - 1)
+    piece = pa.array(texts, kind).slice(start)
+    got = _blank_as_null(piece)
+    got.validate(full=True)
+    assert got.to_pylist() == [t or None for t in texts[start:]]

@@ -95,10 +95,12 @@ class _WholeLineEnds:
     characters at block ends) changed nothing. The parser takes each ``read`` as one block,
     so a block that would end between a CR and its LF ends one byte earlier (or one later, if
     it is one byte long). The file is memory-mapped and each block is a slice of the map:
-    nothing is copied."""
+    nothing is copied; the pages well behind the blocks handed out (the parser's threads are
+    done with them: the values are copied out) are let go as it reads on."""
 
-    def __init__(self, data: pa.Buffer):
-        self.data, self.bytes = data, np.frombuffer(data, dtype=np.uint8)
+    def __init__(self, mapped: storage.Mapped):
+        self.mapped, self.data = mapped, mapped.data
+        self.bytes = np.frombuffer(self.data, dtype=np.uint8)
         self.position, self.closed = 0, False
 
     def readable(self) -> bool:
@@ -110,11 +112,15 @@ class _WholeLineEnds:
         if 0 < end < total and self.bytes[end - 1] == CR and self.bytes[end] == LF:
             end = end - 1 if end - 1 > start else end + 1
         self.position = end
+        self.mapped.read_up_to(start - PARSED_BEHIND)
         return self.data.slice(start, end - start)
 
     def close(self) -> None:
         self.closed = True
 
+
+# How far behind the block being handed out the parser's threads are surely done with the bytes.
+PARSED_BEHIND = 64 << 20
 
 
 def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: str,
@@ -130,13 +136,14 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
     size = storage.stat(path)[0]
     if size == 0:
         raise UnreadableFile("empty file")
-    data = storage.buffer(path)
-    _require_utf8(path, data)
+    mapped = storage.Mapped(path)
+    _require_utf8(path, mapped, block_size)
 
     def parse(block_size: int) -> pa.Table:
         malformed.clear()
+        mapped.from_start()
         return pacsv.read_csv(
-            pa.PythonFile(_WholeLineEnds(data), mode="r"),
+            pa.PythonFile(_WholeLineEnds(mapped), mode="r"),
             read_options=pacsv.ReadOptions(column_names=None if header else columns,
                                            block_size=block_size),
             parse_options=pacsv.ParseOptions(delimiter=delimiter,
@@ -166,20 +173,28 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
     return TextFrame(_to_frame(table, columns), malformed)
 
 
-def _require_utf8(path: Path, data: pa.Buffer) -> None:
+def _require_utf8(path: Path, mapped: storage.Mapped, block_size: int) -> None:
     """Raise UnreadableFile naming the line and byte where the file stops being UTF-8.
 
     Checked before parsing: a row pyarrow cannot decode would otherwise fail inside its
-    invalid-row callback. Arrow validates the memory-mapped file as one string; only a file that
-    fails is decoded again, in chunks, to find the place."""
-    whole = pa.LargeStringArray.from_buffers(
-        1, pa.array([0, len(data)], pa.int64()).buffers()[1], data)
-    try:
-        whole.validate(full=True)
-        return
-    except pa.ArrowInvalid:
-        pass
-    _locate_bad_utf8(path)
+    invalid-row callback. Arrow validates the memory-mapped file as strings of sixteen blocks
+    (16 MB), each cut before a byte that begins a character (the pages stay: the parser reads
+    them next); only a file that fails is decoded again, in chunks, to find the place."""
+    data, size = mapped.data, 16 * block_size
+    octets = np.frombuffer(data, dtype=np.uint8)
+    start = 0
+    while start < len(data):
+        end = min(len(data), start + size)
+        for _ in range(3):      # a character's other bytes (10xxxxxx) stay with its first
+            if end < len(data) and octets[end] & 0xC0 == 0x80:
+                end += 1
+        piece = pa.LargeStringArray.from_buffers(
+            1, pa.array([0, end - start], pa.int64()).buffers()[1], data.slice(start, end - start))
+        try:
+            piece.validate(full=True)
+        except pa.ArrowInvalid:
+            _locate_bad_utf8(path)
+        start = end
 
 
 def _locate_bad_utf8(path: Path, chunk: int = 1 << 24) -> None:

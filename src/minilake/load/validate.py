@@ -55,13 +55,32 @@ def to_typed(schema: pa.DataFrameSchema, frame: pd.DataFrame, keep: np.ndarray) 
         if kind in ("int", "float", "date"):
             array = parsed(frame[name], kind, column.metadata["date_format"])
             array = array if rows is None else array.filter(rows)
-        else:
+        else:           # the cast to 32-bit offsets keeps the text's characters buffer
             array = pa_.array(frame[name])
             array = (array if rows is None else array.filter(rows)).cast(ARROW_TYPES[kind])
             if kind == "text":
-                array = pc.if_else(is_blank(array), pa_.scalar(None, pa_.string()), array)
+                array = pa_.chunked_array([_blank_as_null(c) for c in _chunks(array)],
+                                          ARROW_TYPES[kind])
         arrays.append(array)
     return pa_.Table.from_arrays(arrays, schema=arrow_schema(schema))
+
+
+def _chunks(array: pa_.Array | pa_.ChunkedArray) -> list[pa_.Array]:
+    return array.chunks if isinstance(array, pa_.ChunkedArray) else [array]
+
+
+def _blank_as_null(text: pa_.Array) -> pa_.Array:
+    """Empty text made null by a validity bitmap over the same offsets and characters (an
+    ``if_else`` would copy every string of the column: a gigabyte of a large file)."""
+    blank = is_blank(text)
+    if not pc.any(blank).as_py():
+        return text
+    valid = pc.and_kleene(pc.invert(blank), text.is_valid())
+    if text.offset:                 # the bitmap is read from the array's offset on
+        valid = pa_.concat_arrays([pa_.array([False] * text.offset), valid])
+    return pa_.Array.from_buffers(text.type, len(text), [valid.buffers()[1],
+                                                         *text.buffers()[1:]],
+                                  offset=text.offset)
 
 
 def _messages(failures: pd.DataFrame, order: list[str]) -> pd.Series:
