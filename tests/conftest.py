@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,25 @@ settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True
 settings.register_profile("deep", max_examples=1000, deadline=None, database=None,
                           suppress_health_check=list(HealthCheck))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_folder_of_the_session(tmp_path_factory) -> Iterator[None]:
+    """The system temporary folder, for the tests and every process they start, is one inside
+    pytest's own: what a run killed on purpose could not remove (an S3 upload's scratch
+    folder, a pull's pages), a Dask cluster's scratch space and a pull's staging folder go
+    with pytest's folders instead of staying in /tmp."""
+    import tempfile
+
+    folder = tmp_path_factory.mktemp("system-tmp", numbered=False)
+    before = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    yield
+    if before[0] is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = before[0]
+    tempfile.tempdir = before[1]
 
 
 @pytest.fixture(scope="session")
