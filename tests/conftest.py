@@ -25,21 +25,26 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture(scope="session", autouse=True)
 def temporary_folder_of_the_session(tmp_path_factory) -> Iterator[None]:
-    """The system temporary folder, for the tests and every process they start, is one inside
-    pytest's own: what a run killed on purpose could not remove (an S3 upload's scratch
-    folder, a pull's pages), a Dask cluster's scratch space and a pull's staging folder go
-    with pytest's folders instead of staying in /tmp."""
+    """The system temporary folder, for the tests and every process they start, is one of the
+    session's own, removed at its end: what a run killed on purpose could not remove (an S3
+    upload's scratch folder), a pull's staging folder for an S3 root and a Dask cluster's
+    scratch space go with it. A short path beside the system's, not inside pytest's folders:
+    a notebook kernel's sockets are files in it, and a socket's path is at most 107 bytes."""
     import tempfile
 
-    folder = tmp_path_factory.mktemp("system-tmp", numbered=False)
+    tmp_path_factory.getbasetemp()          # pytest's own folders stay where pytest keeps them
+    folder = tempfile.mkdtemp(prefix="minilake-tests-")
     before = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
-    yield
-    if before[0] is None:
-        del os.environ["TMPDIR"]
-    else:
-        os.environ["TMPDIR"] = before[0]
-    tempfile.tempdir = before[1]
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    try:
+        yield
+    finally:
+        if before[0] is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = before[0]
+        tempfile.tempdir = before[1]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

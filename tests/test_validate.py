@@ -176,6 +176,7 @@ def test_blank_optional_text_is_null_and_the_rest_is_the_text_as_read(values, cu
        start=st.integers(min_value=0, max_value=40), kind=st.sampled_from(
            [pa.large_string(), pa.string()]))
 def test_blank_as_null_on_a_slice_keeps_its_place(texts, start, kind):
+    """Blank text made null in a slice of a larger array: each value stays in its place."""
     start = min(start, len(texts) - 1)
     piece = pa.array(texts, kind).slice(start)
     got = _blank_as_null(piece)

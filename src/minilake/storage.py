@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import filecmp
 import hashlib
+import mmap
 import os
 import shutil
 import stat as stat_module
@@ -378,38 +379,33 @@ def _mtime_ns(info: dict) -> int:
 
 
 class Mapped:
-    """A file's bytes as an Arrow buffer (memory-mapped locally, read whole from S3), whose
-    pages can be let go once read (``read_up_to``): a mapped page read stays in the process's
-    resident memory until the file is unmapped, so reading a 1.2 GB file whole would hold
-    1.2 GB beside what is parsed from it. A page let go and read again is read again from the
-    page cache (or the disk): nothing changes but the time."""
+    """A non-empty file's bytes as an Arrow buffer (memory-mapped locally, read whole from
+    S3), whose pages can be let go once read (``release_before``): a mapped page once read
+    counts in the process's resident memory until the file is unmapped (or the kernel needs
+    the page), so reading a 1.2 GB file whole held 1.2 GB beside what was parsed from it. A
+    page let go and read again is read again from the page cache or the disk: nothing changes
+    but the time. Where ``madvise`` is missing (Windows), pages are kept."""
 
     def __init__(self, path: UPath | Path):
         import pyarrow as pa
 
         self._map = None
-        if not is_local(path):
-            self.data = pa.py_buffer(path.fs.cat_file(path.path))
-        elif stat(path)[0] == 0:
-            self.data = pa.py_buffer(b"")
-        else:
-            import mmap
-
+        if is_local(path):
             with open(path, "rb") as handle:
                 self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             self.data = pa.py_buffer(self._map)
+        else:
+            self.data = pa.py_buffer(path.fs.cat_file(path.path))
         self._released = 0
 
-    def from_start(self) -> None:
+    def rewind(self) -> None:
         """The file is read again from its start: its pages are let go again as it goes."""
         self._released = 0
 
-    def read_up_to(self, end: int) -> None:
+    def release_before(self, end: int) -> None:
         """Let the whole pages before byte ``end`` go from memory."""
-        if self._map is None:
+        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
             return
-        import mmap
-
         end -= end % mmap.PAGESIZE
         if end > self._released:
             self._map.madvise(mmap.MADV_DONTNEED, self._released, end - self._released)

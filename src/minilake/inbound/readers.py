@@ -80,6 +80,9 @@ def _to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
 
 # pyarrow's own default: a file is parsed in blocks of this many bytes, on several threads.
 BLOCK_SIZE = 1 << 20
+# How far behind the block being handed out (and at least two blocks) the parser's threads are
+# done with a file's bytes: their values are copied out.
+PARSED_BEHIND = 64 << 20
 CR, LF = ord("\r"), ord("\n")
 
 
@@ -112,15 +115,12 @@ class _WholeLineEnds:
         if 0 < end < total and self.bytes[end - 1] == CR and self.bytes[end] == LF:
             end = end - 1 if end - 1 > start else end + 1
         self.position = end
-        self.mapped.read_up_to(start - PARSED_BEHIND)
+        self.mapped.release_before(start - max(PARSED_BEHIND, 2 * (end - start)))
         return self.data.slice(start, end - start)
 
     def close(self) -> None:
         self.closed = True
 
-
-# How far behind the block being handed out the parser's threads are surely done with the bytes.
-PARSED_BEHIND = 64 << 20
 
 
 def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: str,
@@ -141,7 +141,7 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
 
     def parse(block_size: int) -> pa.Table:
         malformed.clear()
-        mapped.from_start()
+        mapped.rewind()
         return pacsv.read_csv(
             pa.PythonFile(_WholeLineEnds(mapped), mode="r"),
             read_options=pacsv.ReadOptions(column_names=None if header else columns,
@@ -178,8 +178,10 @@ def _require_utf8(path: Path, mapped: storage.Mapped, block_size: int) -> None:
 
     Checked before parsing: a row pyarrow cannot decode would otherwise fail inside its
     invalid-row callback. Arrow validates the memory-mapped file as strings of sixteen blocks
-    (16 MB), each cut before a byte that begins a character (the pages stay: the parser reads
-    them next); only a file that fails is decoded again, in chunks, to find the place."""
+    (16 MB at the default block size), each cut where no character goes on (up to three bytes
+    later: a valid file is cut between characters, an invalid one leaves a bad piece); the
+    pages stay, the parser reads them next. Only a file that fails is decoded again, in
+    chunks, to find the place."""
     data, size = mapped.data, 16 * block_size
     octets = np.frombuffer(data, dtype=np.uint8)
     start = 0

@@ -55,7 +55,7 @@ def to_typed(schema: pa.DataFrameSchema, frame: pd.DataFrame, keep: np.ndarray) 
         if kind in ("int", "float", "date"):
             array = parsed(frame[name], kind, column.metadata["date_format"])
             array = array if rows is None else array.filter(rows)
-        else:           # the cast to 32-bit offsets keeps the text's characters buffer
+        else:   # the cast to 32-bit offsets keeps the characters (a filter copies them)
             array = pa_.array(frame[name])
             array = (array if rows is None else array.filter(rows)).cast(ARROW_TYPES[kind])
             if kind == "text":
@@ -70,17 +70,17 @@ def _chunks(array: pa_.Array | pa_.ChunkedArray) -> list[pa_.Array]:
 
 
 def _blank_as_null(text: pa_.Array) -> pa_.Array:
-    """Empty text made null by a validity bitmap over the same offsets and characters (an
-    ``if_else`` would copy every string of the column: a gigabyte of a large file)."""
+    """Empty text made null by a validity bitmap over the same characters (an ``if_else``
+    would copy every string of the column: a gigabyte of a large file)."""
     blank = is_blank(text)
     if not pc.any(blank).as_py():
         return text
-    valid = pc.and_kleene(pc.invert(blank), text.is_valid())
-    if text.offset:                 # the bitmap is read from the array's offset on
-        valid = pa_.concat_arrays([pa_.array([False] * text.offset), valid])
-    return pa_.Array.from_buffers(text.type, len(text), [valid.buffers()[1],
-                                                         *text.buffers()[1:]],
-                                  offset=text.offset)
+    valid = pc.invert(blank).fill_null(False)       # a fresh array: its bits start at 0
+    width = 8 if pa_.types.is_large_string(text.type) else 4
+    _, offsets, characters = text.buffers()
+    offsets = offsets.slice(text.offset * width, (len(text) + 1) * width)
+    return pa_.Array.from_buffers(text.type, len(text), [valid.buffers()[1], offsets,
+                                                         characters])
 
 
 def _messages(failures: pd.DataFrame, order: list[str]) -> pd.Series:
