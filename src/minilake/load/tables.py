@@ -121,12 +121,12 @@ def read(path: Path, filters: list, columns: list[str] | None = None,
     nothing."""
     groups = filters if filters and isinstance(filters[0], list) else [filters]
     groups = [g for g in groups if not any(op == "in" and not len(v) for _, op, v in g)]
-    data = dataset(path, where=groups or None, table=table)
-    if not groups:
-        names = columns or data.schema.names
-        return pa.schema([data.schema.field(n) for n in names]).empty_table()
+    if not groups:          # nothing matches: the columns' types from the log, no file set up
+        schema = pa.schema((table if table is not None else delta(path)).schema().to_arrow())
+        return pa.schema([schema.field(n) for n in columns or schema.names]).empty_table()
     wanted = pq.filters_to_expression(groups)
-    return data.to_table(columns=columns, filter=wanted if also is None else wanted & also)
+    return dataset(path, where=groups, table=table).to_table(
+        columns=columns, filter=wanted if also is None else wanted & also)
 
 
 class Opened:
@@ -181,10 +181,11 @@ def current_versions(path: Path, source: Source, files: list[dict],
     schema = pa.schema([pa.field(source.key, key_type), pa.field("row_hash", pa.int64())])
     where = None
     if keys is not None:
-        keys = _within_statistics(files, source, keys)
+        bounds = _key_bounds(files, source)
+        keys = _within_statistics(bounds, keys)
         if len(keys) == 0:
             return schema.empty_table()
-        files = overlapping(files, source, keys)
+        files = _overlapping(files, bounds, keys)
         low, high = (v.cast(key_type) for v in pc.min_max(keys).values())
         where = ((pc.field(source.key) >= low) & (pc.field(source.key) <= high)
                  & pc.field(source.key).isin(pc.unique(keys).cast(key_type)))
@@ -302,10 +303,10 @@ def _key_bounds(files: list[dict], source: Source) -> tuple[pa.Array, pa.Array]:
             pa.array([f.get(f"max.{source.key}") for f in files]))
 
 
-def _within_statistics(files: list[dict], source: Source, keys) -> pa.Array:
-    """The ``keys`` between the least and the greatest key the files' statistics give (all
-    of them if a file has none)."""
-    smallest, largest = _key_bounds(files, source)
+def _within_statistics(bounds: tuple[pa.Array, pa.Array], keys: pa.Array) -> pa.Array:
+    """The ``keys`` between the least and the greatest key of the files' statistics
+    (``_key_bounds``; all of them if a file has none)."""
+    smallest, largest = bounds
     if smallest.null_count or largest.null_count or pa.types.is_null(smallest.type):
         return keys
     low, high = pc.min(smallest), pc.max(largest)
@@ -315,9 +316,14 @@ def _within_statistics(files: list[dict], source: Source, keys) -> pa.Array:
 
 def overlapping(files: list[dict], source: Source, keys: pa.Array) -> list[dict]:
     """The files (add actions) that may hold one of ``keys``, by their key statistics."""
+    return _overlapping(files, _key_bounds(files, source), keys)
+
+
+def _overlapping(files: list[dict], bounds: tuple[pa.Array, pa.Array], keys: pa.Array
+                 ) -> list[dict]:
     if not len(keys):
         return []
-    smallest, largest = _key_bounds(files, source)
+    smallest, largest = bounds
     if pa.types.is_null(smallest.type):             # no statistics (or no files): every file
         return files
     low, high = (v.cast(smallest.type) for v in pc.min_max(keys).values())
