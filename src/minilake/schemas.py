@@ -197,7 +197,7 @@ def field(kind: str = "text", *, required: bool = False, one_of: list[str] | Non
         checks.append(_check(lambda t: pc.is_valid(parsed(t, "date", date_format)),
                              f"not a date ({_readable(date_format)})", on_series=True))
     if one_of is not None:
-        allowed = pa_.array(one_of, pa_.large_string())
+        allowed = pa_.array(one_of, pa_.string())
         checks.append(_check(lambda a: pc.is_in(a, value_set=allowed),
                              f"not one of {'/'.join(one_of)}"))
     if pattern is not None:

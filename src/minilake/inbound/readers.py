@@ -22,8 +22,10 @@ import pyarrow.csv as pacsv
 
 from minilake import storage
 
-# pandas' Arrow-backed text: pyarrow compute reads these columns without a copy.
-TEXT = pd.StringDtype("pyarrow")
+# Text as Arrow ``string`` in pandas: pyarrow compute reads these columns without a copy. Not
+# pandas' own ``StringDtype("pyarrow")``, which holds only ``large_string``: 64-bit offsets,
+# eight bytes a field, a third of a customer file's text in memory.
+TEXT = pd.ArrowDtype(pa.string())
 
 
 class UnreadableFile(Exception):
@@ -73,8 +75,8 @@ def _check_columns(found: list[str], expected: list[str], what: str) -> None:
 
 
 def _to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
-    """Arrow text columns -> pandas' Arrow-backed ``string`` columns, without copying them."""
-    return pd.DataFrame({c: pd.arrays.ArrowStringArray(table.column(c)) for c in columns},
+    """Arrow text columns -> pandas columns of :data:`TEXT`, without copying them."""
+    return pd.DataFrame({c: pd.arrays.ArrowExtensionArray(table.column(c)) for c in columns},
                         copy=False)
 
 
@@ -151,7 +153,7 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
                                              newlines_in_values=quoted,
                                              invalid_row_handler=keep),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.large_string() for c in columns},
+                column_types={c: pa.string() for c in columns},
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
 
     try:
@@ -323,7 +325,7 @@ def _json_column(records: list, column: str, unreadable: set[int]) -> pa.Array:
     are no text (nested, lone surrogates) are added to ``unreadable``."""
     values = [r.get(column) if type(r) is dict else None for r in records]
     try:                                        # the usual case: text, numbers and nulls
-        return pc.fill_null(pa.array(values, pa.large_string()), "")
+        return pc.fill_null(pa.array(values, pa.string()), "")
     except (pa.ArrowException, UnicodeEncodeError):
         pass
     texts = []
@@ -332,7 +334,7 @@ def _json_column(records: list, column: str, unreadable: set[int]) -> pa.Array:
         if text is None:
             unreadable.add(i)
         texts.append(text or "")
-    return pa.array(texts, pa.large_string())
+    return pa.array(texts, pa.string())
 
 
 def read_json_array(path: Path, columns: list[str], *, aliases: dict[str, str] | None = None,

@@ -55,7 +55,7 @@ def to_typed(schema: pa.DataFrameSchema, frame: pd.DataFrame, keep: np.ndarray) 
         if kind in ("int", "float", "date"):
             array = parsed(frame[name], kind, column.metadata["date_format"])
             array = array if rows is None else array.filter(rows)
-        else:   # the cast to 32-bit offsets keeps the characters (a filter copies them)
+        else:   # the readers' text is ``string`` already (a filter copies the characters)
             array = pa_.array(frame[name])
             array = (array if rows is None else array.filter(rows)).cast(ARROW_TYPES[kind])
             if kind == "text":
@@ -81,6 +81,14 @@ def _blank_as_null(text: pa_.Array) -> pa_.Array:
     offsets = offsets.slice(text.offset * width, (len(text) + 1) * width)
     return pa_.Array.from_buffers(text.type, len(text), [valid.buffers()[1], offsets,
                                                          characters])
+
+
+def _is_text(dtype) -> bool:
+    """pandas text: the readers' Arrow ``string`` (:data:`TEXT`) or pandas' own."""
+    if isinstance(dtype, pd.StringDtype):
+        return True
+    return isinstance(dtype, pd.ArrowDtype) and (pa_.types.is_string(dtype.pyarrow_dtype)
+                                                 or pa_.types.is_large_string(dtype.pyarrow_dtype))
 
 
 def _messages(failures: pd.DataFrame, order: list[str]) -> pd.Series:
@@ -116,7 +124,7 @@ def validate(schema: pa.DataFrameSchema, key: str, text: TextFrame) -> Validated
     """Split a file's rows into typed good rows and bad rows with the reasons they are bad."""
     frame = text.rows.reset_index(drop=True)
     columns = list(schema.columns)
-    not_text = [c for c, dtype in frame.dtypes.items() if not isinstance(dtype, pd.StringDtype)]
+    not_text = [c for c, dtype in frame.dtypes.items() if not _is_text(dtype)]
     if not_text:        # a reader's bug, not the file's: the schemas' checks read text
         raise TypeError(f"{schema.name}: columns not read as text: {', '.join(not_text)}")
     with parsing_once():
