@@ -141,8 +141,10 @@ def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
             present = pa.concat_arrays([keys, pa.array(_as_key_type(bad_keys, key_type),
                                                        key_type)])
         gone = current_keys.filter(pa.array(~found(current_keys, present)))
-    inserts = incoming.append_column("row_hash", pa.array(hashes, pa.int64())).filter(
-        pa.array(is_new | is_changed))
+    inserts = incoming.append_column("row_hash", pa.array(hashes, pa.int64()))
+    kept = is_new | is_changed
+    if not kept.all():          # a day's sales are all new or changed: no copy of them all
+        inserts = inserts.filter(pa.array(kept))
     return Changes(inserts=inserts,
                    expire_keys=pa.concat_arrays([keys.filter(pa.array(is_changed)), gone]),
                    inserted=int(is_new.sum()), updated=int(is_changed.sum()),

@@ -193,6 +193,7 @@ PRODUCT_MONTHLY = """
 SALE_COLUMNS = ["customer_id", "product_id", "quantity", "total_price", "sale_date"]
 VERSION_COLUMNS = ["customer_id", "first_name", "last_name", "membership_status",
                    "effective_from", "expiry_date"]
+MEMBER_COLUMNS = ["customer_id", "membership_status", "effective_from", "expiry_date"]
 
 
 def _month(day: dt.date) -> dt.date:
@@ -424,10 +425,11 @@ def _day(value: dt.date) -> pa.Scalar:
     return pa.scalar(value, pa.date32())
 
 
-def _versions(lake: Lake, name: str, first: dt.date, end: dt.date) -> pa.Table:
+def _versions(lake: Lake, name: str, first: dt.date, end: dt.date,
+              columns: list[str] | None = None) -> pa.Table:
     """A table's versions valid at some moment of [first, end)."""
-    columns = VERSION_COLUMNS if name == "customer" else ["product_id", "name",
-                                                          "effective_from", "expiry_date"]
+    columns = columns or (VERSION_COLUMNS if name == "customer" else [
+        "product_id", "name", "effective_from", "expiry_date"])
     return lake.read(name, [("effective_from", "<", end), ("expiry_date", ">", first)],
                      columns)
 
@@ -563,19 +565,25 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
     if tables.exists(lake.table("marts") / GONE):    # the history may have changed: made again
         tables.write(lake.table("marts") / GONE, SCHEMAS[GONE].empty_table(),
                      partition_by=["month"], mode="overwrite")
-    customers, products = _month_versions(lake, months)
+    first, end = months[0], _next_month(months[-1])
+    # Each date's sales meet the customers' membership only; their names are read after the
+    # dates (at 1000x, 0.2 GB less beside a date's sales and DuckDB's joins).
+    members = _versions(lake, "customer", first, end, MEMBER_COLUMNS)
+    products = _versions(lake, "product", first, end)
     state, days, daily = SCHEMAS[CUSTOMER_STATE].empty_table(), [], []
     for date in (d for d in _sale_dates(lake) if _month(d) in wanted):
         sales = lake.read("sales", [("is_current", "=", True), ("sale_date", "=", date)],
                           SALE_COLUMNS)
         state = _with_state(con, CUSTOMERS_THEN_A_LATER_DATE, state, _sales=sales)
-        per_date = _by_date(con, sales, customers, products)
+        per_date = _by_date(con, sales, members, products)
         del sales                       # before the next date's are read
         days.append(per_date[PRODUCT_DAYS])
         daily.append(per_date["daily_sales"])
+    del members
     days = pa.concat_tables(days or [SCHEMAS[PRODUCT_DAYS].empty_table()])
     daily = pa.concat_tables(daily or [SCHEMAS["daily_sales"].empty_table()])
     _write_kept(lake, months, state, days, through)
+    customers = _versions(lake, "customer", first, end)
     made = _made_marts(lake, con, months, state, days, daily, customers)
     del state, days, daily, customers, products
     return _write_marts(lake, months, made)
