@@ -331,14 +331,20 @@ def test_customers_gone_before_a_month_take_the_names_of_their_last_version(tmp_
 def test_customer_rows_made_a_few_customers_at_a_time_equal_the_raw_files(world, tmp_path,
                                                                           monkeypatch):
     """customer_monthly made seven customers at a time (a million at 1000x, where one query
-    of a month took DuckDB to its memory cap): every customer once, with the sums, names and
-    membership of the raw files."""
+    of a month took DuckDB to its memory cap), in full and then moved on by the last day:
+    every customer once, with the sums, names and membership of the raw files."""
     monkeypatch.setattr(datamarts, "CUSTOMERS_PER_QUERY", 7)
     root = tmp_path / "root"
-    shutil.copytree(world / "landing_zone", root / "landing_zone")
-    assert minilake.run(root).ok
-    check_against_raw(root)
-    got = mart(root, "customer_monthly")
-    assert got["month"].nunique() == 2 and len(got) > 20 * 7
-    compare(got, last_sales(root), ["month", "customer_id"],
-            ["first_name", "last_name", "membership_status"])
+    shutil.copytree(world / "landing_zone", root / "held")
+    (root / "landing_zone").mkdir()
+    last = max(raw.file_date(p) for p in (root / "held").iterdir())
+    for arriving in (lambda day: day < last, lambda day: day == last):
+        for path in list((root / "held").iterdir()):
+            if arriving(raw.file_date(path)):
+                shutil.move(path, root / "landing_zone" / path.name)
+        assert minilake.run(root).ok
+        check_against_raw(root, deleted=False)
+        got = mart(root, "customer_monthly")
+        assert got["month"].nunique() == 2 and len(got) > 20 * 7
+        compare(got, last_sales(root), ["month", "customer_id"],
+                ["first_name", "last_name", "membership_status"])

@@ -36,8 +36,13 @@ def _arrow(text: pd.Series) -> pa_.Array:
 
 
 def _contiguous(values: pa_.Array | pa_.ChunkedArray) -> pa_.Array:
-    """One array (kernels whose result is indexed or cached need a single chunk)."""
-    return values.combine_chunks() if isinstance(values, pa_.ChunkedArray) else values
+    """One array (kernels whose result is indexed or cached need a single chunk); text of
+    2 GB or more as ``large_string`` (a ``string`` array's offsets are 32-bit)."""
+    if not isinstance(values, pa_.ChunkedArray):
+        return values
+    if pa_.types.is_string(values.type) and values.nbytes >= 2**31 - 1:
+        values = values.cast(pa_.large_string())
+    return values.combine_chunks()
 
 
 def is_blank(text: pa_.Array) -> pa_.Array:

@@ -24,7 +24,7 @@ from minilake import storage
 
 # Text as Arrow ``string`` in pandas: pyarrow compute reads these columns without a copy. Not
 # pandas' own ``StringDtype("pyarrow")``, which holds only ``large_string``: 64-bit offsets,
-# eight bytes a field, a third of a customer file's text in memory.
+# eight bytes a field, half of a 1000x customer file's text in memory.
 TEXT = pd.ArrowDtype(pa.string())
 
 

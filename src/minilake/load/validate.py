@@ -17,7 +17,7 @@ import pyarrow as pa_
 import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
-from minilake.inbound.readers import TextFrame
+from minilake.inbound.readers import TEXT, TextFrame
 from minilake.schemas import is_blank, parsed, parsing_once
 
 ARROW_TYPES = {"int": pa_.int64(), "float": pa_.float64(), "date": pa_.date32(),
@@ -117,7 +117,7 @@ def _malformed_rows(text: TextFrame, columns: list[str]) -> pd.DataFrame:
     rows = [{columns[0]: m.text, **{c: "" for c in columns[1:]},
              "errors": f"row{'' if m.line is None else ' ' + str(m.line)}: {m.problem}"}
             for m in text.malformed]
-    return pd.DataFrame(rows, columns=[*columns, "errors"])
+    return pd.DataFrame(rows, columns=[*columns, "errors"]).astype({c: TEXT for c in columns})
 
 
 def validate(schema: pa.DataFrameSchema, key: str, text: TextFrame) -> Validated:
