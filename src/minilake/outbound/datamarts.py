@@ -462,8 +462,7 @@ def _customer_versions(lake: Lake, con, state: pa.Table, versions: pa.Table,
         return versions
     con.register("_state", state)
     con.register("_versions", versions)
-    missing = pa.concat_tables([con.sql(WITHOUT_VERSION.format(low=low, high=high))
-                                .to_arrow_table() for low, high in slices]).column(0)
+    missing = _by_slices(con, WITHOUT_VERSION, slices).column(0)
     con.unregister("_versions")
     if len(missing):
         gone = _gone(lake, con, first)
@@ -514,7 +513,7 @@ def _made_marts(lake: Lake, con, months: list[dt.date], state: pa.Table,
     con.register("_state", state)
     con.register("_versions", versions)
     con.register("_days", days)
-    made = {"customer_monthly": _customer_monthly(con, slices),
+    made = {"customer_monthly": _by_slices(con, CUSTOMER_MONTHLY, slices),
             "product_monthly": con.sql(PRODUCT_MONTHLY).to_arrow_table(),
             "daily_sales": daily.sort_by([("sale_date", "ascending"),
                                           ("membership_status", "ascending")])}
@@ -544,20 +543,19 @@ def _slices(state: pa.Table) -> list[tuple[int, int]]:
     if low.as_py() is None:
         return [(0, -1)]
     slices = -(-state.num_rows // CUSTOMERS_PER_QUERY)
-    if slices == 1:
-        return [(low.as_py(), high.as_py())]
-    cuts = pc.quantile(state.column("customer_id"), q=[i / slices for i in range(1, slices)],
-                       interpolation="lower").to_pylist()
+    cuts = [] if slices == 1 else pc.quantile(
+        state.column("customer_id"), q=[i / slices for i in range(1, slices)],
+        interpolation="lower").to_pylist()
     starts = sorted({low.as_py(), *cuts})
     ends = [start - 1 for start in starts[1:]] + [high.as_py()]
     return list(zip(starts, ends, strict=True))
 
 
-def _customer_monthly(con, slices: list[tuple[int, int]]) -> pa.Table:
-    """``CUSTOMER_MONTHLY`` a slice of the customers at a time (each slice's rows by month
-    and customer id)."""
-    return pa.concat_tables([con.sql(CUSTOMER_MONTHLY.format(low=low, high=high))
-                             .to_arrow_table() for low, high in slices])
+def _by_slices(con, query: str, slices: list[tuple[int, int]]) -> pa.Table:
+    """A query of the customers of ids {low} to {high} run a slice at a time, the rows of
+    the slices in order."""
+    return pa.concat_tables([con.sql(query.format(low=low, high=high)).to_arrow_table()
+                             for low, high in slices])
 
 
 def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
