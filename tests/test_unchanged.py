@@ -40,13 +40,37 @@ def test_nothing_to_do_is_said_without_loading_pandas(lake):
     assert out == NOTHING and not pandas
 
 
-def test_a_landed_file_is_split_and_applied(lake, small_root):
+def land_next_day(lake: Path) -> str:
+    """Land the last customer file again as the next day's; its archived name."""
     name = sorted(p.name for p in (lake / "archive" / "customer").iterdir())[-1]
     day = int(name.split("_")[1][:8]) + 1
-    source = lake / "archive" / "customer" / name
-    shutil.copy(source, lake / "landing_zone" / f"customer_{day}.csv")
+    shutil.copy(lake / "archive" / "customer" / name, lake / "landing_zone" / f"customer_{day}.csv")
+    return f"customer/customer_{day}.csv"
+
+
+def test_a_landed_file_is_split_and_applied(lake):
+    name = land_next_day(lake)
     out, pandas = run(lake)
-    assert f"customer/customer_{day}.csv:" in out and pandas
+    assert f"{name}:" in out and pandas
+
+
+@pytest.mark.parametrize("given, used", [(None, "0"), ("250", "250")])
+def test_arrow_returns_freed_memory_at_once_unless_the_environment_says(lake, given, used):
+    """Arrow's allocator (mimalloc) reads its settings once, when pyarrow loads: the command
+    sets the purge delay before anything loads pyarrow (minilake/__init__), and a setting in
+    the environment wins."""
+    land_next_day(lake)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
+    env["MIMALLOC_VERBOSE"] = "1"           # mimalloc prints its options as it starts
+    if given is not None:
+        env["MIMALLOC_PURGE_DELAY"] = given
+    done = finish(subprocess.Popen([sys.executable, "-m", "minilake", "run", "--root",
+                                    str(lake)], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True))
+    assert done.returncode == 0, done.stderr
+    said = [line.rsplit(":", 1)[-1].strip() for line in done.stderr.splitlines()
+            if "option 'purge_delay'" in line]
+    assert said == [used], done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("change", ["table removed", "mart removed", "archive touched",
