@@ -32,12 +32,16 @@ SAMPLE_CUSTOMERS = 5000
 # Scale worlds: this share of customers has CRLF, not LF, inside the quoted address (issue 12).
 CRLF_ADDRESSES = "0.25"
 STAGES = ["read_s", "validate_s", "diff_s", "commit_s"]
+# Every child gets the environment this script was started with: reading the ingest log
+# imports minilake here, which sets Arrow's allocator for this process (and so for its
+# children); the floor and the peers must run with Arrow's own settings.
+STARTED_WITH = dict(os.environ)
 
 
 def run_child(args: list[str]) -> tuple[float, float]:
     """Run a command; return (wall seconds, peak RSS in MB of that process)."""
     began = time.perf_counter()
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, env=STARTED_WITH)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - began
     if os.waitstatus_to_exitcode(status) != 0:
@@ -178,7 +182,7 @@ def run_tree(args: list[str]) -> tuple[float, float, float]:
     import psutil
 
     began = time.perf_counter()
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, env=STARTED_WITH)
     driver = psutil.Process(process.pid)
     peaks: dict[int, int] = {}
     while process.poll() is None:
