@@ -703,7 +703,7 @@ def _last_sales_again(lake: Lake, con, moved: pa.Table, unknown) -> pa.Table:
 
 def _replace_months(path: Path, rows: pa.Table, months: list[dt.date], **kwargs) -> None:
     """One commit: the months' partitions replaced by ``rows`` (the other months kept)."""
-    if not tables.exists(path):          # a commit a day: a checkpoint every 20 keeps it quick
+    if not tables.exists(path):          # a commit a day: checkpoints keep opening it quick
         tables.write(path, rows, partition_by=["month"], mode="overwrite", configuration={
             "delta.checkpointInterval": str(tables.CHECKPOINT_EVERY)}, **kwargs)
         return
