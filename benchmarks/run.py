@@ -32,16 +32,22 @@ SAMPLE_CUSTOMERS = 5000
 # Scale worlds: this share of customers has CRLF, not LF, inside the quoted address (issue 12).
 CRLF_ADDRESSES = "0.25"
 STAGES = ["read_s", "validate_s", "diff_s", "commit_s"]
-# Every child gets the environment this script was started with: reading the ingest log
-# imports minilake here, which sets Arrow's allocator for this process (and so for its
-# children); the floor and the peers must run with Arrow's own settings.
-STARTED_WITH = dict(os.environ)
+# Reading the ingest log imports minilake here, which sets Arrow's allocator in this
+# process's environment: children get the setting this script was started with, so the floor
+# and the peers run with Arrow's own (minilake's children set theirs themselves).
+ALLOCATOR = "MIMALLOC_PURGE_DELAY"
+ALLOCATOR_GIVEN = os.environ.get(ALLOCATOR)
+
+
+def child_environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != ALLOCATOR}
+    return env if ALLOCATOR_GIVEN is None else {**env, ALLOCATOR: ALLOCATOR_GIVEN}
 
 
 def run_child(args: list[str]) -> tuple[float, float]:
     """Run a command; return (wall seconds, peak RSS in MB of that process)."""
     began = time.perf_counter()
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, env=STARTED_WITH)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, env=child_environment())
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - began
     if os.waitstatus_to_exitcode(status) != 0:
@@ -182,7 +188,7 @@ def run_tree(args: list[str]) -> tuple[float, float, float]:
     import psutil
 
     began = time.perf_counter()
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, env=STARTED_WITH)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, env=child_environment())
     driver = psutil.Process(process.pid)
     peaks: dict[int, int] = {}
     while process.poll() is None:
