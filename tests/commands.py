@@ -18,9 +18,11 @@ HUNG_AFTER = 300        # seconds; the slowest command the tests run takes a few
 
 
 def start(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
-    """``python -m minilake ARGS`` started, its output captured as text."""
+    """``python -m minilake ARGS`` started, its output captured as text; ``env`` is added to
+    this process's environment (a variable given as None is left out)."""
+    merged = {**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "minilake", *args], cwd=cwd,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
+                            env={k: v for k, v in merged.items() if v is not None},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from commands import finish
+from commands import finish, start
 
 import minilake
 
@@ -60,13 +60,10 @@ def test_arrow_returns_freed_memory_at_once_unless_the_environment_says(lake, gi
     sets the purge delay before anything loads pyarrow (minilake/__init__), and a setting in
     the environment wins."""
     land_next_day(lake)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
-    env["MIMALLOC_VERBOSE"] = "1"           # mimalloc prints its options as it starts
-    if given is not None:
-        env["MIMALLOC_PURGE_DELAY"] = given
-    done = finish(subprocess.Popen([sys.executable, "-m", "minilake", "run", "--root",
-                                    str(lake)], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True))
+    # None: unset (this process imported minilake, so its environment has minilake's value);
+    # mimalloc prints its options as it starts when verbose
+    done = finish(start("run", "--root", str(lake),
+                        env={"MIMALLOC_PURGE_DELAY": given, "MIMALLOC_VERBOSE": "1"}))
     assert done.returncode == 0, done.stderr
     said = [line.rsplit(":", 1)[-1].strip() for line in done.stderr.splitlines()
             if "option 'purge_delay'" in line]
