@@ -271,12 +271,14 @@ CORE_VENV = BENCH / ".venv-core"
 
 
 def venv(folder: Path, python: str, pins: list[Path], project: bool = False) -> Path:
-    """A venv of its own at ``folder`` (created once, again when a pins file is newer),
-    holding the pinned ``pins`` (and this project, editable, when ``project``); its python."""
+    """A venv of its own at ``folder`` (created once, again when a pins file, or the project's
+    pyproject.toml, is newer), holding the pinned ``pins`` (and this project, editable, when
+    ``project``); its python."""
     stamp = folder / ".installed"
     pip = [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet",
            "--disable-pip-version-check"]
-    if not stamp.exists() or any(stamp.stat().st_mtime < p.stat().st_mtime for p in pins):
+    sources = [*pins, PROJECT / "pyproject.toml"] if project else pins
+    if not stamp.exists() or any(stamp.stat().st_mtime < p.stat().st_mtime for p in sources):
         subprocess.run([python, "-m", "venv", "--clear", str(folder)], check=True)
         subprocess.run([*pip, *(a for p in pins for a in ("-r", str(p)))], check=True)
         if project:
