@@ -35,7 +35,7 @@ RANGES = 3
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None,
+                      dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                       local_directory=tmp_path_factory.mktemp("dask")) as running:
         yield running.scheduler_address
 
@@ -219,3 +219,24 @@ def test_an_unreachable_scheduler_is_one_line_and_moves_nothing(sample_root, tmp
     assert "\n" not in error, error
     assert not (root / "archive").exists()
     assert len(list((root / "landing_zone").iterdir())) == 21
+
+
+def test_a_run_s_own_cluster_leaves_port_8787_to_others():
+    """The LocalCluster of a run serves its scheduler's HTTP routes on a free port: with 8787
+    held by another program it starts without a warning (it used to try 8787 first)."""
+    import socket
+    import warnings
+
+    from minilake.load.distributed import Engine
+
+    with socket.socket() as other:
+        try:
+            other.bind(("127.0.0.1", 8787))
+            other.listen()
+        except OSError:
+            pass                                # held already: the same case
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            with Engine() as engine:
+                port = engine.client.scheduler_info()["services"]["dashboard"]
+    assert port != 8787

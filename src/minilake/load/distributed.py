@@ -51,7 +51,10 @@ class Engine:
                 self._cluster = LocalCluster(
                     n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
                     host="127.0.0.1", dashboard_address=None, local_directory=self._scratch.name,
-                    silence_logs=logging.CRITICAL)     # the driver says what failed
+                    silence_logs=logging.CRITICAL,     # the driver says what failed
+                    # no dashboard; the scheduler's own HTTP routes on a free port, not on
+                    # 8787, which another cluster here may hold
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
                 self.client = Client(self._cluster)
             else:
                 self.client = Client(cluster, timeout="10s")
