@@ -221,14 +221,20 @@ def test_an_unreachable_scheduler_is_one_line_and_moves_nothing(sample_root, tmp
     assert len(list((root / "landing_zone").iterdir())) == 21
 
 
-def test_a_run_s_own_cluster_leaves_port_8787_to_others():
+def test_a_run_s_own_cluster_leaves_port_8787_to_others_and_no_scratch(tmp_path, monkeypatch):
     """The LocalCluster of a run serves its scheduler's HTTP routes on a free port: with 8787
-    held by another program it starts without a warning (it used to try 8787 first)."""
+    held by another program it starts without a warning (it used to try 8787 first). Its
+    scheduler's scratch space goes with the workers': the temp folder is left as it was (it
+    used to keep a dask-scratch-space folder)."""
     import socket
+    import tempfile
     import warnings
 
     from minilake.load.distributed import Engine
 
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     with socket.socket() as other:
         try:
             other.bind(("127.0.0.1", 8787))
@@ -240,3 +246,4 @@ def test_a_run_s_own_cluster_leaves_port_8787_to_others():
             with Engine() as engine:
                 port = engine.client.scheduler_info()["services"]["dashboard"]
     assert port != 8787
+    assert list(temp.iterdir()) == []

@@ -53,8 +53,10 @@ class Engine:
                     host="127.0.0.1", dashboard_address=None, local_directory=self._scratch.name,
                     silence_logs=logging.CRITICAL,     # the driver says what failed
                     # no dashboard; the scheduler's own HTTP routes on a free port, not on
-                    # 8787, which another cluster here may hold
-                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+                    # 8787, which another cluster here may hold; its scratch space with the
+                    # workers' (else it leaves dask-scratch-space in the system temp folder)
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0",
+                                      "local_directory": self._scratch.name})
                 self.client = Client(self._cluster)
             else:
                 self.client = Client(cluster, timeout="10s")
