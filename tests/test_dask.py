@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import shutil
+import socket
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ import minilake
 from minilake.generate import generate
 from minilake.layout import Layout
 from minilake.load import parts
+from minilake.load.distributed import Engine
 from minilake.load.keys import range_codes
 from minilake.load.tables import read_log
 from minilake.sources import SOURCES
@@ -226,12 +230,6 @@ def test_a_run_s_own_cluster_leaves_port_8787_to_others_and_no_scratch(tmp_path,
     held by another program it starts without a warning (it used to try 8787 first). Its
     scheduler's scratch space goes with the workers': the temp folder is left as it was (it
     used to keep a dask-scratch-space folder)."""
-    import socket
-    import tempfile
-    import warnings
-
-    from minilake.load.distributed import Engine
-
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
