@@ -427,8 +427,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="minilake-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    # minilake, the floor and the DuckDB peer run as the core install; the Dask engine
-    # needs the extra, in the project's .venv
+    # the Dask engine needs its extra, which only the project's .venv holds
     python = sys.executable if args.engine == "dask" else core_python(sys.executable)
     print(f"# {dt.date.today()} on {platform.node()}: {os.cpu_count()} cores, "
           f"Python {platform.python_version()} ({python}); work folder {work}", flush=True)

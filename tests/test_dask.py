@@ -19,14 +19,13 @@ import pyarrow as pa
 import pytest
 from commands import finish, start
 from deltalake import DeltaTable
-from distributed import LocalCluster
 from test_crash import assert_same, erasure_outcome, make_erasure_world, make_world, outcome
 
 import minilake
 from minilake.generate import generate
 from minilake.layout import Layout
 from minilake.load import parts
-from minilake.load.distributed import Engine
+from minilake.load.distributed import Engine, local_cluster
 from minilake.load.keys import range_codes
 from minilake.load.tables import read_log
 from minilake.sources import SOURCES
@@ -38,9 +37,7 @@ RANGES = 3
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                      local_directory=tmp_path_factory.mktemp("dask")) as running:
+    with local_cluster(str(tmp_path_factory.mktemp("dask")), workers=2) as running:
         yield running.scheduler_address
 
 

@@ -34,12 +34,26 @@ from minilake.sources import ALL_SOURCES, Source
 log = logging.getLogger(__name__)
 
 
+def local_cluster(directory: str, workers: int | None = None):
+    """A LocalCluster on 127.0.0.1 (a worker process per core, or ``workers``; one thread
+    each), its scratch space under ``directory``. No dashboard; the scheduler's own HTTP
+    routes on a free port, not on 8787, which another cluster here may hold; the scheduler's
+    scratch with the workers' (else it leaves dask-scratch-space in the system temp folder)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+        host="127.0.0.1", dashboard_address=None, local_directory=directory,
+        silence_logs=logging.CRITICAL,                  # the driver says what failed
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0", "local_directory": directory})
+
+
 class Engine:
     """A Dask client for a run: on the scheduler at ``cluster``, or on a LocalCluster of this
     machine (a worker process per core, one thread each, on 127.0.0.1), closed with it."""
 
     def __init__(self, cluster: str | None = None, ranges: int | None = None):
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         self._cluster = None
         # the scheduler of a LocalCluster runs here: its INFO lines are not the run's
@@ -48,15 +62,7 @@ class Engine:
             if cluster is None:
                 # the workers' scratch space goes with the cluster
                 self._scratch = tempfile.TemporaryDirectory(prefix="minilake-dask-")
-                self._cluster = LocalCluster(
-                    n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address=None, local_directory=self._scratch.name,
-                    silence_logs=logging.CRITICAL,     # the driver says what failed
-                    # no dashboard; the scheduler's own HTTP routes on a free port, not on
-                    # 8787, which another cluster here may hold; its scratch space with the
-                    # workers' (else it leaves dask-scratch-space in the system temp folder)
-                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0",
-                                      "local_directory": self._scratch.name})
+                self._cluster = local_cluster(self._scratch.name)
                 self.client = Client(self._cluster)
             else:
                 self.client = Client(cluster, timeout="10s")
