@@ -23,7 +23,7 @@ import os
 import shutil
 import stat as stat_module
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -34,6 +34,22 @@ if TYPE_CHECKING:                # imported when an S3 root is used: a local run
     from upath import UPath
 
 SCHEMES = ("s3",)
+
+# root -> the check that this process still holds it, set by minilake.lock while a command
+# holds the root: every write below goes through it first (SPEC §14, docs/guarantees.md)
+fences: dict[str, Callable[[str], None]] = {}
+
+
+def _fence(path: UPath | Path, doing: str) -> None:
+    """Stop (the holder's ``LeaseLost``) before ``doing`` ``path`` unless the root it lies
+    under is still this process's; nothing to check outside a held root."""
+    if not fences:
+        return
+    text = str(path)
+    for root, check in list(fences.items()):
+        if text.startswith(root + "/"):
+            check(f"{doing} {text[len(root) + 1:]}")
+            return
 
 
 class StorageError(ValueError):
@@ -201,6 +217,7 @@ def publish(path: UPath | Path, mode: str = "wb", **kwargs) -> Iterator[IO]:
         try:
             with partial.open(mode, **kwargs) as handle:
                 yield handle
+            _fence(path, "writing")
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
@@ -209,6 +226,7 @@ def publish(path: UPath | Path, mode: str = "wb", **kwargs) -> Iterator[IO]:
         local = Path(scratch) / path.name
         with local.open(mode, **kwargs) as handle:
             yield handle
+        _fence(path, "writing")
         path.fs.put_file(str(local), path.path)
 
 
@@ -221,6 +239,7 @@ def write_bytes(path: UPath | Path, data: bytes) -> None:
 def move(source: UPath | Path, target: UPath | Path) -> None:
     """``source`` to ``target`` (replacing it): a rename locally; on S3 a copy, then a delete,
     so that a crash in between leaves both (the caller recognises the copy)."""
+    _fence(target, "moving a file to")
     if is_local(source) and is_local(target):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
@@ -261,6 +280,7 @@ def sha256(path: UPath | Path) -> str:
 
 def remove(path: UPath | Path) -> None:
     """A file, if it is there."""
+    _fence(path, "removing")
     if is_local(path):
         Path(path).unlink(missing_ok=True)
     else:
@@ -270,6 +290,7 @@ def remove(path: UPath | Path) -> None:
 
 def remove_tree(path: UPath | Path) -> None:
     """A folder and everything under it, if it is there."""
+    _fence(path, "removing")
     if is_local(path):
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -477,8 +477,7 @@ def purge_history(path: Path) -> int:
         stem = entry.name.split(".")[0]
         if stem.isdigit() and int(stem) < version:
             storage.remove(entry)
-    tables.delta(path).vacuum(retention_hours=0, dry_run=False,
-                              enforce_retention_duration=False, full=True)
+    tables.remove_orphans(path, keep_versions=[version])
     return version
 
 

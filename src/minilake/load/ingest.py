@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from tqdm import tqdm
 
-from minilake import storage, unchanged
+from minilake import lock, storage, unchanged
 from minilake.crashpoints import crashpoint
 from minilake.inbound.landing import SplitResult, split, superseded_name
 from minilake.inbound.readers import UnreadableFile
@@ -385,6 +385,7 @@ def _apply_in_order(layout: Layout, ingest_log: tables.IngestLog, source: Source
         checks = (_checks_in_order(source, pending, ahead if read_ahead else None)
                   if engine is None else [None] * len(pending))
         for delivery, check in zip(pending, checks, strict=True):
+            lock.fence(layout.root, f"applying {source.name}/{delivery.name}")
             try:
                 if check is None:
                     outcome, clock = _apply_file(layout, source, delivery, table, commits,
@@ -433,6 +434,7 @@ def _rebuild(layout: Layout, ingest_log: tables.IngestLog, source: Source,
                 note)
     outcomes, logged, replayed = [], [], []
     for delivery in deliveries:
+        lock.fence(layout.root, f"replaying {source.name}/{delivery.name}")
         before = ledger.status(delivery.name, delivery.sha256) == "applied"
         event = events.get(delivery.name, "rebuild")
         try:

@@ -7,10 +7,18 @@ rewritten current files where versions expire, or the table's first write), and 
 carries the file's name, sha256 and counts in its commit metadata: a run that died after the
 commit and before the ingest log finds the file in the table's history and does not apply it
 twice.
+
+Every commit minilake makes is fenced (SPEC §14, docs/guarantees.md): it carries Delta's
+transaction identifier, ``txn`` (application id ``minilake.<table>``, a version from the
+writing run's epoch and its count of commits to the table, ``minilake.lock``), and is refused
+when the table already holds that version or a later run's, or when a commit made since the
+snapshot it is based on carries the same application id (delta-rs's own conflict check). A
+run paused for any time, then resumed, cannot commit over the runs that went on meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -18,6 +26,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,9 +38,16 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake import Schema as DeltaSchema
-from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.transaction import (
+    AddAction,
+    RemoveAction,
+    Transaction,
+    create_table_with_add_actions,
+)
 
-from minilake import storage
+from minilake import lock, storage
+from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
 from minilake.load.keys import found
 from minilake.load.scd2 import OPEN_END, Changes
@@ -84,11 +100,73 @@ def delta(path: Path, version: int | None = None) -> DeltaTable:
                       storage_options=storage.delta_options(path))
 
 
-def write(path: Path, data, **kwargs) -> None:
-    """``write_deltalake`` at ``path`` (local or on S3)."""
-    storage.mkdirs(path.parent)
-    write_deltalake(storage.uri(path), data, storage_options=storage.delta_options(path),
-                    **kwargs)
+def app_id(path: Path) -> str:
+    """The application id of minilake's commits to the table at ``path`` (Delta's ``txn``)."""
+    return f"minilake.{path.name}"
+
+
+def _where(path: Path) -> str:
+    """A table's path for messages: from ``tables/`` on, else as it is."""
+    parts = str(path).split("/tables/", 1)
+    return f"tables/{parts[1]}" if len(parts) == 2 else str(path)
+
+
+def fenced(path: Path, table: DeltaTable | None, doing: str,
+           metadata: dict | None = None) -> CommitProperties:
+    """The properties of a commit to the table at ``path``, based on the snapshot ``table``
+    (None: the table is created), that only the run holding the root can make: its ``txn``
+    carries the run's next version for the table, refused here if the snapshot holds that
+    version or a later run's already (``LeaseLost``, naming ``doing``), and by delta-rs if
+    another commit carrying this application id lands after the snapshot (see
+    :func:`refused`). Outside a held root (tools, tests) a commit is not fenced."""
+    claim = lock.claim_of(path)
+    if claim is None:
+        return CommitProperties(custom_metadata=metadata)
+    claim.fence(doing)
+    app, version = app_id(path), claim.next_version(str(path))
+    held = table.transaction_version(app) if table is not None else None
+    if held is not None and held >= version:
+        raise claim.lost(doing, f"{_where(path)} holds the commits of a run that took the "
+                                f"root later (txn {held})")
+    return CommitProperties(custom_metadata=metadata, app_transactions=[
+        Transaction(app, version, int(time.time() * 1000))])
+
+
+@contextlib.contextmanager
+def refused(path: Path, doing: str) -> Iterator[None]:
+    """A commit to the table at ``path`` that delta-rs refuses (another commit landed after
+    its snapshot: a later run's, or the table made meanwhile) stops the run with one line,
+    ``LeaseLost``, when the root is held (then only another run could have committed)."""
+    try:
+        yield
+    except (CommitFailedError, DeltaError) as error:
+        claim = lock.claim_of(path)
+        if claim is None or not (isinstance(error, CommitFailedError)
+                                 or "already exists" in str(error)):
+            raise
+        raise claim.lost(doing, f"another run committed to {_where(path)} since this run "
+                                f"read it") from None
+
+
+def write(path: Path, data, *, doing: str | None = None, table: DeltaTable | None = None,
+          **kwargs) -> None:
+    """``write_deltalake`` at ``path`` (local or on S3), fenced (:func:`fenced`): based on
+    ``table`` (an open handle), else on the table as it is now, or creating it (refused if
+    another run made it meanwhile)."""
+    doing = doing or f"writing {_where(path)}"
+    if table is None and exists(path):
+        table = delta(path)
+    kwargs["commit_properties"] = fenced(path, table, doing, getattr(
+        kwargs.get("commit_properties"), "custom_metadata", None))
+    if table is None:
+        storage.mkdirs(path.parent)
+        if lock.claim_of(path) is not None:   # made by this commit, or by nobody
+            kwargs["mode"] = "error"
+            kwargs.pop("schema_mode", None)
+            kwargs.pop("predicate", None)
+    with refused(path, doing):
+        write_deltalake(storage.uri(path) if table is None else table, data,
+                        storage_options=storage.delta_options(path), **kwargs)
 
 
 def dataset(path: Path, version: int | None = None, where: list | None = None,
@@ -285,18 +363,23 @@ def commit(opened: Opened, source: Source, actions: list, provenance: dict) -> i
     """One commit of a file's actions, carrying its provenance; the table's first commit
     creates it. Returns the new version."""
     schema = table_schema(source)
-    properties = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(provenance)})
+    doing = f"committing {source.name}/{provenance['file']}" if "file" in provenance else \
+        f"committing to {_where(opened.path)}"
     table = opened.table()
-    if table is None:
-        storage.mkdirs(opened.path)
-        create_table_with_add_actions(
-            storage.uri(opened.path), DeltaSchema.from_arrow(schema), actions, mode="error",
-            partition_by=partitioning(source),
-            storage_options=storage.delta_options(opened.path), commit_properties=properties)
-    else:
-        table.create_write_transaction(actions, mode="append", schema=schema,
-                                       partition_by=partitioning(source),
-                                       commit_properties=properties)
+    properties = fenced(opened.path, table, doing, {COMMIT_KEY: json.dumps(provenance)})
+    crashpoint("commit.fenced")
+    with refused(opened.path, doing):
+        if table is None:
+            storage.mkdirs(opened.path)
+            create_table_with_add_actions(
+                storage.uri(opened.path), DeltaSchema.from_arrow(schema), actions,
+                mode="error", partition_by=partitioning(source),
+                storage_options=storage.delta_options(opened.path),
+                commit_properties=properties)
+        else:
+            table.create_write_transaction(actions, mode="append", schema=schema,
+                                           partition_by=partitioning(source),
+                                           commit_properties=properties)
     return _after_commit(opened)
 
 
@@ -453,13 +536,28 @@ def _statistics(rows: pa.Table) -> str:
                        "maxValues": greatest, "nullCount": nulls})
 
 
-def remove_orphans(path: Path, dry_run: bool = False) -> list[str]:
-    """Data files of the table at ``path`` that no version refers to, removed (a "full"
-    vacuum that keeps every version's files); sorted."""
+def remove_orphans(path: Path, dry_run: bool = False,
+                   keep_versions: list[int] | None = None) -> list[str]:
+    """Data files of the table at ``path`` that no version of ``keep_versions`` (default:
+    every version) refers to, removed; sorted, relative to the table.
+
+    Only files written before the run holding the root took it are removed: a file written
+    since is a commit under way (this run's, or, if this run was paused and lost the root,
+    the next run's), which a vacuum must not pull from under it. Each removal is fenced."""
     table = delta(path)
-    return sorted(table.vacuum(retention_hours=0, dry_run=dry_run,
-                               enforce_retention_duration=False, full=True,
-                               keep_versions=list(versions(path)["version"])))
+    keep = list(versions(path)["version"]) if keep_versions is None else keep_versions
+    found = table.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False,
+                         full=True, keep_versions=keep)
+    claim = lock.claim_of(path)
+    if claim is not None and found:
+        filesystem, base = storage.arrow(path)
+        infos = filesystem.get_file_info([f"{base}/{name}" for name in found])
+        found = [name for name, info in zip(found, infos, strict=True)
+                 if info.mtime_ns is not None and info.mtime_ns // 1_000_000 < claim.since_ms]
+    if not dry_run:
+        for name in found:
+            storage.remove(path / name)
+    return sorted(found)
 
 
 def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -> int:
@@ -473,7 +571,7 @@ def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -
     else:
         data = schema.empty_table()
     write(path, data, partition_by=partitioning(source), mode="overwrite",
-          schema_mode="overwrite",
+          schema_mode="overwrite", doing=f"committing the rebuilt {source.name} table",
           commit_properties=CommitProperties(
               custom_metadata={COMMIT_KEY: json.dumps(provenance)}))
     return _after_commit(Opened(path))
@@ -542,16 +640,23 @@ class IngestLog:
         """Add rows (one per file)."""
         path = self._opened.path
         data = pa.Table.from_pylist(rows, LOG_SCHEMA)
+        files = ", ".join(f"{r['source']}/{r['file']}" for r in rows[:3])
         with self._lock:
-            table = self._opened.table()
-            if table is None:
-                write(path, data, mode="append")
-            else:
-                write_deltalake(table, data, mode="append")
-            table = self._opened.table()
-            if table.version() % CHECKPOINT_EVERY == 0:      # one small file per row otherwise
-                table.optimize.compact()
-                self._opened.table().create_checkpoint()
+            write(path, data, mode="append", table=self._opened.table(),
+                  doing=f"logging {files}{' …' if len(rows) > 3 else ''} in the ingest log")
+            compact(path, self._opened.table())
+
+
+def compact(path: Path, table: DeltaTable) -> None:
+    """A log table's small files put together (a data-unchanged commit, fenced like the
+    others) and checkpointed, every ``CHECKPOINT_EVERY`` versions: one small file per row
+    otherwise."""
+    if not table.version() or table.version() % CHECKPOINT_EVERY:
+        return
+    doing = f"compacting {_where(path)}"
+    with refused(path, doing):
+        table.optimize.compact(commit_properties=fenced(path, table, doing))
+    delta(path).create_checkpoint()
 
 
 PULL_LOG_SCHEMA = pa.schema([
@@ -566,11 +671,9 @@ PULL_LOG_SCHEMA = pa.schema([
 def append_pull_log(layout: Layout, row: dict) -> None:
     """One row per pull (SPEC §8), one commit; the caller holds the root's lock."""
     path = layout.pull_log
-    write(path, pa.Table.from_pylist([row], PULL_LOG_SCHEMA), mode="append")
-    table = delta(path)
-    if table.version() and table.version() % CHECKPOINT_EVERY == 0:
-        table.optimize.compact()
-        delta(path).create_checkpoint()
+    write(path, pa.Table.from_pylist([row], PULL_LOG_SCHEMA), mode="append",
+          doing=f"logging the pull of {row['source']} for {row['file_date']}")
+    compact(path, delta(path))
 
 
 ERASURE_LOG_SCHEMA = pa.schema([

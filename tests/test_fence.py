@@ -1,0 +1,226 @@
+"""A writer paused past its lease cannot change the outcome (SPEC §14, issue 32).
+
+A run frozen with SIGSTOP (what a long GC pause, a suspended VM or a network partition does to
+a process) at a named point of the flow (``MINILAKE_PAUSE_AT``, the crash points), its S3 lease
+left to expire, another run taking the root over and finishing, then the first one resumed:
+the first must stop with one line before its next write, and the root must hold what one
+uninterrupted run on a local root gives, marts included. Beside it, the table's own refusal of
+a commit whose ``txn`` it already holds, with the lease intact (locally and on S3), and two runs
+started at the same moment on an expired lease.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from commands import finish, start
+from test_crash import assert_same, make_world, outcome
+from test_s3 import comparable
+
+import minilake as ml
+from minilake.layout import Layout
+from minilake.load import tables
+from minilake.lock import VERSIONS_PER_EPOCH, LeaseLost, hold
+from minilake.outbound.datamarts import MARTS, read_mart
+
+S3_A, S3_B = pytest.mark.xdist_group("s3-a"), pytest.mark.xdist_group("s3-b")
+LEASE = "3"                       # seconds: the paused run's lease, renewed every second
+ONE_SOURCE_AT_A_TIME = {"MINILAKE_SIDE_BY_SIDE_MB": "0"}
+
+
+def with_marts(root: Path) -> dict:
+    """What a run leaves behind (test_crash.outcome), the marts too."""
+    state = comparable(outcome(root))
+    for mart in MARTS:
+        frame = read_mart(mart, root=root).to_pandas()
+        state[mart] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return state
+
+
+def assert_same_with_marts(got: dict, want: dict, case: str) -> None:
+    assert_same(got, want, case)
+    for mart in MARTS:
+        pd.testing.assert_frame_equal(got[mart], want[mart], obj=f"{case}: {mart}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return make_world(tmp_path_factory.mktemp("fence_world"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(world, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("fence_local") / "root"
+    shutil.copytree(world, root)
+    ml.run(root)
+    return with_marts(root)
+
+
+def stopped(process: subprocess.Popen, deadline: float = 180) -> bool:
+    """Wait until ``process`` is stopped by a signal (True) or has ended (False)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            return False
+        state = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return True
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"the run neither paused nor ended within {deadline} s")
+
+
+def lost_lease_line(done: subprocess.CompletedProcess) -> str:
+    """The paused run's last words: exit 2 and one line (after what it said before it was
+    paused: a quarantine, say), no traceback."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert sum("lost the lease" in line for line in lines) == 1, done.stderr
+    assert lines[-1].startswith("minilake run: lost the lease of "), done.stderr
+    assert lines[-1].endswith("; nothing of it applied"), lines[-1]
+    return lines[-1]
+
+
+PAUSES = [
+    pytest.param("split.after_move:3", {}, "took it over", marks=S3_A, id="during split"),
+    pytest.param("ingest.after_diff:5", {}, "took it over", marks=S3_B,
+                 id="in the middle of the files"),
+    pytest.param("ingest.files_written:4", {}, "took it over", marks=S3_A,
+                 id="between data files and their commit"),
+    pytest.param("commit.fenced:4", ONE_SOURCE_AT_A_TIME, "another run committed to tables/",
+                 marks=S3_B, id="after the fence, before the commit"),
+    pytest.param("ingest.after_commit:3", {}, "took it over", marks=S3_A,
+                 id="between a commit and its log row"),
+    pytest.param("marts.kept:1", {}, "", marks=S3_B, id="inside the marts"),
+]
+
+
+@pytest.mark.parametrize(("point", "env", "why"), PAUSES)
+def test_a_run_paused_past_its_lease_stops_and_the_lake_is_an_uninterrupted_runs(
+        point, env, why, s3, world, uninterrupted, tmp_path):
+    root = s3.new_root("paused", world)
+    paused = start("run", "--root", root, env={**s3.env, **env, "MINILAKE_PAUSE_AT": point,
+                                                "MINILAKE_LEASE_SECONDS": LEASE})
+    assert stopped(paused), f"{point}: not reached ({finish(paused).stderr})"
+    time.sleep(float(LEASE) + 1)                              # its lease expires
+    taker = start("run", "--root", root, env=s3.env)
+    other = finish(taker)
+    # 1 while it quarantines one of the world's two bad files; 0 if the paused run had
+    assert other.returncode in (0, 1), other.stderr
+    assert "taking over the lease of a run that did not finish" in other.stderr
+    assert f"pid {paused.pid}" in other.stderr
+    paused.send_signal(signal.SIGCONT)
+    line = lost_lease_line(finish(paused))
+    assert f"to pid {taker.pid} on " in line and why in line, line
+    got = with_marts(s3.mirror(root, tmp_path / "mirror"))
+    assert_same_with_marts(got, uninterrupted, point)
+    again = finish(start("run", "--root", root, env=s3.env))  # a third run finds nothing to do
+    assert again.returncode == 0 and "ingest: nothing new in archive/" in again.stdout
+    assert_same_with_marts(with_marts(s3.mirror(root, tmp_path / "again")), uninterrupted,
+                           f"{point}, a third run")
+
+
+def test_a_paused_local_run_keeps_its_root_and_finishes_when_resumed(world, uninterrupted,
+                                                                     tmp_path):
+    """A local lock (flock) does not expire while its holder is frozen: a second run is
+    refused, the first one ends as if it had never stopped."""
+    root = tmp_path / "root"
+    shutil.copytree(world, root)
+    paused = start("run", "--root", str(root), env={"MINILAKE_PAUSE_AT": "ingest.after_diff:5"})
+    assert stopped(paused)
+    other = finish(start("run", "--root", str(root)))
+    assert other.returncode == 2 and f"pid {paused.pid}" in other.stderr
+    paused.send_signal(signal.SIGCONT)
+    assert finish(paused).returncode == 1                     # the world's two quarantines
+    assert_same_with_marts(with_marts(root), uninterrupted, "paused locally")
+
+
+@S3_A
+def test_two_runs_started_together_on_an_expired_lease_apply_each_delivery_once(
+        s3, world, uninterrupted, tmp_path):
+    root = s3.new_root("together", world)
+    code = ("import time; from minilake.layout import Layout; from minilake.lock import hold\n"
+            f"with hold(Layout.of({root!r}).root, 'holder'):\n    print('held', flush=True)\n"
+            "    time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, **s3.env, "MINILAKE_LEASE_SECONDS": "2"})
+    assert holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGSTOP)            # alive, its lease left to expire
+    time.sleep(3)
+    runs = [start("run", "--root", root, env=s3.env) for _ in range(2)]
+    done = [finish(r) for r in runs]
+    holder.kill()
+    holder.wait()
+    codes = sorted(d.returncode for d in done)
+    assert codes == [1, 2], [d.stderr for d in done]          # one applied, one was refused
+    busy = next(d for d in done if d.returncode == 2)
+    assert "is in use by minilake" in busy.stderr and len(busy.stderr.splitlines()) == 1
+    assert_same_with_marts(with_marts(s3.mirror(root, tmp_path / "mirror")), uninterrupted,
+                           "two runs at once")
+
+
+def _txn_cases(root) -> None:
+    """A table's own refusal of commits whose txn it holds, the lease intact: after another
+    writer's commit since the snapshot (delta-rs's conflict check), and on a snapshot that
+    holds a txn version at or above the commit's (minilake's check on that snapshot)."""
+    from deltalake import CommitProperties, write_deltalake
+    from deltalake.transaction import Transaction
+
+    rows = pa.table({"n": pa.array([1], pa.int64())})
+    layout = Layout.of(root)
+    path = layout.table("fenced")
+    with hold(layout.root, "test") as claim:
+        tables.write(path, rows, mode="append")
+        app = tables.app_id(path)
+        first = tables.delta(path).transaction_version(app)
+        assert first == claim.epoch * VERSIONS_PER_EPOCH + 1
+
+        def other_writer(version: int) -> None:
+            """A commit carrying minilake's application id, made around the fence."""
+            write_deltalake(tables.delta(path), rows, mode="append",
+                            storage_options=tables.storage.delta_options(path),
+                            commit_properties=CommitProperties(
+                                app_transactions=[Transaction(app, version)]))
+
+        snapshot = tables.delta(path)                    # read, then another commit lands
+        other_writer(first + 10)
+        with pytest.raises(LeaseLost, match="another run committed to tables/fenced"):
+            tables.write(path, rows, mode="append", table=snapshot)
+        # the table holds the very version this run's next commit would carry
+        held = claim.epoch * VERSIONS_PER_EPOCH + 3
+        other_writer(held)
+        with pytest.raises(LeaseLost, match=f"holds the commits .* \\(txn {held}\\)"):
+            tables.write(path, rows, mode="append")
+        claim.fence("checking")                          # the lease itself was never lost
+    assert tables.dataset(path).count_rows() == 3       # ours, and the other writer's two
+
+
+def test_a_commit_with_a_txn_the_local_table_holds_is_refused(tmp_path):
+    _txn_cases(tmp_path)
+
+
+@S3_B
+def test_a_commit_with_a_txn_the_s3_table_holds_is_refused(s3, s3_env, world):
+    _txn_cases(s3.new_root("txn", world))
+
+
+def test_each_run_takes_a_higher_epoch_kept_in_the_released_lock(tmp_path):
+    layout = Layout.of(tmp_path)
+    with hold(layout.root, "first") as first:
+        pass
+    import json
+
+    kept = json.loads((tmp_path / ".minilake.lock").read_text())
+    assert kept["released"] and kept["epoch"] == first.epoch
+    (tmp_path / ".minilake.lock").write_text(json.dumps({**kept, "epoch": 2 ** 50}))
+    with hold(layout.root, "second") as second:       # a lock from a clock far ahead
+        assert second.epoch == 2 ** 50 + 1
