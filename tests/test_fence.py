@@ -104,6 +104,46 @@ PAUSES = [
 ]
 
 
+def without_corrections(world: Path, root: Path) -> Path:
+    """The world with every sales row whose sale_id an earlier file holds left out: each
+    sales file after the first is then a blind append (new files only, nothing removed),
+    which delta-rs's conflict check on files alone lets through on a stale snapshot."""
+    shutil.copytree(world, root)
+    seen: set[bytes] = set()
+    for path in sorted((root / "landing_zone").glob("sales_*.txt")):
+        rows = [r for r in path.read_bytes().split(b"\r\n") if r]
+        kept = [r for r in rows if r.split(b"~", 1)[0] not in seen]
+        seen |= {r.split(b"~", 1)[0] for r in rows}
+        path.write_bytes(b"\r\n".join(kept) + b"\r\n")
+    return root
+
+
+@S3_A
+def test_a_blind_append_paused_after_the_fence_is_refused_by_the_tables_txn(
+        s3, world, tmp_path):
+    """One source at a time: commits 1-3 are customer's, 4-6 product's, 7 makes the sales
+    table, 8 is the second sales file: new sales only. Paused just before that commit, the
+    run wakes to find the sales table moved on by the run that took over; only the txn can
+    tell (the files it read were not touched)."""
+    blind = without_corrections(world, tmp_path / "blind")
+    reference = tmp_path / "reference"
+    shutil.copytree(blind, reference)
+    ml.run(reference)
+    want = with_marts(reference)
+    root = s3.new_root("blind", blind)
+    paused = start("run", "--root", root, env={**s3.env, **ONE_SOURCE_AT_A_TIME,
+                                                "MINILAKE_PAUSE_AT": "commit.fenced:8",
+                                                "MINILAKE_LEASE_SECONDS": LEASE})
+    assert stopped(paused), finish(paused).stderr
+    time.sleep(float(LEASE) + 1)
+    assert finish(start("run", "--root", root, env=s3.env)).returncode in (0, 1)
+    paused.send_signal(signal.SIGCONT)
+    line = lost_lease_line(finish(paused))
+    assert "another run committed to tables/sales since this run read it" in line, line
+    assert "stopped before committing sales/sales_20241010.txt" in line, line
+    assert_same_with_marts(with_marts(s3.mirror(root, tmp_path / "mirror")), want, "blind")
+
+
 @pytest.mark.parametrize(("point", "env", "why"), PAUSES)
 def test_a_run_paused_past_its_lease_stops_and_the_lake_is_an_uninterrupted_runs(
         point, env, why, s3, world, uninterrupted, tmp_path):
