@@ -21,7 +21,7 @@ _LAZY = {"land_sample": "minilake.inbound.landing", "reset": "minilake.inbound.l
          "split": "minilake.inbound.landing",
          **dict.fromkeys(["erasures", "ingest", "rebuild", "run", "status", "vacuum",
                           "versions"], "minilake.load.ingest"),
-         "read_table": "minilake.load.tables",
+         "read_table": "minilake.load.history",
          "pull": "minilake.inbound.api_pull", "pulls": "minilake.inbound.api_pull",
          "export": "minilake.outbound.exports", "marts": "minilake.outbound.datamarts",
          "read_mart": "minilake.outbound.datamarts", "sql": "minilake.outbound.query"}

@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "<table>_as_of('YYYY-MM-DD') and the marts")
     p.add_argument("query", help="one SELECT")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--known-at", default=None, metavar="WHEN", help="every table as it "
+                   "stood then: YYYY-MM-DD (the end of that day) or YYYY-MM-DDTHH:MM[:SS], UTC")
     p = command("serve", "the job server (SPEC §10): jobs and tables over HTTP; clients "
                 "send 'Authorization: Bearer $MINILAKE_SERVER_TOKEN'")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
@@ -236,7 +238,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "sql":
         import pandas as pd
 
-        frame = minilake.sql(args.query, args.root)
+        frame = minilake.sql(args.query, args.root, known_at=args.known_at)
         if args.format == "csv":
             print(frame.to_csv(index=False), end="")
         elif args.format == "json":

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 STATE = ".run-state.json"
-FORMAT = 1
+FORMAT = 2          # 2: tables carry the history policy (a state of 1 makes the next run full)
 
 
 def _files(base: Path) -> list[list]:
@@ -60,7 +60,9 @@ def signature(root: Path) -> dict | None:
         return None
     folders = [tables / n for n in entries if not n.startswith(".")]
     folders += sorted((tables / "marts").glob("*")) if "marts" in entries else []
-    return {"format": FORMAT, "archive": _files(root / "archive"),
+    settings = root / "minilake.toml"     # the history policy: a change is a full run
+    return {"format": FORMAT, "settings": _latest_commit(settings) if settings.exists() else "",
+            "archive": _files(root / "archive"),
             "quarantine": _files(root / "quarantine"),
             "scratch": [n for n in entries if n.startswith(".") and not n.startswith(STATE)],
             "tables": {str(p.relative_to(tables)): _latest_commit(p) for p in folders}}

@@ -34,7 +34,7 @@ from minilake.crashpoints import crashpoint
 from minilake.inbound.landing import SplitResult, split, superseded_name
 from minilake.inbound.readers import UnreadableFile
 from minilake.layout import Layout
-from minilake.load import erasure, parts, tables
+from minilake.load import erasure, history, parts, tables
 from minilake.load.validate import Validated
 from minilake.lock import hold
 from minilake.sources import ERASURE_REQUESTS, SOURCES, Source
@@ -85,6 +85,7 @@ class FileOutcome:
 @dataclass
 class IngestResult:
     files: list[FileOutcome] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)   # what the history steps did (§14)
 
     @property
     def quarantined(self) -> list[FileOutcome]:
@@ -95,9 +96,8 @@ class IngestResult:
         return not self.quarantined
 
     def lines(self) -> list[str]:
-        if not self.files:
-            return ["ingest: nothing new in archive/"]
-        return [f.line() for f in self.files]
+        done = [f.line() for f in self.files] or ["ingest: nothing new in archive/"]
+        return done + self.history
 
 
 @dataclass
@@ -679,7 +679,9 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
     ranges per file (default: the cluster's threads)."""
     layout = Layout.of(root)
     with hold(layout.root, "ingest"), _engine(engine, cluster, ranges) as running:
-        return _ingest(layout, allow_mass_delete, progress, running)
+        result = _ingest(layout, allow_mass_delete, progress, running)
+        result.history += history.enforce(layout)
+        return result
 
 
 @contextlib.contextmanager
@@ -701,6 +703,7 @@ def _engine(name: str, cluster: str | None, ranges: int | None) -> Iterator[Engi
 
 def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None,
             engine: Engine | None) -> IngestResult:
+    brought = history.bring_to_policy(layout)
     ledger, ingest_log = Ledger(tables.read_log(layout)), tables.IngestLog(layout)
     bar = _Progress(progress)
     erased = _erase_requests(layout, ingest_log, ledger, allow_mass_delete, bar, engine)
@@ -719,7 +722,7 @@ def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None,
                                      bar, read_ahead=not side_by_side, engine=engine),
             SOURCES.values()))
     bar.close()
-    return IngestResult(erased + [f for files in per_source for f in files])
+    return IngestResult(erased + [f for files in per_source for f in files], brought)
 
 
 def rebuild(source: str | None = None, root: str | Path = ".", *,
@@ -730,9 +733,9 @@ def rebuild(source: str | None = None, root: str | Path = ".", *,
     if source is not None and source not in SOURCES:
         raise ValueError(f"no source {source!r}; sources: {', '.join(SOURCES)}")
     with hold(layout.root, "rebuild"):
+        result = IngestResult(history=history.bring_to_policy(layout))
         ledger, ingest_log = Ledger(tables.read_log(layout)), tables.IngestLog(layout)
         bar = _Progress(progress)
-        result = IngestResult()
         for name in [source] if source else list(SOURCES):
             result.files += _ingest_source(layout, ingest_log, SOURCES[name], ledger,
                                            allow_mass_delete, bar, rebuild="rebuild requested")
@@ -777,6 +780,7 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
             result.months, result.marts = datamarts.catch_up(layout.root)
         else:
             result.months = datamarts.touched_months(layout)
+        result.ingest.history += history.enforce(layout)
         if storage.is_local(layout.root) and (marts or result.months == []):
             unchanged.remember(Path(layout.root))     # the next run with nothing to do: 0.1 s
         return result
@@ -784,7 +788,8 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
 
 def status(root: str | Path = ".") -> pd.DataFrame:
     """Per source: files archived / applied / quarantined / superseded, late and resent files,
-    rebuilds, last applied date, rows, rejected rows."""
+    rebuilds, last applied date, rows, rejected rows; table versions kept, and gone (with
+    why: the history policy, an erasure)."""
     layout = Layout.of(root)
     ledger = Ledger(tables.read_log(layout))
     rows = []
@@ -796,7 +801,7 @@ def status(root: str | Path = ".") -> pd.DataFrame:
             "file", keep="last")
         archived = layout.archive(source.name)
         current, total = tables.row_counts(layout.table(source.name))
-        history = tables.versions(layout.table(source.name))
+        commits = tables.versions(layout.table(source.name))
         rows.append({
             "source": source.name,
             "archived": sum(1 for p in storage.files(archived) if source.file_date(p.name)),
@@ -805,11 +810,12 @@ def status(root: str | Path = ".") -> pd.DataFrame:
             "superseded": int((mine["status"] == "superseded").sum()),
             "late": int((mine["event"] == "late").sum()),
             "resent": int(((mine["event"] == "resent") & (mine["status"] == "applied")).sum()),
-            "rebuilds": int((history["operation"] == "REBUILD").sum()),
+            "rebuilds": int((commits["operation"] == "REBUILD").sum()),
             "last_date": applied["file_date"].max() if len(applied) else None,
             "current_rows": current,
             "all_versions": total,
             "rejected_rows": int(applied["rows_rejected"].sum()),
+            **history.table_history(layout, source.name),
         })
     return pd.DataFrame(rows)
 
@@ -837,4 +843,4 @@ def versions(source: str, root: str | Path = ".") -> pd.DataFrame:
     """Each version of a source's table and the file(s) it came from."""
     if source not in SOURCES:
         raise ValueError(f"no source {source!r}; sources: {', '.join(SOURCES)}")
-    return tables.versions(Layout.of(root).table(source))
+    return history.versions(Layout.of(root), source)

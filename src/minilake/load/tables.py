@@ -1,4 +1,5 @@
-"""Delta Lake I/O: the SCD2 tables, the ingest log, and ``read_table`` (SPEC §4).
+"""Delta Lake I/O: the SCD2 tables and the logs (SPEC §4); reading them back by date, version
+or time known is ``minilake.load.history``.
 
 Each table is partitioned by ``is_current``: the current versions sit together, so the keys and
 hashes a file is compared with are read without touching history, and expiring a version
@@ -41,18 +42,19 @@ from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import (
     AddAction,
+    PostCommitHookProperties,
     RemoveAction,
     Transaction,
     create_table_with_add_actions,
 )
 
-from minilake import lock, storage
+from minilake import lock, policy, storage
 from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
 from minilake.load.keys import found
 from minilake.load.scd2 import OPEN_END, Changes
 from minilake.load.validate import arrow_schema
-from minilake.sources import SOURCES, Source
+from minilake.sources import Source
 
 COMMIT_KEY = "minilake"
 
@@ -98,6 +100,17 @@ def delta(path: Path, version: int | None = None) -> DeltaTable:
     """The Delta table at ``path`` (local or on S3), at ``version`` or the latest."""
     return DeltaTable(storage.uri(path), version=version,
                       storage_options=storage.delta_options(path))
+
+
+# After a commit, delta-rs checkpoints by the table's interval but never cleans up the log on
+# its own: removing versions is the history step's (SPEC §14, minilake.policy).
+KEEP_LOG = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+
+
+def created(path: Path) -> dict[str, str]:
+    """The properties a table minilake makes carries from its first commit: the history
+    policy of its root."""
+    return policy.of_table(path).properties()
 
 
 def app_id(path: Path) -> str:
@@ -160,13 +173,17 @@ def write(path: Path, data, *, doing: str | None = None, table: DeltaTable | Non
         kwargs.get("commit_properties"), "custom_metadata", None))
     if table is None:
         storage.mkdirs(path.parent)
+        kwargs["configuration"] = {**kwargs.get("configuration", {}), **created(path)}
         if lock.claim_of(path) is not None:   # made by this commit, or by nobody
             kwargs["mode"] = "error"
             kwargs.pop("schema_mode", None)
             kwargs.pop("predicate", None)
+    else:
+        kwargs.pop("configuration", None)     # a table's properties change by policy only
     with refused(path, doing):
         write_deltalake(storage.uri(path) if table is None else table, data,
-                        storage_options=storage.delta_options(path), **kwargs)
+                        storage_options=storage.delta_options(path),
+                        post_commithook_properties=KEEP_LOG, **kwargs)
 
 
 def dataset(path: Path, version: int | None = None, where: list | None = None,
@@ -374,12 +391,14 @@ def commit(opened: Opened, source: Source, actions: list, provenance: dict) -> i
             create_table_with_add_actions(
                 storage.uri(opened.path), DeltaSchema.from_arrow(schema), actions,
                 mode="error", partition_by=partitioning(source),
+                configuration=created(opened.path),
                 storage_options=storage.delta_options(opened.path),
-                commit_properties=properties)
+                commit_properties=properties, post_commithook_properties=KEEP_LOG)
         else:
             table.create_write_transaction(actions, mode="append", schema=schema,
                                            partition_by=partitioning(source),
-                                           commit_properties=properties)
+                                           commit_properties=properties,
+                                           post_commithook_properties=KEEP_LOG)
     return _after_commit(opened)
 
 
@@ -577,57 +596,6 @@ def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -
     return _after_commit(Opened(path))
 
 
-def _as_date(value: dt.date | str) -> dt.date:
-    return dt.date.fromisoformat(value) if isinstance(value, str) else value
-
-
-def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path = ".",
-               version: int | None = None) -> pd.DataFrame:
-    """A table as a DataFrame: every version, or with ``as_of`` only those valid on that date
-    (``effective_from <= as_of < expiry_date``). ``version`` reads the table as it was at that
-    Delta version, for audits (``status`` lists the versions and the file each came from)."""
-    layout = Layout.of(root)
-    path = layout.table(name)
-    if not exists(path):
-        known = sorted(p.name for p in (layout.root / "tables").glob("*")
-                       if exists(p) and not p.name.startswith("."))
-        raise FileNotFoundError(f"no table {name!r} under {layout.root / 'tables'} "
-                                f"(tables: {', '.join(known) or 'none yet'})")
-    if version is not None:
-        check_version_kept(layout, name, path, version)
-    where = None
-    if as_of is not None:
-        day = pa.scalar(_as_date(as_of), pa.date32())
-        where = (pc.field("effective_from") <= day) & (pc.field("expiry_date") > day)
-    data = dataset(path, version).to_table(filter=where)
-    if name in SOURCES:
-        schema = table_schema(SOURCES[name])
-        data = data.select(schema.names).cast(schema)
-        # a correction on the day of the version it corrects closes that version on the day
-        # it opened: expiry_date orders such versions too
-        data = data.sort_by([(SOURCES[name].key, "ascending"), ("effective_from", "ascending"),
-                             ("expiry_date", "ascending")])
-    return data.to_pandas()
-
-
-def check_version_kept(layout: Layout, name: str, path: Path, version: int) -> None:
-    """A version an erasure purged (SPEC §9) is a one-line error that says so."""
-    kept = versions(path)["version"]
-    if len(kept) and version < kept.min():
-        erased = read_erasure_log(layout)
-        if len(erased):
-            last = erased.iloc[-1]
-            raise ValueError(
-                f"{name} version {version} no longer exists: the erasure requested by "
-                f"{last['request_file']} ({last['erased_at']:%Y-%m-%d %H:%M} UTC) purged the "
-                f"versions before {int(kept.min())} so that no copy of the erased data "
-                f"remains; time travel by date (as_of=) still covers every day")
-        raise ValueError(f"{name} version {version} no longer exists: the table's history "
-                         f"starts at version {int(kept.min())}")
-    if len(kept) and version > kept.max():
-        raise ValueError(f"{name} has no version {version} yet (latest: {int(kept.max())})")
-
-
 class IngestLog:
     """A root's ingest log, opened once for a run (which holds the root's lock: no other
     writer) rather than on every file's row; the sources' threads append one at a time."""
@@ -655,7 +623,8 @@ def compact(path: Path, table: DeltaTable) -> None:
         return
     doing = f"compacting {_where(path)}"
     with refused(path, doing):
-        table.optimize.compact(commit_properties=fenced(path, table, doing))
+        table.optimize.compact(commit_properties=fenced(path, table, doing),
+                               post_commithook_properties=KEEP_LOG)
     delta(path).create_checkpoint()
 
 

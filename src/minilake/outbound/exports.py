@@ -26,7 +26,7 @@ from tqdm import tqdm
 from minilake import storage
 from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
-from minilake.load import tables
+from minilake.load import history, tables
 from minilake.sources import SOURCES
 
 FORMATS = ("avro", "parquet", "csv")
@@ -116,7 +116,7 @@ def export(table: str, out: str | Path | None = None, *, format: str = "avro",
         raise FileNotFoundError(f"no table {table!r} under {layout.root / 'tables'} "
                                 f"(tables: {', '.join(known) or 'none yet'})")
     if version is not None:
-        tables.check_version_kept(layout, table, path, version)
+        history.check_version_kept(layout, table, path, version)
     data = tables.dataset(path, version)
     schema = _schema(table, data)
     where = _filter(as_of, current)

@@ -7,7 +7,9 @@ installed or loaded), so DuckDB scans them with its filters pushed down. Names:
 - ``customer_as_of('YYYY-MM-DD')`` … (table macros): the versions valid on that date, exactly
   ``read_table(name, as_of=…)``;
 - the marts ``customer_monthly``, ``product_monthly``, ``daily_sales``; ``ingest_log``,
-  ``pull_log``, ``erasure_log``.
+  ``pull_log``, ``erasure_log``;
+- ``known_at=T`` (``--known-at``): every table as it stood at time T, so a query reads what the
+  lake said then (``customer_as_of(D)`` at T: business date D as known at T).
 
 Read-only: one statement, a ``SELECT`` (or ``EXPLAIN``); anything else is refused with a
 one-line reason before it runs. External access (files, network) and configuration changes are
@@ -16,12 +18,13 @@ switched off for the query.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pandas as pd
 
 from minilake.layout import Layout
-from minilake.load import tables
+from minilake.load import history, tables
 from minilake.sources import SOURCES
 
 MARTS = ("customer_monthly", "product_monthly", "daily_sales")
@@ -32,8 +35,11 @@ class Refused(ValueError):
     """A statement that would write, or not one statement."""
 
 
-def connect(root: str | Path = "."):
-    """A DuckDB connection with the root's tables, views and macros, locked read-only."""
+def connect(root: str | Path = ".", known_at: dt.datetime | dt.date | str | None = None):
+    """A DuckDB connection with the root's tables, views and macros, locked read-only; with
+    ``known_at``, every table as it stood then (its last version committed by that time; a
+    date means the end of that day, UTC), so ``customer_as_of(D)`` is what the lake said
+    then about date D."""
     import duckdb
 
     layout = Layout.of(root)
@@ -46,7 +52,12 @@ def connect(root: str | Path = "."):
     for name, path in named.items():
         if not tables.exists(path):
             continue
-        data = tables.dataset(path)
+        version = None
+        if known_at is not None:
+            version = history.version_known_at(layout, name, path, known_at)
+            if version is None:                 # not made yet at that time
+                continue
+        data = tables.dataset(path, version)
         con.register(f"_{name}", data)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}")
         if name in SOURCES:
@@ -74,11 +85,13 @@ def check_read_only(con, query: str) -> None:
         raise Refused(f"read-only: a {kind.name} statement is refused (only SELECT runs here)")
 
 
-def sql(query: str, root: str | Path = ".") -> pd.DataFrame:
-    """Run one read-only query over the root's tables; the result as a DataFrame."""
+def sql(query: str, root: str | Path = ".",
+        known_at: dt.datetime | dt.date | str | None = None) -> pd.DataFrame:
+    """Run one read-only query over the root's tables (as they stood at ``known_at``, if
+    given); the result as a DataFrame."""
     import duckdb
 
-    con = connect(root)
+    con = connect(root, known_at)
     try:
         check_read_only(con, query)
         try:
