@@ -17,6 +17,7 @@ by business date and by the time something was known, with each version's lineag
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from pathlib import Path
 
@@ -45,11 +46,24 @@ def _name(path: Path) -> str:
     return str(path).rsplit("/tables/", 1)[-1]
 
 
+MARK = ".history-policy.json"      # under tables/: the policy every table was brought to
+
+
 def bring_to_policy(layout: Layout) -> list[str]:
     """Set the root's policy on every table that does not carry it (made by an earlier
     minilake, or before the policy changed): a metadata-only commit each, fenced like any
-    other. Returns the line that says so, or none."""
+    other. Returns the line that says so, or none.
+
+    Tables are made with the policy, so once every table carries it a mark says so, and a run
+    opens no table to check again until the policy changes (or the mark goes)."""
     wanted = policy.of(layout.root)
+    mark = layout.root / "tables" / MARK
+    said = json.dumps({"keep_days": wanted.keep_days})
+    try:
+        if mark.read_text(encoding="utf-8") == said:
+            return []
+    except FileNotFoundError:
+        pass
     brought = []
     for path in all_tables(layout):
         table = tables.delta(path)
@@ -61,6 +75,7 @@ def bring_to_policy(layout: Layout) -> list[str]:
                 wanted.properties(), commit_properties=tables.fenced(path, table, doing),
                 post_commithook_properties=tables.KEEP_LOG)
         brought.append(_name(path))
+    storage.write_bytes(mark, said.encode("utf-8"))
     if not brought:
         return []
     return [f"history: {len(brought)} table(s) brought to the root's policy "
@@ -208,8 +223,14 @@ def version_known_at(layout: Layout, name: str, path: Path,
     return None
 
 
-def _as_date(value: dt.date | str) -> dt.date:
+def as_date(value: dt.date | str) -> dt.date:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def valid_on(day: dt.date | str) -> pc.Expression:
+    """The versions valid on ``day`` (SPEC §4): ``effective_from <= day < expiry_date``."""
+    day = pa.scalar(as_date(day), pa.date32())
+    return (pc.field("effective_from") <= day) & (pc.field("expiry_date") > day)
 
 
 def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path = ".",
@@ -236,10 +257,7 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
                           .empty_table()).to_pandas()
     elif version is not None:
         check_version_kept(layout, name, path, version)
-    where = None
-    if as_of is not None:
-        day = pa.scalar(_as_date(as_of), pa.date32())
-        where = (pc.field("effective_from") <= day) & (pc.field("expiry_date") > day)
+    where = None if as_of is None else valid_on(as_of)
     return _typed(name, tables.dataset(path, version).to_table(filter=where)).to_pandas()
 
 

@@ -83,15 +83,14 @@ def _schema(name: str, data: ds.Dataset) -> pa.Schema:
 
 def _filter(as_of: dt.date | str | None, current: bool) -> pc.Expression | None:
     if as_of is not None:
-        day = pa.scalar(tables._as_date(as_of), pa.date32())
-        return (pc.field("effective_from") <= day) & (pc.field("expiry_date") > day)
+        return history.valid_on(as_of)
     if current:
         return pc.field("is_current") == True  # noqa: E712  (an Arrow expression)
     return None
 
 
 def _default_out(layout: Layout, table: str, fmt: str, as_of, version, current) -> Path:
-    tag = (f"_as_of_{tables._as_date(as_of).isoformat()}" if as_of is not None
+    tag = (f"_as_of_{history.as_date(as_of).isoformat()}" if as_of is not None
            else "_current" if current else "")
     tag += f"_v{version}" if version is not None else ""
     return layout.root / "exports" / f"{table}{tag}.{fmt}"
