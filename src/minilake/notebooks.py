@@ -37,6 +37,7 @@ def execute(path: str | Path, root: str | Path = ".", out: str | Path | None = N
 
     path = path if hasattr(path, "read_text") else Path(path)
     notebook = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    erased = _erasures(root) if out is not None else 0
     with tempfile.TemporaryDirectory(prefix="minilake-kernel-") as sockets, \
             _environment(MINILAKE_ROOT=str(root)):
         workdir = str(root) if storage.is_local(root) else sockets
@@ -59,16 +60,39 @@ def execute(path: str | Path, root: str | Path = ".", out: str | Path | None = N
                 verdicts += [line for line in output["text"].splitlines() if VERDICT.match(line)]
     if out is not None:
         out = out if hasattr(out, "joinpath") else Path(out)
+        if not _save(notebook, path, out, root, erased):
+            errors.append("not saved: an erasure request was applied while the notebook ran, "
+                          "so its outputs may show erased data; run it again")
+    return Executed(notebook, verdicts, errors)
+
+
+def _erasures(root) -> int:
+    """How many erasure-log rows the root has (0 without one)."""
+    from minilake.layout import Layout
+    from minilake.load import tables
+
+    return len(tables.read_erasure_log(Layout.of(root)))
+
+
+def _save(notebook, path: Path, out, root, erased: int) -> bool:
+    """Save the executed notebook and its HTML export, holding the root (no erasure can
+    run meanwhile), unless an erasure was applied while it ran (False)."""
+    import logging
+
+    from nbconvert import HTMLExporter
+
+    from minilake import storage
+    from minilake.layout import Layout
+    from minilake.lock import hold
+
+    with hold(Layout.of(root).root, "workbook"):
+        if _erasures(root) != erased:
+            return False
         storage.write_bytes(out / path.name, nbformat.writes(notebook).encode("utf-8"))
-        import logging
-
-        from nbconvert import HTMLExporter
-
         logging.getLogger("traitlets").setLevel(logging.ERROR)   # "alternative text missing"
-
         html, _ = HTMLExporter().from_notebook_node(notebook)
         storage.write_bytes(out / path.with_suffix(".html").name, html.encode("utf-8"))
-    return Executed(notebook, verdicts, errors)
+    return True
 
 
 @contextlib.contextmanager

@@ -303,19 +303,48 @@ def listing(folder: UPath | Path, pattern: str = "*") -> list[tuple[UPath | Path
     matching ``pattern`` (none if it is not there), sorted: one listing request on S3, not one
     per file."""
     if is_local(folder):
-        folder = Path(folder)
-        if not folder.is_dir():
-            return []
         out = []
-        for p in sorted(folder.glob(pattern)):
-            st = p.stat()
+        for path, st in _entries(Path(folder), pattern):
             if stat_module.S_ISREG(st.st_mode):
-                out.append((p, st.st_size, st.st_mtime_ns))
+                out.append((path, st.st_size, st.st_mtime_ns))
         return out
     found = folder.fs.glob(f"{folder.path}/{pattern}", detail=True)
     return sorted((folder.joinpath(name.rsplit("/", 1)[-1]), int(info["size"]),
                    _mtime_ns(info)) for name, info in found.items()
                   if info.get("type") == "file")
+
+
+def _entries(folder: Path, pattern: str = "*") -> list[tuple[Path, os.stat_result]]:
+    """The entries directly in a local ``folder`` matching ``pattern``, sorted, each with
+    its own status (``lstat``: a symbolic link is not followed, so a link pointing outside
+    the root, a dangling one or a loop is seen as the link it is)."""
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.glob(pattern)):
+        try:
+            out.append((path, path.lstat()))
+        except FileNotFoundError:           # gone since the listing
+            continue
+    return out
+
+
+def irregular(folder: UPath | Path, pattern: str = "*") -> list[tuple[UPath | Path, str]]:
+    """The entries directly in ``folder`` that are not regular files, and what each is (a
+    symbolic link, a folder, a FIFO, a socket, a device): minilake reads only regular files
+    inside the root, and follows no link."""
+    if not is_local(folder):
+        found = folder.fs.glob(f"{folder.path}/{pattern}", detail=True)
+        return sorted((folder.joinpath(name.rsplit("/", 1)[-1]), "folder")
+                      for name, info in found.items() if info.get("type") == "directory")
+    kinds = [(stat_module.S_ISLNK, "symbolic link"), (stat_module.S_ISDIR, "folder"),
+             (stat_module.S_ISFIFO, "FIFO"), (stat_module.S_ISSOCK, "socket"),
+             (stat_module.S_ISCHR, "character device"), (stat_module.S_ISBLK, "block device")]
+    out = []
+    for path, st in _entries(Path(folder), pattern):
+        if not stat_module.S_ISREG(st.st_mode):
+            out.append((path, next((k for test, k in kinds if test(st.st_mode)), "special file")))
+    return out
 
 
 def files(folder: UPath | Path, pattern: str = "*") -> list[UPath | Path]:
@@ -325,9 +354,14 @@ def files(folder: UPath | Path, pattern: str = "*") -> list[UPath | Path]:
 
 def tree(folder: UPath | Path) -> list[UPath | Path]:
     """Every file under ``folder``, sorted (none if it is not there)."""
-    if is_local(folder):
-        folder = Path(folder)
-        return sorted(p for p in folder.rglob("*") if p.is_file())
+    if is_local(folder):              # regular files only; no link followed (os.walk's default)
+        found = []
+        for base, _, names in os.walk(folder):
+            for name in names:
+                path = Path(base) / name
+                if stat_module.S_ISREG(path.lstat().st_mode):
+                    found.append(path)
+        return sorted(found)
     names = folder.fs.find(folder.path, withdirs=False, detail=False)
     return sorted(folder.joinpath(n[len(folder.path):].lstrip("/")) for n in names)
 

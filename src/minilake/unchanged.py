@@ -28,7 +28,7 @@ def _files(base: Path) -> list[list]:
     for folder, _, names in os.walk(base):
         for name in names:
             path = os.path.join(folder, name)
-            stat = os.stat(path)
+            stat = os.lstat(path)            # a link is what it is, followed nowhere
             found.append([os.path.relpath(path, base), stat.st_size, stat.st_mtime_ns])
     return sorted(found)
 

@@ -32,6 +32,7 @@ class SplitResult:
     unmatched: list[Path] = field(default_factory=list)      # no source's pattern
     dropped: list[Path] = field(default_factory=list)        # identical to their archived copy
     superseded: list[tuple[Path, Path]] = field(default_factory=list)  # (archived, kept as)
+    refused: list[tuple[Path, str]] = field(default_factory=list)   # not regular files: what
 
     def lines(self) -> list[str]:
         out = [f"split: {len(self.moved)} file(s) archived"]
@@ -40,6 +41,9 @@ class SplitResult:
         out += [f"split: {p.name} was delivered again, identical to archive/{p.parent.name}/"
                 f"{p.name}; dropped from landing_zone/" for p in self.dropped]
         out += [f"split: {p.name} matches no source; left in landing_zone/" for p in self.unmatched]
+        out += [f"split: {p.name} is a {kind}, not a regular file; left in landing_zone/ "
+                f"(minilake reads only regular files inside the root, and follows no link)"
+                for p, kind in self.refused]
         return out
 
 
@@ -64,6 +68,10 @@ def split(root: str | Path = ".") -> SplitResult:
 
 def _split(layout: Layout) -> SplitResult:
     result = SplitResult()
+    for path, kind in storage.irregular(layout.landing):
+        if not path.name.startswith("."):
+            log.info("%s: a %s, not a regular file; left in landing_zone/", path.name, kind)
+            result.refused.append((path, kind))
     for path in storage.files(layout.landing):
         if path.name.startswith("."):
             continue
@@ -172,6 +180,11 @@ def land_sample(root: str | Path = ".", sample: str = "broken_day") -> list[str]
     """Copy ``samples/<sample>/`` into landing_zone/ (files already archived identically are
     not copied again); return the names of the sample's files."""
     layout = Layout.of(root)
+    with hold(layout.root, "land_sample"):
+        return _land_sample(layout, sample)
+
+
+def _land_sample(layout: Layout, sample: str) -> list[str]:
     folder = layout.root / "samples" / sample
     found = storage.files(folder)
     if not found:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,10 +83,18 @@ def _to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
 
 # pyarrow's own default: a file is parsed in blocks of this many bytes, on several threads.
 BLOCK_SIZE = 1 << 20
+# The longest row (or field) a file may hold: a row longer than a block is parsed again in
+# blocks of up to this many bytes, and a longer one makes the file unreadable, rather than
+# one block of the whole file (a 2 GB file without a line end once took 10.7 GB).
+MAX_ROW_BYTES = int(os.environ.get("MINILAKE_MAX_ROW_MB", "64")) << 20
+# The deepest nesting of arrays and objects a JSON file may hold (a record is two levels):
+# checked before parsing, so that no parser's recursion limit is ever reached.
+MAX_JSON_DEPTH = int(os.environ.get("MINILAKE_MAX_JSON_DEPTH", "64"))
 # How far behind the block being handed out (and at least two blocks) the parser's threads are
 # done with a file's bytes: their values are copied out.
 PARSED_BEHIND = 64 << 20
 CR, LF = ord("\r"), ord("\n")
+NUL = b"\0"
 
 
 class _WholeLineEnds:
@@ -160,9 +169,17 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
         try:
             table = parse(block_size)
         except pa.ArrowInvalid as error:
-            if "straddles" not in str(error) and "cannot infer" not in str(error):
+            if not _row_too_long(error):
                 raise                                 # not a row longer than a block
-            table = parse(min(size + 1, 2**31 - 1))
+            longest = max(block_size, MAX_ROW_BYTES)
+            try:
+                table = parse(min(size + 1, longest, 2**31 - 1))
+            except pa.ArrowInvalid as again:
+                if _row_too_long(again):
+                    raise UnreadableFile(
+                        f"a row longer than {longest >> 20} MB, the longest minilake reads "
+                        f"(MINILAKE_MAX_ROW_MB)") from None
+                raise
     except pa.ArrowInvalid as error:
         raise UnreadableFile(str(error).splitlines()[0][:300]) from None
     if header:
@@ -175,8 +192,14 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
     return TextFrame(_to_frame(table, columns), malformed)
 
 
+def _row_too_long(error: pa.ArrowInvalid) -> bool:
+    return "straddles" in str(error) or "cannot infer" in str(error)
+
+
 def _require_utf8(path: Path, mapped: storage.Mapped, block_size: int) -> None:
-    """Raise UnreadableFile naming the line and byte where the file stops being UTF-8.
+    """Raise UnreadableFile naming the line and byte where the file stops being text: not
+    UTF-8, or a NUL byte (no delivery format holds one; a file of zeros, a sparse hole, is
+    refused at its first block instead of being parsed as one endless row).
 
     Checked before parsing: a row pyarrow cannot decode would otherwise fail inside its
     invalid-row callback. Arrow validates the memory-mapped file as strings of sixteen blocks
@@ -192,6 +215,11 @@ def _require_utf8(path: Path, mapped: storage.Mapped, block_size: int) -> None:
         for _ in range(3):      # a character's other bytes (10xxxxxx) stay with its first
             if end < len(data) and octets[end] & 0xC0 == 0x80:
                 end += 1
+        if octets[start:end].min() == 0:
+            at = start + int(octets[start:end].argmin())
+            line = int(np.count_nonzero(octets[:at] == LF)) + 1 if at < 1 << 28 else None
+            where = f"line {line} (byte {at})" if line else f"byte {at}"
+            raise UnreadableFile(f"not a text file: a NUL byte at {where}")
         piece = pa.LargeStringArray.from_buffers(
             1, pa.array([0, end - start], pa.int64()).buffers()[1], data.slice(start, end - start))
         try:
@@ -260,10 +288,47 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
     return record if len(record) == len(pairs) else _Repeated(pairs)
 
 
-def parse_json(text: str, *, exact: bool) -> object:
+class TooDeep(json.JSONDecodeError):
+    """JSON nested deeper than ``MAX_JSON_DEPTH`` levels."""
+
+
+_ALL_BUT_BRACKETS_AND_QUOTES = bytes(b for b in range(256) if b not in b'"[]{}')
+OPENING = np.zeros(256, dtype=np.int8)
+OPENING[[ord("["), ord("{")]] = 1
+OPENING[[ord("]"), ord("}")]] = -1
+
+
+def json_depth(text: str | bytes) -> int:
+    """How deeply arrays and objects nest in a JSON document, found without parsing it (no
+    recursion, at the speed of a copy): escaped backslashes and quotes dropped, every byte
+    but quotes and brackets dropped, brackets inside strings (between an odd and an even
+    quote) dropped, then the highest running count of the rest."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    kept = np.frombuffer(data.translate(None, _ALL_BUT_BRACKETS_AND_QUOTES), dtype=np.uint8)
+    if not len(kept):
+        return 0
+    quotes = kept == ord('"')
+    outside = (np.cumsum(quotes) % 2 == 0) & ~quotes
+    steps = OPENING[kept[outside]]
+    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+
+
+def check_json_depth(text: str | bytes) -> None:
+    """Raise :class:`TooDeep` if ``text`` nests deeper than ``MAX_JSON_DEPTH`` levels."""
+    if (depth := json_depth(text)) > MAX_JSON_DEPTH:
+        raise TooDeep(f"nested {depth} levels deep, more than the {MAX_JSON_DEPTH} minilake "
+                      f"reads (MINILAKE_MAX_JSON_DEPTH)", "", 0)
+
+
+def parse_json(text: str, *, exact: bool, depth_checked: bool = False) -> object:
     """Numbers come back as their literal text: as ``str`` (fast: the whole file's) or, with
     ``exact``, as :class:`_Number`, which also says that they were numbers (five times slower:
-    only to describe the records that cannot be read)."""
+    only to describe the records that cannot be read). :class:`TooDeep` past
+    ``MAX_JSON_DEPTH`` levels of nesting."""
+    if not depth_checked:
+        check_json_depth(text)
     number = _Number if exact else str
     return json.loads(text, parse_float=number, parse_int=number, parse_constant=number,
                       object_pairs_hook=_object)
@@ -307,12 +372,15 @@ def _scalar_text(value: object) -> str | None:
     return value
 
 
-def _problem(record: object, columns: list[str]) -> str:
+def _problem(record: object, columns: list[str], aliases: dict[str, str]) -> str:
     """Why a record of an exact parse cannot be a row ('' when it can)."""
     if not isinstance(record, dict):
         return f"not an object but {json_kind(record)}"
     if isinstance(record, _Repeated):
         return "repeated key " + ", ".join(map(repr, record.repeated))
+    unknown = [k for k in record if k not in columns and k not in aliases]
+    if unknown:
+        return "unexpected key " + ", ".join(map(repr, unknown))
     bad = [c for c in columns if _scalar_text(record.get(c)) is None]
     nested = [c for c in bad if isinstance(record.get(c), dict | list)]
     if nested:
@@ -342,19 +410,30 @@ def read_json_array(path: Path, columns: list[str], *, aliases: dict[str, str] |
     """A JSON array of flat objects; a missing key reads as empty text, a number as the text
     it was written as. Objects that cannot be rows (not an object, a key twice, a nested
     value) are malformed rows for the error report. ``aliases`` are other spellings of a key
-    (``customer-id`` for ``customer_id``); with ``absent_ok`` a key no object has is no
-    fault (every column optional, as in an erasure request)."""
+    (``customer-id`` for ``customer_id``); with ``absent_ok`` every key is optional and an
+    object with a key of no column is a malformed row (one entry of an erasure request, not
+    the file: the others are still applied); without it, such a key is an unreadable file."""
     if storage.stat(path)[0] == 0:
         raise UnreadableFile("empty file")
+    with path.open("rb") as handle:          # a file of zeros (a sparse hole) is not read whole
+        head = handle.read(1 << 16)
+    if (at := head.find(NUL)) >= 0:
+        raise UnreadableFile(f"not a text file: a NUL byte at byte {at}")
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-        records = parse_json(text, exact=False)
+        data = path.read_bytes()
+        check_json_depth(data)
+        text = data.decode("utf-8-sig")
+        del data
+        records = parse_json(text, exact=False, depth_checked=True)
     except UnicodeDecodeError as error:
         raise UnreadableFile(f"not UTF-8: {error.reason} at byte {error.start}") from None
+    except TooDeep as error:
+        raise UnreadableFile(f"JSON {error.msg}") from None
     except json.JSONDecodeError as error:
         raise UnreadableFile(f"not JSON: {error.msg} (line {error.lineno})") from None
     if not isinstance(records, list):
-        raise UnreadableFile(f"not a JSON array but {json_kind(parse_json(text, exact=True))}")
+        raise UnreadableFile(f"not a JSON array but "
+                             f"{json_kind(parse_json(text, exact=True, depth_checked=True))}")
     if not records:
         return TextFrame(pd.DataFrame({c: pd.Series([], dtype=TEXT) for c in columns}))
     for alias, key in (aliases or {}).items():
@@ -362,14 +441,18 @@ def read_json_array(path: Path, columns: list[str], *, aliases: dict[str, str] |
             if type(record) is dict and alias in record and key not in record:
                 record[key] = record.pop(alias)
     keys = list(dict.fromkeys(k for r in records if isinstance(r, dict) for k in r))
-    _check_columns(keys + [c for c in columns if c not in keys] if absent_ok else keys,
-                   columns, "key")
-    unreadable = {i for i, r in enumerate(records) if type(r) is not dict}
+    if absent_ok:
+        unreadable = {i for i, r in enumerate(records)
+                      if type(r) is not dict or any(k not in columns for k in r)}
+    else:
+        _check_columns(keys, columns, "key")
+        unreadable = {i for i, r in enumerate(records) if type(r) is not dict}
     table = pa.table({c: _json_column(records, c, unreadable) for c in columns})
     if not unreadable:
         return TextFrame(_to_frame(table, columns))
-    exact = parse_json(text, exact=True)
-    malformed = [Malformed(i + 1, json_text(exact[i])[:1000], _problem(exact[i], columns))
+    exact = parse_json(text, exact=True, depth_checked=True)
+    malformed = [Malformed(i + 1, json_text(exact[i])[:1000],
+                           _problem(exact[i], columns, aliases or {}))
                  for i in sorted(unreadable)]
     if len(unreadable) == len(records):
         raise UnreadableFile(f"no record can be read: record 1: {malformed[0].problem}")

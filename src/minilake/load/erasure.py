@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 
 from minilake import storage
 from minilake.crashpoints import crashpoint
-from minilake.inbound.readers import TEXT, TextFrame
+from minilake.inbound.readers import TEXT, TextFrame, check_json_depth
 from minilake.layout import Layout
 from minilake.load import tables
 from minilake.load.validate import validate
@@ -261,6 +261,7 @@ def scrub_json(text: str, ids: set[int]) -> str:
     erased; every other character as it was."""
     if not ids or not any(str(i) in text for i in ids):
         return text
+    check_json_depth(text)          # (a JSONDecodeError) before the parser's recursion
     hits = []
     for members in json_members(text):
         by_key = {m[0]: m for m in members}
@@ -284,10 +285,13 @@ def scrub_json(text: str, ids: set[int]) -> str:
 # --- where a customer's raw rows lie ----------------------------------------------------------
 
 def raw_customer_files(layout: Layout) -> list[Path]:
-    """Every raw customer file under the root: archived (superseded copies too) and
-    quarantined."""
+    """Every raw file under the root that may hold a customer's row: the customer files
+    archived (superseded copies too) and quarantined, and every file waiting in the landing
+    zone whatever its name (one that matches no source stays there, and may be a customer
+    export under another name)."""
     out = []
-    for folder in (layout.archive(CUSTOMER.name), layout.quarantine(CUSTOMER.name)):
+    for folder in (layout.archive(CUSTOMER.name), layout.quarantine(CUSTOMER.name),
+                   layout.landing):
         out += [p for p in storage.files(folder)
                 if not p.name.endswith(".reason.txt") and not p.name.startswith(".")]
     return out
@@ -396,6 +400,12 @@ class Plan:
     files: list[dict] = field(default_factory=list)        # {target, staged, sha256}
     versions: dict[str, int] = field(default_factory=dict)  # id -> its table versions
     unmatched: int = 0                            # emails that named nobody
+    found: list[int] = field(default_factory=list)   # ids some raw row or version holds
+
+    @property
+    def anyone(self) -> bool:
+        """Whether the request names anyone the root holds: else it changes nothing."""
+        return bool(self.found)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -429,25 +439,34 @@ def plan(layout: Layout, request: str, ids: set[int], emails: set[str]) -> Plan:
     folder = staging(layout, request)
     storage.remove_tree(folder)
     storage.mkdirs(folder)
-    files = []
-    for n, path in enumerate(raw_customer_files(layout)):
-        new = scrub_file(path, everyone)
-        if new is None:
-            continue
-        staged = folder / f"{n:05d}"
-        storage.write_bytes(staged, new)
-        files.append({"target": path.relative_to(layout.root).as_posix(), "staged": staged.name,
-                      "sha256": hashlib.sha256(new).hexdigest()})
     counts: dict[str, int] = {}
     path = layout.table(CUSTOMER.name)
     if tables.exists(path) and everyone:
         held = tables.dataset(path).to_table(columns=["customer_id"]).column("customer_id")
         held = held.filter(pc.is_in(held, value_set=pa.array(sorted(everyone), pa.int64())))
         counts = {str(k): int(v) for k, v in pd.Series(held.to_numpy()).value_counts().items()}
+    found = {i for i in everyone if counts.get(str(i))}
+    values = personal_values(layout, everyone)
+    files = []
+    for n, path in enumerate(raw_customer_files(layout)):
+        new = scrub_file(path, everyone)
+        target = path.relative_to(layout.root).as_posix()
+        if new is None:         # a file that cannot be rewritten field by field (quarantined
+            #                     or waiting, not read by minilake) goes if it holds the data
+            if path.parent.parent != layout.root / "archive" and _holds(path, values):
+                files.append({"target": target, "staged": None, "sha256": None})
+                found |= {i for i in everyone if str(i).encode() in path.read_bytes()}
+            continue
+        old = path.read_bytes()
+        found |= {i for i in everyone if str(i).encode() in old}
+        staged = folder / f"{n:05d}"
+        storage.write_bytes(staged, new)
+        files.append({"target": target, "staged": staged.name,
+                      "sha256": hashlib.sha256(new).hexdigest()})
     result = Plan(request, sorted(everyone), how,
-                  {e: sorted(found) for e, found in resolved.items()}, files,
+                  {e: sorted(named) for e, named in resolved.items()}, files,
                   {str(i): counts.get(str(i), 0) for i in everyone},
-                  sum(1 for found in resolved.values() if not found))
+                  sum(1 for named in resolved.values() if not named), sorted(found))
     with storage.publish(folder / "manifest.json", "w", encoding="utf-8") as out:
         out.write(result.to_json())
         crashpoint("erasure.before_manifest")
@@ -459,11 +478,25 @@ def put_in_place(layout: Layout, plan: Plan) -> None:
     gone; on S3 a copy, then a delete of the staged one: a crash between copies it again)."""
     folder = staging(layout, plan.request)
     for entry in plan.files:
+        if entry["staged"] is None:          # no customer file: nothing to rewrite it by
+            target = layout.root / entry["target"]
+            if target.exists():
+                storage.remove(target)
+                log.warning("erasure %s: removed %s: it held an erased customer's data and is "
+                            "no customer file minilake can rewrite field by field",
+                            plan.request, entry["target"])
+            continue
         staged = folder / entry["staged"]
         if staged.exists():
             storage.move(staged, layout.root / entry["target"])
             log.info("erasure %s: rewrote %s", plan.request, entry["target"])
             crashpoint("erasure.file_replaced")
+
+
+def _holds(path: Path, values: list[bytes]) -> bool:
+    """Whether a file's bytes hold one of an erased customer's personal ``values``."""
+    data = path.read_bytes()
+    return any(v in data for v in values)
 
 
 def purge_history(path: Path) -> int:

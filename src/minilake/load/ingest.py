@@ -188,7 +188,10 @@ def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _deliveries(layout: Layout, source: Source, ledger: Ledger) -> list[Delivery]:
-    """A source's archived files, in file-date order."""
+    """A source's archived files, in file-date order (regular files only: anything else put
+    there is said and left alone, never read)."""
+    for path, kind in storage.irregular(layout.archive(source.name)):
+        log.warning("%s/%s: a %s, not a regular file; not read", source.name, path.name, kind)
     files = [item for item in storage.listing(layout.archive(source.name))
              if source.file_date(item[0].name)]
 
@@ -590,7 +593,14 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
         plan = erasure.plan(layout, name, ids, emails)
         crashpoint("erasure.planned")
     outcomes = []
-    if plan is not None and not len(logged):
+    if plan is not None and not len(logged) and not plan.anyone:
+        # nobody it names is known: nothing to rewrite, rebuild or purge (the ids are
+        # logged all the same, so that a later delivery of them is stored erased)
+        log.warning("erasure %s: nobody it names is known under the root; nothing changed",
+                    name)
+        _log_erasure(layout, plan, None)
+        crashpoint("erasure.logged")
+    elif plan is not None and not len(logged):
         erasure.put_in_place(layout, plan)
         ids = set(plan.ids)
         said = erasure.scrub_outputs(layout, ids, erasure.personal_values(layout, ids))
@@ -620,15 +630,7 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
             if tables.exists(layout.table("marts") / mart):
                 erasure.purge_history(layout.table("marts") / mart)
         crashpoint("erasure.marts_purged")
-        now = dt.datetime.now(dt.UTC)
-        rows = [{"request_file": name, "customer_id": i, "named_by": plan.how.get(str(i), ""),
-                 "versions_rewritten": plan.versions.get(str(i), 0),
-                 "files_rewritten": len(plan.files), "history_from_version": kept,
-                 "erased_at": now} for i in plan.ids]
-        rows += [{"request_file": name, "customer_id": None, "named_by": "email (no match)",
-                  "versions_rewritten": 0, "files_rewritten": 0, "history_from_version": kept,
-                  "erased_at": now}] * plan.unmatched
-        tables.append_erasure_log(layout, rows)
+        _log_erasure(layout, plan, kept)
         crashpoint("erasure.logged")
     resolved = {e: set(found) for e, found in plan.resolved.items()} if plan else {}
     text = delivery.path.read_text(encoding="utf-8-sig")
@@ -644,13 +646,41 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
     outcome = FileOutcome(source.name, name, "applied", rows_read=checked.rows_read,
                           rows_loaded=checked.rows.good.num_rows,
                           rows_rejected=checked.rows.rows_rejected,
-                          note=f"{len(plan.ids) if plan else 0} customer(s) erased")
+                          note=_erased_note(plan))
     _write_atomically(checked.rows.bad, layout.error_report(source.name,
                                                             source.report_stamp(name)))
     ingest_log.append([_log_row(source, final, outcome, checked.clock)])
     crashpoint("erasure.request_logged")
     storage.remove_tree(erasure.staging(layout, name))
     return outcomes + [outcome]
+
+
+def _log_erasure(layout: Layout, plan: erasure.Plan, kept: int | None) -> None:
+    """The request's rows of the erasure log: each id it named (and found, or not), each
+    email that named nobody; ids and counts only, never personal data (SPEC §9)."""
+    now = dt.datetime.now(dt.UTC)
+    found = set(plan.found)
+    rows = [{"request_file": plan.request, "customer_id": i,
+             "named_by": plan.how.get(str(i), "") + ("" if i in found else " (not found)"),
+             "versions_rewritten": plan.versions.get(str(i), 0),
+             "files_rewritten": len(plan.files) if i in found else 0,
+             "history_from_version": kept, "erased_at": now} for i in plan.ids]
+    rows += [{"request_file": plan.request, "customer_id": None, "named_by": "email (no match)",
+              "versions_rewritten": 0, "files_rewritten": 0, "history_from_version": kept,
+              "erased_at": now}] * plan.unmatched
+    tables.append_erasure_log(layout, rows)
+
+
+def _erased_note(plan: erasure.Plan | None) -> str:
+    """What a request did, for its line: how many customers it erased, and whom it named
+    that the root does not hold."""
+    if plan is None:
+        return "0 customer(s) erased"
+    unknown = len(plan.ids) - len(plan.found) + plan.unmatched
+    note = f"{len(plan.found)} customer(s) erased"
+    if unknown:
+        note += f"; {unknown} named nobody known"
+    return note + ("" if plan.anyone else "; nothing changed")
 
 
 def _scrub_later_deliveries(layout: Layout, ledger: Ledger) -> None:

@@ -27,6 +27,7 @@ from minilake import storage
 from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
 from minilake.load import history, tables
+from minilake.lock import hold
 from minilake.sources import SOURCES
 
 FORMATS = ("avro", "parquet", "csv")
@@ -108,6 +109,16 @@ def export(table: str, out: str | Path | None = None, *, format: str = "avro",
     if as_of is not None and current:
         raise ValueError("--as-of and --current exclude each other (as of a date, or now)")
     layout = Layout.of(root)
+    # holding the root: no erasure (SPEC §9) can rewrite the table, nor the exports it scrubs,
+    # while this export reads the one and writes the other
+    with hold(layout.root, "export"):
+        return _export(layout, table, out, format, as_of, version, current, batch_rows,
+                       progress)
+
+
+def _export(layout: Layout, table: str, out: str | Path | None, format: str,
+            as_of: dt.date | str | None, version: int | None, current: bool,
+            batch_rows: int, progress: bool | None) -> ExportResult:
     path = layout.table(table)
     if table.startswith(".") or not tables.exists(path):
         known = sorted(p.name for p in (layout.root / "tables").glob("*")

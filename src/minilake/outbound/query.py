@@ -19,6 +19,7 @@ switched off for the query.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -80,9 +81,20 @@ def check_read_only(con, query: str) -> None:
         raise Refused(f"not SQL DuckDB can read: {str(error).splitlines()[0]}") from None
     if len(statements) != 1:
         raise Refused(f"one statement at a time, read-only: got {len(statements)}")
-    kind = statements[0].type
-    if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+    kind, text = statements[0].type, statements[0].query
+    if kind == duckdb.StatementType.EXPLAIN:       # runs what it explains, with ANALYZE
+        explained = _EXPLAIN.match(text)
+        inner = con.extract_statements(text[explained.end():]) if explained else []
+        if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
+            what = inner[0].type.name if len(inner) == 1 else "statement"
+            raise Refused(f"read-only: EXPLAIN {what} is refused (only a SELECT may be "
+                          f"explained)")
+        return
+    if kind != duckdb.StatementType.SELECT:
         raise Refused(f"read-only: a {kind.name} statement is refused (only SELECT runs here)")
+
+
+_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(ANALY[SZ]E\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
 
 
 def sql(query: str, root: str | Path = ".",
