@@ -220,8 +220,13 @@ def test_time_travel_by_version_before_the_erasure_says_why(erased):
     with pytest.raises(ValueError, match=r"customer version \d+ no longer exists: the erasure "
                        r"requested by erasure_requests_20241014\.json"):
         minilake.read_table("customer", root=root, version=first)
-    kept = minilake.versions("customer", root)["version"]
-    assert kept.min() > max(erased["before"]["versions"])
+    listed = minilake.versions("customer", root)
+    kept, gone = listed[listed["kept"]], listed[~listed["kept"]]
+    assert kept["version"].min() > max(erased["before"]["versions"])
+    # the purged versions keep their lineage: the files each came from, and why it went
+    assert set(gone["version"]) == set(erased["before"]["versions"])
+    assert gone["note"].str.startswith("purged by the erasure requested by "
+                                       "erasure_requests_20241014.json").all()
 
 
 def test_rebuild_after_an_erasure_gives_the_same_tables(erased, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import shutil
 import subprocess
 import sys
@@ -27,17 +28,27 @@ PROTECTED = [("POST", "/jobs/run", {}), ("POST", "/jobs/pull", {"source": "sales
 
 
 class Server:
-    def __init__(self, root: Path, env: dict | None = None):
+    def __init__(self, root: Path, env: dict | None = None, start_within: float = 180):
         self.root = root
         self.process = subprocess.Popen(
             [sys.executable, "-m", "minilake", "serve", "--root", str(root), "--port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "MINILAKE_SERVER_TOKEN": TOKEN, **(env or {})})
-        first = self.process.stdout.readline()
-        assert first.startswith("minilake job server: serving"), self.process.stderr.read()
+        first = self.first_line(start_within)
         self.url = first.rsplit(" on ", 1)[1].strip()
         self.client = httpx.Client(base_url=self.url, timeout=120,
                                    headers={"Authorization": f"Bearer {TOKEN}"})
+
+    def first_line(self, deadline: float) -> str:
+        """The line naming the URL; a server that says nothing by the deadline (a loaded
+        machine is given plenty) or says something else fails the test with its stderr."""
+        said = select.select([self.process.stdout], [], [], deadline)[0]
+        first = self.process.stdout.readline() if said else ""
+        if not first.startswith("minilake job server: serving"):
+            self.process.kill()
+            pytest.fail(f"the job server did not come up within {deadline:g} s: stdout "
+                        f"{first!r}, stderr {self.process.communicate()[1][-2000:]!r}")
+        return first
 
     def stop(self) -> None:
         self.client.close()
