@@ -11,6 +11,47 @@ The HTTP client is httpx; retries are stamina's (exponential backoff with jitter
 the wait taken from ``Retry-After`` where the server gives one. The token comes from the
 environment only, travels in the ``Authorization`` header only, and is never part of a message,
 a log line or a file.
+
+The upstream is not trusted, since a broken or hostile API must not be able to exhaust the
+machine, hold a pull for ever or draw the token out. So:
+
+- a page is read as a stream, its ``Content-Encoding`` (gzip, deflate) undone by minilake a
+  bounded piece at a time, and the pull fails once a page holds more than ``page_bytes`` (before
+  or after decompression): a small gzip body can hold gigabytes, and httpx would inflate a whole
+  network read at once. A page that passes is parsed whole, which takes some eight times its
+  size, hence a default well below what a machine has;
+- a day takes at most ``max_pages`` pages, and a page identical to the one before it (same
+  bytes, records in it) is an error: an API that ignores ``page=`` would otherwise be pulled
+  for ever;
+- ``timeout`` is how long a connection or a read may wait for a byte, and the whole pull
+  (every page, read and retry wait) has ``max_seconds``, so that a server sending a byte now
+  and then fails too. The time left is checked before each request, after each read and
+  before each retry, and caps each request's timeout and each ``Retry-After``; when it is up,
+  a watchdog shuts the pull's connections down (a status line or headers sent a byte at a
+  time never reach a check between reads). A pull ends when its time is up, or after the
+  backoff wait under way then;
+- a message names the status and what minilake made of it, never the body or reason phrase
+  the server sent, and every form of the token (as sent, JSON-escaped, percent-encoded) in what
+  came back is replaced by ``[token]`` before it is written anywhere (scratch, landing zone,
+  quarantine), and out of httpx's and httpcore's log lines (which quote the status line and
+  headers the server sent): an upstream that echoes the request must not be able to put the
+  token in a file, a message or a log;
+- the next pull of a root removes scratch files a killed pull left in ``tables/.pull/``.
+
+Each bound has a default and an environment variable (read by :meth:`RetryPolicy.from_env`,
+what ``pull`` uses when it is given no policy, so also the command line and the job server):
+
+====================================  ===========  ============================================
+``MINILAKE_PULL_PAGE_BYTES``          67108864     bytes of one page, after decompression
+``MINILAKE_PULL_MAX_PAGES``           100000       pages of one day
+``MINILAKE_PULL_MAX_SECONDS``         3600         seconds of one pull, waits included
+``MINILAKE_PULL_READ_TIMEOUT``        30           seconds a read (or connect) waits for a byte
+``MINILAKE_PULL_ATTEMPTS``            6            attempts per page
+``MINILAKE_PULL_WAIT_INITIAL``        0.5          first retry wait, seconds (doubling)
+``MINILAKE_PULL_WAIT_MAX``            30           longest retry wait, seconds
+``MINILAKE_PULL_WAIT_JITTER``         0.5          random seconds added to a retry wait
+``MINILAKE_PULL_RETRY_AFTER_MAX``     120          longest ``Retry-After`` honoured, seconds
+====================================  ===========  ============================================
 """
 
 from __future__ import annotations
@@ -20,12 +61,20 @@ import email.utils
 import hashlib
 import json
 import logging
+import math
 import os
+import socket
 import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import TextIO
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import httpx
 import pandas as pd
@@ -46,9 +95,18 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "MINILAKE_API_TOKEN"
 URL_ENV = "MINILAKE_API_URL"
 RETRIED_STATUS = {429, 500, 502, 503, 504}
+REDACTED = "[token]"
+ACCEPTED = "gzip, deflate"            # the codings minilake undoes, a bounded piece at a time
+_PIECE = 1 << 20                      # the most one step of decompression makes
+_WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 # The page being fetched, and the attempts it gets, for the line said before each retry.
 _fetching: ContextVar[tuple[str, int]] = ContextVar("fetching", default=("a page", 0))
+# Scratch files that pulls of this process are writing: the root's lock is re-entrant within a
+# process, so holding it does not make every scratch file under it stale.
+_writing: set[Path] = set()
+# The tokens of the pulls under way, for the filter on httpx's and httpcore's log lines.
+_secrets: set[_Secret] = set()
 
 
 def _said(details: stamina.instrumentation.RetryDetails) -> None:
@@ -61,12 +119,34 @@ def _said(details: stamina.instrumentation.RetryDetails) -> None:
 stamina.instrumentation.set_on_retry_hooks([_said])
 
 
+class _Unquoted(logging.Filter):
+    """Takes the token of every pull under way out of httpx's and httpcore's log lines: they
+    quote the status line (httpx at INFO, what ``-v`` shows) and headers (httpcore at DEBUG)
+    the server sent, which an upstream echoing the request fills with the token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _secrets:
+            message = clean = record.getMessage()
+            for secret in list(_secrets):
+                clean = secret.text(clean)
+            if clean != message:
+                record.msg, record.args = clean, None
+        return True
+
+
+for _name in ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2",
+              "httpcore.proxy", "httpcore.socks"):
+    logging.getLogger(_name).addFilter(_Unquoted())
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard a pull tries: ``attempts`` per page, exponential waits from ``wait_initial``
-    to ``wait_max`` seconds (plus up to ``wait_jitter``), a server's ``Retry-After`` honoured
-    up to ``retry_after_max`` seconds (a longer one fails the pull at once, saying so), and
-    ``timeout`` seconds for each request."""
+    """How hard a pull tries, and how far it goes. ``attempts`` per page, exponential waits
+    from ``wait_initial`` to ``wait_max`` seconds (plus up to ``wait_jitter``), a server's
+    ``Retry-After`` honoured up to ``retry_after_max`` seconds (a longer one fails the pull at
+    once, saying so), ``timeout`` seconds for a connection or a read to make progress; at most
+    ``page_bytes`` bytes in a page (after decompression), ``max_pages`` pages in a day and
+    ``max_seconds`` for the whole pull. :meth:`from_env` reads each from the environment."""
 
     attempts: int = 6
     wait_initial: float = 0.5
@@ -74,6 +154,42 @@ class RetryPolicy:
     wait_jitter: float = 0.5
     retry_after_max: float = 120.0
     timeout: float = 30.0
+    page_bytes: int = 64 << 20
+    max_pages: int = 100_000
+    max_seconds: float = 3600.0
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """The defaults, each replaced by its ``MINILAKE_PULL_*`` variable where one is set
+        (the command line and the job server have no other way to be given them)."""
+        given = {}
+        for field in fields(cls):
+            name = ENV[field.name]
+            text = os.environ.get(name, "").strip()
+            if text:
+                given[field.name] = _setting(name, text, type(field.default),
+                                             zero=field.name.startswith(("wait", "retry")))
+        return cls(**given)
+
+
+ENV = {"attempts": "MINILAKE_PULL_ATTEMPTS", "wait_initial": "MINILAKE_PULL_WAIT_INITIAL",
+       "wait_max": "MINILAKE_PULL_WAIT_MAX", "wait_jitter": "MINILAKE_PULL_WAIT_JITTER",
+       "retry_after_max": "MINILAKE_PULL_RETRY_AFTER_MAX",
+       "timeout": "MINILAKE_PULL_READ_TIMEOUT", "page_bytes": "MINILAKE_PULL_PAGE_BYTES",
+       "max_pages": "MINILAKE_PULL_MAX_PAGES", "max_seconds": "MINILAKE_PULL_MAX_SECONDS"}
+
+
+def _setting(name: str, text: str, kind: type, zero: bool) -> int | float:
+    """One variable's value, or a one-line ValueError naming it (a typo must not mean no
+    bound at all)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = -1
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        whole = "whole " if kind is int else ""
+        raise ValueError(f"{name}={text!r}: not a {'' if zero else 'positive '}{whole}number")
+    return value
 
 
 class PullError(RuntimeError):
@@ -83,8 +199,8 @@ class PullError(RuntimeError):
 class _Busy(Exception):
     """A status worth retrying (429, 5xx), with the server's ``Retry-After`` in seconds."""
 
-    def __init__(self, status: int, phrase: str, retry_after: float | None):
-        super().__init__(f"{status} {phrase}")
+    def __init__(self, status: int, retry_after: float | None):
+        super().__init__(_status(status))
         self.status, self.retry_after = status, retry_after
 
 
@@ -94,6 +210,14 @@ class _BadPage(Exception):
     def __init__(self, body: bytes, why: str, retry: bool):
         super().__init__(why)
         self.body, self.why, self.retry = body, why, retry
+
+
+class _Undecodable(Exception):
+    """A body that does not decompress as its ``Content-Encoding`` says (cut short, perhaps:
+    worth another try)."""
+
+    def __init__(self, coding: str):
+        super().__init__(f"a body that is not the {coding} its Content-Encoding says")
 
 
 @dataclass
@@ -133,6 +257,15 @@ def shown(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def _status(code: int) -> str:
+    """A status in minilake's words: the code and its standard phrase, never the phrase the
+    server sent (which is the server's to fill, with anything)."""
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
@@ -149,26 +282,67 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _reason(error: BaseException) -> str:
-    """An exception as a few words (never the request's headers)."""
+    """An exception as a few words: never the request's headers, and never text the server
+    sent (h11 quotes a malformed status line in its message), so only a refused or failed
+    connection keeps its own text, which comes from this machine."""
     if isinstance(error, _Busy):
         return f"answered {error}"
     if isinstance(error, _BadPage):
         return error.why
+    if isinstance(error, _Undecodable):
+        return str(error)
     if isinstance(error, httpx.TimeoutException):
         return f"timed out ({type(error).__name__})"
-    text = str(error).splitlines()[0] if str(error) else ""
+    text = ((str(error).splitlines() or [""])[0] if isinstance(error, httpx.ConnectError)
+            else "")
     return f"{type(error).__name__}" + (f": {text}" if text else "")
 
 
+class _Secret:
+    """The token in each form an upstream might send it back in: as sent, JSON-escaped,
+    percent-encoded (and as Python quotes it in a log line). Whatever came from the API passes
+    through :meth:`bytes` or :meth:`text` before it is written anywhere."""
+
+    def __init__(self, *values: str):
+        forms = set()
+        for value in values:
+            forms |= {value, json.dumps(value)[1:-1], quote(value, safe=""),
+                      quote_plus(value, safe=""), repr(value.encode())[2:-1]}
+        self.forms = sorted((form for form in forms if form), key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        for form in self.forms:
+            if form in text:
+                text = text.replace(form, REDACTED)
+        return text
+
+    def bytes(self, data: bytes | bytearray) -> bytes | bytearray:
+        for form in self.forms:
+            raw = form.encode()
+            if raw in data:
+                data = data.replace(raw, REDACTED.encode())
+        return data
+
+
 class _Pages:
-    """One source and date of an API, page by page."""
+    """One source and date of an API, page by page, within the policy's bounds."""
 
     def __init__(self, base: str, source: Source, day: dt.date, token: str,
                  policy: RetryPolicy):
         self.url = f"{base.rstrip('/')}/{source.name}"
         self.day, self.policy = day, policy
         self.client = httpx.Client(timeout=policy.timeout, follow_redirects=False,
-                                   headers={"Authorization": token})
+                                   headers={"Authorization": token, "Accept-Encoding": ACCEPTED})
+        self.secret = _Secret(token, self.client.headers["Authorization"])
+        _secrets.add(self.secret)
+        self.deadline = time.monotonic() + policy.max_seconds
+        self.previous: bytes | None = None      # the digest of the last page that held records
+        self.sockets: list[socket.socket] = []  # every connection's, for the watchdog
+        self.cut = False                        # the watchdog has shut them down
+        self.watchdog = threading.Timer(min(policy.max_seconds, threading.TIMEOUT_MAX),
+                                        self._cut)
+        self.watchdog.daemon = True
+        self.watchdog.start()
 
     def where(self, page: int) -> str:
         return f"page {page} of {shown(self.url)}?date={self.day.isoformat()}"
@@ -176,19 +350,22 @@ class _Pages:
     def get(self, page: int) -> list | None:
         """The records of page ``page``, or None when there is no such page (404). Raises
         :class:`_BadPage` for a page that is no JSON array (a body that is not JSON at all, as
-        a connection cut without a length gives, after the retries)."""
+        a connection cut without a length gives, after the retries), :class:`PullError` when
+        the page is the one before it again."""
         policy = self.policy
 
         def retried(error: Exception) -> bool | float:
+            if self._left() <= 0:
+                return False
             if isinstance(error, _BadPage):
                 return error.retry
             if isinstance(error, _Busy):
                 if error.retry_after is None:
                     return True
-                if error.retry_after > policy.retry_after_max:
+                if error.retry_after > min(policy.retry_after_max, self._left()):
                     return False
                 return error.retry_after
-            return isinstance(error, httpx.TransportError)
+            return isinstance(error, (httpx.TransportError, _Undecodable))
 
         _fetching.set((self.where(page), policy.attempts))
         try:
@@ -197,57 +374,175 @@ class _Pages:
                     wait_initial=policy.wait_initial, wait_max=policy.wait_max,
                     wait_jitter=policy.wait_jitter):
                 with attempt:
-                    return self._once(page)
-        except _Busy as error:
-            if error.retry_after is not None and error.retry_after > policy.retry_after_max:
-                raise PullError(f"{self.where(page)}: answered {error} asking to retry after "
-                                f"{error.retry_after:.0f} s, longer than the "
-                                f"{policy.retry_after_max:.0f} s a pull waits") from None
-            raise PullError(f"{self.where(page)}: {_reason(error)} {policy.attempts} time(s); "
-                            f"giving up") from None
-        except httpx.TransportError as error:
-            raise PullError(f"{self.where(page)}: {_reason(error)} ({policy.attempts} "
-                            f"attempt(s)); giving up") from None
-        raise AssertionError("unreachable")
+                    records, digest = self._once(page)
+        except (_Busy, httpx.TransportError, _Undecodable) as error:
+            raise PullError(self._given_up(page, error)) from None
+        if records and digest == self.previous:
+            raise PullError(f"{self.where(page)}: the API answered page {page} with the same "
+                            f"records as page {page - 1}; giving up")
+        if records:
+            self.previous = digest
+        return records
 
-    def _once(self, page: int) -> list | None:
+    def _given_up(self, page: int, error: Exception) -> str:
+        policy, where = self.policy, self.where(page)
+        if isinstance(error, _Busy) and (error.retry_after or 0) > policy.retry_after_max:
+            return (f"{where}: answered {error} asking to retry after {error.retry_after:.0f} "
+                    f"s, longer than the {policy.retry_after_max:.0f} s a pull waits")
+        if self._left() <= 0 or (isinstance(error, _Busy)
+                                 and (error.retry_after or 0) > self._left()):
+            return self._time_up(page, "" if self.cut else _reason(error))
+        if isinstance(error, _Busy):
+            return f"{where}: {_reason(error)} {policy.attempts} time(s); giving up"
+        return f"{where}: {_reason(error)} ({policy.attempts} attempt(s)); giving up"
+
+    def _left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def _time_up(self, page: int, why: str = "") -> str:
+        return (f"{self.where(page)}: {why + '; ' if why else ''}out of the "
+                f"{self.policy.max_seconds:g} s a pull may take ({ENV['max_seconds']}); giving up")
+
+    def _once(self, page: int) -> tuple[list | None, bytes]:
+        """One attempt at a page: its records and the digest of its body."""
         body = self._body(page)
         if body is None:
-            return None
+            return None, b""
         try:
             value = readers.parse_json(body.decode("utf-8-sig"), exact=True)
         except UnicodeDecodeError as error:
-            raise _BadPage(body, f"not UTF-8: {error.reason} at byte {error.start}",
+            raise _BadPage(bytes(body), f"not UTF-8: {error.reason} at byte {error.start}",
                            retry=False) from None
         except json.JSONDecodeError as error:    # cut short, perhaps: worth another try
-            raise _BadPage(body, f"not JSON: {error.msg} (line {error.lineno})",
+            raise _BadPage(bytes(body), f"not JSON: {error.msg} (line {error.lineno})",
                            retry=True) from None
         if not isinstance(value, list):
-            raise _BadPage(body, f"not a JSON array but {readers.json_kind(value)}",
-                           retry=False)
-        return value
+            raise _BadPage(self._as_came(body, value),
+                           f"not a JSON array but {readers.json_kind(value)}", retry=False)
+        return value, hashlib.sha256(body).digest()
 
-    def _body(self, page: int) -> bytes | None:
-        response = self.client.get(self.url, params={"date": self.day.isoformat(),
-                                                     "page": page})
-        status = response.status_code
-        if status == 404:
-            return None
-        if status in (401, 403):
-            raise PullError(f"{self.where(page)}: the API refused the token ({status} "
-                            f"{response.reason_phrase}; set {TOKEN_ENV})")
-        if status in RETRIED_STATUS:
-            raise _Busy(status, response.reason_phrase, _retry_after(response))
-        if status == 204:
-            return b"[]"
-        if not 200 <= status < 300:
-            said = " ".join(response.text.split())[:200]
-            raise PullError(f"{self.where(page)}: answered {status} {response.reason_phrase}"
-                            + (f": {said}" if said else ""))
-        return response.content
+    def _as_came(self, body: bytearray, value: object) -> bytes:
+        """What came, to be quarantined; written back from the parse if the token is still in
+        it there (escaped, say, one character at a time), so that no form of it is kept."""
+        again = readers.json_text(value)
+        if self.secret.text(again) != again:
+            return self.secret.text(again).encode()
+        return bytes(body)
+
+    def _body(self, page: int) -> bytearray | None:
+        """The page's body, its Content-Encoding undone and the token taken out; None for a
+        404. The body is read only for a 2xx status: what a server says with an error is
+        never needed, so it is never held."""
+        left = self._left()
+        if left <= 0:
+            raise PullError(self._time_up(page))
+        with self.client.stream("GET", self.url, params={"date": self.day.isoformat(),
+                                                         "page": page},
+                                timeout=min(self.policy.timeout, left),
+                                extensions={"trace": self._traced}) as response:
+            status = response.status_code
+            if status == 404:
+                return None
+            if status in (401, 403):
+                raise PullError(f"{self.where(page)}: the API refused the token "
+                                f"({_status(status)}; set {TOKEN_ENV})")
+            if status in RETRIED_STATUS:
+                raise _Busy(status, _retry_after(response))
+            if status == 204:
+                return bytearray(b"[]")
+            if not 200 <= status < 300:
+                raise PullError(f"{self.where(page)}: answered {_status(status)}")
+            return self.secret.bytes(self._read(response, page))
+
+    def _read(self, response: httpx.Response, page: int) -> bytearray:
+        """The body, decompressed a bounded piece at a time, failing as soon as it (or what
+        came over the wire) passes ``page_bytes``: an endless or inflating body must fail, not
+        fill the memory."""
+        limit, body = self.policy.page_bytes, bytearray()
+        codings = [c.strip().lower()
+                   for c in response.headers.get_list("content-encoding", split_commas=True)]
+        for piece in _decoded(self._raw(response, page), codings):
+            body += piece
+            if len(body) > limit:
+                raise self._too_big(page)
+        return body
+
+    def _raw(self, response: httpx.Response, page: int) -> Iterator[bytes]:
+        """The bytes as they come over the wire, counted, with the pull's time checked after
+        each read (a server sending a byte now and then never lets a read time out)."""
+        came = 0
+        for chunk in response.iter_raw():
+            came += len(chunk)
+            if came > self.policy.page_bytes:
+                raise self._too_big(page)
+            if self._left() <= 0:
+                raise PullError(self._time_up(page, f"{came} byte(s) of it came"))
+            yield chunk
+
+    def _too_big(self, page: int) -> PullError:
+        limit = self.policy.page_bytes
+        return PullError(f"{self.where(page)}: more than {limit} bytes ({limit / 2**20:g} MiB, "
+                         f"{ENV['page_bytes']}) in one page; giving up")
+
+    def _traced(self, event: str, info: dict) -> None:
+        """httpcore's trace hook: keeps each new connection's socket for the watchdog."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self.sockets.append(info["return_value"].get_extra_info("socket"))
+            if self.cut:
+                _shut(self.sockets[-1])
+
+    def _cut(self) -> None:
+        """The watchdog, when the pull's time is up: shuts its connections down, so that a
+        read ends even where no check of minilake's runs between bytes (a status line or
+        headers sent a byte at a time, each byte within the read timeout)."""
+        self.cut = True
+        for connection in list(self.sockets):
+            _shut(connection)
 
     def close(self) -> None:
+        self.watchdog.cancel()
         self.client.close()
+        _secrets.discard(self.secret)
+
+
+def _shut(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)       # wakes a blocked read; close() would not
+    except OSError:                                 # closed already
+        pass
+
+
+def _decoded(chunks: Iterable[bytes], codings: list[str]) -> Iterator[bytes]:
+    """``chunks`` with each Content-Encoding undone, the last one applied first; a coding
+    minilake does not know passes unchanged, as with httpx."""
+    for coding in reversed(codings):
+        if coding in _WBITS:
+            chunks = _inflated(chunks, coding)
+    return iter(chunks)
+
+
+def _inflated(chunks: Iterable[bytes], coding: str) -> Iterator[bytes]:
+    """One gzip or deflate coding undone, never more than ``_PIECE`` bytes out of one step: a
+    few kilobytes of gzip can hold gigabytes, and zlib without ``max_length`` makes them all at
+    once. Deflate may come without its zlib header (httpx accepts both, so does minilake)."""
+    inflater = zlib.decompressobj(_WBITS[coding])
+    headless = coding == "deflate"
+    for chunk in chunks:
+        data = chunk
+        while data and not inflater.eof:
+            try:
+                out = inflater.decompress(data, _PIECE)
+            except zlib.error:
+                if not headless:
+                    raise _Undecodable(coding) from None
+                inflater, headless = zlib.decompressobj(-zlib.MAX_WBITS), False
+                continue
+            headless = False
+            data = inflater.unconsumed_tail
+            if out:
+                yield out
+    while not inflater.eof and (out := inflater.decompress(b"", _PIECE)):
+        yield out
 
 
 def _config(source: str, day: dt.date | str, url: str | None) -> tuple[Source, dt.date, str,
@@ -263,6 +558,9 @@ def _config(source: str, day: dt.date | str, url: str | None) -> tuple[Source, d
     token = os.environ.get(TOKEN_ENV, "")
     if not token:
         raise ValueError(f"no API token: set the environment variable {TOKEN_ENV}")
+    if not all(" " <= c <= "~" for c in token):      # httpx would quote it in its error
+        raise ValueError(f"the API token in {TOKEN_ENV} is not printable ASCII (an HTTP "
+                         f"header cannot carry it)")
     return SOURCES[source], day, url, token
 
 
@@ -271,21 +569,26 @@ def pull(source: str, date: dt.date | str, root: str | Path = ".", url: str | No
     """Fetch one day of ``source`` from the API at ``url`` (else ``MINILAKE_API_URL``) with
     the token in ``MINILAKE_API_TOKEN``, and land it as ``landing_zone/<prefix>_YYYYMMDD.json``
     once every page has arrived. Raises :class:`PullError` (nothing landed) when the API
-    refuses the token or keeps failing."""
+    refuses the token, keeps failing or passes a bound of ``policy`` (by default
+    :meth:`RetryPolicy.from_env`)."""
     source_, day, url, token = _config(source, date, url)
+    policy = policy or RetryPolicy.from_env()
     layout = Layout.of(root)
     file = source_.file_name(day, JSON)
-    pages = _Pages(url, source_, day, token, policy or RetryPolicy())
-    result = PullResult(source_.name, day, file, pages.where(1).partition(" of ")[2])
     started = dt.datetime.now(dt.UTC)
     with hold(layout.root, "pull"):
+        _remove_stale(layout)
         scratch = _scratch(layout, file)
+        pages = _Pages(url, source_, day, token, policy)
+        result = PullResult(source_.name, day, file, pages.where(1).partition(" of ")[2])
+        _writing.add(scratch)
         try:
             bad = _fetch(pages, scratch, result, progress)
         except BaseException:
             scratch.unlink(missing_ok=True)         # nothing of a failed pull stays
             raise
         finally:
+            _writing.discard(scratch)
             pages.close()
         if bad is not None:
             _quarantine_page(layout, source_, result, scratch, *bad)
@@ -299,22 +602,42 @@ def pull(source: str, date: dt.date | str, root: str | Path = ".", url: str | No
     return result
 
 
+def _scratch_folder(layout: Layout) -> Path:
+    """``tables/.pull/`` of a local root; for an S3 root, one folder of this machine's."""
+    return (layout.root / "tables" / ".pull" if storage.is_local(layout.root)
+            else Path(tempfile.gettempdir()) / f"minilake-pull-{os.getuid()}")
+
+
 def _scratch(layout: Layout, file: str) -> Path:
     """Where a pull writes its pages before the file lands: ``tables/.pull/`` of a local
     root (same file system, so landing is a rename), a local scratch folder for an S3 root
     (the finished file is uploaded as one object)."""
-    folder = (layout.root / "tables" / ".pull" if storage.is_local(layout.root)
-              else Path(tempfile.gettempdir()) / f"minilake-pull-{os.getuid()}")
+    folder = _scratch_folder(layout)
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{file}.partial"
+
+
+def _remove_stale(layout: Layout) -> None:
+    """Remove the scratch files a killed pull left in ``tables/.pull/``: no finally block ran
+    for them, and nothing else ever would. Called holding the root's lock, so no other process
+    is pulling into the root; a file a pull of this process is writing is left alone. An S3
+    root's scratch folder is shared by every root of this machine, so it is not cleared."""
+    if not storage.is_local(layout.root):
+        return
+    for stale in sorted(_scratch_folder(layout).glob("*.partial")):
+        if stale not in _writing:
+            stale.unlink(missing_ok=True)
+            log.info("pull: removed tables/.pull/%s, left by a pull that did not finish",
+                     stale.name)
 
 
 def _fetch(pages: _Pages, scratch: Path, result: PullResult,
            progress: bool | None) -> tuple[int, bytes, str] | None:
     """Write every page's records to ``scratch``; return (page, body, why) for a page that is
-    not a JSON array, else None."""
+    not a JSON array, else None. Raises :class:`PullError` past the policy's pages."""
     bar = tqdm(desc=f"pull {result.source} {result.day}", unit="page",
                disable=None if progress is None else not progress)
+    most = pages.policy.max_pages
     try:
         with scratch.open("w", encoding="utf-8", newline="\n") as out:
             out.write("[")
@@ -331,10 +654,11 @@ def _fetch(pages: _Pages, scratch: Path, result: PullResult,
                 if not records:
                     result.reason = f"page {page} was an empty array"
                     break
-                for record in records:
-                    out.write(",\n" if result.records else "\n")
-                    out.write(readers.json_text(record))
-                    result.records += 1
+                if page > most:
+                    raise PullError(f"{pages.where(page)}: still records after {most} pages, "
+                                    f"the most a pull takes ({ENV['max_pages']}); giving up")
+                _write(out, records, pages.secret, first=not result.records)
+                result.records += len(records)
                 result.pages += 1
                 bar.update()
                 crashpoint("pull.page_written")
@@ -342,6 +666,13 @@ def _fetch(pages: _Pages, scratch: Path, result: PullResult,
     finally:
         bar.close()
     return None
+
+
+def _write(out: TextIO, records: list, secret: _Secret, first: bool) -> None:
+    """A page's records, one a line, numbers as they came, the token taken out of them in
+    whichever form it came (the parse has undone any escaping)."""
+    out.write(("\n" if first else ",\n") + secret.text(",\n".join(map(readers.json_text,
+                                                                      records))))
 
 
 def _land(layout: Layout, source: Source, result: PullResult, scratch: Path) -> None:
