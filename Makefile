@@ -1,7 +1,7 @@
 # Two entry points (see README): `make run` and `make test`. Both create or reuse .venv/ and
 # install pinned versions: `make run` the core (requirements.txt), `make test` the core, what
 # the suite needs (requirements-test.txt) and the optional extras (requirements-airflow.txt,
-# requirements-dist.txt).
+# requirements-dist.txt, requirements-lab.txt). `make lab` opens the notebooks in JupyterLab.
 # Nothing is installed by hand.
 PYTHON ?= python3.11
 VENV   := .venv
@@ -9,8 +9,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 TESTED := $(VENV)/.installed-test
+LABBED := $(VENV)/.installed-lab
 
-.PHONY: run test lint setup clean
+.PHONY: run test lint lab setup clean
 
 setup: $(STAMP)
 
@@ -20,12 +21,21 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-$(TESTED): $(STAMP) requirements-test.txt requirements-airflow.txt requirements-dist.txt
-	$(PIP) -r requirements-test.txt -r requirements-airflow.txt -r requirements-dist.txt
-	touch $(TESTED)
+$(TESTED): $(STAMP) requirements-test.txt requirements-airflow.txt requirements-dist.txt \
+		requirements-lab.txt
+	$(PIP) -r requirements-test.txt -r requirements-airflow.txt -r requirements-dist.txt \
+		-r requirements-lab.txt
+	touch $(TESTED) $(LABBED)
+
+$(LABBED): $(STAMP) requirements-lab.txt
+	$(PIP) -r requirements-lab.txt
+	touch $(LABBED)
 
 run: $(STAMP)
 	$(PY) -m minilake workbook
+
+lab: $(LABBED)
+	$(VENV)/bin/minilake lab
 
 test: $(TESTED)
 	$(PY) -m pytest -q -n 2 --dist loadgroup

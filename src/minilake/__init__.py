@@ -17,8 +17,8 @@ os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
 # light, and bound first: ``minilake.generate`` is the function, not its subpackage
 from minilake.generate import generate  # noqa: E402
 
-_LAZY = {"land_sample": "minilake.inbound.landing", "reset": "minilake.inbound.landing",
-         "split": "minilake.inbound.landing",
+_LAZY = {"init": "minilake.layout", "land_sample": "minilake.inbound.landing",
+         "reset": "minilake.inbound.landing", "split": "minilake.inbound.landing",
          **dict.fromkeys(["erasures", "ingest", "rebuild", "run", "status", "vacuum",
                           "versions"], "minilake.load.ingest"),
          "read_table": "minilake.load.history",
@@ -45,6 +45,6 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
 
 
-__all__ = ["erasures", "export", "generate", "ingest", "land_sample", "marts", "pull", "pulls",
-           "read_mart", "read_table", "rebuild", "reports", "reset", "run", "split", "sql",
+__all__ = ["erasures", "export", "generate", "ingest", "init", "land_sample", "marts", "pull",
+           "pulls", "read_mart", "read_table", "rebuild", "reports", "reset", "run", "split", "sql",
            "status", "vacuum", "versions"]

@@ -7,6 +7,7 @@ the file and the problem, and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -49,14 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minilake", description="A notebook-driven "
                                      "mini-lakehouse: landing zone -> archive -> SCD2 tables.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    parser.add_argument("--version", action="version", version=f"minilake {_own_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--root", default=".", help="folder laid out like the repository, or "
-                       "s3://bucket/prefix (AWS_* settings from the environment; default: the "
-                       "current folder)")
+        p.add_argument("--root", default=".", help="the lake: a folder minilake made (init, "
+                       "generate, or this repository), or s3://bucket/prefix (AWS_* settings "
+                       "from the environment; default: the current folder)")
+        # -v after the command too; SUPPRESS keeps a -v given before it
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="log every step")
         return p
+
+    command("init", "make ROOT a minilake root: landing_zone/ and minilake.toml (the history "
+            "policy, every version kept); nothing else is created")
 
     for name, help in [("run", "split, then ingest"),
                        ("ingest", "apply archived files not yet applied to the tables")]:
@@ -74,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("status", "per source: files, last date, rows, errors; then each table "
                 "version and the file(s) it came from")
     p.add_argument("--brief", action="store_true", help="the summary only, no versions")
+    p.add_argument("--json", action="store_true", help="all of it as one JSON document")
     p = command("vacuum", "remove data files no table version refers to (left by a killed "
                 "run or a lost Dask worker)")
     p.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
@@ -87,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for the CSVs (default: ROOT/reports)")
     command("reset", "move archived/quarantined files back to landing_zone/ and delete the "
             "generated folders (what reload.ipynb does)")
+    p = command("lab", "open the notebooks in JupyterLab on 127.0.0.1, offline (the optional "
+                "extra: pip install -r requirements-lab.txt, or make lab)")
+    p.add_argument("--port", type=int, default=8888, help="port (default 8888; 0: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL, open nothing")
     p = command("workbook", "execute workbook.ipynb headless; save it and an HTML export "
                 "under reports/; print the verdicts")
     p.add_argument("--notebook", default="workbook.ipynb")
@@ -104,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--current", action="store_true", help="only the current versions")
     p.add_argument("--version", type=_version, default=None,
                    help="the table as of that Delta version (see status)")
-    p.add_argument("--format", choices=["avro", "parquet", "csv"], default="avro")
+    p.add_argument("--format", choices=["avro", "parquet", "csv"], default=None,
+                   help="default: from --out's extension, else avro")
     p.add_argument("--out", default=None, help="the file to write (default: "
                    "ROOT/exports/<table>[_as_of_D|_current][_vN].<format>)")
     command("marts", "recompute every data mart (SPEC §11) for every month")
@@ -127,11 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--page-size", type=_positive, default=1000, help="records per page")
 
     p = command("generate", "write a sample world: landing files, broken day, references")
-    p.add_argument("--start", type=_date, default=SAMPLE["start"])
-    p.add_argument("--days", type=int, default=SAMPLE["days"])
-    p.add_argument("--customers", type=int, default=SAMPLE["customers"],
-                   help="customers on day one (sales scale with them)")
-    p.add_argument("--seed", type=int, default=SAMPLE["seed"])
+    p.add_argument("--start", type=_date, default=SAMPLE["start"],
+                   help=f"the first day, YYYY-MM-DD (default {SAMPLE['start']})")
+    p.add_argument("--days", type=_positive, default=SAMPLE["days"],
+                   help=f"how many days of deliveries (default {SAMPLE['days']})")
+    p.add_argument("--customers", type=_positive, default=SAMPLE["customers"],
+                   help=f"customers on day one; sales scale with them (default "
+                   f"{SAMPLE['customers']})")
+    p.add_argument("--seed", type=int, default=SAMPLE["seed"],
+                   help=f"the same seed gives the same files, byte for byte (default "
+                   f"{SAMPLE['seed']})")
     p.add_argument("--landing-only", action="store_true",
                    help="only landing_zone/ (no broken day, no final_results/)")
     p.add_argument("--steady", action="store_true",
@@ -150,16 +169,56 @@ def main(argv: list[str] | None = None) -> int:
     return _guarded(build_parser().parse_args(argv))
 
 
+def _own_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("minilake")
+    except PackageNotFoundError:          # run from a checkout that was not installed
+        return "(not installed)"
+
+
 def _guarded(args: argparse.Namespace) -> int:
     from minilake.load import EngineError
     from minilake.lock import RootBusy
+    from minilake.stopping import Interrupted, on_signals
     from minilake.storage import StorageError
 
+    # a server stops on its own signals (uvicorn's), a notebook's kernel on the kernel's
+    stoppable = args.command not in ("serve", "serve-sample-api", "workbook", "lab")
     try:
-        return _main(args)
+        with on_signals() if stoppable else contextlib.nullcontext():
+            return _main(args)
+    except Interrupted as stopped:
+        print(f"minilake {args.command}: {stopped}", file=sys.stderr)
+        return stopped.exit_status
     except (RootBusy, StorageError, FileNotFoundError, ValueError, EngineError) as error:
         print(f"minilake {args.command}: {error}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as error:          # an optional extra not installed
+        print(f"minilake {args.command}: {_missing_extra(error)}", file=sys.stderr)
+        return 2
+
+
+EXTRAS = {"distributed": ("dask engine", "requirements-dist.txt", "dist"),
+          "dask": ("dask engine", "requirements-dist.txt", "dist"),
+          "jupyterlab": ("notebook front end", "requirements-lab.txt", "lab")}
+
+
+def _missing_extra(error: ModuleNotFoundError) -> str:
+    """One line for a module of an optional extra that is not installed."""
+    top = (error.name or "").split(".")[0]
+    if top not in EXTRAS:
+        raise error
+    what, pins, extra = EXTRAS[top]
+    return (f"the {what} needs the optional extra '{extra}': pip install -r {pins} "
+            f"(make test installs it)")
+
+
+def _say(line: str) -> None:
+    """A line of a command's outcome, written at once (a scheduler's log shows each file as
+    it is done, not all at the end)."""
+    print(line, flush=True)
 
 
 def run_and_exit() -> None:
@@ -177,7 +236,11 @@ def run_and_exit() -> None:
     # entry of None in sys.modules makes it fail at once, pandera's "no hypothesis" path.
     sys.modules.setdefault("hypothesis", None)
     args = build_parser().parse_args()
-    code = _guarded(args)
+    try:
+        code = _guarded(args)
+    except BrokenPipeError:        # the reader went away (| head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os._exit(141)
     if args.command == "workbook":
         raise SystemExit(code)
     logging.shutdown()
@@ -210,12 +273,12 @@ def _main(args: argparse.Namespace) -> int:
     if args.command in ("run", "ingest", "rebuild"):
         if args.command == "rebuild":
             result = minilake.rebuild(args.source, args.root,
-                                      allow_mass_delete=args.allow_mass_delete, progress=progress)
+                                      allow_mass_delete=args.allow_mass_delete, progress=progress,
+                                      say=_say)
         else:
             call = minilake.run if args.command == "run" else minilake.ingest
             result = call(args.root, allow_mass_delete=args.allow_mass_delete, progress=progress,
-                          engine=args.engine, cluster=args.cluster, ranges=args.ranges)
-        _print(result.lines())
+                          engine=args.engine, cluster=args.cluster, ranges=args.ranges, say=_say)
         quarantined = result.ingest.quarantined if args.command == "run" else result.quarantined
         if quarantined:
             print(f"{len(quarantined)} file(s) quarantined; see quarantine/*/*.reason.txt",
@@ -236,6 +299,11 @@ def _main(args: argparse.Namespace) -> int:
                            or "nothing to compute yet (no customer, product and sales tables)"))
         return 0
     if args.command == "sql":
+        if args.format == "json":             # exact: ids as text, dates as dates (jsontext)
+            from minilake.jsontext import sql_records
+
+            print(sql_records(args.query, args.root, known_at=args.known_at, indent=1))
+            return 0
         import pandas as pd
 
         frame = minilake.sql(args.query, args.root, known_at=args.known_at)
@@ -257,6 +325,13 @@ def _main(args: argparse.Namespace) -> int:
         from minilake.generate.sample_api import serve
 
         serve(args.root, host=args.host, port=args.port, page_size=args.page_size)
+        return 0
+    if args.command == "init":
+        made = minilake.init(args.root)
+        print(f"init: {made}")
+        return 0
+    if args.command == "status" and args.json:
+        print(_status_json(args.root))
         return 0
     if args.command == "status":
         import pandas as pd
@@ -290,7 +365,29 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.command == "workbook":
         return _workbook(args)
+    if args.command == "lab":
+        from minilake.notebooks import lab_command
+
+        command = lab_command(args.root, args.port, browser=not args.no_browser)
+        os.execv(command[0], command)          # JupyterLab in this process's place
     raise AssertionError(args.command)
+
+
+def _status_json(root: str) -> str:
+    """``status`` as one JSON document: the sources, erasures, pulls and each source's
+    versions (what the text form shows)."""
+    import json
+
+    from minilake.sources import SOURCES
+
+    def records(frame) -> list[dict]:
+        return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+    return json.dumps({"sources": records(minilake.status(root)),
+                       "erasures": records(minilake.erasures(root)),
+                       "pulls": records(minilake.pulls(root)),
+                       "versions": {name: records(minilake.versions(name, root))
+                                    for name in SOURCES}}, indent=1)
 
 
 def _pull(args: argparse.Namespace, progress: bool) -> int:
@@ -326,9 +423,15 @@ def _report(args: argparse.Namespace) -> int:
     frames = reports.write_reports(args.root, args.until, args.out)
     out = args.out or Layout.of(args.root).reports
     print(f"report: {len(frames)} report(s) written to {out}")
-    if not Layout.of(args.root).final_results.exists():
+    covered = reports.covered_until(args.root)
+    if covered is None:
         return 0
-    verdicts = [reports.check(name, args.root, frame=frame) for name, frame in frames.items()]
+    until = args.until or covered
+    if args.until is None:         # the lake may hold later days (the broken day, say)
+        print(f"report: compared with final_results/ up to {covered}, the last day it covers")
+    verdicts = [reports.check(name, args.root, until=until,
+                              frame=frame if args.until is not None else None)
+                for name, frame in frames.items()]
     _print([str(v) for v in verdicts])
     return 0 if all(v.matches for v in verdicts) else 1
 

@@ -20,14 +20,22 @@ class Layout:
 
     @classmethod
     def of(cls, root: str | Path | UPath, create: bool = False) -> Layout:
-        """The layout of ``root``, which must exist (a one-line :class:`StorageError` if it
-        does not, or if its scheme is unknown) unless ``create``."""
+        """The layout of ``root``, which must be a root minilake made (it holds one of
+        :data:`MARKS`: ``init``, ``generate`` or the repository made it), else a one-line
+        :class:`StorageError` and nothing is created; unless ``create``. An unknown scheme
+        is one line too."""
         path = storage.locate(root, create=create)
         # before anything is moved: the run would stop at a table
         if storage.is_local(path) and "%" in str(path):
             raise ValueError(f"{path}: a root whose path holds '%' cannot hold the Delta "
                              f"tables (delta-rs reads '%20' in a path as an escape); "
                              f"use a folder without '%'")
+        if not create and not is_root(path):
+            shown = path if storage.is_local(path) else storage.uri(path)
+            raise storage.StorageError(
+                f"{shown} is not a minilake root (it holds none of "
+                f"{', '.join(MARKS)}); `minilake init --root {shown}` makes it one, or give "
+                f"the folder that holds landing_zone/")
         return cls(path)
 
     @property
@@ -65,3 +73,44 @@ class Layout:
     @property
     def final_results(self) -> Path | UPath:
         return self.root / "final_results"
+
+
+# What a root minilake made holds (any of): a folder of deliveries, or minilake's own.
+MARKS = ("landing_zone/", "archive/", "tables/", "minilake.toml")
+SETTINGS = """# minilake's settings for this root (docs/history.md)
+
+[history]
+# how long table versions are kept: "forever", or a whole number of days
+keep_days = "forever"
+"""
+
+
+def is_root(path: Path | UPath) -> bool:
+    """Whether ``path`` holds one of :data:`MARKS` (one listing request on S3)."""
+    if storage.is_local(path):
+        return any((Path(path) / mark.rstrip("/")).exists() for mark in MARKS)
+    try:
+        names = {name.rstrip("/").rsplit("/", 1)[-1] for name in path.fs.ls(path.path,
+                                                                          detail=False)}
+    except FileNotFoundError:
+        return False
+    return any(mark.rstrip("/") in names for mark in MARKS)
+
+
+def init(root: str | Path | UPath) -> str:
+    """Make ``root`` a minilake root: ``landing_zone/`` and a ``minilake.toml`` of the
+    default settings (each only if absent). Returns what was done, one line."""
+    path = storage.locate(root, create=True)
+    made = []
+    settings = path / "minilake.toml"
+    if not settings.exists():
+        storage.write_bytes(settings, SETTINGS.encode("utf-8"))
+        made.append("minilake.toml")
+    if storage.is_local(path):
+        landing = Path(path) / "landing_zone"
+        if not landing.is_dir():
+            landing.mkdir(parents=True)
+            made.append("landing_zone/")
+    shown = path if storage.is_local(path) else storage.uri(path)
+    return (f"{shown} is a minilake root; made {', '.join(made)}" if made
+            else f"{shown} is a minilake root already; nothing to make")

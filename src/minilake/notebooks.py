@@ -108,3 +108,22 @@ def _environment(**values: str):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def lab_command(root: str | Path = ".", port: int = 8888, browser: bool = True) -> list[str]:
+    """The command that opens the notebooks in JupyterLab (the optional extra ``lab``):
+    listening on 127.0.0.1 only, fetching nothing (no update check, no news feed, no
+    extension catalogue), in the root's folder."""
+    import shutil
+    import sys
+
+    jupyter = Path(sys.executable).with_name("jupyter")
+    if not jupyter.exists() and shutil.which("jupyter") is None:
+        raise ModuleNotFoundError("JupyterLab is not installed", name="jupyterlab")
+    return [str(jupyter) if jupyter.exists() else "jupyter", "lab",
+            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+            f"--ServerApp.root_dir={Path(root).resolve()}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
+            *(["--allow-root"] if os.geteuid() == 0 else []),   # a container's user
+            *([] if browser else ["--no-browser"])]

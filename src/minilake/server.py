@@ -22,6 +22,11 @@ answered 408 and the connection closed. A request's headers must arrive within
 answer, or the connection is closed (after a 408 if part of a request came); headers still
 incomplete past 16 KiB are answered 431 (h11's bound). ``/docs`` and ``/redoc`` are off, so
 nothing is loaded from the network; the OpenAPI document stays at ``/openapi.json``.
+
+Every answer with rows, status or a job's result is written by ``minilake.jsontext``, so that a
+reader taking each JSON number as a double (JavaScript) still gets every value exact:
+identifiers (``customer_id``, ``row_hash``) as strings of their digits, dates as
+``YYYY-MM-DD``, floats as their shortest text, money without float noise.
 """
 
 from __future__ import annotations
@@ -41,12 +46,13 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import h11
-import pyarrow as pa
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from minilake import jsontext
 
 TOKEN_ENV = "MINILAKE_SERVER_TOKEN"
 MAX_BODY_ENV = "MINILAKE_SERVER_MAX_BODY_BYTES"
@@ -274,11 +280,10 @@ class ExportJob(BaseModel):
     current: bool = False
 
 
-def _iso(value: object) -> str:
-    """Dates and times in JSON: ISO text."""
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON: {type(value).__name__}")
+def _json(value) -> Response:
+    """An answer written by ``jsontext`` (tables in it as records): exact for a reader that
+    takes every JSON number as a double."""
+    return Response(jsontext.dumps(value), media_type="application/json")
 
 
 def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
@@ -346,16 +351,16 @@ def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/jobs/run", dependencies=guarded)
-    def run_job(body: RunJob | None = None) -> dict:
+    def run_job(body: RunJob | None = None) -> Response:
         options = body or RunJob()
         result = job("run", lambda: minilake.run(layout.root, allow_mass_delete=(
             options.allow_mass_delete), progress=False))
-        return {"ok": result.ok, "lines": result.lines(),
-                "quarantined": [{"source": f.source, "file": f.file, "reason": f.reason}
-                                for f in result.ingest.quarantined]}
+        return _json({"ok": result.ok, "lines": result.lines(),
+                      "quarantined": [{"source": f.source, "file": f.file, "reason": f.reason}
+                                      for f in result.ingest.quarantined]})
 
     @app.post("/jobs/pull", dependencies=guarded)
-    def pull_job(body: PullJob) -> JSONResponse:
+    def pull_job(body: PullJob) -> Response:
         from minilake.inbound.api_pull import PullError
 
         try:
@@ -363,25 +368,22 @@ def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
                                                        progress=False))
         except PullError as error:
             return JSONResponse({"detail": str(error)}, status_code=502)
-        return JSONResponse({"ok": result.ok, "outcome": result.outcome, "line": result.line(),
-                             "pages": result.pages, "records": result.records},
-                            status_code=200)
+        return _json({"ok": result.ok, "outcome": result.outcome, "line": result.line(),
+                      "pages": result.pages, "records": result.records})
 
     @app.post("/jobs/export", dependencies=guarded)
-    def export_job(body: ExportJob) -> dict:
+    def export_job(body: ExportJob) -> Response:
         result = job("export", lambda: minilake.export(
             body.table, format=body.format, as_of=body.as_of, version=body.version,
             current=body.current, root=layout.root, progress=False))
-        return {"path": str(result.path.relative_to(layout.root)), "rows": result.rows,
-                "bytes": result.bytes, "format": result.format}
+        return _json({"path": str(result.path.relative_to(layout.root)), "rows": result.rows,
+                      "bytes": result.bytes, "format": result.format})
 
     @app.get("/status", dependencies=guarded)
-    def status() -> dict:
-        def records(frame) -> list[dict]:
-            return json.loads(frame.to_json(orient="records", date_format="iso"))
-        return {"sources": records(minilake.status(layout.root)),
-                "erasures": records(minilake.erasures(layout.root)),
-                "pulls": records(minilake.pulls(layout.root))}
+    def status() -> Response:
+        return _json({"sources": minilake.status(layout.root),
+                      "erasures": minilake.erasures(layout.root),
+                      "pulls": minilake.pulls(layout.root)})
 
     @app.get("/tables/{name}", dependencies=guarded)
     def table_page(name: str, as_of: dt.date | None = None, date: dt.date | None = None,
@@ -402,8 +404,7 @@ def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
         if not len(chunk):
             raise HTTPException(404, f"no page {page}: {name} has "
                                 f"{-(-len(frame) // page_size)} page(s) of {page_size}")
-        rows = pa.Table.from_pandas(chunk, preserve_index=False).to_pylist()
-        return Response(json.dumps(rows, default=_iso), media_type="application/json")
+        return _json(chunk)
 
     return app
 

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minilake import storage
+from minilake import stopping, storage
 from minilake.crashpoints import crashpoint
 from minilake.layout import Layout
 from minilake.lock import hold
@@ -77,9 +77,10 @@ def _split(layout: Layout) -> SplitResult:
             continue
         source = source_of(path.name)
         if source is None:
-            log.warning("%s: matches no source, left in landing_zone/", path.name)
+            log.info("%s: matches no source, left in landing_zone/", path.name)
             result.unmatched.append(path)
             continue
+        stopping.check(f"archiving {path.name}")
         target = layout.archive(source.name) / path.name
         if target.exists():
             if storage.same_bytes(path, target):

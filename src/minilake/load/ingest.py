@@ -19,6 +19,7 @@ import csv
 import datetime as dt
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from tqdm import tqdm
 
-from minilake import lock, storage, unchanged
+from minilake import lock, stopping, storage, unchanged
 from minilake.crashpoints import crashpoint
 from minilake.inbound.landing import SplitResult, split, superseded_name
 from minilake.inbound.readers import UnreadableFile
@@ -356,9 +357,25 @@ def _move_to_quarantine(layout: Layout, source: Source, path: Path, reason: str)
 
 
 class _Progress:
-    def __init__(self, progress: bool | None):
+    """The progress bar, and the lines of the files whose outcome is final, said as they come
+    (``say``) rather than at the end: a scheduler's log shows each file when it is done."""
+
+    def __init__(self, progress: bool | None, say: Callable[[str], None] | None = None):
         self.bar = tqdm(total=0, desc="ingest", unit="file",
                         disable=None if progress is None else not progress)
+        self.say = say
+        self._lock = threading.Lock()
+
+    def tell(self, outcomes: list[FileOutcome]) -> list[FileOutcome]:
+        """Say the lines of ``outcomes`` (final: committed, quarantined); returns them."""
+        if self.say is not None:
+            with self._lock:
+                for outcome in outcomes:
+                    if self.bar.disable:
+                        self.say(outcome.line())
+                    else:
+                        self.bar.write(outcome.line())
+        return outcomes
 
     def add(self, n: int) -> None:
         self.bar.total += n
@@ -388,7 +405,7 @@ def _apply_in_order(layout: Layout, ingest_log: tables.IngestLog, source: Source
         checks = (_checks_in_order(source, pending, ahead if read_ahead else None)
                   if engine is None else [None] * len(pending))
         for delivery, check in zip(pending, checks, strict=True):
-            lock.fence(layout.root, f"applying {source.name}/{delivery.name}")
+            _boundary(layout, f"applying {source.name}/{delivery.name}")
             try:
                 if check is None:
                     outcome, clock = _apply_file(layout, source, delivery, table, commits,
@@ -401,9 +418,16 @@ def _apply_in_order(layout: Layout, ingest_log: tables.IngestLog, source: Source
                 crashpoint("ingest.after_log")
             except _Quarantine as reason:
                 outcome = _quarantine(layout, ingest_log, source, delivery, str(reason))
-            outcomes.append(outcome)
+            outcomes += bar.tell([outcome])
             bar.step(source, delivery.name)
     return outcomes
+
+
+def _boundary(layout: Layout, doing: str) -> None:
+    """Where a file begins: stop there if the root is no longer this run's (SPEC §14) or a
+    stop was asked for (Ctrl-C, SIGTERM)."""
+    stopping.check(doing)
+    lock.fence(layout.root, doing)
 
 
 def _checks_in_order(source: Source, pending: list[Delivery],
@@ -437,7 +461,8 @@ def _rebuild(layout: Layout, ingest_log: tables.IngestLog, source: Source,
                 note)
     outcomes, logged, replayed = [], [], []
     for delivery in deliveries:
-        lock.fence(layout.root, f"replaying {source.name}/{delivery.name}")
+        _boundary(layout, f"replaying {source.name}/{delivery.name} (nothing of the rebuild "
+                          f"is applied until its last file)")
         before = ledger.status(delivery.name, delivery.sha256) == "applied"
         event = events.get(delivery.name, "rebuild")
         try:
@@ -529,7 +554,7 @@ def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
         pending, refused = _one_snapshot_a_day(layout, ingest_log, source, deliveries,
                                                pending, ledger, bar)
         if rebuild is None and not pending:
-            return refused
+            return bar.tell(refused)
     last = ledger.last_applied(source.name)
     events = {}
     for delivery in pending:
@@ -541,6 +566,7 @@ def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
             # before the last applied file in replay order: an earlier date, or the same
             # date in a form that sorts first (sales_D.json after sales_D.txt)
             events[delivery.name] = "late"
+    bar.tell(refused)
     if rebuild is None and not events:
         return refused + _apply_in_order(layout, ingest_log, source, pending,
                                          allow_mass_delete, bar, read_ahead, engine)
@@ -549,8 +575,8 @@ def _ingest_source(layout: Layout, ingest_log: tables.IngestLog, source: Source,
     events |= {d.name: "rebuild" for d in pending if d.name not in events}
     replay = [d for d in deliveries
               if d.name in events or ledger.status(d.name, d.sha256) == "applied"]
-    return refused + _rebuild(layout, ingest_log, source, replay, ledger, events, note,
-                              allow_mass_delete, bar, engine)
+    return refused + bar.tell(_rebuild(layout, ingest_log, source, replay, ledger, events,
+                                       note, allow_mass_delete, bar, engine))
 
 
 # --- erasure requests (SPEC §9) ----------------------------------------------------------------
@@ -570,6 +596,7 @@ def _erase_requests(layout: Layout, ingest_log: tables.IngestLog, ledger: Ledger
     outcomes = []
     bar.add(len(pending))
     for delivery in pending:
+        stopping.check(f"applying {source.name}/{delivery.name}")
         outcomes += _erase_one(layout, ingest_log, delivery, allow_mass_delete, bar, engine)
         bar.step(source, delivery.name)
     return outcomes
@@ -586,7 +613,7 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
         try:
             checked = _check_file(source, delivery)
         except _Quarantine as reason:
-            return [_quarantine(layout, ingest_log, source, delivery, str(reason))]
+            return bar.tell([_quarantine(layout, ingest_log, source, delivery, str(reason))])
         good = checked.rows.good
         ids = {int(i) for i in good.column("customer_id").drop_null().to_pylist()}
         emails = {e for e in good.column("email").to_pylist() if e}
@@ -642,7 +669,8 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
     try:
         checked = _check_file(source, final)
     except _Quarantine as reason:         # cannot happen to a file that read before
-        return outcomes + [_quarantine(layout, ingest_log, source, final, str(reason))]
+        return outcomes + bar.tell([_quarantine(layout, ingest_log, source, final,
+                                                str(reason))])
     outcome = FileOutcome(source.name, name, "applied", rows_read=checked.rows_read,
                           rows_loaded=checked.rows.good.num_rows,
                           rows_rejected=checked.rows.rows_rejected,
@@ -652,7 +680,7 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
     ingest_log.append([_log_row(source, final, outcome, checked.clock)])
     crashpoint("erasure.request_logged")
     storage.remove_tree(erasure.staging(layout, name))
-    return outcomes + [outcome]
+    return outcomes + bar.tell([outcome])
 
 
 def _log_erasure(layout: Layout, plan: erasure.Plan, kept: int | None) -> None:
@@ -698,20 +726,35 @@ def _scrub_later_deliveries(layout: Layout, ledger: Ledger) -> None:
                         delivery.name)
 
 
+Say = Callable[[str], None]
+
+
+def _quiet(line: str) -> None:
+    """What a caller that asks for no lines as they come gets: ``result.lines()`` at the end."""
+
+
 def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
            progress: bool | None = None, engine: str = "local", cluster: str | None = None,
-           ranges: int | None = None) -> IngestResult:
+           ranges: int | None = None, say: Say | None = None) -> IngestResult:
     """Apply every archived file not yet applied, per source in file-date order; erasure
     requests first (each rewrites the raw customer files and rebuilds the customer table).
 
     ``engine="dask"`` runs each file's work on a Dask cluster (SPEC §13): the scheduler at
     ``cluster`` (``tcp://host:8786``), else a LocalCluster on this machine; ``ranges`` key
-    ranges per file (default: the cluster's threads)."""
+    ranges per file (default: the cluster's threads). ``say`` is given each line of
+    ``result.lines()`` as soon as what it says is done."""
     layout = Layout.of(root)
+    say = say or _quiet
     with hold(layout.root, "ingest"), _engine(engine, cluster, ranges) as running:
-        result = _ingest(layout, allow_mass_delete, progress, running)
-        result.history += history.enforce(layout)
+        result = _ingest(layout, allow_mass_delete, progress, running, say)
+        result.history += _said(say, history.enforce(layout))
         return result
+
+
+def _said(say: Say, lines: list[str]) -> list[str]:
+    for line in lines:
+        say(line)
+    return lines
 
 
 @contextlib.contextmanager
@@ -732,10 +775,10 @@ def _engine(name: str, cluster: str | None, ranges: int | None) -> Iterator[Engi
 
 
 def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None,
-            engine: Engine | None) -> IngestResult:
-    brought = history.bring_to_policy(layout)
+            engine: Engine | None, say: Say = _quiet) -> IngestResult:
+    brought = _said(say, history.bring_to_policy(layout))
     ledger, ingest_log = Ledger(tables.read_log(layout)), tables.IngestLog(layout)
-    bar = _Progress(progress)
+    bar = _Progress(progress, say)
     erased = _erase_requests(layout, ingest_log, ledger, allow_mass_delete, bar, engine)
     if erased:
         ledger = Ledger(tables.read_log(layout))
@@ -752,20 +795,25 @@ def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None,
                                      bar, read_ahead=not side_by_side, engine=engine),
             SOURCES.values()))
     bar.close()
-    return IngestResult(erased + [f for files in per_source for f in files], brought)
+    files = erased + [f for files in per_source for f in files]
+    if not files:
+        say("ingest: nothing new in archive/")
+    return IngestResult(files, brought)
 
 
 def rebuild(source: str | None = None, root: str | Path = ".", *,
-            allow_mass_delete: bool = False, progress: bool | None = None) -> IngestResult:
+            allow_mass_delete: bool = False, progress: bool | None = None,
+            say: Say | None = None) -> IngestResult:
     """Replay ``archive/`` into fresh tables (one source, or all) and swap them in atomically:
     a reader sees the old table or the new one, never a mix."""
     layout = Layout.of(root)
     if source is not None and source not in SOURCES:
         raise ValueError(f"no source {source!r}; sources: {', '.join(SOURCES)}")
+    say = say or _quiet
     with hold(layout.root, "rebuild"):
-        result = IngestResult(history=history.bring_to_policy(layout))
+        result = IngestResult(history=_said(say, history.bring_to_policy(layout)))
         ledger, ingest_log = Ledger(tables.read_log(layout)), tables.IngestLog(layout)
-        bar = _Progress(progress)
+        bar = _Progress(progress, say)
         for name in [source] if source else list(SOURCES):
             result.files += _ingest_source(layout, ingest_log, SOURCES[name], ledger,
                                            allow_mass_delete, bar, rebuild="rebuild requested")
@@ -791,26 +839,34 @@ def vacuum(root: str | Path = ".", *, dry_run: bool = False) -> dict[str, list[s
 
 def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         progress: bool | None = None, marts: bool = True, engine: str = "local",
-        cluster: str | None = None, ranges: int | None = None) -> RunResult:
+        cluster: str | None = None, ranges: int | None = None,
+        say: Say | None = None) -> RunResult:
     """split, ingest, then bring the marts up to the files applied since they were last
     refreshed (``marts=False`` leaves that to the caller: ``result.months`` says which months
-    those files touched)."""
+    those files touched). ``say`` is given each line of ``result.lines()`` as soon as what it
+    says is done."""
     from minilake.outbound import datamarts
 
     layout = Layout.of(root)
+    say = say or _quiet
     # the engine first: a cluster that cannot be reached stops the run before any file moves
     with hold(layout.root, "run"), _engine(engine, cluster, ranges) as running:
         moved = split(root)
+        _said(say, moved.lines())
         with hold(layout.root, "ingest"):
-            result = RunResult(moved, _ingest(layout, allow_mass_delete, progress, running))
+            result = RunResult(moved, _ingest(layout, allow_mass_delete, progress, running,
+                                              say))
         if marts:
             import pyarrow as pa
 
+            stopping.check("bringing the marts up to date (the next run does it)")
             pa.default_memory_pool().release_unused()   # the ingest's buffers, before the marts
             result.months, result.marts = datamarts.catch_up(layout.root)
+            if result.marts:
+                say(result.lines()[-1])
         else:
             result.months = datamarts.touched_months(layout)
-        result.ingest.history += history.enforce(layout)
+        result.ingest.history += _said(say, history.enforce(layout))
         if storage.is_local(layout.root) and (marts or result.months == []):
             unchanged.remember(Path(layout.root))     # the next run with nothing to do: 0.1 s
         return result

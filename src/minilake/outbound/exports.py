@@ -6,6 +6,11 @@ batches, each written and let go, so memory is bounded by a batch, not by the ta
 through fastavro (deflate, a schema derived from the table's own Arrow schema: ``long``,
 ``double``, ``string``, ``boolean``, ``int``/``date``, ``["null", T]`` where a column may be
 empty); Parquet and CSV through pyarrow. The file appears under its name only when complete.
+
+The format is the output file's extension (``.avro``, ``.parquet``, ``.csv``) unless given; a
+format given that the extension contradicts, or an extension that names no format when none is
+given, is refused before anything is read or written: a file named ``x.parquet`` holding Avro
+would be read wrongly by every tool downstream. Without an output file the default is Avro.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
 
 import pyarrow as pa
@@ -31,6 +36,7 @@ from minilake.lock import hold
 from minilake.sources import SOURCES
 
 FORMATS = ("avro", "parquet", "csv")
+DEFAULT_FORMAT = "avro"
 BATCH_ROWS = 64 * 1024
 
 
@@ -97,15 +103,34 @@ def _default_out(layout: Layout, table: str, fmt: str, as_of, version, current) 
     return layout.root / "exports" / f"{table}{tag}.{fmt}"
 
 
-def export(table: str, out: str | Path | None = None, *, format: str = "avro",
+def export_format(format: str | None, out: str | Path | None) -> str:
+    """The format to write: ``format`` if given (refused if ``out``'s extension names
+    another), else the one ``out``'s extension names, else Avro when there is no ``out``."""
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"no export format {format!r}; formats: {', '.join(FORMATS)}")
+    if out is None:
+        return format or DEFAULT_FORMAT
+    extension = PurePosixPath(str(out)).suffix.lower().removeprefix(".")
+    named = extension if extension in FORMATS else None
+    if format is not None and named is not None and format != named:
+        raise ValueError(f"format {format!r} does not match the output file {out} "
+                         f"(a .{named} name): give format {named!r}, or name a .{format} file")
+    if format is None and named is None:
+        raise ValueError(f"no export format for the output file {out}: its extension is "
+                         f"{'.' + extension if extension else 'missing'}; name a .avro, "
+                         f".parquet or .csv file, or give the format")
+    return format or named
+
+
+def export(table: str, out: str | Path | None = None, *, format: str | None = None,
            as_of: dt.date | str | None = None, version: int | None = None,
            current: bool = False, root: str | Path = ".", batch_rows: int = BATCH_ROWS,
            progress: bool | None = None) -> ExportResult:
     """Write ``table`` (all versions; ``as_of`` a date: those valid then; ``current``: the
     current ones; ``version``: the table as of that Delta version) to ``out`` (default
-    ``ROOT/exports/<table>[_as_of_D|_current][_vN].<format>``)."""
-    if format not in FORMATS:
-        raise ValueError(f"no export format {format!r}; formats: {', '.join(FORMATS)}")
+    ``ROOT/exports/<table>[_as_of_D|_current][_vN].<format>``), as ``format`` (default: what
+    ``out``'s extension names; Avro without ``out``)."""
+    format = export_format(format, out)
     if as_of is not None and current:
         raise ValueError("--as-of and --current exclude each other (as of a date, or now)")
     layout = Layout.of(root)

@@ -220,9 +220,27 @@ def compare(frame: pd.DataFrame, reference: pd.DataFrame, report: str,
     if not cells:
         return Verdict(report, True)
     cells.sort(key=lambda c: (c[0], list(reference.columns).index(c[1])))
-    shown_cells = "; ".join(f"row {i + 1} {c!r}: {m!r} vs {t!r}" for i, c, m, t in cells[:shown])
+    shown_cells = "; ".join(f"row {i + 1} {c}: {_shown(m)} vs {_shown(t)} in the reference"
+                            for i, c, m, t in cells[:shown])
     more = f" (+{len(cells) - shown} more cells)" if len(cells) > shown else ""
     return Verdict(report, False, f"{len(cells)} cell(s): {shown_cells}{more}")
+
+
+def _shown(value: object) -> str:
+    """A cell as a person reads it: its text, quoted (no ``np.int64(…)``)."""
+    return f"'{value.item() if hasattr(value, 'item') else value}'"
+
+
+def covered_until(root: str | Path = ".") -> dt.date | None:
+    """The last date the references in final_results/ cover (their customer growth's last
+    day), or None without them: reports are compared with them up to that date."""
+    path = Layout.of(root).final_results / "customer_growth.csv"
+    try:
+        with path.open("rb") as handle:
+            dates = pd.read_csv(handle, dtype=str)["date"]
+    except FileNotFoundError:
+        return None
+    return dt.date.fromisoformat(max(dates)) if len(dates) else None
 
 
 def reference(name: str, root: str | Path = ".") -> pd.DataFrame:
