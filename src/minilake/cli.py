@@ -53,11 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"minilake {_own_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
+    def command(name: str, help: str, root: str = "the lake: a folder minilake made (init, "
+                "generate, or this repository), or s3://bucket/prefix (AWS_* settings from the "
+                "environment; default: the current folder)") -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--root", default=".", help="the lake: a folder minilake made (init, "
-                       "generate, or this repository), or s3://bucket/prefix (AWS_* settings "
-                       "from the environment; default: the current folder)")
+        p.add_argument("--root", default=".", help=root)
         # -v after the command too; SUPPRESS keeps a -v given before it
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="log every step")
@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: a free one)")
     p.add_argument("--page-size", type=_positive, default=1000, help="records per page")
 
-    p = command("generate", "write a sample world: landing files, broken day, references")
+    p = command("generate", "write a sample world: landing files, broken day, references",
+                root="a local folder to write the world into, made if missing (default: the "
+                "current folder); to start an S3 root, upload its landing_zone/ (README)")
     p.add_argument("--start", type=_date, default=SAMPLE["start"],
                    help=f"the first day, YYYY-MM-DD (default {SAMPLE['start']})")
     p.add_argument("--days", type=_positive, default=SAMPLE["days"],

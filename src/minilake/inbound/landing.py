@@ -114,6 +114,7 @@ class ResetResult:
     dropped: list[str] = field(default_factory=list)      # byte-identical copies of samples/
     kept: list[str] = field(default_factory=list)         # could not go back (name taken)
     deleted: list[str] = field(default_factory=list)      # generated folders removed
+    erased: int = 0                                       # erasure requests that were applied
 
     def lines(self) -> list[str]:
         out = [f"reset: {len(self.moved_back)} file(s) moved back to landing_zone/, "
@@ -121,6 +122,13 @@ class ResetResult:
                f"{', '.join(f + '/' for f in self.deleted) or 'nothing'}"]
         out += [f"reset: {k} kept: a different file of that name is in landing_zone/"
                 for k in self.kept]
+        out += [f"reset: {m} moved back from quarantine/: it was quarantined (its reason is gone "
+                f"with quarantine/; a run quarantines it again)"
+                for m in self.moved_back if m.startswith("quarantine/")]
+        if self.erased:
+            out.append(f"reset: {self.erased} erasure request(s) had rewritten deliveries now "
+                       f"back in landing_zone/; they stay erased (in a git checkout, `git "
+                       f"checkout landing_zone/` gives the committed sample back)")
         return out
 
 
@@ -145,7 +153,7 @@ def reset(root: str | Path = ".") -> ResetResult:
 
 
 def _reset(layout: Layout) -> ResetResult:
-    result = ResetResult()
+    result = ResetResult(erased=len(storage.files(layout.archive("erasure_requests"))))
     samples = _samples_by_name(layout.root)
     storage.mkdirs(layout.landing)
     for folder in ("archive", "quarantine"):
