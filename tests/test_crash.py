@@ -246,13 +246,13 @@ def test_a_pull_killed_anywhere_leaves_no_partial_file_and_a_rerun_lands_the_day
     args = ["pull", "sales", "--date", "2024-10-09", "--url", httpserver.url_for("/")]
     env = {"MINILAKE_API_TOKEN": token}
     reference = tmp_path / "reference"
-    reference.mkdir()
+    (reference / "landing_zone").mkdir(parents=True)           # a root minilake made
     assert finish(start(*args, "--root", str(reference), env=env)).returncode == 0
     want = (reference / "landing_zone" / "sales_20241009.json").read_bytes()
     assert b'{"a": 1.50}' in want
     for hook in PULL_HOOKS:
         root = tmp_path / hook.replace(":", "_")
-        root.mkdir()
+        (root / "landing_zone").mkdir(parents=True)
         killed = finish(start(*args, "--root", str(root),
                               env={**env, "MINILAKE_CRASH_AT": hook}))
         assert killed.returncode == -signal.SIGKILL, f"{hook}: the hook was not reached"

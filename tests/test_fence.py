@@ -245,6 +245,7 @@ def _txn_cases(root) -> None:
 
 
 def test_a_commit_with_a_txn_the_local_table_holds_is_refused(tmp_path):
+    (tmp_path / "landing_zone").mkdir()
     _txn_cases(tmp_path)
 
 
@@ -254,6 +255,7 @@ def test_a_commit_with_a_txn_the_s3_table_holds_is_refused(s3, s3_env, world):
 
 
 def test_each_run_takes_a_higher_epoch_kept_in_the_released_lock(tmp_path):
+    (tmp_path / "landing_zone").mkdir()
     layout = Layout.of(tmp_path)
     with hold(layout.root, "first") as first:
         pass

@@ -88,7 +88,7 @@ def test_comparison_names_the_cell_that_differs(workbook_run, checkout, tmp_path
     # and a single changed money cell is named with its row and both values
     ref.loc[3, renamed] = f"{float(ref.loc[3, renamed]) + 0.05:.2f}"
     verdict = reports.compare(frame, ref, "product_sale_breakdown")
-    assert verdict.detail.startswith(f"1 cell(s): row 4 {renamed!r}")
+    assert verdict.detail.startswith(f"1 cell(s): row 4 {renamed}: ")
     assert str(verdict).startswith("product_sale_breakdown: DIFFERS")
     ref.loc[3, renamed] = f"{float(ref.loc[3, renamed]) - 0.045:.2f}"     # within a cent
     assert reports.compare(frame, ref, "product_sale_breakdown").matches
