@@ -3,25 +3,35 @@
     wait_for_deliveries ─▶ pull_api_sources ─▶ run ─▶ refresh_marts ─▶ write_reports
 
 Settings (read when a task runs; Airflow Variable first, else the environment):
-- ``minilake_root`` / ``MINILAKE_ROOT``: the root (required);
+- ``minilake_root`` / ``MINILAKE_ROOT``: the root (required), an existing folder or an
+  ``s3://bucket/prefix``;
 - ``minilake_api_sources`` / ``MINILAKE_API_SOURCES``: sources to pull for the logical date,
-  comma-separated (none by default), from ``minilake_api_url`` / ``MINILAKE_API_URL`` with the
-  token in the worker's ``MINILAKE_API_TOKEN`` (never a Variable: it would be stored and shown);
+  comma-separated (none by default), from ``minilake_api_url`` / ``MINILAKE_API_URL`` (required
+  when sources are named) with the token in the worker's ``MINILAKE_API_TOKEN`` (never a
+  Variable: it would be stored and shown);
 - the marts (SPEC §11) are moved on by ``refresh_marts`` from what ``run``'s files changed;
 - ``MINILAKE_SENSOR_TIMEOUT`` / ``MINILAKE_SENSOR_POKE`` (seconds, read when the file is parsed):
   how long to wait for deliveries (6 h) and how often to look (5 min). When nothing arrives in
   time the run is skipped, not failed.
 
+A setting that is missing or wrong (no root, a local root that is no folder, an unknown source,
+sources named without a URL or a token) fails the task that reads it at once, with one line
+naming the Variable and the environment variable, and without retries: a retry would find the
+same setting, and ``airflow dags test`` would sit waiting for it. The sensor checks the root
+before it pokes, since its ``soft_fail`` turns a failure inside the poke into a skip.
+
 Tasks call minilake's public API only, and import it inside the task: this file is parsed often
 and must stay quick to import. A quarantined file fails ``run`` with the one-line reason and
-without retries (the data, not the machine, is wrong); every other task is safe to retry, and
-``max_active_runs=1`` with the root's lock keeps writers apart.
+without retries (the data, not the machine, is wrong); every other failure (an API answering
+5xx, a busy root) is retried, and ``max_active_runs=1`` with the root's lock keeps writers apart.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from typing import NoReturn
+from urllib.parse import urlsplit
 
 from airflow.sdk import PokeReturnValue, Variable, dag, task
 
@@ -29,18 +39,37 @@ TIMEOUT = float(os.environ.get("MINILAKE_SENSOR_TIMEOUT", 6 * 3600))
 POKE = float(os.environ.get("MINILAKE_SENSOR_POKE", 300))
 
 
-def _setting(variable: str, env: str, default: str = "") -> str:
-    return Variable.get(variable, default=None) or os.environ.get(env, default)
+def _setting(variable: str, env: str) -> str:
+    return (Variable.get(variable, default=None) or os.environ.get(env, "")).strip()
+
+
+def _named(variable: str, env: str) -> str:
+    return f"the Airflow Variable {variable} or the environment variable {env}"
+
+
+def _fail(line: str) -> NoReturn:
+    """Fails the task now, without retries: a wrong setting (or a quarantined file) stays
+    wrong until someone fixes it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(line)
 
 
 def _root() -> str:
     root = _setting("minilake_root", "MINILAKE_ROOT")
     if not root:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        raise AirflowFailException("no root: set the Airflow Variable minilake_root or the "
-                                   "environment variable MINILAKE_ROOT")
+        _fail(f"no root: set {_named('minilake_root', 'MINILAKE_ROOT')}")
+    # an S3 root is checked by minilake itself: "cannot reach it" may pass, and is retried
+    if "://" not in root and not os.path.isdir(root):
+        what = "is not a folder" if os.path.exists(root) else "does not exist"
+        _fail(f"root {root} {what}: set {_named('minilake_root', 'MINILAKE_ROOT')} to the "
+              f"folder that holds landing_zone/")
     return root
+
+
+def _check_root(context) -> None:
+    """The sensor's pre_execute hook: a failure inside its poke would be skipped (soft_fail)."""
+    _root()
 
 
 def _api_sources() -> list[str]:
@@ -48,12 +77,35 @@ def _api_sources() -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def _api_url(sources: list[str]) -> str:
+    """The URL to pull ``sources`` from, once the sources, the URL and the token are usable
+    (else minilake's ValueError would be retried like a failing API)."""
+    from minilake.sources import SOURCES
+
+    names = _named("minilake_api_sources", "MINILAKE_API_SOURCES")
+    for source in sources:
+        if source not in SOURCES:
+            _fail(f"no source {source!r} (sources: {', '.join(SOURCES)}): fix {names}")
+    url = _setting("minilake_api_url", "MINILAKE_API_URL")
+    if not url:
+        _fail(f"sources to pull ({', '.join(sources)}) but no API URL: set "
+              f"{_named('minilake_api_url', 'MINILAKE_API_URL')}")
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        _fail(f"the API URL is not an http(s) URL with a host: fix "
+              f"{_named('minilake_api_url', 'MINILAKE_API_URL')}")
+    if not os.environ.get("MINILAKE_API_TOKEN"):
+        _fail("sources to pull but no API token: set the environment variable "
+              "MINILAKE_API_TOKEN where the tasks run")
+    return url
+
+
 @dag(dag_id="minilake_daily", schedule="@daily", start_date=dt.datetime(2024, 1, 1),
      catchup=False, max_active_runs=1, tags=["minilake"],
      default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=5)},
      doc_md=__doc__)
 def minilake_daily():
-    @task.sensor(poke_interval=POKE, timeout=TIMEOUT, mode="reschedule", soft_fail=True)
+    @task.sensor(poke_interval=POKE, timeout=TIMEOUT, mode="reschedule", soft_fail=True,
+                 pre_execute=_check_root)
     def wait_for_deliveries() -> PokeReturnValue:
         """Done when a file of a source waits in landing_zone/ (or an API is to be pulled)."""
         from pathlib import Path
@@ -68,35 +120,34 @@ def minilake_daily():
 
     @task
     def pull_api_sources(logical_date=None) -> list[str]:
-        from airflow.sdk.exceptions import AirflowFailException
-
+        """Lands the logical date's day of each API source, for ``run`` to apply with the
+        files; sources it cannot pull as set fail it before any request."""
         import minilake
 
+        root, sources = _root(), _api_sources()
+        if not sources:
+            return []
+        url = _api_url(sources)
         lines = []
-        for source in _api_sources():
-            url = _setting("minilake_api_url", "MINILAKE_API_URL")
-            result = minilake.pull(source, logical_date.date(), _root(), url or None,
-                                   progress=False)
+        for source in sources:
+            result = minilake.pull(source, logical_date.date(), root, url, progress=False)
             print(result.line())
             if result.outcome == "quarantined":
-                raise AirflowFailException(result.line())
+                _fail(result.line())
             lines.append(result.line())
         return lines
 
     @task(retries=0)
     def run() -> list[str] | None:
         """split + ingest; returns the months whose marts the files touched (None: all)."""
-        from airflow.sdk.exceptions import AirflowFailException
-
         import minilake
 
         result = minilake.run(_root(), progress=False, marts=False)
         for line in result.lines():
             print(line)
         if result.ingest.quarantined:
-            raise AirflowFailException("; ".join(
-                f"{f.source}/{f.file}: quarantined: {f.reason}"
-                for f in result.ingest.quarantined))
+            _fail("; ".join(f"{f.source}/{f.file}: quarantined: {f.reason}"
+                            for f in result.ingest.quarantined))
         return None if result.months is None else [m.isoformat() for m in result.months]
 
     @task

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -18,29 +22,59 @@ import minilake
 pytestmark = pytest.mark.xdist_group("airflow")
 REPO = Path(__file__).resolve().parents[1]
 DAG_FILE = REPO / "dags" / "minilake_daily.py"
+TASKS = ("wait_for_deliveries", "pull_api_sources", "run", "refresh_marts", "write_reports")
+TOKEN = "tok-" + secrets.token_hex(12)
 
 
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory) -> dict:
+    """A migrated SQLite AIRFLOW_HOME; none of the shell's minilake settings or Airflow
+    Variables (a developer's MINILAKE_API_URL would hide a missing one)."""
     home = tmp_path_factory.mktemp("airflow_home")
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(DAG_FILE.parent),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-           "MINILAKE_SENSOR_TIMEOUT": "3", "MINILAKE_SENSOR_POKE": "1"}
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("MINILAKE_", "AIRFLOW_VAR_"))}
+    env |= {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAG_FILE.parent),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "MINILAKE_SENSOR_TIMEOUT": "3", "MINILAKE_SENSOR_POKE": "1"}
     done = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return env
 
 
-def dag_run(env: dict, root: Path, day: str) -> tuple[dict, str]:
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "airflow_runner.py"),
-                           str(DAG_FILE), day], env={**env, "MINILAKE_ROOT": str(root)},
-                          capture_output=True, text=True, timeout=600)
-    output = done.stdout + done.stderr
-    states = [line for line in done.stdout.splitlines() if line.startswith("STATES ")]
-    assert states, output[-3000:]
-    return json.loads(states[-1][len("STATES "):]), output
+class Run(NamedTuple):
+    states: dict[str, str]
+    tries: dict[str, int]
+    seconds: float                    # what dag.test() took
+    output: str
+
+
+def dag_run(env: dict, root: Path | None, day: str, *, variables: dict[str, str] | None = None,
+            environ: dict[str, str] | None = None, timeout: float = 600) -> Run:
+    """One ``dag.test()`` in a child process, given Airflow Variables (as ``AIRFLOW_VAR_*``)
+    and environment variables. A child still running after ``timeout`` is killed with all it
+    started, failing the test: ``dag.test()`` waits out retry delays and ignores SIGTERM, so a
+    task retried for ever would otherwise hang the suite."""
+    env = {**env, **(environ or {}),
+           **{f"AIRFLOW_VAR_{k.upper()}": v for k, v in (variables or {}).items()}}
+    if root is not None:
+        env["MINILAKE_ROOT"] = str(root)
+    child = subprocess.Popen([sys.executable, str(REPO / "tests" / "airflow_runner.py"),
+                              str(DAG_FILE), day], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        stdout, stderr = child.communicate()
+        pytest.fail(f"dag.test() still running after {timeout} s:\n{stderr[-3000:]}")
+    output = stdout + stderr
+    said = {line.partition(" ")[0]: line.partition(" ")[2] for line in stdout.splitlines()
+            if line.startswith(("STATES ", "TRIES ", "SECONDS "))}
+    assert len(said) == 3, output[-3000:]
+    return Run(json.loads(said["STATES"]), json.loads(said["TRIES"]), float(said["SECONDS"]),
+               output)
 
 
 def test_the_dag_file_imports_in_under_two_seconds():
@@ -63,17 +97,16 @@ def test_the_dag_applies_the_sample_week_then_skips_a_day_with_nothing_new(
     by_dag, by_hand = tmp_path / "dag", tmp_path / "plain"
     for root in (by_dag, by_hand):
         shutil.copytree(committed / "landing_zone", root / "landing_zone")
-    states, output = dag_run(airflow_env, by_dag, "2024-10-15")
-    assert states == {t: "success" for t in ("wait_for_deliveries", "pull_api_sources", "run",
-                                              "refresh_marts", "write_reports")}, output[-3000:]
+    run = dag_run(airflow_env, by_dag, "2024-10-15")
+    assert run.states == dict.fromkeys(TASKS, "success"), run.output[-3000:]
     assert minilake.run(by_hand).ok
     for name in ("customer", "product", "sales"):
         pd.testing.assert_frame_equal(minilake.read_table(name, root=by_dag),
                                       minilake.read_table(name, root=by_hand), obj=name)
     assert (by_dag / "reports" / "customer_growth.csv").is_file()
 
-    states, _ = dag_run(airflow_env, by_dag, "2024-10-16")      # nothing arrived
-    assert set(states.values()) == {"skipped"}
+    run = dag_run(airflow_env, by_dag, "2024-10-16")      # nothing arrived
+    assert set(run.states.values()) == {"skipped"}
 
 
 def test_a_truncated_snapshot_fails_the_run_task_with_the_reason(airflow_env, committed,
@@ -82,6 +115,117 @@ def test_a_truncated_snapshot_fails_the_run_task_with_the_reason(airflow_env, co
     shutil.copytree(committed / "landing_zone", root / "landing_zone")
     last = root / "landing_zone" / "customer_20241015.csv"
     last.write_bytes(last.read_bytes()[:30000])
-    states, output = dag_run(airflow_env, root, "2024-10-15")
-    assert states["run"] == "failed" and states["write_reports"] == "upstream_failed"
-    assert "customer/customer_20241015.csv: quarantined: would expire" in output
+    run = dag_run(airflow_env, root, "2024-10-15")
+    assert run.states["run"] == "failed" and run.states["write_reports"] == "upstream_failed"
+    assert "customer/customer_20241015.csv: quarantined: would expire" in run.output
+
+
+# --- settings that are missing or wrong: the task that reads one fails at once ----------------
+
+class Wrong(NamedTuple):
+    variables: dict[str, str]         # Airflow Variables
+    root: str | None                  # "folder" (an empty landing_zone/), "nowhere" or unset
+    failing: str                      # the task that fails
+    words: tuple[str, ...]            # what its one line says
+    token: bool = True                # MINILAKE_API_TOKEN set
+
+
+WRONG = {
+    "api_sources_without_url": Wrong(
+        {"minilake_api_sources": "sales"}, "folder", "pull_api_sources",
+        ("no API URL", "minilake_api_url", "MINILAKE_API_URL")),
+    "unknown_api_source": Wrong(
+        {"minilake_api_sources": "sales, salse", "minilake_api_url": "http://127.0.0.1:9"},
+        "folder", "pull_api_sources",
+        ("no source 'salse'", "minilake_api_sources", "MINILAKE_API_SOURCES")),
+    "api_sources_without_token": Wrong(
+        {"minilake_api_sources": "sales", "minilake_api_url": "http://127.0.0.1:9"},
+        "folder", "pull_api_sources", ("no API token", "MINILAKE_API_TOKEN"), token=False),
+    "no_root": Wrong({}, None, "wait_for_deliveries",
+                     ("no root", "minilake_root", "MINILAKE_ROOT")),
+    "a_root_that_does_not_exist": Wrong(
+        {}, "nowhere", "wait_for_deliveries",
+        ("does not exist", "minilake_root", "MINILAKE_ROOT")),
+}
+
+
+@pytest.mark.parametrize("case", WRONG)
+def test_a_wrong_setting_fails_its_task_at_once_naming_it(airflow_env, tmp_path, case):
+    """Without retries (a retry would find the same setting), so that the run, and
+    ``airflow dags test`` with it, ends failed instead of waiting for retries."""
+    wrong = WRONG[case]
+    (tmp_path / "folder" / "landing_zone").mkdir(parents=True)
+    run = dag_run(airflow_env, wrong.root and tmp_path / wrong.root, "2024-10-15",
+                  variables=wrong.variables,
+                  environ={"MINILAKE_API_TOKEN": TOKEN} if wrong.token else {}, timeout=150)
+    assert run.seconds < 120, run.output[-3000:]
+    assert run.states[wrong.failing] == "failed", run.output[-3000:]
+    assert run.tries[wrong.failing] == 1                  # no retry
+    after = TASKS[TASKS.index(wrong.failing) + 1:]
+    assert all(run.states[task] == "upstream_failed" for task in after), run.states
+    assert any(all(word in line for word in wrong.words) for line in run.output.splitlines()), \
+        run.output[-3000:]
+
+
+# --- a day pulled from an API on this machine -----------------------------------------------
+
+@pytest.fixture
+def sample_api(small_root, tmp_path):
+    """``python -m minilake serve-sample-api`` on a free port of 127.0.0.1, over a copy of
+    the small world, with small pages (a day takes several)."""
+    world = tmp_path / "world"
+    shutil.copytree(small_root / "landing_zone", world / "landing_zone")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "minilake", "serve-sample-api", "--root", str(world),
+         "--port", "0", "--page-size", "100"], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "MINILAKE_API_TOKEN": TOKEN})
+    try:
+        first = server.stdout.readline()
+        assert first.startswith("sample API: serving"), first
+        yield world, first.split(" on ")[1].strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def served(url: str, source: str, day: str) -> list[dict]:
+    """Every record the API serves for that day, page by page until a 404."""
+    records: list[dict] = []
+    with httpx.Client(headers={"Authorization": TOKEN}, timeout=30) as client:
+        for page in range(1, 1000):
+            answer = client.get(f"{url}/{source}", params={"date": day, "page": page})
+            if answer.status_code == 404 or answer.json() == []:
+                return records
+            answer.raise_for_status()
+            records += answer.json()
+    raise AssertionError("the API never ran out of pages")
+
+
+def test_the_dag_pulls_the_day_from_the_api_and_applies_it(airflow_env, sample_api, tmp_path):
+    """The day's sales come only from the API: the pull lands them and ``run`` applies them,
+    to the same table as the day's file gives."""
+    world, url = sample_api
+    day = max(p.name[6:14] for p in (world / "landing_zone").glob("sales_*.txt"))
+    date = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+    by_dag, by_hand = tmp_path / "dag", tmp_path / "plain"
+    for root in (by_dag, by_hand):
+        shutil.copytree(world / "landing_zone", root / "landing_zone")
+    (by_dag / "landing_zone" / f"sales_{day}.txt").unlink()
+
+    run = dag_run(airflow_env, by_dag, date, environ={"MINILAKE_API_TOKEN": TOKEN},
+                  variables={"minilake_api_sources": "sales", "minilake_api_url": url})
+    assert run.states == dict.fromkeys(TASKS, "success"), run.output[-3000:]
+    records = served(url, "sales", date)
+    pulls = minilake.pulls(by_dag)
+    assert list(pulls["outcome"]) == ["landed"] and pulls["pages"].iloc[0] > 1
+    assert pulls["records"].iloc[0] == len(records) > 0
+    assert f"landed as landing_zone/sales_{day}.json" in run.output
+    assert (by_dag / "archive" / "sales" / f"sales_{day}.json").is_file()
+
+    sales = minilake.read_table("sales", root=by_dag)
+    current = sales[sales["is_current"]].set_index("sale_id")
+    expected = pd.DataFrame(records).drop_duplicates("sale_id", keep="last").set_index("sale_id")
+    assert (current.loc[expected.index, expected.columns].astype(str)
+            == expected.astype(str)).all().all()
+    assert minilake.run(by_hand).ok
+    pd.testing.assert_frame_equal(sales, minilake.read_table("sales", root=by_hand))
