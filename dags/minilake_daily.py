@@ -80,7 +80,7 @@ def _api_sources() -> list[str]:
 def _api_url(sources: list[str]) -> str:
     """The URL to pull ``sources`` from, once the sources, the URL and the token are usable
     (else minilake's ValueError would be retried like a failing API)."""
-    from minilake.sources import SOURCES
+    from minilake.contract.sources import SOURCES
 
     names = _named("minilake_api_sources", "MINILAKE_API_SOURCES")
     for source in sources:
@@ -110,7 +110,7 @@ def minilake_daily():
         """Done when a file of a source waits in landing_zone/ (or an API is to be pulled)."""
         from pathlib import Path
 
-        from minilake.sources import source_of
+        from minilake.contract.sources import source_of
 
         landing = Path(_root()) / "landing_zone"
         waiting = sorted(p.name for p in landing.glob("*") if p.is_file()
@@ -152,7 +152,7 @@ def minilake_daily():
 
     @task
     def refresh_marts(months: list[str] | None) -> str:
-        from minilake.outbound import datamarts
+        from minilake.outbound import marts as datamarts
 
         if months == []:
             return "no month touched: nothing to refresh"

@@ -17,14 +17,14 @@ os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
 # light, and bound first: ``minilake.generate`` is the function, not its subpackage
 from minilake.generate import generate  # noqa: E402
 
-_LAZY = {"init": "minilake.layout", "land_sample": "minilake.inbound.landing",
+_LAZY = {"init": "minilake.lake.layout", "land_sample": "minilake.inbound.landing",
          "reset": "minilake.inbound.landing", "split": "minilake.inbound.landing",
          **dict.fromkeys(["erasures", "ingest", "rebuild", "run", "status", "vacuum",
                           "versions"], "minilake.load.ingest"),
-         "read_table": "minilake.load.history",
-         "pull": "minilake.inbound.api_pull", "pulls": "minilake.inbound.api_pull",
-         "export": "minilake.outbound.exports", "marts": "minilake.outbound.datamarts",
-         "read_mart": "minilake.outbound.datamarts", "sql": "minilake.outbound.query"}
+         "read_table": "minilake.lake.history",
+         "pull": "minilake.inbound.pull", "pulls": "minilake.inbound.pull",
+         "export": "minilake.outbound.exports", "marts": "minilake.outbound.marts",
+         "read_mart": "minilake.outbound.marts", "sql": "minilake.outbound.query"}
 _MODULES = {"reports": "minilake.outbound.reports"}    # ``from minilake import reports``
 
 

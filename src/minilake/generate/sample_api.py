@@ -27,10 +27,10 @@ from typing import Annotated
 from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import Response
 
-from minilake.inbound.api_pull import TOKEN_ENV
-from minilake.inbound.readers import UnreadableFile
-from minilake.layout import Layout
-from minilake.sources import SOURCES, Source
+from minilake.contract.sources import SOURCES, Source
+from minilake.formats.readers import UnreadableFile
+from minilake.inbound.pull import TOKEN_ENV
+from minilake.lake.layout import Layout
 
 JSON_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
 PAGE_SIZE = 1000
@@ -108,7 +108,7 @@ def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 0,
           page_size: int = PAGE_SIZE) -> None:
     """Serve the sample API until interrupted; port 0 takes a free port. The first line
     printed is the URL to pull from."""
-    from minilake.server import listen
+    from minilake.apps.server import listen
 
     token = os.environ.get(TOKEN_ENV) or None
     app = create_app(root, page_size=page_size, token=token)

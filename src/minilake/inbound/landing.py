@@ -17,11 +17,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minilake import stopping, storage
+from minilake import stopping
+from minilake.contract.sources import source_of
 from minilake.crashpoints import crashpoint
-from minilake.layout import Layout
-from minilake.lock import hold
-from minilake.sources import source_of
+from minilake.lake import storage
+from minilake.lake.layout import Layout
+from minilake.lake.lock import hold
 
 log = logging.getLogger(__name__)
 

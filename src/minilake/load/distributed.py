@@ -26,10 +26,10 @@ import time
 
 from deltalake.transaction import RemoveAction
 
-from minilake import storage
+from minilake.contract.sources import ALL_SOURCES, Source
 from minilake.crashpoints import crashpoint
+from minilake.lake import storage
 from minilake.load import EngineError, parts, tables
-from minilake.sources import ALL_SOURCES, Source
 
 log = logging.getLogger(__name__)
 

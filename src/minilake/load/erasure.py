@@ -39,13 +39,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake import storage
+from minilake.contract.sources import SOURCES, Source
 from minilake.crashpoints import crashpoint
-from minilake.inbound.readers import TEXT, TextFrame, check_json_depth
-from minilake.layout import Layout
+from minilake.formats.readers import TEXT, TextFrame, check_json_depth
+from minilake.lake import storage
+from minilake.lake.layout import Layout
 from minilake.load import tables
 from minilake.load.validate import validate
-from minilake.sources import SOURCES, Source
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +367,7 @@ def rewrite_request(text: str, resolved: dict[str, set[int]]) -> str:
     """The request file with every email replaced: by ``"customer_id": "<id>"`` where it named
     one customer and the object names no id, else by a placeholder (valid or not as the email
     was), so that the file reads and validates as before but holds no email."""
-    from minilake.schemas import EMAIL
+    from minilake.contract.schemas import EMAIL
 
     edits = []
     for members in json_members(text):
@@ -612,6 +612,6 @@ def personal_values(layout: Layout, ids: set[int]) -> list[bytes]:
 
 
 def erasure_source() -> Source:
-    from minilake.sources import ERASURE_REQUESTS
+    from minilake.contract.sources import ERASURE_REQUESTS
 
     return ERASURE_REQUESTS

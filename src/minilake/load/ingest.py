@@ -30,15 +30,17 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from tqdm import tqdm
 
-from minilake import lock, stopping, storage, unchanged
+from minilake import stopping
+from minilake.apps import unchanged
+from minilake.contract.sources import ERASURE_REQUESTS, SOURCES, Source
 from minilake.crashpoints import crashpoint
+from minilake.formats.readers import UnreadableFile
 from minilake.inbound.landing import SplitResult, split, superseded_name
-from minilake.inbound.readers import UnreadableFile
-from minilake.layout import Layout
-from minilake.load import erasure, history, parts, tables
+from minilake.lake import history, lock, storage
+from minilake.lake.layout import Layout
+from minilake.lake.lock import hold
+from minilake.load import erasure, parts, tables
 from minilake.load.validate import Validated
-from minilake.lock import hold
-from minilake.sources import ERASURE_REQUESTS, SOURCES, Source
 
 if TYPE_CHECKING:
     from minilake.load.distributed import Engine
@@ -650,7 +652,7 @@ def _erase_one(layout: Layout, ingest_log: tables.IngestLog, delivery: Delivery,
         kept = erasure.purge_history(customer) if tables.exists(customer) else None
         crashpoint("erasure.purged")
         # the marts hold names: recomputed from the erased tables, their history purged
-        from minilake.outbound import datamarts
+        from minilake.outbound import marts as datamarts
 
         datamarts.refresh(layout.root)
         for mart in datamarts.MARTS + datamarts.KEPT:
@@ -826,7 +828,7 @@ def vacuum(root: str | Path = ".", *, dry_run: bool = False) -> dict[str, list[s
     with ``dry_run`` those that would be): what a run killed between writing a file's data
     files and its commit left, or a Dask worker lost mid-write (SPEC §13). Every version's
     files stay, so time travel is untouched."""
-    from minilake.outbound import datamarts
+    from minilake.outbound import marts as datamarts
 
     layout = Layout.of(root)
     with hold(layout.root, "vacuum"):
@@ -845,7 +847,7 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
     refreshed (``marts=False`` leaves that to the caller: ``result.months`` says which months
     those files touched). ``say`` is given each line of ``result.lines()`` as soon as what it
     says is done."""
-    from minilake.outbound import datamarts
+    from minilake.outbound import marts as datamarts
 
     layout = Layout.of(root)
     say = say or _quiet

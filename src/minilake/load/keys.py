@@ -80,7 +80,7 @@ def range_codes(keys: pa.Array, by_value: bool) -> np.ndarray:
     if not by_value:
         return prefix_codes(keys)
     if not pa.types.is_integer(keys.type):
-        from minilake.schemas import parse_integer
+        from minilake.contract.schemas import parse_integer
 
         keys = parse_integer(keys)
     return keys.cast(pa.int64()).fill_null(LOWEST).to_numpy()

@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from minilake import storage
-from minilake.inbound.readers import TextFrame, UnreadableFile
+from minilake.contract.sources import ALL_SOURCES, Source
+from minilake.formats.readers import TextFrame, UnreadableFile
+from minilake.lake import storage
 from minilake.load import tables
 from minilake.load.keys import range_codes, range_of
 from minilake.load.scd2 import Changes, diff
 from minilake.load.validate import Validated, validate
-from minilake.sources import ALL_SOURCES, Source
 
 EMPTY_SNAPSHOT = "empty, but a full snapshot was expected"
 

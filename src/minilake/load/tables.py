@@ -48,13 +48,13 @@ from deltalake.transaction import (
     create_table_with_add_actions,
 )
 
-from minilake import lock, policy, storage
+from minilake.contract.sources import Source
 from minilake.crashpoints import crashpoint
-from minilake.layout import Layout
+from minilake.lake import lock, policy, storage
+from minilake.lake.layout import Layout
 from minilake.load.keys import found
 from minilake.load.scd2 import OPEN_END, Changes
 from minilake.load.validate import arrow_schema
-from minilake.sources import Source
 
 COMMIT_KEY = "minilake"
 

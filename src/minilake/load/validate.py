@@ -17,8 +17,8 @@ import pyarrow as pa_
 import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
-from minilake.inbound.readers import TEXT, TextFrame
-from minilake.schemas import is_blank, parsed, parsing_once
+from minilake.contract.schemas import is_blank, parsed, parsing_once
+from minilake.formats.readers import TEXT, TextFrame
 
 ARROW_TYPES = {"int": pa_.int64(), "float": pa_.float64(), "date": pa_.date32(),
                "text": pa_.string()}

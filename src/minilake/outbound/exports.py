@@ -28,12 +28,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from minilake import storage
+from minilake.contract.sources import SOURCES
 from minilake.crashpoints import crashpoint
-from minilake.layout import Layout
-from minilake.load import history, tables
-from minilake.lock import hold
-from minilake.sources import SOURCES
+from minilake.lake import history, storage
+from minilake.lake.layout import Layout
+from minilake.lake.lock import hold
+from minilake.load import tables
 
 FORMATS = ("avro", "parquet", "csv")
 DEFAULT_FORMAT = "avro"

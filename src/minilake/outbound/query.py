@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from minilake.layout import Layout
-from minilake.load import history, tables
-from minilake.sources import SOURCES
+from minilake.contract.sources import SOURCES
+from minilake.lake import history
+from minilake.lake.layout import Layout
+from minilake.load import tables
 
 MARTS = ("customer_monthly", "product_monthly", "daily_sales")
 LOGS = {"ingest_log": "_ingest_log", "pull_log": "_pull_log", "erasure_log": "_erasure_log"}

@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake import storage
-from minilake.layout import Layout
+from minilake.lake import storage
+from minilake.lake.layout import Layout
 from minilake.load import tables
 
 MONEY_TOLERANCE = 0.01
@@ -172,7 +172,7 @@ def write_reports(root: str | Path = ".", until: dt.date | str | None = None,
                   out: str | Path | None = None, names: list[str] | None = None
                   ) -> dict[str, pd.DataFrame]:
     """Build and write reports as CSV (default: all of them, into ``root/reports``)."""
-    from minilake.lock import hold
+    from minilake.lake.lock import hold
 
     folder = storage.as_path(out) if out is not None else Layout.of(root).reports
     with hold(Layout.of(root).root, "report"):
@@ -333,7 +333,7 @@ def error_summary(root: str | Path = ".", files: list[str] | None = None) -> pd.
 
 def error_report(root: str | Path, file: str) -> pd.DataFrame:
     """The error report written for an archived file (raw bad rows + ``errors``)."""
-    from minilake.sources import source_of
+    from minilake.contract.sources import source_of
 
     source = source_of(file)
     if source is None:

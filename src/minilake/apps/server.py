@@ -1,0 +1,444 @@
+"""The job server (SPEC §10): ``python -m minilake serve`` — FastAPI on uvicorn.
+
+Every route but ``/health`` and ``/openapi.json`` requires ``Authorization: Bearer
+<MINILAKE_SERVER_TOKEN>`` (compared in constant time); without a token set the server does not
+start. Routes are a thin layer over the public API: ``run``, ``pull``, ``export``, ``status``,
+``read_table``. One job at a time: a job that cannot take the root (another job here, or another
+process's lock) answers 409 naming the holder. Bad parameters answer 422, unknown tables 404,
+and nothing answers with a traceback. ``GET /tables/{name}`` pages a table in the protocol of
+SPEC §8, so that ``minilake pull`` can read from another minilake (``?date=`` gives the source's
+columns of the versions valid that day, as a delivery; ``?as_of=`` or nothing gives
+``read_table``'s rows). The API's URL for ``POST /jobs/pull`` is the server's own setting
+(``MINILAKE_API_URL``), never a request's, and exports are written under the root's
+``exports/`` only.
+
+Hostile clients cost little. A request is judged on its headers before its body is read: without
+the token it is answered 401 and the connection closed. A body is at most
+``MINILAKE_SERVER_MAX_BODY_BYTES`` (1 MiB by default): a larger ``Content-Length`` is answered 413
+unread, a chunked body is counted as it streams and cut off with 413 once past the limit. A body
+must arrive whole within ``MINILAKE_SERVER_BODY_TIMEOUT`` seconds (30 by default), or it is
+answered 408 and the connection closed. A request's headers must arrive within
+``MINILAKE_SERVER_HEADER_TIMEOUT`` seconds (10 by default) of the connection or of the previous
+answer, or the connection is closed (after a 408 if part of a request came); headers still
+incomplete past 16 KiB are answered 431 (h11's bound). ``/docs`` and ``/redoc`` are off, so
+nothing is loaded from the network; the OpenAPI document stays at ``/openapi.json``.
+
+Every answer with rows, status or a job's result is written by ``minilake.jsontext``, so that a
+reader taking each JSON number as a double (JavaScript) still gets every value exact:
+identifiers (``customer_id``, ``row_hash``) as strings of their digits, dates as
+``YYYY-MM-DD``, floats as their shortest text, money without float noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import hmac
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import h11
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from minilake.formats import jsontext
+
+TOKEN_ENV = "MINILAKE_SERVER_TOKEN"
+MAX_BODY_ENV = "MINILAKE_SERVER_MAX_BODY_BYTES"
+BODY_TIMEOUT_ENV = "MINILAKE_SERVER_BODY_TIMEOUT"
+HEADER_TIMEOUT_ENV = "MINILAKE_SERVER_HEADER_TIMEOUT"
+OPEN_PATHS = frozenset({"/health", "/openapi.json"})     # answered without the token
+MAX_PAGE_SIZE = 100_000
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost the server: the size of its body, and how long its headers
+    and its body may take to arrive."""
+
+    max_body_bytes: int = 1 << 20
+    body_timeout: float = 30.0
+    header_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        """The limits set in the environment, the defaults for those not set."""
+        return cls(max_body_bytes=_setting(MAX_BODY_ENV, int, cls.max_body_bytes),
+                   body_timeout=_setting(BODY_TIMEOUT_ENV, float, cls.body_timeout),
+                   header_timeout=_setting(HEADER_TIMEOUT_ENV, float, cls.header_timeout))
+
+
+def _setting(name: str, kind: type, default: float) -> float:
+    """A positive number from the environment: a typo refuses the start rather than leaving
+    the server without a limit."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < math.inf:
+        raise ValueError(f"{name}={text!r}: a positive "
+                         f"{'whole number' if kind is int else 'number'} is required")
+    return value
+
+
+def _bearer_ok(authorization: str | None, token: str) -> bool:
+    """Whether ``authorization`` is ``Bearer <token>``, compared in constant time."""
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+
+
+class Refused(Exception):
+    """A request the gate answers itself, from its headers or its body's arrival."""
+
+    def __init__(self, status: int, detail: str, headers: tuple = ()):
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+    async def answer(self, send) -> None:
+        """One line of JSON, and the connection closed: what the client still sends is not
+        read (and a half-sent body could not be told from the next request anyway)."""
+        body = json.dumps({"detail": self.detail}, separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": self.status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"), *self.headers]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Gate:
+    """Pure ASGI middleware in front of the app: FastAPI reads a body whole before any
+    dependency could refuse the request, so the token and the declared size are checked here
+    on the headers alone, and the body is read here, bounded in size and time, then handed to
+    the app whole."""
+
+    def __init__(self, app, token: str, limits: Limits):
+        self.app, self.token, self.limits = app, token, limits
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            self.check_headers(scope)
+            body = await self.read_body(receive)
+        except Refused as refused:
+            await refused.answer(send)
+            return
+        if body is not None:               # None: the client left before its body was whole
+            await self.app(scope, _replay(body, receive), send)
+
+    def check_headers(self, scope) -> None:
+        """401 for a wrong token, 413 for a declared size over the limit: no byte of the body
+        is worth reading for either."""
+        headers = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name, value.decode("latin-1"))
+        if scope["path"] not in OPEN_PATHS and not _bearer_ok(headers.get(b"authorization"),
+                                                               self.token):
+            raise Refused(401, "missing or wrong bearer token",
+                          ((b"www-authenticate", b"Bearer"),))
+        length = headers.get(b"content-length", "")    # h11 let only digits through
+        if length.isascii() and length.isdigit() and int(length) > self.limits.max_body_bytes:
+            raise Refused(413, f"the request body is over {self.limits.max_body_bytes} bytes")
+
+    async def read_body(self, receive) -> bytes | None:
+        """The whole body, counted as it streams (a chunked body declares no size), or None
+        if the client left; refused once past the size limit or the body timeout."""
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(self.limits.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.limits.max_body_bytes:
+                        raise Refused(413, f"the request body is over "
+                                           f"{self.limits.max_body_bytes} bytes")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise Refused(408, f"the request body did not arrive within "
+                               f"{self.limits.body_timeout:g} s") from None
+
+
+def _replay(body: bytes, receive):
+    """``receive`` for the app: the body the gate read, then what the client does next (a
+    disconnect, for an app that listens for one)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed():
+        return pending.pop() if pending else await receive()
+    return replayed
+
+
+class HeaderTimedH11(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for a request's headers, which uvicorn lacks: its
+    keep-alive timer runs only between requests and stops at the first byte, so a client that
+    connects and sends nothing, or trickles a header line, held the connection for ever. The
+    deadline runs whenever the connection waits for a request's headers (from the connection
+    or the previous answer) and stops once h11 has them all. h11 is chosen over httptools for
+    its bound on headers still incomplete (16 KiB). Its own errors answer one line of JSON."""
+
+    def __init__(self, *args, header_timeout: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.header_timeout = header_timeout
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.watch_headers()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        self.watch_headers()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self.watch_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_header_timer()
+        super().connection_lost(exc)
+
+    def watch_headers(self) -> None:
+        """Run the header deadline while h11 waits for a request (the client's state is IDLE
+        until a request's headers are complete), stop it otherwise."""
+        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        if not waiting:
+            self.stop_header_timer()
+        elif self.header_timer is None:
+            self.header_timer = self.loop.call_later(self.header_timeout, self.headers_late)
+
+    def stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def headers_late(self) -> None:
+        """Close the connection; a 408 first if part of a request came."""
+        self.header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.conn.trailing_data[0]:
+            self.answer_and_close(408, f"the request's headers did not arrive within "
+                                       f"{self.header_timeout:g} s")
+        else:
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn calls this while handling h11's error, whose reason and status (431 for
+        headers over the bound) say more than uvicorn's message."""
+        error = sys.exc_info()[1]
+        self.answer_and_close(getattr(error, "error_status_hint", 400),
+                              f"invalid HTTP request: {error or msg}")
+
+    def answer_and_close(self, status: int, detail: str) -> None:
+        """An answer before (or instead of) a request: h11 lets a server answer from IDLE."""
+        body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
+        events = [h11.Response(status_code=status, headers=[
+                      ("content-type", "application/json"), ("content-length", str(len(body))),
+                      ("connection", "close")]),
+                  h11.Data(data=body), h11.EndOfMessage()]
+        try:
+            self.transport.write(b"".join(self.conn.send(event) for event in events))
+        except h11.LocalProtocolError:      # an answer already begun: closing is all that is left
+            pass
+        self.transport.close()
+
+
+class RunJob(BaseModel):
+    allow_mass_delete: bool = False
+
+
+class PullJob(BaseModel):
+    source: Literal["customer", "product", "sales"]
+    date: dt.date
+
+
+class ExportJob(BaseModel):
+    table: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_]+$")
+    format: Literal["avro", "parquet", "csv"] = "avro"
+    as_of: dt.date | None = None
+    version: int | None = Field(default=None, ge=0)
+    current: bool = False
+
+
+def _json(value) -> Response:
+    """An answer written by ``jsontext`` (tables in it as records): exact for a reader that
+    takes every JSON number as a double."""
+    return Response(jsontext.dumps(value), media_type="application/json")
+
+
+def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
+    """The job server over ``root``; ``token`` is required of every client, and requests are
+    held to ``limits`` (by default those of the environment)."""
+    import minilake
+    from minilake.lake.layout import Layout
+    from minilake.lake.lock import RootBusy
+
+    if not token:
+        raise ValueError(f"no server token: set {TOKEN_ENV}")
+    layout = Layout.of(root)               # a one-line error if the root does not exist
+    app = FastAPI(title="minilake job server",
+                  description="Jobs and tables of one minilake root (SPEC §10).",
+                  docs_url=None, redoc_url=None)      # their pages load scripts from a CDN
+    app.add_middleware(Gate, token=token, limits=limits or Limits.from_env())
+    busy = threading.Lock()
+    running: dict[str, str] = {}
+
+    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        """The gate refused these requests already; this names the header in the OpenAPI
+        document, and checks again should the routes ever be served without the gate."""
+        if not _bearer_ok(authorization, token):
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    guarded = [Depends(authorized)]
+
+    def job(name: str, call):
+        """Run a job holding the root, or answer 409 naming who holds it."""
+        if not busy.acquire(blocking=False):
+            raise HTTPException(409, f"the root is busy: job {running.get('job', '?')} of this "
+                                f"server (since {running.get('since', '?')})")
+        try:
+            running.update(job=name, since=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+            return call()
+        except RootBusy as error:
+            raise HTTPException(409, f"the root is busy: {error}") from None
+        finally:
+            running.clear()
+            busy.release()
+
+    @app.exception_handler(RequestValidationError)
+    async def unprocessable(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in error.errors())
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(ValueError)
+    async def bad_value(request: Request, error: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(error).splitlines()[0]}, status_code=422)
+
+    @app.exception_handler(FileNotFoundError)
+    async def not_found(request: Request, error: FileNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(error).splitlines()[0]}, status_code=404)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, error: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(error).__name__}); see the "
+                             f"server's log"}, status_code=500)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/jobs/run", dependencies=guarded)
+    def run_job(body: RunJob | None = None) -> Response:
+        options = body or RunJob()
+        result = job("run", lambda: minilake.run(layout.root, allow_mass_delete=(
+            options.allow_mass_delete), progress=False))
+        return _json({"ok": result.ok, "lines": result.lines(),
+                      "quarantined": [{"source": f.source, "file": f.file, "reason": f.reason}
+                                      for f in result.ingest.quarantined]})
+
+    @app.post("/jobs/pull", dependencies=guarded)
+    def pull_job(body: PullJob) -> Response:
+        from minilake.inbound.pull import PullError
+
+        try:
+            result = job("pull", lambda: minilake.pull(body.source, body.date, layout.root,
+                                                       progress=False))
+        except PullError as error:
+            return JSONResponse({"detail": str(error)}, status_code=502)
+        return _json({"ok": result.ok, "outcome": result.outcome, "line": result.line(),
+                      "pages": result.pages, "records": result.records})
+
+    @app.post("/jobs/export", dependencies=guarded)
+    def export_job(body: ExportJob) -> Response:
+        result = job("export", lambda: minilake.export(
+            body.table, format=body.format, as_of=body.as_of, version=body.version,
+            current=body.current, root=layout.root, progress=False))
+        return _json({"path": str(result.path.relative_to(layout.root)), "rows": result.rows,
+                      "bytes": result.bytes, "format": result.format})
+
+    @app.get("/status", dependencies=guarded)
+    def status() -> Response:
+        return _json({"sources": minilake.status(layout.root),
+                      "erasures": minilake.erasures(layout.root),
+                      "pulls": minilake.pulls(layout.root)})
+
+    @app.get("/tables/{name}", dependencies=guarded)
+    def table_page(name: str, as_of: dt.date | None = None, date: dt.date | None = None,
+                   version: Annotated[int | None, Query(ge=0)] = None,
+                   page: Annotated[int, Query(ge=1)] = 1,
+                   page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 1000
+                   ) -> Response:
+        from minilake.contract.sources import SOURCES
+
+        if as_of is not None and date is not None:
+            raise ValueError("as_of and date exclude each other (date: a delivery of the "
+                             "versions valid that day, as_of: those rows with every column)")
+        frame = minilake.read_table(name, as_of=as_of or date, root=layout.root,
+                                    version=version)
+        if date is not None and name in SOURCES:
+            frame = frame[SOURCES[name].columns]
+        chunk = frame.iloc[(page - 1) * page_size:page * page_size]
+        if not len(chunk):
+            raise HTTPException(404, f"no page {page}: {name} has "
+                                f"{-(-len(frame) // page_size)} page(s) of {page_size}")
+        return _json(chunk)
+
+    return app
+
+
+def listen(app, host: str, port: int, label: str, notes: tuple[str, ...] = (), *,
+           header_timeout: float = Limits.header_timeout) -> None:
+    """Serve ``app`` until interrupted; port 0 takes a free one. The first line printed names
+    the URL, ``notes`` follow. A request's headers must arrive within ``header_timeout``
+    seconds."""
+    import uvicorn
+
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(2048)         # before the URL is printed: a client that reads it and
+    #                               connects at once is queued, not refused (uvicorn accepts)
+    print(f"{label} on http://{host}:{listener.getsockname()[1]}", flush=True)
+    for note in notes:
+        print(note, flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            ws="none",               # no route speaks it: one protocol less
+                            http=functools.partial(HeaderTimedH11,
+                                                   header_timeout=header_timeout))
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def serve(root: str, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise ValueError(f"refusing to start without a token: set {TOKEN_ENV} (clients send "
+                         f"'Authorization: Bearer <token>')")
+    limits = Limits.from_env()
+    app = create_app(root, token, limits)
+    from minilake.lake.layout import Layout
+
+    listen(app, host, port, f"minilake job server: serving {Layout.of(root).root}",
+           header_timeout=limits.header_timeout)

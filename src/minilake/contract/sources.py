@@ -1,0 +1,117 @@
+"""The three sources, declared in one place (SPEC §1).
+
+A source is a file-name prefix with the forms its files come in (an extension and a reader
+each: sales arrive as ``~`` text, or as JSON when pulled from an API, SPEC §8), a key, whether a
+file is a full snapshot or a batch of transactions, and a pandera schema. Adding a fourth
+source is one more :class:`Source` here and one more schema in ``schemas.py``; nothing else
+names the sources.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from functools import cached_property, partial
+from pathlib import Path
+
+import pandera.pandas as pa
+
+from minilake.contract import schemas
+from minilake.formats import readers
+
+
+@dataclass(frozen=True)
+class Form:
+    """One way a source's file arrives: a file-name extension and the reader for it."""
+
+    extension: str
+    reader: readers.Reader
+
+
+CSV = Form("csv", readers.read_quoted_csv)
+JSON = Form("json", readers.read_json_array)     # also what ``pull`` lands (SPEC §8)
+TILDE = Form("txt", readers.read_tilde_lines)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    prefix: str                       # files are <prefix>_YYYYMMDD.<extension of a form>
+    forms: tuple[Form, ...]           # the first is the source's usual form
+    key: str
+    snapshot: bool                    # full snapshot (absent keys are deleted) or transactional
+    schema: pa.DataFrameSchema
+    # Table partition columns besides is_current. Sales are partitioned by sale date, so a
+    # day's corrections rewrite only that day's files, not every file of current sales.
+    partition_by: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.columns)
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str]:
+        """File names of every form; group 1 is the file date, group 2 the extension."""
+        extensions = "|".join(re.escape(f.extension) for f in self.forms)
+        return re.compile(rf"{re.escape(self.prefix)}_(\d{{8}})\.({extensions})")
+
+    def form(self, name: str) -> Form | None:
+        """The form of a file name this source owns, None if it is not one of its files."""
+        if self.file_date(name) is None:
+            return None
+        extension = name.rpartition(".")[2]
+        return next(f for f in self.forms if f.extension == extension)
+
+    def file_date(self, name: str) -> dt.date | None:
+        """The file date of a name this source owns, None if it is not one of its files."""
+        match = self.pattern.fullmatch(name)
+        if not match:
+            return None
+        try:
+            return dt.datetime.strptime(match.group(1), "%Y%m%d").date()
+        except ValueError:
+            return None
+
+    def file_name(self, day: dt.date, form: Form) -> str:
+        return f"{self.prefix}_{day:%Y%m%d}.{form.extension}"
+
+    def report_stamp(self, name: str) -> str:
+        """What names a file's error report: its date, and its form unless it is the usual
+        one (``20241009``; ``20241009_json`` for a sales day pulled from an API), so that two
+        deliveries of one date never share a report."""
+        stamp = self.file_date(name).strftime("%Y%m%d")
+        form = self.form(name)
+        return stamp if form == self.forms[0] else f"{stamp}_{form.extension}"
+
+    def read(self, path: Path) -> readers.TextFrame:
+        return self.form(path.name).reader(path, self.columns)
+
+
+SOURCES: dict[str, Source] = {s.name: s for s in [
+    Source("customer", "customer", (CSV, JSON), key="customer_id", snapshot=True,
+           schema=schemas.CUSTOMER),
+    Source("product", "products", (JSON,), key="product_id", snapshot=True,
+           schema=schemas.PRODUCT),
+    Source("sales", "sales", (TILDE, JSON), key="sale_id", snapshot=False,
+           schema=schemas.SALES, partition_by=("sale_date",)),
+]}
+
+
+# SPEC §9: erasure requests arrive like a source's files (split, validated, error report,
+# ingest log) but make no table of their own: they rewrite the others (``erasure.py``).
+ERASURE_REQUESTS = Source(
+    "erasure_requests", "erasure_requests",
+    (Form("json", partial(readers.read_json_array, aliases={"customer-id": "customer_id"},
+                          absent_ok=True)),),
+    key="customer_id", snapshot=False, schema=schemas.ERASURE_REQUESTS)
+
+ALL_SOURCES: dict[str, Source] = {**SOURCES, ERASURE_REQUESTS.name: ERASURE_REQUESTS}
+
+
+def source_of(name: str) -> Source | None:
+    """The source whose pattern and calendar the file name matches."""
+    for source in ALL_SOURCES.values():
+        if source.file_date(name) is not None:
+            return source
+    return None

@@ -1,0 +1,116 @@
+"""Where things live under a root (SPEC §6, §12): any folder laid out like the repository, or
+an S3 prefix laid out the same way (``s3://bucket/prefix``). Paths are local ``Path``s or
+``UPath``s on S3; :mod:`minilake.storage` does what the two do differently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from minilake.lake import storage
+
+if TYPE_CHECKING:
+    from upath import UPath
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path | UPath
+
+    @classmethod
+    def of(cls, root: str | Path | UPath, create: bool = False) -> Layout:
+        """The layout of ``root``, which must be a root minilake made (it holds one of
+        :data:`MARKS`: ``init``, ``generate`` or the repository made it), else a one-line
+        :class:`StorageError` and nothing is created; unless ``create``. An unknown scheme
+        is one line too."""
+        path = storage.locate(root, create=create)
+        # before anything is moved: the run would stop at a table
+        if storage.is_local(path) and "%" in str(path):
+            raise ValueError(f"{path}: a root whose path holds '%' cannot hold the Delta "
+                             f"tables (delta-rs reads '%20' in a path as an escape); "
+                             f"use a folder without '%'")
+        if not create and not is_root(path):
+            shown = path if storage.is_local(path) else storage.uri(path)
+            raise storage.StorageError(
+                f"{shown} is not a minilake root (it holds none of "
+                f"{', '.join(MARKS)}); `minilake init --root {shown}` makes it one, or give "
+                f"the folder that holds landing_zone/")
+        return cls(path)
+
+    @property
+    def landing(self) -> Path | UPath:
+        return self.root / "landing_zone"
+
+    def archive(self, source: str) -> Path | UPath:
+        return self.root / "archive" / source
+
+    def quarantine(self, source: str) -> Path | UPath:
+        return self.root / "quarantine" / source
+
+    def table(self, name: str) -> Path | UPath:
+        return self.root / "tables" / name
+
+    @property
+    def ingest_log(self) -> Path | UPath:
+        return self.table("_ingest_log")
+
+    @property
+    def erasure_log(self) -> Path | UPath:
+        return self.table("_erasure_log")
+
+    @property
+    def pull_log(self) -> Path | UPath:
+        return self.table("_pull_log")
+
+    def error_report(self, source: str, stamp: str) -> Path | UPath:
+        return self.root / "error_reports" / f"errors_{source}_{stamp}.csv"
+
+    @property
+    def reports(self) -> Path | UPath:
+        return self.root / "reports"
+
+    @property
+    def final_results(self) -> Path | UPath:
+        return self.root / "final_results"
+
+
+# What a root minilake made holds (any of): a folder of deliveries, or minilake's own.
+MARKS = ("landing_zone/", "archive/", "tables/", "minilake.toml")
+SETTINGS = """# minilake's settings for this root (docs/history.md)
+
+[history]
+# how long table versions are kept: "forever", or a whole number of days
+keep_days = "forever"
+"""
+
+
+def is_root(path: Path | UPath) -> bool:
+    """Whether ``path`` holds one of :data:`MARKS` (one listing request on S3)."""
+    if storage.is_local(path):
+        return any((Path(path) / mark.rstrip("/")).exists() for mark in MARKS)
+    try:
+        names = {name.rstrip("/").rsplit("/", 1)[-1] for name in path.fs.ls(path.path,
+                                                                          detail=False)}
+    except FileNotFoundError:
+        return False
+    return any(mark.rstrip("/") in names for mark in MARKS)
+
+
+def init(root: str | Path | UPath) -> str:
+    """Make ``root`` a minilake root: ``landing_zone/`` and a ``minilake.toml`` of the
+    default settings (each only if absent). Returns what was done, one line."""
+    path = storage.locate(root, create=True)
+    made = []
+    settings = path / "minilake.toml"
+    if not settings.exists():
+        storage.write_bytes(settings, SETTINGS.encode("utf-8"))
+        made.append("minilake.toml")
+    if storage.is_local(path):
+        landing = Path(path) / "landing_zone"
+        if not landing.is_dir():
+            landing.mkdir(parents=True)
+            made.append("landing_zone/")
+    shown = path if storage.is_local(path) else storage.uri(path)
+    return (f"{shown} is a minilake root; made {', '.join(made)}" if made
+            else f"{shown} is a minilake root already; nothing to make")
