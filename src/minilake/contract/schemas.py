@@ -12,150 +12,21 @@ cast of good rows to typed columns (``validate.to_typed``) reads them from there
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_
 import pyarrow.compute as pc
 
-from minilake.load.keys import digit_codes
-
-INT64_MAX = str(2**63 - 1)
-ISO_DATE = "%Y-%m-%d"
-EARLIEST_FOUR_DIGIT_YEAR = dt.date(1000, 1, 1)
-NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-
-
-def _arrow(text: pd.Series) -> pa_.Array:
-    return pa_.array(text)                       # zero-copy for pandas' Arrow-backed strings
-
-
-def _contiguous(values: pa_.Array | pa_.ChunkedArray) -> pa_.Array:
-    """One array (kernels whose result is indexed or cached need a single chunk); text of
-    2 GB or more as ``large_string`` (a ``string`` array's offsets are 32-bit)."""
-    if not isinstance(values, pa_.ChunkedArray):
-        return values
-    if pa_.types.is_string(values.type) and values.nbytes >= 2**31 - 1:
-        values = values.cast(pa_.large_string())
-    return values.combine_chunks()
-
-
-def is_blank(text: pa_.Array) -> pa_.Array:
-    """Empty text (a length test: comparing every string with '' is ten times slower)."""
-    return pc.equal(pc.binary_length(text), 0)
-
-
-def _mask(text: pd.Series, valid: pa_.Array) -> pd.Series:
-    return pd.Series(valid.fill_null(False).to_numpy(zero_copy_only=False), index=text.index)
-
-
-# Parsed columns of the frame being validated, by (column, kind): a number column is read by
-# its own checks, the row check and the cast of good rows, and is parsed once for all of them.
-_parsed: ContextVar[dict | None] = ContextVar("parsed", default=None)
-
-
-@contextmanager
-def parsing_once() -> Iterator[None]:
-    """Within this block, each column is parsed once (one frame, one thread at a time)."""
-    token = _parsed.set({})
-    try:
-        yield
-    finally:
-        _parsed.reset(token)
-
-
-def parsed(text: pd.Series, kind: str, date_format: str = ISO_DATE) -> pa_.Array:
-    """A text column parsed as integers ('int'), numbers ('float') or dates ('date'); null
-    where it does not parse. Remembered by column name inside :func:`parsing_once`."""
-    cache = _parsed.get()
-    key = (text.name, kind, date_format)
-    if cache is not None and key in cache:
-        return cache[key]
-    if kind == "int":           # chunk by chunk: combining a million strings costs a copy
-        out = parse_integer(_arrow(text))
-    else:
-        values = _contiguous(_arrow(text))
-        out = parse_number(values) if kind == "float" else parse_date(values, date_format)
-    if cache is not None:
-        cache[key] = out
-    return out
-
-
-def parse_number(text: pa_.Array) -> pa_.Array:
-    """Text -> float64; null where it is not a finite decimal number ('ERROR', '', 'inf').
-    Prices repeat a lot (a catalogue's worth per file): a column of few distinct texts is
-    parsed once per distinct text."""
-    encoded = _contiguous(pc.dictionary_encode(text))
-    if len(encoded.dictionary) * 2 <= len(text):
-        return _parse_number(encoded.dictionary).take(encoded.indices)
-    return _parse_number(text)
-
-
-def _parse_number(text: pa_.Array) -> pa_.Array:
-    looks = pc.match_substring_regex(text, NUMBER)
-    if not _all(looks):                      # the rest would fail the cast: make them nan
-        text = pc.if_else(looks, text, "nan")
-    value = pc.cast(text, pa_.float64())
-    return pc.if_else(pc.and_(looks, pc.is_finite(value)), value,
-                      pa_.scalar(None, pa_.float64()))
-
-
-def _all(mask: pa_.Array) -> bool:
-    return bool(pc.all(mask.fill_null(False)).as_py())
-
-
-def parse_date(text: pa_.Array, date_format: str) -> pa_.Array:
-    """Text -> date32; null unless the text is exactly a real date in ``date_format``
-    (strptime rolls 2024-02-30 over to March, so the date must print back the same).
-    Dates repeat a lot (one sale date per file), so each distinct text is parsed once."""
-    if date_format == ISO_DATE:
-        # Arrow's own cast reads exactly YYYY-MM-DD and rejects 2024-02-30: a column that is
-        # all such dates (the usual one) is parsed in one go. Years before 1000 are left to
-        # strptime, which prints them back without leading zeros.
-        try:
-            dates = pc.cast(text, pa_.date32())
-            earliest = pc.min(dates).as_py()            # None: no rows
-            if earliest is None or earliest >= EARLIEST_FOUR_DIGIT_YEAR:
-                return dates
-        except pa_.ArrowInvalid:
-            pass
-    encoded = _contiguous(pc.dictionary_encode(text))
-    distinct = pc.cast(encoded.dictionary, pa_.string())
-    stamp = pc.strptime(distinct, date_format, "s", error_is_null=True)
-    same = pc.equal(pc.strftime(stamp, date_format), distinct)
-    dates = pc.if_else(same, pc.cast(stamp, pa_.date32()), pa_.scalar(None, pa_.date32()))
-    return dates.take(encoded.indices)
-
-
-def parse_integer(text: pa_.Array | pa_.ChunkedArray) -> pa_.Array:
-    """Text -> int64; null where it is not a decimal integer that fits int64."""
-    fits = _is_integer(text)
-    if _all(fits):
-        return _contiguous(pc.cast(text, pa_.int64()))
-    value = pc.cast(pc.if_else(fits, text, "0"), pa_.int64())
-    return _contiguous(pc.if_else(fits, value, pa_.scalar(None, pa_.int64())))
-
-
-def _is_integer(text: pa_.Array) -> pa_.Array:
-    """Decimal integer text that fits int64."""
-    # Up to 18 digits fits for sure; the usual column is all such (a digit test is several
-    # times quicker than the regex below).
-    short = pc.and_(pc.ascii_is_decimal(text), pc.less_equal(pc.binary_length(text), 18))
-    if _all(short):
-        return short
-    short = pc.match_substring_regex(text, r"^-?\d{1,18}$")
-    if _all(short):
-        return short
-    digits = pc.utf8_ltrim(text, "-")
-    length = pc.utf8_length(digits)
-    fits = pc.or_(pc.less(length, len(INT64_MAX)),
-                  pc.and_(pc.equal(length, len(INT64_MAX)), pc.less_equal(digits, INT64_MAX)))
-    return pc.and_(pc.match_substring_regex(text, r"^-?\d+$"), fits)
+from minilake.contract.text import (
+    ISO_DATE,
+    as_arrow,
+    as_mask,
+    contiguous,
+    digit_codes,
+    is_blank,
+    parsed,
+)
 
 
 def _unknown_or(numbers: pa_.Array, rule) -> pa_.Array:
@@ -172,11 +43,11 @@ def _check(rule, name: str, blank_passes: bool = True, *, on_series: bool = Fals
     for rules that use :func:`parsed`); empty text passes unless ``blank_passes`` is off
     (emptiness is the `required` check's business)."""
     def run(text: pd.Series) -> pd.Series:
-        values = _arrow(text)
+        values = as_arrow(text)
         valid = rule(text if on_series else values)
         if blank_passes:
             valid = pc.or_(is_blank(values), valid)
-        return _mask(text, valid)
+        return as_mask(text, valid)
     return pa.Check(run, name=name)
 
 
@@ -235,14 +106,14 @@ def _occurs_once(by_value: bool):
             as_int = number.drop_null().to_numpy()
             values = None
         else:               # a text key of digits: coded with its length, leading zeros too
-            values = _contiguous(_arrow(text))
+            values = contiguous(as_arrow(text))
             numeric, as_int = digit_codes(values)
         repeated = np.zeros(len(text), dtype=bool)
         ordered = np.sort(as_int)           # the usual file has no repeat: a sort tells
         if (ordered[1:] == ordered[:-1]).any():
             repeated[numeric] = pd.Series(as_int).duplicated(keep=False).to_numpy()
         if not numeric.all():
-            values = _contiguous(_arrow(text)) if values is None else values
+            values = contiguous(as_arrow(text)) if values is None else values
             codes = pc.dictionary_encode(values.filter(pa_.array(~numeric))).indices.to_numpy()
             repeated[~numeric] = np.bincount(codes)[codes] > 1
         return pa_.array(~repeated)
@@ -273,7 +144,7 @@ def _total_is_quantity_times_price(frame: pd.DataFrame) -> pd.Series:
                               for c in ("quantity", "price_per_unit", "total_price"))
     off = pc.greater(pc.abs(pc.subtract(total, pc.multiply(quantity, price))), 0.01 + 1e-9)
     # Rows where a number is missing are already bad for that reason; only compare the rest.
-    return _mask(frame["quantity"], pc.invert(off.fill_null(False)))
+    return as_mask(frame["quantity"], pc.invert(off.fill_null(False)))
 
 
 EMAIL = r"[^@\s]+@[^@\s]+\.?[^@\s]*"

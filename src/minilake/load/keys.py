@@ -13,16 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-DIGITS_CODED = 17           # 10**17 * 18 + 17 < 2**63
-
-
-def digit_codes(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(which, codes): which texts are 1 to 17 decimal digits, and the codes of those."""
-    length = pc.binary_length(text)
-    which = pc.and_(pc.ascii_is_decimal(text), pc.less_equal(length, DIGITS_CODED))
-    codes = pc.add(pc.multiply(pc.cast(text.filter(which), pa.int64()), 18),
-                   pc.cast(length.filter(which), pa.int64()))
-    return which.fill_null(False).to_numpy(zero_copy_only=False), codes.to_numpy()
+from minilake.contract.text import digit_codes, parse_integer
 
 
 def codes(keys: pa.Array) -> np.ndarray | None:
@@ -80,8 +71,6 @@ def range_codes(keys: pa.Array, by_value: bool) -> np.ndarray:
     if not by_value:
         return prefix_codes(keys)
     if not pa.types.is_integer(keys.type):
-        from minilake.contract.schemas import parse_integer
-
         keys = parse_integer(keys)
     return keys.cast(pa.int64()).fill_null(LOWEST).to_numpy()
 

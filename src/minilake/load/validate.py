@@ -17,7 +17,7 @@ import pyarrow as pa_
 import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
-from minilake.contract.schemas import is_blank, parsed, parsing_once
+from minilake.contract.text import is_blank, parsed, parsing_once
 from minilake.formats.readers import TEXT, TextFrame
 
 ARROW_TYPES = {"int": pa_.int64(), "float": pa_.float64(), "date": pa_.date32(),
