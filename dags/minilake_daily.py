@@ -152,17 +152,17 @@ def minilake_daily():
 
     @task
     def refresh_marts(months: list[str] | None) -> str:
-        from minilake.outbound import marts as datamarts
+        import minilake
 
         if months == []:
             return "no month touched: nothing to refresh"
         # moved on from what the run's files changed (in full after a rebuild or an erasure)
-        _, written = datamarts.catch_up(_root())
+        _, written = minilake.refresh_marts(_root())
         return ", ".join(f"{name}: {rows} rows" for name, rows in written.items())
 
     @task
     def write_reports() -> list[str]:
-        from minilake.outbound import reports
+        from minilake import reports
 
         return sorted(reports.write_reports(_root()))
 

@@ -25,6 +25,7 @@ import minilake
 from minilake import policy
 from minilake.generate import generate
 from minilake.layout import Layout
+from minilake.lake import delta
 from minilake.load import history, tables
 from minilake.outbound.datamarts import KEPT, MARTS
 
@@ -157,7 +158,7 @@ def test_a_lake_made_before_the_policy_is_brought_to_it_once_then_keeps_its_hist
         world, tmp_path, monkeypatch):
     root = lake(world, tmp_path / "root")
     with monkeypatch.context() as earlier:           # minilake before this change
-        earlier.setattr(tables, "created", lambda path: {})
+        earlier.setattr(delta, "created", lambda path: {})
         earlier.setattr(history, "bring_to_policy", lambda layout: [])
         apply_days(root, DAYS[:5])
     for name, path in every_table(root).items():

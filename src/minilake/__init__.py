@@ -19,8 +19,8 @@ from minilake.generate import generate  # noqa: E402
 
 _LAZY = {"init": "minilake.lake.layout", "land_sample": "minilake.inbound.landing",
          "reset": "minilake.inbound.landing", "split": "minilake.inbound.landing",
-         **dict.fromkeys(["erasures", "ingest", "rebuild", "run", "status", "vacuum",
-                          "versions"], "minilake.load.ingest"),
+         **dict.fromkeys(["erasures", "ingest", "rebuild", "refresh_marts", "run", "status",
+                          "vacuum", "versions"], "minilake.pipeline"),
          "read_table": "minilake.lake.history",
          "pull": "minilake.inbound.pull", "pulls": "minilake.inbound.pull",
          "export": "minilake.outbound.exports", "marts": "minilake.outbound.marts",
@@ -46,5 +46,5 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["erasures", "export", "generate", "ingest", "init", "land_sample", "marts", "pull",
-           "pulls", "read_mart", "read_table", "rebuild", "reports", "reset", "run", "split", "sql",
-           "status", "vacuum", "versions"]
+           "pulls", "read_mart", "read_table", "rebuild", "refresh_marts", "reports", "reset",
+           "run", "split", "sql", "status", "vacuum", "versions"]

@@ -68,10 +68,10 @@ def execute(path: str | Path, root: str | Path = ".", out: str | Path | None = N
 
 def _erasures(root) -> int:
     """How many erasure-log rows the root has (0 without one)."""
+    from minilake.lake import logs
     from minilake.lake.layout import Layout
-    from minilake.load import tables
 
-    return len(tables.read_erasure_log(Layout.of(root)))
+    return len(logs.read_erasure_log(Layout.of(root)))
 
 
 def _save(notebook, path: Path, out, root, erased: int) -> bool:

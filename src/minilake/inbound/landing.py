@@ -20,7 +20,7 @@ from pathlib import Path
 from minilake import stopping
 from minilake.contract.sources import source_of
 from minilake.crashpoints import crashpoint
-from minilake.lake import storage
+from minilake.lake import files, storage
 from minilake.lake.layout import Layout
 from minilake.lake.lock import hold
 
@@ -46,18 +46,6 @@ class SplitResult:
                 f"(minilake reads only regular files inside the root, and follows no link)"
                 for p, kind in self.refused]
         return out
-
-
-def superseded_name(path: Path) -> Path:
-    """``NAME.superseded-N`` with the first free N: a name no source claims. A copy of
-    ``path`` already kept under such a name (an S3 move that stopped before its delete) is
-    that name again, so the earlier file is not kept twice."""
-    n = 1
-    while (candidate := path.with_name(f"{path.name}.superseded-{n}")).exists():
-        if not storage.is_local(path) and storage.same_bytes(candidate, path):
-            return candidate
-        n += 1
-    return candidate
 
 
 def split(root: str | Path = ".") -> SplitResult:
@@ -90,7 +78,7 @@ def _split(layout: Layout) -> SplitResult:
                             "from landing_zone/", source.name, path.name)
                 result.dropped.append(target)
                 continue
-            kept = superseded_name(target)
+            kept = files.superseded_name(target)
             storage.move(target, kept)            # a resent file: keep the earlier one
             crashpoint("split.superseded")
             log.warning("%s/%s: resent with other content; the earlier one is kept as %s",

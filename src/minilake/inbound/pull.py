@@ -84,11 +84,9 @@ from tqdm import tqdm
 from minilake.contract.sources import JSON, SOURCES, Source
 from minilake.crashpoints import crashpoint
 from minilake.formats import readers
-from minilake.inbound.landing import superseded_name
-from minilake.lake import storage
+from minilake.lake import files, logs, storage
 from minilake.lake.layout import Layout
 from minilake.lake.lock import hold
-from minilake.load import tables
 
 log = logging.getLogger(__name__)
 
@@ -604,7 +602,7 @@ def pull(source: str, date: dt.date | str, root: str | Path = ".", url: str | No
 
 def _scratch_folder(layout: Layout) -> Path:
     """``tables/.pull/`` of a local root; for an S3 root, one folder of this machine's."""
-    return (layout.root / "tables" / ".pull" if storage.is_local(layout.root)
+    return (layout.scratch("pull") if storage.is_local(layout.root)
             else Path(tempfile.gettempdir()) / f"minilake-pull-{os.getuid()}")
 
 
@@ -699,15 +697,11 @@ def _quarantine_page(layout: Layout, source: Source, result: PullResult, scratch
     """A page that is not a JSON array makes the day a bad file (SPEC §3): the page as it
     came goes to quarantine/<source>/ with the reason; nothing lands."""
     scratch.unlink()
-    folder = layout.quarantine(source.name)
-    target = folder / result.file
     result.outcome = "quarantined"
     result.reason = f"page {page} of {result.url}: {why}"
-    if target.exists():
-        storage.move(target, superseded_name(target))
-    storage.write_bytes(folder / f"{result.file}.reason.txt",
-                        (result.reason + "\n").encode("utf-8"))
-    storage.write_bytes(target, body)
+    came = scratch.with_name(result.file)        # what came, under the day's name
+    came.write_bytes(body)
+    files.quarantine_file(layout, source, came, result.reason)    # the one way to quarantine
     log.error("%s", result.line())
 
 
@@ -716,7 +710,7 @@ def _log(layout: Layout, result: PullResult, started: dt.datetime) -> None:
             "quarantined": layout.quarantine(result.source)}[result.outcome]
     target = path / (result.reason if result.outcome == "unchanged" else result.file)
     data = target.read_bytes() if target.is_file() else b""
-    tables.append_pull_log(layout, {
+    logs.append_pull_log(layout, {
         "source": result.source, "file": result.file, "file_date": result.day,
         "url": result.url, "pages": result.pages, "records": result.records,
         "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
@@ -727,7 +721,7 @@ def _log(layout: Layout, result: PullResult, started: dt.datetime) -> None:
 def pulls(root: str | Path = ".") -> pd.DataFrame:
     """Every pull of the root, oldest first: source, date, URL (no credentials), pages,
     records, outcome, when."""
-    return tables.read_pull_log(Layout.of(root))
+    return logs.read_pull_log(Layout.of(root))
 
 
 __all__ = ["PullError", "PullResult", "RetryPolicy", "pull", "pulls", "shown"]

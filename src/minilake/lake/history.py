@@ -2,7 +2,7 @@
 by business date and by the time something was known, with each version's lineage.
 
 - Every table minilake writes carries the root's policy as properties from its first commit
-  (``tables.created``); a table made before the policy existed, or under another one, is
+  (``delta.created``); a table made before the policy existed, or under another one, is
   brought to it by :func:`bring_to_policy`, one metadata-only commit, said once.
 - Nothing removes a version but :func:`enforce`, the history step of a run on a root that
   keeps versions a number of days, which says what it removed (and an erasure, SPEC §9, which
@@ -26,20 +26,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from minilake.contract.sources import SOURCES
-from minilake.lake import policy, storage
+from minilake.lake import delta, logs, policy, storage
 from minilake.lake.layout import Layout
-from minilake.load import tables
+from minilake.load import datafiles
 
 
 def all_tables(layout: Layout) -> list[Path]:
     """Every table minilake writes under the root that exists: the sources' tables, the logs,
     the marts and the tables they are kept from."""
-    from minilake.outbound.marts import KEPT, MARTS
-
-    paths = [layout.table(name) for name in SOURCES]
-    paths += [layout.ingest_log, layout.pull_log, layout.erasure_log]
-    paths += [layout.table("marts") / name for name in (*MARTS, *KEPT)]
-    return [p for p in paths if tables.exists(p)]
+    return [p for p in layout.tables_written() if delta.exists(p)]
 
 
 def _name(path: Path) -> str:
@@ -66,14 +61,14 @@ def bring_to_policy(layout: Layout) -> list[str]:
         pass
     brought = []
     for path in all_tables(layout):
-        table = tables.delta(path)
+        table = delta.delta(path)
         if wanted.holds(table.metadata().configuration):
             continue
         doing = f"setting the history policy of {_name(path)}"
-        with tables.refused(path, doing):
+        with delta.refused(path, doing):
             table.alter.set_table_properties(
-                wanted.properties(), commit_properties=tables.fenced(path, table, doing),
-                post_commithook_properties=tables.KEEP_LOG)
+                wanted.properties(), commit_properties=delta.fenced(path, table, doing),
+                post_commithook_properties=delta.KEEP_LOG)
         brought.append(_name(path))
     storage.write_bytes(mark, said.encode("utf-8"))
     if not brought:
@@ -121,7 +116,7 @@ def enforce(layout: Layout) -> list[str]:
         for version, entry in files:
             if version < start:
                 storage.remove(entry)
-        tables.remove_orphans(path, keep_versions=list(range(start, max(commits) + 1)))
+        delta.remove_orphans(path, keep_versions=list(range(start, max(commits) + 1)))
         said.append(f"history: {_name(path)}: versions {first}-{start - 1} removed (older "
                     f"than {keep} day(s), the root's history policy)")
     return said
@@ -130,7 +125,7 @@ def enforce(layout: Layout) -> list[str]:
 def _gone_why(layout: Layout, name: str, version: int) -> str:
     """Why a version of a source's table is no longer in its Delta log."""
     if name == "customer":
-        erased = tables.read_erasure_log(layout)
+        erased = logs.read_erasure_log(layout)
         later = erased[erased["history_from_version"].fillna(-1) > version]
         if len(later):
             first = later.iloc[0]
@@ -147,9 +142,9 @@ def versions(layout: Layout, source: str) -> pd.DataFrame:
     has (``kept``), and those it no longer has, from the ingest log's rows (when each was
     logged, its files, and why it went)."""
     path = layout.table(source)
-    kept = tables.versions(path)
+    kept = delta.versions(path)
     kept["kept"] = True
-    log_rows = tables.read_log(layout)
+    log_rows = logs.read_log(layout)
     made = log_rows[(log_rows["source"] == source) & (log_rows["status"] == "applied")
                     & log_rows["table_version"].notna()]
     held = set(kept["version"])
@@ -172,7 +167,7 @@ def versions(layout: Layout, source: str) -> pd.DataFrame:
 def check_version_kept(layout: Layout, name: str, path: Path, version: int) -> None:
     """A version the Delta log no longer has is a one-line error that says why (an erasure,
     SPEC §9, or the history policy, §14)."""
-    kept = tables.versions(path)["version"]
+    kept = delta.versions(path)["version"]
     if len(kept) and version < kept.min():
         why = _gone_why(layout, name, version)
         if why.startswith("purged by the erasure"):
@@ -208,7 +203,7 @@ def version_known_at(layout: Layout, name: str, path: Path,
     """The table's last version committed by ``when`` (None: the table did not exist yet);
     an error if that version is no longer kept."""
     moment = instant(when)
-    kept = tables.versions(path)
+    kept = delta.versions(path)
     if not len(kept):
         return None
     done = kept[kept["committed_at"] <= pd.Timestamp(moment)]
@@ -243,9 +238,9 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
     the end of that day, UTC): with ``as_of``, what the table said then about that date."""
     layout = Layout.of(root)
     path = layout.table(name)
-    if not tables.exists(path):
+    if not delta.exists(path):
         known = sorted(p.name for p in (layout.root / "tables").glob("*")
-                       if tables.exists(p) and not p.name.startswith("."))
+                       if delta.exists(p) and not p.name.startswith("."))
         raise FileNotFoundError(f"no table {name!r} under {layout.root / 'tables'} "
                                 f"(tables: {', '.join(known) or 'none yet'})")
     if version is not None and known_at is not None:
@@ -253,12 +248,12 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
     if known_at is not None:
         version = version_known_at(layout, name, path, known_at)
         if version is None:                      # the table was not made yet
-            return _typed(name, pa.schema(tables.delta(path).schema().to_arrow())
+            return _typed(name, pa.schema(delta.delta(path).schema().to_arrow())
                           .empty_table()).to_pandas()
     elif version is not None:
         check_version_kept(layout, name, path, version)
     where = None if as_of is None else valid_on(as_of)
-    return _typed(name, tables.dataset(path, version).to_table(filter=where)).to_pandas()
+    return _typed(name, delta.dataset(path, version).to_table(filter=where)).to_pandas()
 
 
 def _typed(name: str, data: pa.Table) -> pa.Table:
@@ -267,7 +262,7 @@ def _typed(name: str, data: pa.Table) -> pa.Table:
     orders such versions too)."""
     if name not in SOURCES:
         return data
-    schema = tables.table_schema(SOURCES[name])
+    schema = datafiles.table_schema(SOURCES[name])
     data = data.select(schema.names).cast(schema)
     return data.sort_by([(SOURCES[name].key, "ascending"), ("effective_from", "ascending"),
                          ("expiry_date", "ascending")])

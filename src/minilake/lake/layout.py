@@ -51,6 +51,33 @@ class Layout:
     def table(self, name: str) -> Path | UPath:
         return self.root / "tables" / name
 
+    def mart(self, name: str) -> Path | UPath:
+        """A mart, or a table the marts are kept from (``MARTS``, ``KEPT``)."""
+        return self.root / "tables" / "marts" / name
+
+    @property
+    def marts_mark(self) -> Path | UPath:
+        """The ingest log's moment the marts reflect (``outbound.marts``)."""
+        return self.mart("_refreshed.json")
+
+    def scratch(self, what: str) -> Path | UPath:
+        """A scratch folder under ``tables/`` (``SCRATCH``): a rebuild's table, an erasure's
+        staged files, a pull's pages; removed when its work is done (or by the next run)."""
+        if what not in SCRATCH:
+            raise ValueError(f"no scratch folder {what!r}: {', '.join(SCRATCH)}")
+        return self.root / "tables" / f".{what}"
+
+    @property
+    def exports(self) -> Path | UPath:
+        return self.root / "exports"
+
+    def tables_written(self) -> list[Path | UPath]:
+        """Every table minilake writes under the root (the sources', the logs, the marts and
+        what they are kept from), whether it exists yet or not."""
+        return ([self.table(name) for name in SOURCE_TABLES]
+                + [self.ingest_log, self.pull_log, self.erasure_log]
+                + [self.mart(name) for name in (*MARTS, *KEPT)])
+
     @property
     def ingest_log(self) -> Path | UPath:
         return self.table("_ingest_log")
@@ -74,6 +101,14 @@ class Layout:
     def final_results(self) -> Path | UPath:
         return self.root / "final_results"
 
+
+# The tables under tables/: each source's, the marts (tables/marts/) and what the marts are
+# kept from between runs (neither queried nor listed), and the scratch folders of work under way.
+SOURCE_TABLES = ("customer", "product", "sales")
+MARTS = ("customer_monthly", "product_monthly", "daily_sales")
+CUSTOMER_STATE, PRODUCT_DAYS, GONE = "_customer_state", "_product_daily", "_gone_customers"
+KEPT = (CUSTOMER_STATE, PRODUCT_DAYS, GONE)
+SCRATCH = ("rebuild", "erasure", "pull")
 
 # What a root minilake made holds (any of): a folder of deliveries, or minilake's own.
 MARKS = ("landing_zone/", "archive/", "tables/", "minilake.toml")

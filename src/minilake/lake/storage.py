@@ -184,7 +184,7 @@ def delta_options(path: UPath | Path) -> dict[str, str] | None:
 
 def arrow(path: UPath | Path):
     """(pyarrow filesystem, path on it) for reading and writing Parquet at ``path``: Arrow's
-    own local or S3 filesystem, so that no Python runs inside a read (see tables.dataset)."""
+    own local or S3 filesystem, so that no Python runs inside a read (see delta.dataset)."""
     import pyarrow.fs as pafs
 
     if is_local(path):

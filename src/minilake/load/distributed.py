@@ -28,8 +28,8 @@ from deltalake.transaction import RemoveAction
 
 from minilake.contract.sources import ALL_SOURCES, Source
 from minilake.crashpoints import crashpoint
-from minilake.lake import storage
-from minilake.load import EngineError, parts, tables
+from minilake.lake import delta, storage
+from minilake.load import EngineError, datafiles, parts
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,14 @@ class Engine:
             self._cluster.close()
             self._scratch.cleanup()
 
-    def file_work(self, source: Source, delivery, table: tables.Opened
+    def file_work(self, source: Source, delivery, table: delta.Opened
                   ) -> tuple[parts.FileWork, dict]:
         """A file's work on the cluster, up to the data files (written when the driver calls
         the result's ``write``). Raises UnreadableFile (the file's fault) or EngineError."""
         clock: dict = {"started": dt.datetime.now(dt.UTC)}
         where = f"{source.name}/{delivery.name}"
         t = time.perf_counter()
-        files = tables.current_files(table)
+        files = datafiles.current_files(table)
         table_at = storage.uri(table.path)
         submit = self.client.submit
         split = submit(parts.read_split, source.name, storage.uri(delivery.path),
@@ -163,7 +163,7 @@ def _summary(worked: parts.Worked) -> parts.Worked:
 def _write(source_name: str, table: str, worked: parts.Worked, files: list[dict],
            day: dt.date) -> list:
     crashpoint("dask.writing")
-    return [_portable(action) for action in tables.write_changes(
+    return [_portable(action) for action in datafiles.write_changes(
         storage.as_path(table), ALL_SOURCES[source_name], worked.changes, day, files,
         ordered=True)]
 

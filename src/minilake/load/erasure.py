@@ -42,9 +42,8 @@ import pyarrow.compute as pc
 from minilake.contract.sources import SOURCES, Source
 from minilake.crashpoints import crashpoint
 from minilake.formats.readers import TEXT, TextFrame, check_json_depth
-from minilake.lake import storage
+from minilake.lake import delta, storage
 from minilake.lake.layout import Layout
-from minilake.load import tables
 from minilake.load.validate import validate
 
 log = logging.getLogger(__name__)
@@ -324,8 +323,8 @@ def emails_to_ids(layout: Layout, emails: set[str]) -> dict[str, set[int]]:
     if not emails:
         return found
     path = layout.table(CUSTOMER.name)
-    if tables.exists(path):
-        versions = tables.dataset(path).to_table(columns=["customer_id", "email"])
+    if delta.exists(path):
+        versions = delta.dataset(path).to_table(columns=["customer_id", "email"])
         lower = pc.utf8_lower(versions.column("email"))
         mask = pc.is_in(lower, value_set=pa.array(sorted(emails)))
         for cid, email in zip(versions.column("customer_id").filter(mask).to_pylist(),
@@ -421,7 +420,7 @@ class Plan:
 
 
 def staging(layout: Layout, request: str) -> Path:
-    return layout.root / "tables" / ".erasure" / request
+    return layout.scratch("erasure") / request
 
 
 def manifest(layout: Layout, request: str) -> Plan | None:
@@ -441,8 +440,8 @@ def plan(layout: Layout, request: str, ids: set[int], emails: set[str]) -> Plan:
     storage.mkdirs(folder)
     counts: dict[str, int] = {}
     path = layout.table(CUSTOMER.name)
-    if tables.exists(path) and everyone:
-        held = tables.dataset(path).to_table(columns=["customer_id"]).column("customer_id")
+    if delta.exists(path) and everyone:
+        held = delta.dataset(path).to_table(columns=["customer_id"]).column("customer_id")
         held = held.filter(pc.is_in(held, value_set=pa.array(sorted(everyone), pa.int64())))
         counts = {str(k): int(v) for k, v in pd.Series(held.to_numpy()).value_counts().items()}
     found = {i for i in everyone if counts.get(str(i))}
@@ -502,7 +501,7 @@ def _holds(path: Path, values: list[bytes]) -> bool:
 def purge_history(path: Path) -> int:
     """Keep only the table's latest version: a checkpoint of it, the log before it removed,
     every file it does not reference deleted. Returns the version kept."""
-    table = tables.delta(path)
+    table = delta.delta(path)
     version = table.version()
     table.create_checkpoint()
     crashpoint("erasure.checkpointed")
@@ -510,7 +509,7 @@ def purge_history(path: Path) -> int:
         stem = entry.name.split(".")[0]
         if stem.isdigit() and int(stem) < version:
             storage.remove(entry)
-    tables.remove_orphans(path, keep_versions=[version])
+    delta.remove_orphans(path, keep_versions=[version])
     return version
 
 
@@ -520,8 +519,8 @@ def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[st
     still holds an erased value (a saved notebook, an HTML export) removed. Pull scratch of
     customers goes too. Returns what was done, a line each."""
     done = []
-    for folder in ("reports", "exports"):
-        for path in storage.tree(layout.root / folder):
+    for folder in (layout.reports, layout.exports):
+        for path in storage.tree(folder):
             rel = path.relative_to(layout.root).as_posix()
             data = path.read_bytes()
             new = None
@@ -539,7 +538,7 @@ def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[st
                 storage.remove(path)
                 done.append(f"removed {rel}: it held an erased customer's data (generate it "
                             f"again)")
-    for path in storage.files(layout.root / "tables" / ".pull", "customer_*"):
+    for path in storage.files(layout.scratch("pull"), "customer_*"):
         storage.remove(path)
         done.append(f"removed {path.relative_to(layout.root).as_posix()} (an unfinished pull)")
     return done
@@ -599,8 +598,8 @@ def personal_values(layout: Layout, ids: set[int]) -> list[bytes]:
     they would appear in a file: to find files nothing else knows how to rewrite."""
     values: set[str] = set()
     path = layout.table(CUSTOMER.name)
-    if tables.exists(path) and ids:
-        data = tables.dataset(path).to_table(columns=["customer_id", "email", "phone_number",
+    if delta.exists(path) and ids:
+        data = delta.dataset(path).to_table(columns=["customer_id", "email", "phone_number",
                                                       "address"])
         mask = pc.is_in(data.column("customer_id"), value_set=pa.array(sorted(ids), pa.int64()))
         for column in ("email", "phone_number", "address"):

@@ -29,7 +29,7 @@ import pyarrow as pa
 from minilake.contract.sources import ALL_SOURCES, Source
 from minilake.formats.readers import TextFrame, UnreadableFile
 from minilake.lake import storage
-from minilake.load import tables
+from minilake.load import datafiles
 from minilake.load.keys import range_codes, range_of
 from minilake.load.scd2 import Changes, diff
 from minilake.load.validate import Validated, validate
@@ -170,7 +170,7 @@ def work(source: Source, table: Path, part: Part, validated: Validated,
          files: list[dict]) -> Worked:
     """Hash a part's good rows and compare them with the current versions in ``files``."""
     good = validated.good
-    current = tables.current_versions(table, source, files,
+    current = datafiles.current_versions(table, source, files,
                                       None if source.snapshot else good.column(source.key))
     changes = diff(current, good, source.key, snapshot=source.snapshot,
                    bad_keys=validated.bad_keys)

@@ -30,10 +30,10 @@ from tqdm import tqdm
 
 from minilake.contract.sources import SOURCES
 from minilake.crashpoints import crashpoint
-from minilake.lake import history, storage
+from minilake.lake import delta, history, storage
 from minilake.lake.layout import Layout
 from minilake.lake.lock import hold
-from minilake.load import tables
+from minilake.load import datafiles
 
 FORMATS = ("avro", "parquet", "csv")
 DEFAULT_FORMAT = "avro"
@@ -84,7 +84,7 @@ def _schema(name: str, data: ds.Dataset) -> pa.Schema:
     """The table's columns as ``read_table`` gives them: a source's declared types and
     nullability (the files' own schema says every column may be null)."""
     if name in SOURCES:
-        return tables.table_schema(SOURCES[name])
+        return datafiles.table_schema(SOURCES[name])
     return data.schema
 
 
@@ -100,7 +100,7 @@ def _default_out(layout: Layout, table: str, fmt: str, as_of, version, current) 
     tag = (f"_as_of_{history.as_date(as_of).isoformat()}" if as_of is not None
            else "_current" if current else "")
     tag += f"_v{version}" if version is not None else ""
-    return layout.root / "exports" / f"{table}{tag}.{fmt}"
+    return layout.exports / f"{table}{tag}.{fmt}"
 
 
 def export_format(format: str | None, out: str | Path | None) -> str:
@@ -145,14 +145,14 @@ def _export(layout: Layout, table: str, out: str | Path | None, format: str,
             as_of: dt.date | str | None, version: int | None, current: bool,
             batch_rows: int, progress: bool | None) -> ExportResult:
     path = layout.table(table)
-    if table.startswith(".") or not tables.exists(path):
+    if table.startswith(".") or not delta.exists(path):
         known = sorted(p.name for p in (layout.root / "tables").glob("*")
-                       if not p.name.startswith(".") and tables.exists(p))
+                       if not p.name.startswith(".") and delta.exists(p))
         raise FileNotFoundError(f"no table {table!r} under {layout.root / 'tables'} "
                                 f"(tables: {', '.join(known) or 'none yet'})")
     if version is not None:
         history.check_version_kept(layout, table, path, version)
-    data = tables.dataset(path, version)
+    data = delta.dataset(path, version)
     schema = _schema(table, data)
     where = _filter(as_of, current)
     target = storage.as_path(out) if out is not None else _default_out(

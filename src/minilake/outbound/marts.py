@@ -48,19 +48,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from minilake.crashpoints import crashpoint
-from minilake.lake import storage
-from minilake.lake.layout import Layout
-from minilake.load import tables
+from minilake.lake import delta, logs, storage
+from minilake.lake.layout import (  # noqa: F401 - MARTS, KEPT: the marts' names, here too
+    CUSTOMER_STATE,
+    GONE,
+    KEPT,
+    MARTS,
+    PRODUCT_DAYS,
+    Layout,
+)
 
-MARTS = ("customer_monthly", "product_monthly", "daily_sales")
-# What the marts are kept from between runs (not marts: neither queried nor listed), each
-# partitioned by month like the marts: per month and customer the sums of their current sales
-# and the date of their last one; per sale date, product, name and membership the sums.
-CUSTOMER_STATE, PRODUCT_DAYS = "_customer_state", "_product_daily"
-# Per month, the customers with no version valid on its first day and their latest version
-# (``_gone``): made once a month from the customer history rather than read from it every day.
-GONE = "_gone_customers"
-KEPT = (CUSTOMER_STATE, PRODUCT_DAYS, GONE)
+# The marts' names and what they are kept from between runs are the layout's (lake.layout):
+# per month and customer the sums of their current sales and the date of their last one
+# (CUSTOMER_STATE); per sale date, product, name and membership the sums (PRODUCT_DAYS); per
+# month, the customers with no version valid on its first day and their latest version (GONE,
+# made once a month from the customer history rather than read from it every day).
+
+
 THROUGH = "minilake.marts_through"      # commit metadata of the customer state: its log mark
 
 SCHEMAS = {
@@ -214,7 +218,7 @@ def months_between(first: dt.date, last: dt.date) -> list[dt.date]:
 
 def sales_months(layout: Layout) -> list[dt.date]:
     """Every month from the first sale's to the last's (any version)."""
-    if not tables.exists(layout.table("sales")):
+    if not delta.exists(layout.table("sales")):
         return []
     dates = _sale_dates(layout, current=False)
     return months_between(dates[0], dates[-1]) if dates else []
@@ -222,7 +226,7 @@ def sales_months(layout: Layout) -> list[dt.date]:
 
 def _sale_dates(layout: Layout, current: bool = True) -> list[dt.date]:
     """The dates with a (current) sale, from the sales table's partitions: no file read."""
-    files = pa.table(tables.delta(layout.table("sales")).get_add_actions(flatten=True))
+    files = pa.table(delta.delta(layout.table("sales")).get_add_actions(flatten=True))
     if current:
         files = files.filter(pc.equal(pc.cast(files.column("partition.is_current"),
                                               pa.string()), "true"))
@@ -230,7 +234,6 @@ def _sale_dates(layout: Layout, current: bool = True) -> list[dt.date]:
     return sorted(pc.unique(dates).to_pylist())
 
 
-STATE = "_refreshed.json"
 
 
 def refreshed_through(layout: Layout):
@@ -238,15 +241,15 @@ def refreshed_through(layout: Layout):
     marts (and what they are kept from) exist."""
     import pandas as pd
 
-    path = layout.table("marts") / STATE
-    if not path.is_file() or not all(tables.exists(layout.table("marts") / m)
+    path = layout.marts_mark
+    if not path.is_file() or not all(delta.exists(layout.mart(m))
                                      for m in (*MARTS, CUSTOMER_STATE, PRODUCT_DAYS)):
         return None
     return pd.Timestamp(json.loads(path.read_text(encoding="utf-8"))["log_finished_at"])
 
 
 def _mark_refreshed(layout: Layout, through) -> None:
-    storage.write_bytes(layout.table("marts") / STATE,
+    storage.write_bytes(layout.marts_mark,
                         json.dumps({"log_finished_at": through.isoformat()}).encode("utf-8"))
 
 
@@ -255,10 +258,10 @@ def _state_through(layout: Layout):
     latest write's mark (a ``vacuum`` may have committed after it); None: unknown."""
     import pandas as pd
 
-    path = layout.table("marts") / CUSTOMER_STATE
-    if not tables.exists(path):
+    path = layout.mart(CUSTOMER_STATE)
+    if not delta.exists(path):
         return None
-    for entry in tables.delta(path).history(limit=10):      # newest first
+    for entry in delta.delta(path).history(limit=10):      # newest first
         if THROUGH in entry:
             mark = json.loads(entry[THROUGH])
             return None if mark is None else pd.Timestamp(mark)
@@ -301,7 +304,7 @@ def touched_months(layout: Layout) -> list[dt.date] | None:
     correction to an old sale is its old month), and for a customer or product file every
     month from its date on (a sale meets the versions valid on its date). Read from the
     ingest log, so a run killed before its marts were refreshed is caught up by the next."""
-    todo = pending(tables.read_log(layout), refreshed_through(layout))
+    todo = pending(logs.read_log(layout), refreshed_through(layout))
     if not todo:
         return None if todo is None else []
     changed = _changed_sales(Lake(layout), todo.sales_days, ["sale_date"])
@@ -337,9 +340,9 @@ def update(root: str | Path = ".") -> tuple[list[dt.date] | None, dict[str, int]
 
 def _refresh(layout: Layout, months: list[dt.date] | None,
              incremental: bool = False) -> tuple[list[dt.date] | None, dict[str, int]]:
-    log_rows = tables.read_log(layout)
+    log_rows = logs.read_log(layout)
     through = log_rows["finished_at"].max() if len(log_rows) else None
-    if not all(tables.exists(layout.table(n)) for n in ("customer", "product", "sales")):
+    if not all(delta.exists(layout.table(n)) for n in ("customer", "product", "sales")):
         return ([] if incremental else months), {}
     todo = pending(log_rows, refreshed_through(layout)) if incremental else None
     if todo is not None and not todo:
@@ -367,24 +370,22 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
 class Lake:
     """A root's layout, and its source tables each opened once for one refresh; every read
     picks its files by its filters from the Delta log (partition values, column statistics)
-    before any is set up (``tables.read``), so a day's refresh does not grow with the
+    before any is set up (``delta.read``), so a day's refresh does not grow with the
     tables' file counts. ``customers_through``: the date of the last customer file applied
     (None: unknown)."""
 
     def __init__(self, layout: Layout, customers_through: dt.date | None = None):
         self.layout = layout
         self.customers_through = customers_through
-        self._opened: dict[str, object] = {}
+        self._opened: dict[str, delta.Opened] = {}
 
     def table(self, name: str) -> Path:
         return self.layout.table(name)
 
     def read(self, name: str, filters: list, columns: list[str] | None = None,
              also: pc.Expression | None = None) -> pa.Table:
-        if name not in self._opened:
-            self._opened[name] = tables.delta(self.layout.table(name))
-        return tables.read(self.layout.table(name), filters, columns, also,
-                           table=self._opened[name])
+        opened = self._opened.setdefault(name, delta.Opened(self.layout.table(name)))
+        return delta.read(opened.path, filters, columns, also, table=opened.snapshot())
 
 
 # DuckDB's own memory for the marts' joins and sorts, beyond which it spills to a temporary
@@ -417,7 +418,7 @@ def _connected():
 def _read(path: Path, name: str, months: list[dt.date], dates: pa.Array | None = None
           ) -> pa.Table:
     """A kept table's or mart's rows of ``months`` (bar those of ``dates``)."""
-    rows = tables.read(path, [("month", "in", months)],
+    rows = delta.read(path, [("month", "in", months)],
                        also=None if dates is None else ~pc.field("sale_date").isin(dates))
     return rows.select(SCHEMAS[name].names).cast(SCHEMAS[name])
 
@@ -481,9 +482,9 @@ def _gone(lake: Lake, con, first: dt.date) -> pa.Table:
     order is dated later; a late or resent one recomputes the marts in full, which drops
     what was kept). A month made holds a row without a customer, so that a month with no
     such customer is not made again."""
-    path = lake.table("marts") / GONE
-    if tables.exists(path):
-        kept = tables.read(path, [("month", "=", first)], VERSION_COLUMNS)
+    path = lake.layout.mart(GONE)
+    if delta.exists(path):
+        kept = delta.read(path, [("month", "=", first)], VERSION_COLUMNS)
         if len(kept):
             return kept.filter(pc.is_valid(kept.column("customer_id")))
     valid = lake.read("customer", [("effective_from", "<=", first), ("expiry_date", ">", first)],
@@ -530,7 +531,7 @@ def _write_marts(lake: Lake, months: list[dt.date], made: dict[str, pa.Table]
     are as large as the rows written."""
     written = {}
     for name in MARTS:
-        _replace_months(lake.table("marts") / name, made[name], months)
+        _replace_months(lake.layout.mart(name), made[name], months)
         crashpoint("marts.written")
         written[name] = made[name].num_rows
     return written
@@ -563,8 +564,8 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
     date's sales in memory at once, not the months'): the per-date rows, and the customers'
     sums moved on date after date."""
     wanted = set(months)
-    if tables.exists(lake.table("marts") / GONE):    # the history may have changed: made again
-        tables.write(lake.table("marts") / GONE, SCHEMAS[GONE].empty_table(),
+    if delta.exists(lake.layout.mart(GONE)):    # the history may have changed: made again
+        delta.write(lake.layout.mart(GONE), SCHEMAS[GONE].empty_table(),
                      partition_by=["month"], mode="overwrite")
     first, end = months[0], _next_month(months[-1])
     # Each date's sales meet the customers' membership only; their names are read after the
@@ -614,10 +615,10 @@ def _write_kept(lake: Lake, months: list[dt.date], state: pa.Table, days: pa.Tab
     from deltalake import CommitProperties
 
     mark = {THROUGH: json.dumps(None if through is None else through.isoformat())}
-    _replace_months(lake.table("marts") / CUSTOMER_STATE, state, months,
+    _replace_months(lake.layout.mart(CUSTOMER_STATE), state, months,
                     commit_properties=CommitProperties(custom_metadata=mark))
     crashpoint("marts.kept")
-    _replace_months(lake.table("marts") / PRODUCT_DAYS, days, months)
+    _replace_months(lake.layout.mart(PRODUCT_DAYS), days, months)
     crashpoint("marts.kept")
 
 
@@ -649,10 +650,10 @@ def _moved_on(lake: Lake, con, todo: Pending, state_days: list[dt.date],
     del sales
     state = _moved_on_state(lake, con, changed, months, state_days)
     # the months' rows of the dates not recomputed, and the recomputed ones
-    on, marts = pa.array(sorted(dates), pa.date32()), lake.table("marts")
-    days = pa.concat_tables([_read(marts / PRODUCT_DAYS, PRODUCT_DAYS, months, on),
+    on, mart = pa.array(sorted(dates), pa.date32()), lake.layout.mart
+    days = pa.concat_tables([_read(mart(PRODUCT_DAYS), PRODUCT_DAYS, months, on),
                              per_date[PRODUCT_DAYS]])
-    daily = pa.concat_tables([_read(marts / "daily_sales", "daily_sales", months, on),
+    daily = pa.concat_tables([_read(mart("daily_sales"), "daily_sales", months, on),
                               per_date["daily_sales"]])
     _write_kept(lake, months, state, days, through)
     made = _made_marts(lake, con, months, state, days, daily, customers)
@@ -671,7 +672,7 @@ def _moved_on_state(lake: Lake, con, changed: pa.Table, months: list[dt.date],
                            | (pc.field("expiry_date").isin(days) & ~opened))
     sign = pc.if_else(pc.is_in(delta.column("effective_from"), value_set=days), 1, -1)
     delta = delta.select(SALE_COLUMNS).append_column("sign", pc.cast(sign, pa.int64()))
-    state = _read(lake.table("marts") / CUSTOMER_STATE, CUSTOMER_STATE, months)
+    state = _read(lake.layout.mart(CUSTOMER_STATE), CUSTOMER_STATE, months)
     moved = _with_state(con, CUSTOMERS_MOVED_ON, state, _delta=delta)
     unknown = pc.is_null(moved.column("last_sale"))
     if pc.any(unknown).as_py():
@@ -703,12 +704,12 @@ def _last_sales_again(lake: Lake, con, moved: pa.Table, unknown) -> pa.Table:
 
 def _replace_months(path: Path, rows: pa.Table, months: list[dt.date], **kwargs) -> None:
     """One commit: the months' partitions replaced by ``rows`` (the other months kept)."""
-    if not tables.exists(path):          # a commit a day: checkpoints keep opening it quick
-        tables.write(path, rows, partition_by=["month"], mode="overwrite", configuration={
-            "delta.checkpointInterval": str(tables.CHECKPOINT_EVERY)}, **kwargs)
+    if not delta.exists(path):          # a commit a day: checkpoints keep opening it quick
+        delta.write(path, rows, partition_by=["month"], mode="overwrite", configuration={
+            "delta.checkpointInterval": str(delta.CHECKPOINT_EVERY)}, **kwargs)
         return
     listed = ", ".join(f"'{m.isoformat()}'" for m in months)
-    tables.write(path, rows, partition_by=["month"], mode="overwrite",
+    delta.write(path, rows, partition_by=["month"], mode="overwrite",
                  predicate=f"month IN ({listed})", **kwargs)
 
 
@@ -735,7 +736,7 @@ def catch_up(root: str | Path = ".") -> tuple[list[dt.date] | None, dict[str, in
 def read_mart(name: str, root: str | Path = ".") -> pa.Table:
     if name not in MARTS:
         raise ValueError(f"no mart {name!r}; marts: {', '.join(MARTS)}")
-    path = Layout.of(root).table("marts") / name
-    if not tables.exists(path):
+    path = Layout.of(root).mart(name)
+    if not delta.exists(path):
         raise FileNotFoundError(f"no mart {name!r} yet under {path.parent} (run, or marts)")
-    return tables.dataset(path).to_table()
+    return delta.dataset(path).to_table()

@@ -25,11 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from minilake.contract.sources import SOURCES
-from minilake.lake import history
-from minilake.lake.layout import Layout
-from minilake.load import tables
+from minilake.lake import delta, history
+from minilake.lake.layout import MARTS, Layout
 
-MARTS = ("customer_monthly", "product_monthly", "daily_sales")
 LOGS = {"ingest_log": "_ingest_log", "pull_log": "_pull_log", "erasure_log": "_erasure_log"}
 
 
@@ -49,17 +47,17 @@ def connect(root: str | Path = ".", known_at: dt.datetime | dt.date | str | None
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     named = {name: layout.table(name) for name in SOURCES}
-    named |= {name: layout.table("marts") / name for name in MARTS}
+    named |= {name: layout.mart(name) for name in MARTS}
     named |= {name: layout.table(folder) for name, folder in LOGS.items()}
     for name, path in named.items():
-        if not tables.exists(path):
+        if not delta.exists(path):
             continue
         version = None
         if known_at is not None:
             version = history.version_known_at(layout, name, path, known_at)
             if version is None:                 # not made yet at that time
                 continue
-        data = tables.dataset(path, version)
+        data = delta.dataset(path, version)
         con.register(f"_{name}", data)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}")
         if name in SOURCES:

@@ -18,9 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake.lake import storage
+from minilake.lake import delta, logs, storage
 from minilake.lake.layout import Layout
-from minilake.load import tables
 
 MONEY_TOLERANCE = 0.01
 STATUSES = ["active", "inactive"]
@@ -34,7 +33,7 @@ def _day(value: dt.date | str | None) -> dt.date | None:
 
 
 def _scan(layout: Layout, name: str, columns: list[str], where=None) -> pd.DataFrame:
-    return tables.dataset(layout.table(name)).to_table(columns=columns, filter=where).to_pandas()
+    return delta.dataset(layout.table(name)).to_table(columns=columns, filter=where).to_pandas()
 
 
 def _on_or_before(column: str, until: dt.date | None):
@@ -81,7 +80,7 @@ def _note(frame: pd.DataFrame, joined: pd.DataFrame, missing: pd.Series,
 def customer_growth(root: str | Path = ".", until: dt.date | str | None = None) -> pd.DataFrame:
     """``date``, ``customers``: versions valid on each customer file date up to ``until``."""
     layout, until = Layout.of(root), _day(until)
-    log = tables.read_log(layout)
+    log = logs.read_log(layout)
     applied = log[(log["source"] == "customer") & (log["status"] == "applied")]
     dates = sorted({d for d in applied["file_date"] if until is None or d <= until})
     versions = _scan(layout, "customer", ["effective_from", "expiry_date"])
@@ -322,7 +321,7 @@ def chart_beside_reference(plot, frame: pd.DataFrame, name: str, root: str | Pat
 def error_summary(root: str | Path = ".", files: list[str] | None = None) -> pd.DataFrame:
     """``source``, ``file``, ``bad_rows`` from the ingest log (optionally only ``files``), in
     the shape of ``final_results/expected_errors.csv``."""
-    log = tables.read_log(Layout.of(root))
+    log = logs.read_log(Layout.of(root))
     log = log[log["status"] == "applied"]
     if files is not None:
         log = log[log["file"].isin(files)]

@@ -1,0 +1,360 @@
+"""The SCD2 tables' data files and commits (docs/architecture.md): what one delivery's changes
+become on disk.
+
+Each table is partitioned by ``is_current``: the current versions sit together, so the keys and
+hashes a file is compared with are read without touching history, and expiring a version
+rewrites only current files. Applying a file is one commit (new files for the new versions,
+rewritten current files where versions expire, or the table's first write), and that commit
+carries the file's name, sha256 and counts in its commit metadata: a run that died after the
+commit and before the ingest log finds the file in the table's history and does not apply it
+twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from deltalake import CommitProperties
+from deltalake import Schema as DeltaSchema
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+
+from minilake.contract.sources import Source
+from minilake.crashpoints import crashpoint
+from minilake.lake import delta, storage
+from minilake.lake.delta import (
+    COMMIT_KEY,
+    KEEP_LOG,
+    Opened,
+    after_commit,
+    dataset,
+    exists,
+    fenced,
+    named,
+    refused,
+    write,
+)
+from minilake.load.keys import found
+from minilake.load.scd2 import OPEN_END, Changes
+from minilake.load.validate import arrow_schema
+
+
+def table_schema(source: Source) -> pa.Schema:
+    business = arrow_schema(source.schema)
+    return pa.schema([*business, pa.field("effective_from", pa.date32(), nullable=False),
+                      pa.field("expiry_date", pa.date32(), nullable=False),
+                      pa.field("is_current", pa.bool_(), nullable=False),
+                      pa.field("row_hash", pa.int64(), nullable=False)])
+
+
+def partitioning(source: Source) -> list[str]:
+    return ["is_current", *source.partition_by]
+
+
+def current_files(opened: Opened) -> list[dict]:
+    """The table's current data files (its add actions in the ``is_current`` partition, with
+    their key statistics), at the handle's version; none before the first commit."""
+    table = opened.table()
+    if table is None:
+        return []
+    files = pa.table(table.get_add_actions(flatten=True))
+    return files.filter(files["partition.is_current"]).to_pylist()
+
+
+def current_versions(path: Path, source: Source, files: list[dict],
+                     keys: pa.Array | None = None) -> pa.Table:
+    """Key and row_hash of the current versions held in ``files`` (nothing else is read).
+
+    With ``keys``, only the versions of those keys are read: enough for a transactional
+    file, which says nothing about other keys. Keys outside every file's key statistics
+    (a day's new sales) are left out first, so what is looked up is the few that may exist
+    (the day's corrections); files and row groups outside their range are skipped by their
+    statistics, and only the matching rows are kept (at 1000x, a day's file once held every
+    current sale between its oldest correction and its newest sale: a gigabyte)."""
+    key_type = table_schema(source).field(source.key).type
+    schema = pa.schema([pa.field(source.key, key_type), pa.field("row_hash", pa.int64())])
+    where = None
+    if keys is not None:
+        bounds = _key_bounds(files, source)
+        keys = _within_statistics(bounds, keys)
+        if len(keys) == 0:
+            return schema.empty_table()
+        files = _overlapping(files, bounds, keys)
+        low, high = (v.cast(key_type) for v in pc.min_max(keys).values())
+        where = ((pc.field(source.key) >= low) & (pc.field(source.key) <= high)
+                 & pc.field(source.key).isin(pc.unique(keys).cast(key_type)))
+    if not files:
+        return schema.empty_table()
+    filesystem, base = storage.arrow(path)
+    data = ds.dataset([f"{base}/{f['path']}" for f in files], format="parquet",
+                      filesystem=filesystem)
+    return data.to_table(columns=schema.names, filter=where).cast(schema)
+
+
+def row_counts(path: Path) -> tuple[int, int]:
+    """(current versions, all versions) of a table; (0, 0) before its first file."""
+    if not exists(path):
+        return 0, 0
+    data = dataset(path)
+    return (data.count_rows(filter=pc.field("is_current") == pa.scalar(True)),
+            data.count_rows())
+
+
+RECENT_COMMITS = 10
+
+
+def applied_commits(opened: Opened) -> dict[tuple[str, str], dict]:
+    """The files the table's recent history says were applied: (file, sha256) -> that file's
+    counts and the table version. A rebuild's commit names every file it replayed.
+
+    Only the last few commits are read: a source commits a file, then logs it, one file at a
+    time, so a run that stopped in between left at most its latest commit unlogged."""
+    table = opened.table()
+    if table is None:
+        return {}
+    out = {}
+    for entry in reversed(table.history(limit=RECENT_COMMITS)):
+        if COMMIT_KEY in entry:
+            meta = json.loads(entry[COMMIT_KEY])
+            for applied in meta.get("files", [meta]):
+                out[applied["file"], applied["sha256"]] = {**applied,
+                                                           "table_version": entry["version"]}
+    return out
+
+
+def _open_versions(table: pa.Table, day: dt.date) -> pa.Table:
+    """New versions: valid from ``day`` until further notice."""
+    n = table.num_rows
+    table = table.append_column("effective_from", pa.repeat(pa.scalar(day, pa.date32()), n))
+    table = table.append_column("expiry_date", pa.repeat(pa.scalar(OPEN_END, pa.date32()), n))
+    return table.append_column("is_current", pa.repeat(pa.scalar(True), n))
+
+
+def write_changes(path: Path, source: Source, changes: Changes, day: dt.date,
+                  files: list[dict], *, ordered: bool = False) -> list:
+    """Write one file's changes (or one key range's) as data files; return the Delta actions
+    that make them the table's: nothing is committed here.
+
+    New versions are written as new files. A current file (of ``files``) holding a version
+    that expires is rewritten: its other rows into a new current file, the expiring ones,
+    closed on ``day``, into the history partition; rows bound for the same partition share
+    files of up to ``ROWS_PER_FILE`` rows. Only current files whose key statistics overlap the
+    expiring keys are read at all. With ``ordered``, rows are written in key order, so that
+    the files of a key range do not overlap each other's key statistics (what lets the Dask
+    engine cut a table into ranges again, SPEC §13)."""
+    schema = table_schema(source)
+    rows = _open_versions(changes.inserts, day).select(schema.names).cast(schema)
+    writer = _Files(path, source, schema, ordered)
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        rewritten = [] if len(changes.expire_keys) == 0 else list(pool.map(
+            lambda f: writer.expire(f, changes.expire_keys, day),
+            overlapping(files, source, changes.expire_keys)))
+        pieces = [p for _, small in rewritten for p in small] + writer.by_partition(rows)
+        added = list(pool.map(lambda p: writer.write(*p), writer.pack(pieces)))
+    return [a for done, _ in rewritten for a in done] + added
+
+
+def commit(opened: Opened, source: Source, actions: list, provenance: dict) -> int:
+    """One commit of a file's actions, carrying its provenance; the table's first commit
+    creates it. Returns the new version."""
+    schema = table_schema(source)
+    doing = f"committing {source.name}/{provenance['file']}" if "file" in provenance else \
+        f"committing to {named(opened.path)}"
+    table = opened.table()
+    properties = fenced(opened.path, table, doing, {COMMIT_KEY: json.dumps(provenance)})
+    crashpoint("commit.fenced")
+    with refused(opened.path, doing):
+        if table is None:
+            storage.mkdirs(opened.path)
+            create_table_with_add_actions(
+                storage.uri(opened.path), DeltaSchema.from_arrow(schema), actions,
+                mode="error", partition_by=partitioning(source),
+                configuration=delta.created(opened.path),   # the root's policy
+                storage_options=storage.delta_options(opened.path),
+                commit_properties=properties, post_commithook_properties=KEEP_LOG)
+        else:
+            table.create_write_transaction(actions, mode="append", schema=schema,
+                                           partition_by=partitioning(source),
+                                           commit_properties=properties,
+                                           post_commithook_properties=KEEP_LOG)
+    return after_commit(opened)
+
+
+def _key_bounds(files: list[dict], source: Source) -> tuple[pa.Array, pa.Array]:
+    """Each file's least and greatest key, from its statistics (null where it has none)."""
+    return (pa.array([f.get(f"min.{source.key}") for f in files]),
+            pa.array([f.get(f"max.{source.key}") for f in files]))
+
+
+def _within_statistics(bounds: tuple[pa.Array, pa.Array], keys: pa.Array) -> pa.Array:
+    """The ``keys`` between the least and the greatest key of the files' statistics
+    (``_key_bounds``; all of them if a file has none)."""
+    smallest, largest = bounds
+    if smallest.null_count or largest.null_count or pa.types.is_null(smallest.type):
+        return keys
+    low, high = pc.min(smallest), pc.max(largest)
+    return keys.filter(pc.and_(pc.greater_equal(keys, low.cast(keys.type)),
+                               pc.less_equal(keys, high.cast(keys.type))))
+
+
+def overlapping(files: list[dict], source: Source, keys: pa.Array) -> list[dict]:
+    """The files (add actions) that may hold one of ``keys``, by their key statistics."""
+    return _overlapping(files, _key_bounds(files, source), keys)
+
+
+def _overlapping(files: list[dict], bounds: tuple[pa.Array, pa.Array], keys: pa.Array
+                 ) -> list[dict]:
+    if not len(keys):
+        return []
+    smallest, largest = bounds
+    if pa.types.is_null(smallest.type):             # no statistics (or no files): every file
+        return files
+    low, high = (v.cast(smallest.type) for v in pc.min_max(keys).values())
+    overlaps = pc.and_(pc.less_equal(smallest, high), pc.greater_equal(largest, low))
+    return [f for f, keep in zip(files, overlaps.fill_null(True).to_pylist(), strict=True)
+            if keep]
+
+
+ROWS_PER_FILE = 1_000_000
+
+
+class _Files:
+    """Data files of one table, written the way delta-rs writes them: Hive-style partition
+    folders, partition columns kept out of the file, statistics for data skipping."""
+
+    def __init__(self, root: Path, source: Source, schema: pa.Schema, ordered: bool = False):
+        self.root, self.source, self.ordered = root, source, ordered
+        self.filesystem, self.base = storage.arrow(root)
+        self.partitions = partitioning(source)
+        self.stored = pa.schema([f for f in schema if f.name not in self.partitions])
+        # The key and row_hash are (nearly) all distinct: a dictionary is built, then dropped.
+        # Parquet's own statistics only where readers filter (the Delta log has all of them).
+        self.dictionary = [n for n in self.stored.names if n not in (source.key, "row_hash")]
+        self.statistics = [source.key, "effective_from", "expiry_date"]
+
+    def by_partition(self, rows: pa.Table) -> list[tuple[pa.Table, dict[str, str]]]:
+        """New rows in pieces of one partition and at most ``ROWS_PER_FILE`` rows."""
+        pieces = [(rows, {})]
+        for column in self.partitions:
+            split = []
+            for piece, values in pieces:
+                distinct = pc.unique(piece[column])
+                for value in distinct:
+                    part = piece if len(distinct) == 1 else piece.filter(
+                        pc.equal(piece[column], value))
+                    split.append((part, {**values, column: _partition_text(value.as_py())}))
+            pieces = split
+        return [(piece.slice(start, ROWS_PER_FILE), values) for piece, values in pieces
+                for start in range(0, piece.num_rows, ROWS_PER_FILE)]
+
+    def pack(self, pieces: list[tuple[pa.Table, dict[str, str]]]
+             ) -> list[tuple[pa.Table, dict[str, str]]]:
+        """Pieces of one partition put together into files of up to ``ROWS_PER_FILE`` rows,
+        so that a partition rewritten every day does not gain a file every day."""
+        groups: dict[tuple, list[pa.Table]] = {}
+        for rows, partition in pieces:
+            groups.setdefault(tuple(partition.items()), []).append(
+                rows.select(self.stored.names).cast(self.stored))
+        packed = []
+        for partition, tables in groups.items():
+            if self.ordered:            # one sorted run, cut into files: no two overlap
+                rows = pa.concat_tables(tables).sort_by(self.source.key)
+                packed += [(rows.slice(start, ROWS_PER_FILE), dict(partition))
+                           for start in range(0, rows.num_rows, ROWS_PER_FILE)]
+                continue
+            batch: list[pa.Table] = []
+            for rows in sorted(tables, key=len, reverse=True):
+                if batch and sum(map(len, batch)) + len(rows) > ROWS_PER_FILE:
+                    packed.append((pa.concat_tables(batch), dict(partition)))
+                    batch = []
+                batch.append(rows)
+            packed.append((pa.concat_tables(batch), dict(partition)))
+        return packed
+
+    def write(self, rows: pa.Table, partition: dict[str, str]) -> AddAction:
+        folder = "/".join(f"{k}={partition[k]}" for k in self.partitions)
+        relative = f"{folder}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        target = f"{self.base}/{relative}"
+        storage.mkdirs(self.root / folder)
+        rows = rows.select(self.stored.names).cast(self.stored)
+        pq.write_table(rows, target, compression="snappy", use_dictionary=self.dictionary,
+                       write_statistics=self.statistics, filesystem=self.filesystem)
+        info = self.filesystem.get_file_info(target)
+        return AddAction(relative, info.size, partition, info.mtime_ns // 1_000_000,
+                         True, _statistics(rows))
+
+    def expire(self, file: dict, keys: pa.Array, day: dt.date) -> tuple[list, list]:
+        """Rewrite one current file without the versions of ``keys``, which go, closed on
+        ``day``, to the history partition. Returns (actions, pieces): the file's removal and
+        the files written, and the pieces too small for a file of their own (for
+        :meth:`pack`). ([], []) if the file holds none of the keys."""
+        rows = pq.read_table(f"{self.base}/{file['path']}", filesystem=self.filesystem)
+        held = rows[self.source.key].combine_chunks()
+        ends = pa.array(found(held, keys.cast(held.type)))
+        if not pc.any(ends).as_py():
+            return [], []
+        partition = {k: _partition_text(file[f"partition.{k}"]) for k in self.partitions}
+        actions = [RemoveAction(file["path"], True, int(time.time() * 1000),
+                                file["size_bytes"], partition)]
+        closed = rows.filter(ends)
+        closed = closed.set_column(closed.schema.get_field_index("expiry_date"), "expiry_date",
+                                   pa.repeat(pa.scalar(day, pa.date32()), closed.num_rows))
+        pieces = [(closed, {**partition, "is_current": "false"})]
+        kept = rows.filter(pc.invert(ends))
+        if kept.num_rows >= ROWS_PER_FILE // 2 and not self.ordered:
+            actions.append(self.write(kept, partition))
+        elif kept.num_rows:
+            pieces.append((kept, partition))
+        return actions, pieces
+
+
+def _partition_text(value: object) -> str:
+    """A partition value as the Delta log writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value.isoformat() if isinstance(value, dt.date) else str(value)
+
+
+def _statistics(rows: pa.Table) -> str:
+    """A data file's statistics for the Delta log: row count, and per column nulls, least
+    and greatest value (what lets a reader skip the file)."""
+    least, greatest, nulls = {}, {}, {}
+    for name, column in zip(rows.column_names, rows.columns, strict=True):
+        nulls[name] = column.null_count
+        if column.null_count == len(column) or pa.types.is_boolean(column.type):
+            continue
+        low, high = (v.as_py() for v in pc.min_max(column).values())
+        if isinstance(low, float) and not (math.isfinite(low) and math.isfinite(high)):
+            continue
+        if isinstance(low, dt.date):
+            low, high = low.isoformat(), high.isoformat()
+        least[name], greatest[name] = low, high
+    return json.dumps({"numRecords": rows.num_rows, "minValues": least,
+                       "maxValues": greatest, "nullCount": nulls})
+
+
+def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -> int:
+    """Swap a rebuilt table in with one overwrite commit; return the new version.
+
+    Readers hold a snapshot of one table version, and an overwrite only marks the old files
+    removed, so a reader sees the old table or the new one, never a mix."""
+    schema = table_schema(source)
+    if exists(rebuilt):
+        data = dataset(rebuilt).scanner(columns=schema.names).to_reader()
+    else:
+        data = schema.empty_table()
+    write(path, data, partition_by=partitioning(source), mode="overwrite",
+          schema_mode="overwrite", doing=f"committing the rebuilt {source.name} table",
+          commit_properties=CommitProperties(
+              custom_metadata={COMMIT_KEY: json.dumps(provenance)}))
+    return after_commit(Opened(path))
