@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 from minilake import stopping
 from minilake.contract.sources import ERASURE_REQUESTS, SOURCES
 from minilake.crashpoints import crashpoint
+from minilake.erasure import plan as erasure_plan
+from minilake.erasure import scrub
 from minilake.lake import delta, logs, storage
 from minilake.lake.layout import KEPT, MARTS, Layout
 from minilake.lake.logs import Ledger
-from minilake.load import erasure
 from minilake.load.ingest import (
     Delivery,
     FileOutcome,
@@ -65,7 +66,7 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
     source, name = ERASURE_REQUESTS, delivery.name
     logged = logs.read_erasure_log(layout)
     logged = logged[logged["request_file"] == name]
-    plan = erasure.manifest(layout, name)
+    plan = erasure_plan.manifest(layout, name)
     if plan is None and not len(logged):
         try:
             checked = check_file(source, delivery)
@@ -74,7 +75,7 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
         good = checked.rows.good
         ids = {int(i) for i in good.column("customer_id").drop_null().to_pylist()}
         emails = {e for e in good.column("email").to_pylist() if e}
-        plan = erasure.plan(layout, name, ids, emails)
+        plan = erasure_plan.plan(layout, name, ids, emails)
         crashpoint("erasure.planned")
     outcomes = []
     if plan is not None and not len(logged) and not plan.anyone:
@@ -85,9 +86,9 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
         _log_erasure(layout, plan, None)
         crashpoint("erasure.logged")
     elif plan is not None and not len(logged):
-        erasure.put_in_place(layout, plan)
+        erasure_plan.put_in_place(layout, plan)
         ids = set(plan.ids)
-        said = erasure.scrub_outputs(layout, ids, erasure.personal_values(layout, ids))
+        said = scrub.scrub_outputs(layout, ids, scrub.personal_values(layout, ids))
         for line in said:
             log.warning("erasure %s: %s", name, line)
         crashpoint("erasure.outputs_scrubbed")
@@ -104,19 +105,19 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
                                        allow_mass_delete, bar, rebuild=note,
                                        erased=frozenset(plan.archived()), engine=engine)
         crashpoint("erasure.rebuilt")
-        kept = erasure.purge_history(customer) if delta.exists(customer) else None
+        kept = erasure_plan.purge_history(customer) if delta.exists(customer) else None
         crashpoint("erasure.purged")
         # the marts hold names: recomputed from the erased tables, their history purged
         marts.refresh(layout.root)
         for mart in (*MARTS, *KEPT):
             if delta.exists(layout.mart(mart)):
-                erasure.purge_history(layout.mart(mart))
+                erasure_plan.purge_history(layout.mart(mart))
         crashpoint("erasure.marts_purged")
         _log_erasure(layout, plan, kept)
         crashpoint("erasure.logged")
     resolved = {e: set(found) for e, found in plan.resolved.items()} if plan else {}
     text = delivery.path.read_text(encoding="utf-8-sig")
-    rewritten = erasure.rewrite_request(text, resolved)
+    rewritten = scrub.rewrite_request(text, resolved)
     if rewritten != text:
         storage.write_bytes(delivery.path, rewritten.encode("utf-8"))
         crashpoint("erasure.request_rewritten")
@@ -134,11 +135,11 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
                                                             source.report_stamp(name)))
     ingest_log.append([log_row(source, final, outcome, checked.clock)])
     crashpoint("erasure.request_logged")
-    storage.remove_tree(erasure.staging(layout, name))
+    storage.remove_tree(erasure_plan.staging(layout, name))
     return outcomes + bar.tell([outcome])
 
 
-def _log_erasure(layout: Layout, plan: erasure.Plan, kept: int | None) -> None:
+def _log_erasure(layout: Layout, plan: erasure_plan.Plan, kept: int | None) -> None:
     """The request's rows of the erasure log: each id it named (and found, or not), each
     email that named nobody; ids and counts only, never personal data (SPEC §9)."""
     now = dt.datetime.now(dt.UTC)
@@ -154,7 +155,7 @@ def _log_erasure(layout: Layout, plan: erasure.Plan, kept: int | None) -> None:
     logs.append_erasure_log(layout, rows)
 
 
-def _erased_note(plan: erasure.Plan | None) -> str:
+def _erased_note(plan: erasure_plan.Plan | None) -> str:
     """What a request did, for its line: how many customers it erased, and whom it named
     that the root does not hold."""
     if plan is None:
@@ -174,7 +175,7 @@ def scrub_pending(layout: Layout, ledger: Ledger) -> None:
     ids = {int(i) for i in erased}
     for delivery in not_applied(layout, SOURCES["customer"],
                              archived(layout, SOURCES["customer"], ledger), ledger):
-        new = erasure.scrub_file(delivery.path, ids)
+        new = scrub.scrub_file(delivery.path, ids)
         if new is not None:
             storage.write_bytes(delivery.path, new)
             log.warning("customer/%s: rows of erased customers erased before it is applied",

@@ -1,0 +1,346 @@
+"""Erasing customers from files (docs/guarantees.md): a raw row is erased field by field,
+everything else byte for byte as it was: a personal value that passed validation becomes the
+placeholder, one that did not becomes ``[erased]`` (still failing the same check), an empty one
+stays empty, so a bad row stays bad for the same reason. Raw customer files (CSV and JSON, any
+name), the request file itself (emails to the ids they named), and what lies under
+``reports/`` and ``exports/`` (CSV, Avro, Parquet)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from minilake.contract.sources import SOURCES
+from minilake.formats.readers import TEXT, TextFrame, check_json_depth
+from minilake.formats.spans import (
+    Unparseable,
+    csv_records,
+    json_members,
+    record_starts,
+    records_from,
+    scalar_text,
+    span_text,
+    splice,
+)
+from minilake.lake import delta, storage
+from minilake.lake.layout import Layout
+from minilake.load.validate import validate
+
+log = logging.getLogger(__name__)
+
+CUSTOMER = SOURCES["customer"]
+PLACEHOLDERS = {"first_name": "[erased]", "last_name": "[erased]",
+                "email": "erased@erased.invalid", "address": "", "phone_number": "",
+                "date_of_birth": "1900-01-01"}
+PERSONAL = list(PLACEHOLDERS)
+INVALID = "[erased]"            # stands for a personal value that failed its check: still fails
+UNKNOWN_EMAIL = "unknown@erased.invalid"   # a request's email that named nobody
+
+
+
+def _customer_id(text: str) -> int | None:
+    text = text.strip()
+    if re.fullmatch(r"[+-]?\d+", text) and len(text) < 20:
+        value = int(text)
+        return value if -(2**63) <= value < 2**63 else None
+    return None
+
+
+def _invalid_fields(rows: list[dict]) -> list[set[str]]:
+    """For raw customer rows (text), the personal fields each fails validation on."""
+    frame = pd.DataFrame({c: pd.Series([r.get(c, "") for r in rows], dtype=TEXT)
+                          for c in CUSTOMER.columns})
+    bad = validate(CUSTOMER.schema, CUSTOMER.key, TextFrame(frame)).bad
+    out = [set() for _ in rows]
+    if len(bad):
+        # bad rows come back in order; match them to the rows by their whole text
+        wanted = {tuple(r.get(c, "") for c in CUSTOMER.columns): i for i, r in enumerate(rows)}
+        for _, row in bad.iterrows():
+            i = wanted.get(tuple(row[c] for c in CUSTOMER.columns))
+            if i is not None:
+                parts = str(row["errors"]).split("; ")
+                out[i] = {f for f in PERSONAL if any(p.startswith(f + ": ") for p in parts)}
+    return out
+
+
+def erased_values(rows: list[dict], columns: list[str], raw_validity: bool) -> list[dict]:
+    """The replacement of each personal column of each row (see the module's docstring)."""
+    invalid = _invalid_fields(rows) if raw_validity else [set() for _ in rows]
+    out = []
+    for row, failing in zip(rows, invalid, strict=True):
+        new = {}
+        for column in columns:
+            if column not in PLACEHOLDERS:
+                continue
+            value = row.get(column, "")
+            if value == "" or PLACEHOLDERS[column] == "":
+                new[column] = ""
+            else:
+                new[column] = INVALID if column in failing else PLACEHOLDERS[column]
+        out.append(new)
+    return out
+
+
+def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True) -> bytes:
+    """A CSV file with a header and a ``customer_id`` column, the personal columns of the
+    rows of ``ids`` erased; every other byte as it was."""
+    if not ids or not any(str(i).encode() in data for i in ids):
+        return data
+    header = [span_text(data, s) for s in next(csv_records(data), [])]
+    if "customer_id" not in header:
+        return data
+    at = header.index("customer_id")
+    hits = []
+    # an id as a whole field: quoted (SPEC §1), or bare at a line start; else (a report
+    # written by pandas: ids bare and not first) every record is looked at
+    needles = [form % i for i in ids for form in (b'"%d"', b"\n%d,")]
+    starts = record_starts(data, needles)
+    records = records_from(data, starts) if starts else csv_records(data)
+    for spans in records:
+        if at < len(spans) and _customer_id(span_text(data, spans[at])) in ids:
+            hits.append(spans)
+    if not hits:
+        return data
+    rows = [{header[i]: span_text(data, s) for i, s in enumerate(spans) if i < len(header)}
+            for spans in hits]
+    edits = []
+    for spans, new in zip(hits, erased_values(rows, header, raw_validity), strict=True):
+        for column, value in new.items():
+            i = header.index(column)
+            if i < len(spans):
+                start, end, quoted = spans[i]
+                text = value.replace('"', '""') if quoted else value
+                edits.append((start, end, text.encode()))
+    return splice(data, edits)
+
+
+def scrub_json(text: str, ids: set[int]) -> str:
+    """A JSON array of customer objects, the personal members of the objects of ``ids``
+    erased; every other character as it was."""
+    if not ids or not any(str(i) in text for i in ids):
+        return text
+    check_json_depth(text)          # (a JSONDecodeError) before the parser's recursion
+    hits = []
+    for members in json_members(text):
+        by_key = {m[0]: m for m in members}
+        if "customer_id" in by_key and _customer_id(scalar_text(by_key["customer_id"][4])) in ids:
+            hits.append(by_key)
+    if not hits:
+        return text
+    rows = [{k: scalar_text(m[4]) for k, m in hit.items()} for hit in hits]
+    edits = []
+    for hit, new in zip(hits, erased_values(rows, CUSTOMER.columns, True), strict=True):
+        for column, value in new.items():
+            if column in hit and hit[column][4] is not None:
+                edits.append((hit[column][2], hit[column][3], json.dumps(value)))
+    return splice(text, edits)
+
+
+def raw_customer_files(layout: Layout) -> list[Path]:
+    """Every raw file under the root that may hold a customer's row: the customer files
+    archived (superseded copies too) and quarantined, and every file waiting in the landing
+    zone whatever its name (one that matches no source stays there, and may be a customer
+    export under another name)."""
+    out = []
+    for folder in (layout.archive(CUSTOMER.name), layout.quarantine(CUSTOMER.name),
+                   layout.landing):
+        out += [p for p in storage.files(folder)
+                if not p.name.endswith(".reason.txt") and not p.name.startswith(".")]
+    return out
+
+
+def _kind(path: Path) -> str:
+    base = path.name.split(".superseded-")[0]
+    return "json" if base.endswith(".json") else "csv"
+
+
+def scrub_file(path: Path, ids: set[int]) -> bytes | None:
+    """A raw customer file's bytes with ``ids`` erased, or None when nothing changes."""
+    data = path.read_bytes()
+    try:
+        if _kind(path) == "json":
+            text = data.decode("utf-8")
+            new = scrub_json(text, ids).encode("utf-8")
+        else:
+            new = scrub_csv(data, ids)
+    except (Unparseable, UnicodeDecodeError, json.JSONDecodeError, IndexError) as error:
+        log.warning("%s: %s; the erased customers' values are replaced where found instead",
+                    path.name, error)
+        new = data
+    return None if new == data else new
+
+
+def emails_to_ids(layout: Layout, emails: set[str]) -> dict[str, set[int]]:
+    """Each email (lower case) -> the customer ids whose raw rows or table versions carry it."""
+    found: dict[str, set[int]] = {e: set() for e in emails}
+    if not emails:
+        return found
+    path = layout.table(CUSTOMER.name)
+    if delta.exists(path):
+        versions = delta.dataset(path).to_table(columns=["customer_id", "email"])
+        lower = pc.utf8_lower(versions.column("email"))
+        mask = pc.is_in(lower, value_set=pa.array(sorted(emails)))
+        for cid, email in zip(versions.column("customer_id").filter(mask).to_pylist(),
+                              lower.filter(mask).to_pylist(), strict=True):
+            found[email].add(cid)
+    for raw in raw_customer_files(layout) + sorted(
+            storage.files(layout.root / "error_reports", f"errors_{CUSTOMER.name}_*.csv")):
+        data = raw.read_bytes()
+        lowered = data.lower()
+        if not any(e.encode() in lowered for e in emails):
+            continue
+        for row in _raw_rows(raw, data, [e.encode() for e in emails], lowered):
+            email = row.get("email", "").strip().lower()
+            cid = _customer_id(row.get("customer_id", ""))
+            if email in found and cid is not None:
+                found[email].add(cid)
+    return found
+
+
+def _raw_rows(path: Path, data: bytes, needles: list[bytes], lowered: bytes
+              ) -> Iterator[dict]:
+    """The raw rows of a customer file that hold one of ``needles`` (in ``lowered``)."""
+    try:
+        if _kind(path) == "json":
+            text = data.decode("utf-8")
+            for members in json_members(text):
+                yield {m[0]: scalar_text(m[4]) for m in members}
+            return
+        header = [span_text(data, s) for s in next(csv_records(data), [])]
+        for spans in records_from(data, record_starts(data, needles, lowered)):
+            yield {header[i]: span_text(data, s) for i, s in enumerate(spans) if i < len(header)}
+    except (Unparseable, UnicodeDecodeError, json.JSONDecodeError, IndexError):
+        return
+
+
+def rewrite_request(text: str, resolved: dict[str, set[int]]) -> str:
+    """The request file with every email replaced: by ``"customer_id": "<id>"`` where it named
+    one customer and the object names no id, else by a placeholder (valid or not as the email
+    was), so that the file reads and validates as before but holds no email."""
+    from minilake.contract.schemas import EMAIL
+
+    edits = []
+    for members in json_members(text):
+        keys = {m[0] for m in members}
+        for key, key_start, start, end, value in members:
+            if key != "email" or value in (None, ""):
+                continue
+            email = scalar_text(value)
+            ids = resolved.get(email.strip().lower(), set())
+            if len(ids) == 1 and not keys & {"customer_id", "customer-id"}:
+                edits.append((key_start, end, f'"customer_id": "{next(iter(ids))}"'))
+            else:
+                valid = re.fullmatch(EMAIL, email) is not None
+                edits.append((start, end, json.dumps(UNKNOWN_EMAIL if valid else INVALID)))
+    return splice(text, edits)
+
+
+def holds(path: Path, values: list[bytes]) -> bool:
+    """Whether a file's bytes hold one of an erased customer's personal ``values``."""
+    data = path.read_bytes()
+    return any(v in data for v in values)
+
+
+def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[str]:
+    """Reports and exports under the root: CSVs rewritten like raw files (their values were
+    valid), Avro and Parquet exports rewritten with placeholders, and any other file that
+    still holds an erased value (a saved notebook, an HTML export) removed. Pull scratch of
+    customers goes too. Returns what was done, a line each."""
+    done = []
+    for folder in (layout.reports, layout.exports):
+        for path in storage.tree(folder):
+            rel = path.relative_to(layout.root).as_posix()
+            data = path.read_bytes()
+            new = None
+            if path.suffix == ".csv":
+                try:
+                    new = scrub_csv(data, ids, raw_validity=False)
+                except Unparseable:
+                    new = data
+            elif path.suffix in (".avro", ".parquet"):
+                new = _scrub_columnar(path, ids)
+            if new is not None and new != data:
+                storage.write_bytes(path, new)
+                done.append(f"rewrote {rel}")
+            elif any(v in (new or data) for v in values):
+                storage.remove(path)
+                done.append(f"removed {rel}: it held an erased customer's data (generate it "
+                            f"again)")
+    for path in storage.files(layout.scratch("pull"), "customer_*"):
+        storage.remove(path)
+        done.append(f"removed {path.relative_to(layout.root).as_posix()} (an unfinished pull)")
+    return done
+
+
+def _scrub_columnar(path: Path, ids: set[int]) -> bytes | None:
+    """An Avro or Parquet export with the personal columns of ``ids`` set to placeholders
+    (the exported values were valid ones)."""
+    import io
+
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        with path.open("rb") as handle:
+            data = pq.read_table(handle)
+        if "customer_id" not in data.column_names:
+            return None
+        mask = pc.is_in(data.column("customer_id"), value_set=pa.array(sorted(ids),
+                                                                       pa.int64()))
+        if not pc.any(mask).as_py():
+            return None
+        for column in PERSONAL:
+            if column in data.column_names:
+                i = data.column_names.index(column)
+                kind = data.schema.field(column).type
+                value = PLACEHOLDERS[column] or None
+                if value is not None and pa.types.is_date32(kind):
+                    value = dt.date.fromisoformat(value)
+                data = data.set_column(i, data.schema.field(column), pc.if_else(
+                    mask, pa.scalar(value, kind), data.column(column)))
+        out = io.BytesIO()
+        pq.write_table(data, out, compression="zstd")
+        return out.getvalue()
+    import fastavro
+
+    with path.open("rb") as handle:
+        reader = fastavro.reader(handle)
+        schema, records = reader.writer_schema, list(reader)
+    changed = False
+    for record in records:
+        if record.get("customer_id") in ids:
+            changed = True
+            for column in PERSONAL:
+                if column in record and record[column] not in (None, ""):
+                    value = PLACEHOLDERS[column] or None
+                    record[column] = (dt.date.fromisoformat(value) if column == "date_of_birth"
+                                      else value)
+    if not changed:
+        return None
+    out = io.BytesIO()
+    fastavro.writer(out, fastavro.parse_schema(schema), records, codec="deflate")
+    return out.getvalue()
+
+
+def personal_values(layout: Layout, ids: set[int]) -> list[bytes]:
+    """The distinctive personal values (email, phone, address) the erased customers had, as
+    they would appear in a file: to find files nothing else knows how to rewrite."""
+    values: set[str] = set()
+    path = layout.table(CUSTOMER.name)
+    if delta.exists(path) and ids:
+        data = delta.dataset(path).to_table(columns=["customer_id", "email", "phone_number",
+                                                      "address"])
+        mask = pc.is_in(data.column("customer_id"), value_set=pa.array(sorted(ids), pa.int64()))
+        for column in ("email", "phone_number", "address"):
+            values |= {v for v in data.column(column).filter(mask).to_pylist() if v}
+    for value in list(values):
+        values.add(json.dumps(value)[1:-1])             # as JSON writes it
+        values.add(value.replace('"', '""'))            # as CSV writes it
+    return sorted(v.encode() for v in values if len(v) >= 6 and v not in PLACEHOLDERS.values())

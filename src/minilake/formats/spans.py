@@ -1,0 +1,130 @@
+"""Byte-exact tokenizers for rewriting files in place (docs/formats.md): a delivery's CSV
+records as byte spans of their fields, a JSON array's objects as character spans of their
+members, and the one way to splice new text over old spans. What an erasure rewrites is then
+the erased fields only, every other byte as it was."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+_QUOTED = re.compile(rb'"((?:[^"]|"")*)"')
+_BARE = re.compile(rb'[^,\r\n"]*')
+
+
+class Unparseable(Exception):
+    """Not CSV as SPEC §1 writes it (a stray quote, say): cannot be rewritten field by field."""
+
+
+def csv_records(data: bytes, pos: int = 0) -> Iterator[list[tuple[int, int, bool]]]:
+    """Each record from byte ``pos`` on as its fields' (start, end, quoted) byte spans, the
+    quotes excluded."""
+    size = len(data)
+    while pos < size:
+        fields = []
+        while True:
+            quoted = _QUOTED.match(data, pos)
+            if quoted:
+                fields.append((quoted.start(1), quoted.end(1), True))
+                pos = quoted.end()
+            else:
+                bare = _BARE.match(data, pos)
+                fields.append((bare.start(), bare.end(), False))
+                pos = bare.end()
+            if data[pos:pos + 1] == b",":
+                pos += 1
+                continue
+            if data[pos:pos + 2] == b"\r\n":
+                pos += 2
+            elif data[pos:pos + 1] in (b"\n", b"\r"):
+                pos += 1
+            elif pos < size:
+                raise Unparseable(f"unexpected {data[pos:pos + 1]!r} at byte {pos}")
+            break
+        yield fields
+
+
+def record_starts(data: bytes, needles: list[bytes], haystack: bytes | None = None
+                  ) -> list[int]:
+    """Byte offsets of the records (after the header) in which any needle occurs, found
+    without tokenizing the whole file: a record starts after a line end outside quotes, that
+    is with an even number of quotes before it. ``haystack`` is ``data`` as searched (its
+    lower-case copy, to match any letter case)."""
+    haystack = data if haystack is None else haystack
+    starts = set()
+    for needle in needles:
+        at = haystack.find(needle)
+        while at != -1:
+            start = data.rfind(b"\n", 0, at) + 1
+            while start and data.count(b'"', 0, start) % 2:
+                start = data.rfind(b"\n", 0, start - 1) + 1
+            if start:
+                starts.add(start)
+            at = haystack.find(needle, at + len(needle))
+    return sorted(starts)
+
+
+def records_from(data: bytes, starts: list[int]) -> Iterator[list[tuple[int, int, bool]]]:
+    """The records beginning at ``starts``, tokenized one by one."""
+    for start in starts:
+        yield next(csv_records(data, start))
+
+
+def span_text(data: bytes, span: tuple[int, int, bool]) -> str:
+    start, end, quoted = span
+    raw = data[start:end]
+    return (raw.replace(b'""', b'"') if quoted else raw).decode("utf-8", "replace")
+
+
+def splice(data, edits: list[tuple[int, int, object]]):
+    """``data`` (bytes or text) with each (start, end, new) span replaced: the one splice of
+    the tokenizers' spans."""
+    out, last = [], 0
+    for start, end, text in sorted(edits):
+        out += [data[last:start], text]
+        last = end
+    out.append(data[last:])
+    return data[:0].join(out)
+
+
+
+_DECODER = json.JSONDecoder(parse_float=str, parse_int=str, parse_constant=str)
+_SPACE = re.compile(r"\s*")
+
+
+def skip_space(text: str, i: int) -> int:
+    return _SPACE.match(text, i).end()
+
+
+def json_members(text: str) -> Iterator[list[tuple[str, int, int, int, object]]]:
+    """Each object of a JSON array as its members: (key, key start, value start, value end,
+    value). Elements that are not objects are skipped."""
+    i = skip_space(text, 1 if text.startswith("\ufeff") else 0)
+    if text[i:i + 1] != "[":
+        raise Unparseable("not a JSON array")
+    i = skip_space(text, i + 1)
+    while i < len(text) and text[i] != "]":
+        if text[i] == "{":
+            members, j = [], skip_space(text, i + 1)
+            while text[j] != "}":
+                key, after = _DECODER.raw_decode(text, j)
+                colon = skip_space(text, after)
+                start = skip_space(text, colon + 1)
+                value, end = _DECODER.raw_decode(text, start)
+                members.append((key, j, start, end, value))
+                j = skip_space(text, end)
+                if text[j] == ",":
+                    j = skip_space(text, j + 1)
+            yield members
+            i = j + 1
+        else:
+            _, i = _DECODER.raw_decode(text, i)
+        i = skip_space(text, i)
+        if text[i:i + 1] == ",":
+            i = skip_space(text, i + 1)
+
+
+def scalar_text(value: object) -> str:
+    return "" if value is None else str(value) if not isinstance(value, bool) else (
+        "true" if value else "false")
