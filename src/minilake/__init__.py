@@ -21,7 +21,7 @@ _LAZY = {"init": "minilake.lake.layout", "land_sample": "minilake.inbound.landin
          "reset": "minilake.inbound.landing", "split": "minilake.inbound.landing",
          **dict.fromkeys(["erasures", "ingest", "rebuild", "refresh_marts", "run", "status",
                           "vacuum", "versions"], "minilake.pipeline"),
-         "read_table": "minilake.lake.history",
+         "read_table": "minilake.load.history",
          "pull": "minilake.inbound.pull", "pulls": "minilake.inbound.pull",
          "export": "minilake.outbound.exports", "marts": "minilake.outbound.marts",
          "read_mart": "minilake.outbound.marts", "sql": "minilake.outbound.query"}

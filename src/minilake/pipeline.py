@@ -24,15 +24,14 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from minilake import stopping
-from minilake.apps import unchanged
 from minilake.contract.sources import SOURCES
 from minilake.erasure import requests as erasures_stage
 from minilake.inbound.landing import SplitResult, split
-from minilake.lake import delta, history, logs, storage
+from minilake.lake import delta, logs, storage, unchanged
 from minilake.lake.layout import KEPT, MARTS, Layout
 from minilake.lake.lock import hold
 from minilake.lake.logs import Ledger
-from minilake.load import datafiles
+from minilake.load import datafiles, history
 from minilake.load.ingest import IngestResult, Progress, ingest_source, load_sources
 from minilake.outbound import marts as datamarts
 

@@ -302,9 +302,10 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.command == "sql":
         if args.format == "json":             # exact: ids as text, dates as dates (jsontext)
-            from minilake.formats.jsontext import sql_records
+            from minilake.formats.jsontext import records
+            from minilake.outbound.query import sql_table
 
-            print(sql_records(args.query, args.root, known_at=args.known_at, indent=1))
+            print(records(sql_table(args.query, args.root, known_at=args.known_at), indent=1))
             return 0
         import pandas as pd
 
@@ -409,8 +410,8 @@ def _nothing_to_do(root: str) -> bool:
     without loading the pipeline. Checked again holding the lock (a run may be under way)."""
     from pathlib import Path
 
-    from minilake.apps.unchanged import nothing_to_do
     from minilake.lake.lock import hold
+    from minilake.lake.unchanged import nothing_to_do
 
     if not nothing_to_do(root):
         return False

@@ -45,7 +45,6 @@ import operator
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -69,29 +68,6 @@ def dumps(value, *, indent: int | None = None) -> str:
     or DataFrame in it is written as its records."""
     return _encode(value, indent, 0)
 
-
-def sql_records(query: str, root: str | Path = ".", known_at=None, *,
-                indent: int | None = None) -> str:
-    """What ``minilake.sql`` answers, as JSON records. The result is taken from DuckDB as
-    Arrow, not as the DataFrame ``sql`` gives: pandas turns a DATE into a midnight timestamp
-    and a DECIMAL into a float, which could not be written back as they were."""
-    import duckdb
-
-    from minilake.outbound.query import check_read_only, connect
-
-    con = connect(root, known_at)
-    try:
-        check_read_only(con, query)
-        try:
-            table = con.sql(query).to_arrow_table()
-        except duckdb.Error as error:
-            raise ValueError(f"the query failed: {str(error).splitlines()[0]}") from None
-    finally:
-        con.close()
-    return records(table, indent=indent)
-
-
-# --- documents -------------------------------------------------------------------------------
 
 def _encode(value, indent: int | None, level: int) -> str:
     if _is_table(value):

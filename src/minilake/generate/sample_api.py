@@ -108,7 +108,7 @@ def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 0,
           page_size: int = PAGE_SIZE) -> None:
     """Serve the sample API until interrupted; port 0 takes a free port. The first line
     printed is the URL to pull from."""
-    from minilake.apps.server import listen
+    from minilake.web import listen
 
     token = os.environ.get(TOKEN_ENV) or None
     app = create_app(root, page_size=page_size, token=token)

@@ -30,10 +30,10 @@ from tqdm import tqdm
 
 from minilake.contract.sources import SOURCES
 from minilake.crashpoints import crashpoint
-from minilake.lake import delta, history, storage
+from minilake.lake import delta, storage
 from minilake.lake.layout import Layout
 from minilake.lake.lock import hold
-from minilake.load import datafiles
+from minilake.load import datafiles, history
 
 FORMATS = ("avro", "parquet", "csv")
 DEFAULT_FORMAT = "avro"

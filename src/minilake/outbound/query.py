@@ -23,10 +23,12 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from minilake.contract.sources import SOURCES
-from minilake.lake import delta, history
+from minilake.lake import delta
 from minilake.lake.layout import MARTS, Layout
+from minilake.load import history
 
 LOGS = {"ingest_log": "_ingest_log", "pull_log": "_pull_log", "erasure_log": "_erasure_log"}
 
@@ -94,6 +96,24 @@ def check_read_only(con, query: str) -> None:
 
 
 _EXPLAIN = re.compile(r"\s*EXPLAIN\s+(ANALY[SZ]E\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
+
+
+def sql_table(query: str, root: str | Path = ".",
+              known_at: dt.datetime | dt.date | str | None = None) -> pa.Table:
+    """What :func:`sql` answers, as DuckDB's Arrow result: a DATE stays a date and a DECIMAL
+    a decimal (pandas would make them a midnight timestamp and a float), for writers that
+    keep types exactly (``sql --format json``)."""
+    import duckdb
+
+    con = connect(root, known_at)
+    try:
+        check_read_only(con, query)
+        try:
+            return con.sql(query).to_arrow_table()
+        except duckdb.Error as error:
+            raise ValueError(f"the query failed: {str(error).splitlines()[0]}") from None
+    finally:
+        con.close()
 
 
 def sql(query: str, root: str | Path = ".",
