@@ -1,4 +1,4 @@
-"""minilake's daily run under Airflow (SPEC §10): DAG ``minilake_daily``.
+"""minilake's daily run under Airflow (README.md, the job server): DAG ``minilake_daily``.
 
     wait_for_deliveries ─▶ pull_api_sources ─▶ run ─▶ refresh_marts ─▶ write_reports
 
@@ -9,7 +9,8 @@ Settings (read when a task runs; Airflow Variable first, else the environment):
   comma-separated (none by default), from ``minilake_api_url`` / ``MINILAKE_API_URL`` (required
   when sources are named) with the token in the worker's ``MINILAKE_API_TOKEN`` (never a
   Variable: it would be stored and shown);
-- the marts (SPEC §11) are moved on by ``refresh_marts`` from what ``run``'s files changed;
+- the marts (README.md, marts and SQL) are moved on by ``refresh_marts`` from what ``run``'s files
+changed;
 - ``MINILAKE_SENSOR_TIMEOUT`` / ``MINILAKE_SENSOR_POKE`` (seconds, read when the file is parsed):
   how long to wait for deliveries (6 h) and how often to look (5 min). When nothing arrives in
   time the run is skipped, not failed.

@@ -1,4 +1,5 @@
-"""The sample world committed in landing_zone/, samples/ and final_results/ (SPEC §7): its
+"""The sample world committed in landing_zone/, samples/ and final_results/ (README.md, the sample
+world): its
 parameters, here so that the command line's defaults do not load the generator."""
 
 import datetime as dt

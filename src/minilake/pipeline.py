@@ -73,7 +73,8 @@ def ingest(root: str | Path = ".", *, allow_mass_delete: bool = False,
     """Apply every archived file not yet applied, per source in file-date order; erasure
     requests first (each rewrites the raw customer files and rebuilds the customer table).
 
-    ``engine="dask"`` runs each file's work on a Dask cluster (SPEC §13): the scheduler at
+    ``engine="dask"`` runs each file's work on a Dask cluster (README.md, the Dask engine): the
+    scheduler at
     ``cluster`` (``tcp://host:8786``), else a LocalCluster on this machine; ``ranges`` key
     ranges per file (default: the cluster's threads). ``say`` is given each line of
     ``result.lines()`` as soon as what it says is done."""
@@ -149,7 +150,8 @@ def rebuild(source: str | None = None, root: str | Path = ".", *,
 def vacuum(root: str | Path = ".", *, dry_run: bool = False) -> dict[str, list[str]]:
     """Remove the data files no table version refers to (per table, the files removed, or
     with ``dry_run`` those that would be): what a run killed between writing a file's data
-    files and its commit left, or a Dask worker lost mid-write (SPEC §13). Every version's
+    files and its commit left, or a Dask worker lost mid-write (README.md, the Dask engine). Every
+    version's
     files stay, so time travel is untouched."""
     layout = Layout.of(root)
     with hold(layout.root, "vacuum"):
@@ -227,7 +229,7 @@ def status(root: str | Path = ".") -> pd.DataFrame:
 
 
 def erasures(root: str | Path = ".") -> pd.DataFrame:
-    """One row per applied erasure request (SPEC §9): customers named and found, table
+    """One row per applied erasure request (docs/guarantees.md): customers named and found, table
     versions and files rewritten, the first table version kept, when."""
     log_rows = logs.read_erasure_log(Layout.of(root))
     columns = ["request_file", "customers", "found", "versions_rewritten", "files_rewritten",

@@ -1,4 +1,4 @@
-"""The command line (SPEC §6): a thin argparse layer over the public API.
+"""The command line (docs/guarantees.md): a thin argparse layer over the public API.
 
 Every command prints one-line outcomes; bad data never produces a traceback, only a line naming
 the file and the problem, and a non-zero exit status.
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="?", default=None, help="one source (default: all)")
     p.add_argument("--allow-mass-delete", action="store_true",
                    help="apply a snapshot even if it expires more than half of the current keys")
-    p = command("report", "write the SPEC §5 and MIDP-307 reports as CSV, with verdicts "
+    p = command("report", "write the docs/formats.md and MIDP-307 reports as CSV, with verdicts "
                 "against final_results/ where it exists")
     p.add_argument("--until", type=_date, default=None, help="last sale date (default: all)")
     p.add_argument("--out", default=None, help="folder for the CSVs (default: ROOT/reports)")
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "under reports/; print the verdicts")
     p.add_argument("--notebook", default="workbook.ipynb")
 
-    p = command("pull", "fetch one day of a source from an HTTP API (SPEC §8) into "
+    p = command("pull", "fetch one day of a source from an HTTP API (docs/formats.md) into "
                 "landing_zone/; the token comes from MINILAKE_API_TOKEN")
     p.add_argument("source", help="customer, product or sales")
     p.add_argument("--date", type=_date, required=True, help="the day, YYYY-MM-DD")
@@ -121,19 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: from --out's extension, else avro")
     p.add_argument("--out", default=None, help="the file to write (default: "
                    "ROOT/exports/<table>[_as_of_D|_current][_vN].<format>)")
-    command("marts", "recompute every data mart (SPEC §11) for every month")
+    command("marts", "recompute every data mart (README.md, marts and SQL) for every month")
     p = command("sql", "one read-only SQL query (DuckDB) over the tables, their _current views, "
                 "<table>_as_of('YYYY-MM-DD') and the marts")
     p.add_argument("query", help="one SELECT")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--known-at", default=None, metavar="WHEN", help="every table as it "
                    "stood then: YYYY-MM-DD (the end of that day) or YYYY-MM-DDTHH:MM[:SS], UTC")
-    p = command("serve", "the job server (SPEC §10): jobs and tables over HTTP; clients "
-                "send 'Authorization: Bearer $MINILAKE_SERVER_TOKEN'")
+    p = command("serve", "the job server: jobs and tables over HTTP; clients send "
+                "'Authorization: Bearer $MINILAKE_SERVER_TOKEN'")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
                    "127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
-    p = command("serve-sample-api", "serve the deliveries under ROOT in the SPEC §8 protocol "
+    p = command("serve-sample-api", "serve the deliveries under ROOT in the pull protocol "
                 "(to try pull); MINILAKE_API_TOKEN, if set, is required of clients")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
                    "127.0.0.1, this machine only)")
@@ -344,12 +344,12 @@ def _main(args: argparse.Namespace) -> int:
             print(minilake.status(args.root).to_string(index=False))
             erased = minilake.erasures(args.root)
             if len(erased):
-                print("\nerasure requests (SPEC §9): table versions before "
+                print("\nerasure requests (docs/guarantees.md): table versions before "
                       "history_from_version were purged; time travel by date is unchanged")
                 print(erased.to_string(index=False))
             pulled = minilake.pulls(args.root)
             if len(pulled):
-                print("\npulled from an API (SPEC §8)")
+                print("\npulled from an API (docs/formats.md)")
                 print(pulled[["source", "file_date", "url", "pages", "records", "outcome",
                               "finished_at"]].to_string(index=False))
             if not args.brief:

@@ -1,4 +1,4 @@
-"""The job server (SPEC §10): ``python -m minilake serve`` — FastAPI on uvicorn.
+"""The job server (README.md, the job server): ``python -m minilake serve`` — FastAPI on uvicorn.
 
 Every route but ``/health`` and ``/openapi.json`` requires ``Authorization: Bearer
 <MINILAKE_SERVER_TOKEN>`` (compared in constant time); without a token set the server does not
@@ -6,7 +6,8 @@ start. Routes are a thin layer over the public API: ``run``, ``pull``, ``export`
 ``read_table``. One job at a time: a job that cannot take the root (another job here, or another
 process's lock) answers 409 naming the holder. Bad parameters answer 422, unknown tables 404,
 and nothing answers with a traceback. ``GET /tables/{name}`` pages a table in the protocol of
-SPEC §8, so that ``minilake pull`` can read from another minilake (``?date=`` gives the source's
+docs/formats.md, so that ``minilake pull`` can read from another minilake (``?date=`` gives the
+source's
 columns of the versions valid that day, as a delivery; ``?as_of=`` or nothing gives
 ``read_table``'s rows). The API's URL for ``POST /jobs/pull`` is the server's own setting
 (``MINILAKE_API_URL``), never a request's, and exports are written under the root's
@@ -218,7 +219,7 @@ def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
         raise ValueError(f"no server token: set {TOKEN_ENV}")
     layout = Layout.of(root)               # a one-line error if the root does not exist
     app = FastAPI(title="minilake job server",
-                  description="Jobs and tables of one minilake root (SPEC §10).",
+                  description="Jobs and tables of one minilake root (README.md, the job server).",
                   docs_url=None, redoc_url=None)      # their pages load scripts from a CDN
     app.add_middleware(Gate, token=token, limits=limits or Limits.from_env())
     busy = threading.Lock()

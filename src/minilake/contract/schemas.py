@@ -1,8 +1,8 @@
-"""pandera schemas, one per source (SPEC §1 and §3).
+"""pandera schemas, one per source (docs/formats.md).
 
 Every field arrives as text (a bad value is kept exactly as it came), so each schema describes a
 frame of strings: a column is a :func:`field` whose checks parse the text the way the column's
-kind needs (integer, number, date, text) and then apply the rules of SPEC §1. Each check is
+kind needs (integer, number, date, text) and then apply the rules of docs/formats.md. Each check is
 named after the message it produces, so a pandera failure case becomes an error-report line such
 as ``total_price: not a number 'ERROR'`` with no translation table in between.
 
@@ -191,7 +191,8 @@ def _names_someone(frame: pd.DataFrame) -> pd.Series:
     return (frame["customer_id"].str.len() > 0) | (frame["email"].str.len() > 0)
 
 
-# SPEC §9: a request names a customer by id, by email, or both; naming one twice is no fault.
+# docs/guarantees.md: a request names a customer by id, by email, or both; naming one twice is no
+# fault.
 ERASURE_REQUESTS = schema("erasure_requests", "customer_id", {
     "customer_id": field("int"),
     "email": field(pattern=EMAIL, looks_like="an email"),

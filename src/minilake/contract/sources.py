@@ -1,7 +1,8 @@
-"""The three sources, declared in one place (SPEC §1).
+"""The three sources, declared in one place (docs/formats.md).
 
 A source is a file-name prefix with the forms its files come in (an extension and a reader
-each: sales arrive as ``~`` text, or as JSON when pulled from an API, SPEC §8), a key, whether a
+each: sales arrive as ``~`` text, or as JSON when pulled from an API, docs/formats.md), a key,
+whether a
 file is a full snapshot or a batch of transactions, and a pandera schema. Adding a fourth
 source is one more :class:`Source` here and one more schema in ``schemas.py``; nothing else
 names the sources.
@@ -30,7 +31,7 @@ class Form:
 
 
 CSV = Form("csv", readers.read_quoted_csv)
-JSON = Form("json", readers.read_json_array)     # also what ``pull`` lands (SPEC §8)
+JSON = Form("json", readers.read_json_array)     # also what ``pull`` lands (docs/formats.md)
 TILDE = Form("txt", readers.read_tilde_lines)
 
 
@@ -98,7 +99,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
 ]}
 
 
-# SPEC §9: erasure requests arrive like a source's files (split, validated, error report,
+# docs/guarantees.md: erasure requests arrive like a source's files (split, validated, error report,
 # ingest log) but make no table of their own: they rewrite the others (``erasure.py``).
 ERASURE_REQUESTS = Source(
     "erasure_requests", "erasure_requests",

@@ -141,7 +141,7 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
 
 def _log_erasure(layout: Layout, plan: erasure_plan.Plan, kept: int | None) -> None:
     """The request's rows of the erasure log: each id it named (and found, or not), each
-    email that named nobody; ids and counts only, never personal data (SPEC §9)."""
+    email that named nobody; ids and counts only, never personal data (docs/guarantees.md)."""
     now = dt.datetime.now(dt.UTC)
     found = set(plan.found)
     rows = [{"request_file": plan.request, "customer_id": i,
@@ -168,7 +168,8 @@ def _erased_note(plan: erasure_plan.Plan | None) -> str:
 
 
 def scrub_pending(layout: Layout, ledger: Ledger) -> None:
-    """Customer files not applied yet lose the rows of customers erased before (SPEC §9)."""
+    """Customer files not applied yet lose the rows of customers erased before
+(docs/guarantees.md)."""
     erased = logs.read_erasure_log(layout)["customer_id"].dropna()
     if not len(erased):
         return

@@ -99,7 +99,7 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True) -> bytes:
         return data
     at = header.index("customer_id")
     hits = []
-    # an id as a whole field: quoted (SPEC §1), or bare at a line start; else (a report
+    # an id as a whole field: quoted (docs/formats.md), or bare at a line start; else (a report
     # written by pandas: ids bare and not first) every record is looked at
     needles = [form % i for i in ids for form in (b'"%d"', b"\n%d,")]
     starts = record_starts(data, needles)

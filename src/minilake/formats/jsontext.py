@@ -21,7 +21,7 @@ that such a reader gets every value exact, and the type of a column from its nam
   told apart (``0.30000000000000004``) carries a sum's or a division's float noise, since no
   decimal of 15 digits or fewer reads as that double; it is written rounded to cents
   (``0.3``). A money value of 15 digits or fewer is written as it is (a price of ``12.505``
-  stays ``12.505``), so a delivery served page by page (SPEC §8) is the delivery that came.
+  stays ``12.505``), so a delivery served page by page (docs/formats.md) is the delivery that came.
 - **Nulls**, NaN and ±infinity: ``null``.
 - **Dates**: ``"YYYY-MM-DD"``. **Timestamps**: ISO 8601 in UTC, marked ``Z``, with the
   column's precision (``"2024-10-14T08:00:00.123456Z"`` for microseconds, no fraction for

@@ -1,4 +1,4 @@
-"""Raw file -> DataFrame of text, one reader per format of SPEC §1.
+"""Raw file -> DataFrame of text, one reader per format of docs/formats.md.
 
 Every field is read as text so that a bad value is kept exactly as it arrived; typing is the
 validator's job. A row that cannot be split into the right number of fields does not stop the
@@ -30,7 +30,7 @@ TEXT = pd.ArrowDtype(pa.string())
 
 
 class UnreadableFile(Exception):
-    """The whole file cannot be read as its source's format (SPEC §3: quarantine)."""
+    """The whole file cannot be read as its source's format (docs/formats.md: quarantine)."""
 
 
 @dataclass(frozen=True)

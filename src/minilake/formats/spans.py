@@ -14,7 +14,8 @@ _BARE = re.compile(rb'[^,\r\n"]*')
 
 
 class Unparseable(Exception):
-    """Not CSV as SPEC §1 writes it (a stray quote, say): cannot be rewritten field by field."""
+    """Not CSV as docs/formats.md writes it (a stray quote, say): cannot be rewritten field by
+field."""
 
 
 def csv_records(data: bytes, pos: int = 0) -> Iterator[list[tuple[int, int, bool]]]:

@@ -1,5 +1,6 @@
-"""The sample world (SPEC §7): a model of the shop's three source systems, day by day, and its
-ground truth (``world.py``), and the SPEC §8 API serving it (``sample_api.py``).
+"""The sample world (README.md, the sample world): a model of the shop's three source systems, day
+by day, and its
+ground truth (``world.py``), and the docs/formats.md API serving it (``sample_api.py``).
 
 This module is light: the generator (numpy, pandas, pyarrow, Faker) loads when it is called,
 so that the rest of minilake never pays for it. Every name of ``world.py`` is reachable from

@@ -1,4 +1,4 @@
-"""A sample API for the sample world: its deliveries served in the protocol of SPEC §8.
+"""A sample API for the sample world: its deliveries served in the protocol of docs/formats.md.
 
 ``python -m minilake serve-sample-api --root DIR [--port N]`` answers
 ``GET /{source}?date=YYYY-MM-DD&page=N`` with page N of that day's records, a JSON array, and a
@@ -73,7 +73,7 @@ def create_app(root: str | Path, *, page_size: int = PAGE_SIZE,
     """The sample API over the deliveries under ``root``; ``token`` (if any) is required."""
     layout = Layout.of(root)
     app = FastAPI(title="minilake sample API",
-                  description="The sample world's deliveries, page by page (SPEC §8).")
+                  description="The sample world's deliveries, page by page (docs/formats.md).")
 
     @lru_cache(maxsize=8)
     def day_records(source: str, day: dt.date) -> list[str] | None:

@@ -1,8 +1,9 @@
 """The sample world: a model of the shop's three source systems, day by day, and its ground truth.
 
 The generator is a *model of upstream*, deliberately independent of the pipeline: it has its own
-writers for the three file formats of SPEC §1 and computes the references in ``final_results/``
-(SPEC §5, MIDP-307) from its own in-memory state of each day. Nothing here imports the
+writers for the three file formats of docs/formats.md and computes the references in
+``final_results/``
+(docs/formats.md, MIDP-307) from its own in-memory state of each day. Nothing here imports the
 pipeline's readers, SCD2 or report code, so a bug there cannot hide behind the same bug here.
 
 It is vectorised: Faker fills pools of names, streets, jobs, … once per seed; every customer
@@ -28,7 +29,7 @@ from minilake.defaults import SAMPLE
 
 log = logging.getLogger(__name__)
 
-# --- SPEC §1, as the upstream systems know it -------------------------------------------------
+# --- docs/formats.md, as the upstream systems know it ---------------------------------------------
 
 CUSTOMER_COLUMNS = [
     "customer_id", "first_name", "last_name", "gender", "email", "membership_status", "address",
@@ -58,7 +59,7 @@ DOB_RANGE = (dt.date(1945, 1, 1), dt.date(2006, 12, 31))
 EPOCH = dt.date(1970, 1, 1)
 
 
-# Day-to-day dynamics (SPEC §1).
+# Day-to-day dynamics (docs/formats.md).
 DAY_ONE_CUSTOMERS = 5000
 DAY_ONE_PRODUCTS = 5
 DAY_ONE_SALES_PER_CUSTOMER = 8000 / 5000
@@ -92,7 +93,7 @@ BROKEN_CUSTOMER_FAULTS = {"gender": "; DROP TABLE users; --", "date_of_birth": "
 
 
 def file_names(day: dt.date) -> dict[str, str]:
-    """The three landing file names of one day (SPEC §1)."""
+    """The three landing file names of one day (docs/formats.md)."""
     stamp = day.strftime("%Y%m%d")
     return {"customer": f"customer_{stamp}.csv", "product": f"products_{stamp}.json",
             "sales": f"sales_{stamp}.txt"}
@@ -346,7 +347,8 @@ class World:
         self.sales.append(self._new_sales(corrections))
         self.growth.append((self.today, len(self.customers)))
 
-    # writers (SPEC §1 formats) -----------------------------------------------------------------
+    # writers (docs/formats.md formats)
+    # -----------------------------------------------------------------
 
     def customer_table(self) -> pa.Table:
         snap = self.customers
@@ -410,7 +412,7 @@ def write_day(world: World, folder: Path) -> dict[str, Path]:
     return names
 
 
-# --- ground truth (SPEC §5 and MIDP-307, from the model alone) --------------------------------
+# --- ground truth (docs/formats.md and MIDP-307, from the model alone) ----------------------------
 
 def _final_sales(world: World) -> pd.DataFrame:
     """Each sale as last sent: a resent correction replaces the earlier row."""
@@ -517,7 +519,7 @@ def write_references(world: World, folder: Path) -> None:
         folder / "sales_report_active_member.csv", index=False)
 
 
-# --- the broken day (SPEC §7) -----------------------------------------------------------------
+# --- the broken day (README.md, the sample world) -------------------------------------------------
 
 def write_broken_day(world: World, folder: Path) -> pd.DataFrame:
     """Advance one more day and write it with known faults; return expected errors per file.

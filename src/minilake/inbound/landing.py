@@ -1,7 +1,8 @@
-"""landing_zone/ -> archive/<source>/ (SPEC §2, step 1).
+"""landing_zone/ -> archive/<source>/ (docs/architecture.md, step 1).
 
 Files are moved with ``os.replace`` (atomic on one file system), so a crash leaves each file
-either in the landing zone or in the archive. On S3 (SPEC §12) a move is a copy, then a delete:
+either in the landing zone or in the archive. On S3 (docs/guarantees.md) a move is a copy, then a
+delete:
 a crash between the two leaves the file in both places, and the next split finds the archived
 copy identical (same name, same bytes) and only deletes the landing one; ingest knows a file by
 name and sha256, so it is applied once. A file that matches no source stays in the landing
@@ -92,7 +93,7 @@ def _split(layout: Layout) -> SplitResult:
     return result
 
 
-# --- back to the checked-out state (SPEC §7) --------------------------------------------------
+# --- back to the checked-out state (README.md, the sample world) ----------------------------------
 
 GENERATED = ["tables", "error_reports", "reports", "exports", "quarantine", "archive"]
 

@@ -1,4 +1,4 @@
-"""A day's delivery pulled from an HTTP API into landing_zone/ (SPEC §8).
+"""A day's delivery pulled from an HTTP API into landing_zone/ (docs/formats.md).
 
 ``GET {url}/{source}?date=YYYY-MM-DD&page=N`` for N = 1, 2, … until a 404 or an empty array,
 each page a JSON array of records. The records are written, as they arrive, to a scratch file
@@ -203,7 +203,7 @@ class _Busy(Exception):
 
 
 class _BadPage(Exception):
-    """A page that is no JSON array: the day is a bad file (SPEC §3)."""
+    """A page that is no JSON array: the day is a bad file (docs/formats.md)."""
 
     def __init__(self, body: bytes, why: str, retry: bool):
         super().__init__(why)
@@ -694,7 +694,7 @@ def _land(layout: Layout, source: Source, result: PullResult, scratch: Path) -> 
 
 def _quarantine_page(layout: Layout, source: Source, result: PullResult, scratch: Path,
                      page: int, body: bytes, why: str) -> None:
-    """A page that is not a JSON array makes the day a bad file (SPEC §3): the page as it
+    """A page that is not a JSON array makes the day a bad file (docs/formats.md): the page as it
     came goes to quarantine/<source>/ with the reason; nothing lands."""
     scratch.unlink()
     result.outcome = "quarantined"

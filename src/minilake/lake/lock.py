@@ -1,5 +1,6 @@
-"""One writing command per root at a time (SPEC §6, §12), and the fence on every write it makes
-(SPEC §14; docs/guarantees.md).
+"""One writing command per root at a time (docs/guarantees.md), and the fence on every write it
+makes
+(docs/guarantees.md; docs/guarantees.md).
 
 On a local root the lock is an ``fcntl.flock`` on ``ROOT/.minilake.lock``: the kernel releases
 it when the holder dies, so a lock left by a killed run is never a dead end; the file keeps the

@@ -1,4 +1,4 @@
-"""A root's history policy (SPEC §14, docs/history.md): how long table versions are kept.
+"""A root's history policy (docs/guarantees.md, docs/history.md): how long table versions are kept.
 
 By default every version of every table is kept for ever: a small shop's lake is small, and
 time travel by version is what an audit asks for. A root may set a retention in ``minilake.toml``

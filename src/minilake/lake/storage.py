@@ -1,4 +1,4 @@
-"""The storage seam (SPEC §12): a root is a local folder or ``s3://bucket/prefix``.
+"""The storage seam (docs/guarantees.md): a root is a local folder or ``s3://bucket/prefix``.
 
 Every path minilake handles is a :class:`upath.UPath` (fsspec's pathlib): a local root gives
 plain local paths, an S3 root gives paths on ``s3fs``. What pathlib cannot say the same way on
@@ -36,7 +36,7 @@ if TYPE_CHECKING:                # imported when an S3 root is used: a local run
 SCHEMES = ("s3",)
 
 # root -> the check that this process still holds it, set by minilake.lock while a command
-# holds the root: every write below goes through it first (SPEC §14, docs/guarantees.md)
+# holds the root: every write below goes through it first (docs/guarantees.md, docs/guarantees.md)
 fences: dict[str, Callable[[str], None]] = {}
 
 

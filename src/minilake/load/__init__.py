@@ -2,4 +2,5 @@
 
 
 class EngineError(RuntimeError):
-    """The Dask cluster could not do a file's work (the file was not applied; SPEC §13)."""
+    """The Dask cluster could not do a file's work (the file was not applied; README.md, the Dask
+engine)."""

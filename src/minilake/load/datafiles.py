@@ -151,7 +151,7 @@ def write_changes(path: Path, source: Source, changes: Changes, day: dt.date,
     files of up to ``ROWS_PER_FILE`` rows. Only current files whose key statistics overlap the
     expiring keys are read at all. With ``ordered``, rows are written in key order, so that
     the files of a key range do not overlap each other's key statistics (what lets the Dask
-    engine cut a table into ranges again, SPEC §13)."""
+    engine cut a table into ranges again, README.md, the Dask engine)."""
     schema = table_schema(source)
     rows = _open_versions(changes.inserts, day).select(schema.names).cast(schema)
     writer = _Files(path, source, schema, ordered)

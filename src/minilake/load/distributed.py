@@ -1,4 +1,5 @@
-"""The Dask engine (SPEC §13): each file's key ranges worked on a ``dask.distributed`` cluster.
+"""The Dask engine (README.md, the Dask engine): each file's key ranges worked on a
+``dask.distributed`` cluster.
 
 Per file: one task reads the file and cuts it into key ranges (``parts.read_split``, between
 the current files' key intervals the driver sends it); a task per range validates its rows with

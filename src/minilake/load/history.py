@@ -1,11 +1,13 @@
-"""Table history (SPEC §14, docs/history.md): kept by the root's policy, read back by version,
+"""Table history (docs/guarantees.md, docs/history.md): kept by the root's policy, read back by
+version,
 by business date and by the time something was known, with each version's lineage.
 
 - Every table minilake writes carries the root's policy as properties from its first commit
   (``delta.created``); a table made before the policy existed, or under another one, is
   brought to it by :func:`bring_to_policy`, one metadata-only commit, said once.
 - Nothing removes a version but :func:`enforce`, the history step of a run on a root that
-  keeps versions a number of days, which says what it removed (and an erasure, SPEC §9, which
+  keeps versions a number of days, which says what it removed (and an erasure, docs/guarantees.md,
+  which
   purges the versions before it on purpose and says so).
 - The lineage of a version (the deliveries that made it) is in the ingest log's rows, which are
   data, not history: :func:`versions` lists the versions the Delta log still has and those it
@@ -166,7 +168,7 @@ def versions(layout: Layout, source: str) -> pd.DataFrame:
 
 def check_version_kept(layout: Layout, name: str, path: Path, version: int) -> None:
     """A version the Delta log no longer has is a one-line error that says why (an erasure,
-    SPEC §9, or the history policy, §14)."""
+    docs/guarantees.md, or the history policy, docs/history.md)."""
     kept = delta.versions(path)["version"]
     if len(kept) and version < kept.min():
         why = _gone_why(layout, name, version)
@@ -223,7 +225,7 @@ def as_date(value: dt.date | str) -> dt.date:
 
 
 def valid_on(day: dt.date | str) -> pc.Expression:
-    """The versions valid on ``day`` (SPEC §4): ``effective_from <= day < expiry_date``."""
+    """The versions valid on ``day`` (docs/formats.md): ``effective_from <= day < expiry_date``."""
     day = pa.scalar(as_date(day), pa.date32())
     return (pc.field("effective_from") <= day) & (pc.field("expiry_date") > day)
 

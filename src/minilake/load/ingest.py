@@ -1,11 +1,13 @@
-"""archive/ -> tables/ (SPEC §2, step 2): per file read, validate, report errors, SCD2, log.
+"""archive/ -> tables/ (docs/architecture.md, step 2): per file read, validate, report errors,
+SCD2, log.
 
 A file is applied in one table commit that records the file's name and sha256; the ingest log
 row comes after it. A run killed anywhere in between leaves the table before or after the file,
 and the next run finishes the job: it finds the commit in the table's history and only writes
 the log.
 
-History does not depend on arrival order (SPEC §4). A file dated before the last one applied to
+History does not depend on arrival order (docs/formats.md). A file dated before the last one
+applied to
 its source (a late file), or a file whose name was applied with other content (a resent file),
 makes the source be rebuilt: every archived file of the source is replayed, in file-date order
 and through the same per-file code, into a scratch table that is then swapped in with a single
@@ -85,7 +87,7 @@ class FileOutcome:
 @dataclass
 class IngestResult:
     files: list[FileOutcome] = field(default_factory=list)
-    history: list[str] = field(default_factory=list)   # what the history steps did (§14)
+    history: list[str] = field(default_factory=list)   # the history steps (docs/history.md)
 
     @property
     def quarantined(self) -> list[FileOutcome]:
@@ -346,7 +348,7 @@ def _apply_in_order(layout: Layout, ingest_log: logs.IngestLog, source: Source,
 
 
 def boundary(layout: Layout, doing: str) -> None:
-    """Where a file begins: stop there if the root is no longer this run's (SPEC §14) or a
+    """Where a file begins: stop there if the root is no longer this run's (docs/guarantees.md) or a
     stop was asked for (Ctrl-C, SIGTERM)."""
     stopping.check(doing)
     lock.fence(layout.root, doing)
@@ -501,7 +503,7 @@ def ingest_source(layout: Layout, ingest_log: logs.IngestLog, source: Source,
                                        note, allow_mass_delete, bar, engine))
 
 
-# --- erasure requests (SPEC §9) ----------------------------------------------------------------
+# --- erasure requests (docs/guarantees.md) --------------------------------------------------------
 
 
 def load_sources(layout: Layout, ingest_log: logs.IngestLog, ledger: Ledger,

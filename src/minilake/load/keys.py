@@ -44,7 +44,7 @@ def found(keys: pa.Array, among: pa.Array) -> np.ndarray:
     return pc.is_in(keys, value_set=among).fill_null(False).to_numpy(zero_copy_only=False)
 
 
-# --- key ranges (SPEC §13): where a key lies on one line of int64 codes -----------------------
+# --- key ranges (README.md, the Dask engine): where a key lies on one line of int64 codes ---------
 
 LOWEST = np.iinfo(np.int64).min
 

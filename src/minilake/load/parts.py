@@ -1,4 +1,5 @@
-"""One file's work, cut by key range (SPEC §4, §13): the computation both engines run.
+"""One file's work, cut by key range (docs/formats.md; README.md, the Dask engine): the computation
+both engines run.
 
 A file is read once and its rows are cut into key ranges; each range is validated with the
 source's pandera schema, hashed and compared with the current versions of that range, and its

@@ -1,4 +1,5 @@
-"""SCD2 (SPEC §4): the current versions' keys and hashes + a file's good rows -> changes. Pure.
+"""SCD2 (docs/formats.md): the current versions' keys and hashes + a file's good rows -> changes.
+Pure.
 
 The whole computation needs only the key and ``row_hash`` of each current version, never the
 rest of the table: a row whose hash is unchanged is left alone, a changed one expires its current
@@ -78,7 +79,7 @@ def canonical_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 
 def row_hashes(table: pa.Table) -> pa.Array:
-    """A stable hash of each row's business columns (SPEC §4), as int64.
+    """A stable hash of each row's business columns (docs/formats.md), as int64.
 
     SipHash-2-4 with the key ``HASH_KEY`` over the UTF-8 canonical texts joined by the unit
     separator, then the splitmix64 finaliser (what ``pandas.util.hash_array`` computes for

@@ -1,4 +1,4 @@
-"""Text rows -> (typed good rows, bad rows with reasons). Pure: no I/O (SPEC §3, MIDP-313).
+"""Text rows -> (typed good rows, bad rows with reasons). Pure: no I/O (docs/formats.md, MIDP-313).
 
 The pandera schema of the source is run lazily over the text frame, so every failing field of
 every row is collected in one pass; its failure cases become one ``errors`` line per bad row.

@@ -1,4 +1,4 @@
-"""A table written out for the systems downstream: Avro, Parquet or CSV (SPEC §8).
+"""A table written out for the systems downstream: Avro, Parquet or CSV (docs/formats.md).
 
 The rows are those of ``read_table`` (every version, those valid on a date, the current ones,
 or the table as of a Delta version) and are streamed: the table's files are scanned in record
@@ -53,7 +53,7 @@ class ExportResult:
 
 
 def avro_type(field: pa.Field) -> object:
-    """The Avro type of an Arrow column (SPEC §8)."""
+    """The Avro type of an Arrow column (docs/formats.md)."""
     kind = field.type
     if pa.types.is_int64(kind):
         avro: object = "long"
@@ -134,7 +134,8 @@ def export(table: str, out: str | Path | None = None, *, format: str | None = No
     if as_of is not None and current:
         raise ValueError("--as-of and --current exclude each other (as of a date, or now)")
     layout = Layout.of(root)
-    # holding the root: no erasure (SPEC §9) can rewrite the table, nor the exports it scrubs,
+    # holding the root: no erasure (docs/guarantees.md) can rewrite the table, nor the exports it
+    # scrubs,
     # while this export reads the one and writes the other
     with hold(layout.root, "export"):
         return _export(layout, table, out, format, as_of, version, current, batch_rows,

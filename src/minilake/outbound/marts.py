@@ -1,9 +1,10 @@
-"""Data marts for dashboards (SPEC §11), under ``tables/marts/``, partitioned by month.
+"""Data marts for dashboards (README.md, marts and SQL), under ``tables/marts/``, partitioned by
+month.
 
 Computed with DuckDB from the current sales and the customer and product versions, each sale
-meeting the versions valid on its date (§5). Each mart's touched months are written in one Delta
-commit that replaces just those partitions (``predicate``), so a reader sees a month before or
-after, never half.
+meeting the versions valid on its date (docs/formats.md). Each mart's touched months are
+written in one Delta commit that replaces just those partitions (``predicate``), so a reader
+sees a month before or after, never half.
 
 ``update`` (what ``run`` does) moves the marts on from what the files applied since the last
 refresh changed, so a day costs about a day, not its month: in order, those files' dates find
@@ -96,7 +97,7 @@ SCHEMAS = {
 MONTH = "CAST(date_trunc('month', sale_date) AS DATE)"
 
 # The current sales of some dates with the customer and product versions valid on each
-# sale's date (§5), then summed per date: what the per-date rows are made of.
+# sale's date (docs/formats.md), then summed per date: what the per-date rows are made of.
 JOINED = f"""
     CREATE OR REPLACE TEMP TABLE j AS
     SELECT {MONTH} AS month, s.sale_date, s.customer_id, s.product_id, s.quantity,

@@ -1,4 +1,4 @@
-"""SQL over every table and point in time (SPEC §11), on DuckDB in-process.
+"""SQL over every table and point in time (README.md, marts and SQL), on DuckDB in-process.
 
 Each Delta table's live files are registered as a pyarrow dataset (no DuckDB extension is
 installed or loaded), so DuckDB scans them with its filters pushed down. Names:

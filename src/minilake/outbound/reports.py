@@ -1,4 +1,4 @@
-"""Reports on the tables (SPEC §5, MIDP-307) and their comparison with ``final_results/``.
+"""Reports on the tables (docs/formats.md, MIDP-307) and their comparison with ``final_results/``.
 
 Every report is a function of ``root`` and ``until`` that returns a DataFrame in exactly the
 shape of its reference file. Sales are taken in their current version and joined point in
