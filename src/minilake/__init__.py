@@ -1,21 +1,13 @@
 """minilake: landing zone -> archive -> validated SCD2 Delta tables, and reports on them.
 
-The public API; the CLI (``python -m minilake``) and the notebooks call exactly these. Each
-name is imported when first used, so that a command loads only what it needs (a run with
-nothing to do loads neither pandas nor the generator).
+The public API: what the notebooks, the Airflow DAG and a Python user call, and what the
+command line and the job server are thin layers over (docs/architecture.md). Each name is
+imported when first used, so that a command loads only what it needs (a run with nothing to
+do loads neither pandas nor the generator). Importing the package changes nothing else.
 """
 
-import os
-
-# Arrow's allocator (mimalloc) hands freed pages back to the system at once instead of after
-# a delay (1 s): a file's pipeline frees and allocates gigabytes in bursts. A 1000x week's
-# peak 0.3 GB lower (under 4 GB), a 100x week's 0.2 GB, for about a tenth more time
-# (benchmarks/README). Read once, when pyarrow loads, so set before anything imports it; a
-# setting in the environment wins (MIMALLOC_PURGE_DELAY=1000 is mimalloc's own default).
-os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
-
 # light, and bound first: ``minilake.generate`` is the function, not its subpackage
-from minilake.generate import generate  # noqa: E402
+from minilake.generate import generate
 
 _LAZY = {"init": "minilake.lake.layout", "land_sample": "minilake.inbound.landing",
          "reset": "minilake.inbound.landing", "split": "minilake.inbound.landing",
@@ -29,7 +21,7 @@ _MODULES = {"reports": "minilake.outbound.reports"}    # ``from minilake import 
 
 
 def __getattr__(name: str) -> object:
-    import importlib
+    import importlib  # on first use: start-up stays light
 
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)

@@ -103,7 +103,7 @@ def _engine(name: str, cluster: str | None, ranges: int | None) -> Iterator[Engi
         return
     if name != "dask":
         raise ValueError(f"no engine {name!r}; engines: local, dask")
-    from minilake.load.distributed import Engine
+    from minilake.load.distributed import Engine  # on first use: start-up stays light
 
     with Engine(cluster, ranges) as running:
         yield running
@@ -179,7 +179,7 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
             result = RunResult(moved, _ingest(layout, allow_mass_delete, progress, running,
                                               say))
         if marts:
-            import pyarrow as pa
+            import pyarrow as pa  # on first use: start-up stays light
 
             stopping.check("bringing the marts up to date (the next run does it)")
             pa.default_memory_pool().release_unused()   # the ingest's buffers, before the marts

@@ -96,7 +96,7 @@ def listen(app, host: str, port: int, label: str, notes: tuple[str, ...] = (), *
     """Serve ``app`` until interrupted; port 0 takes a free one. The first line printed names
     the URL, ``notes`` follow. A request's headers must arrive within ``header_timeout``
     seconds."""
-    import uvicorn
+    import uvicorn  # on first use: start-up stays light
 
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -2,6 +2,9 @@
 
 Every command prints one-line outcomes; bad data never produces a traceback, only a line naming
 the file and the problem, and a non-zero exit status.
+
+Longer than most because every command's options are declared here, beside a handler of a
+few lines that calls the public API.
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ import logging
 import os
 import sys
 
-import minilake
+# Arrow's allocator (mimalloc) hands freed pages back to the system at once instead of after
+# a delay (1 s): a file's pipeline frees and allocates gigabytes in bursts (a 1000x week's
+# peak 0.3 GB lower, for about a tenth more time: benchmarks/README.md). Read once, when
+# pyarrow loads, so set by the program before anything imports it; a setting in the
+# environment wins (MIMALLOC_PURGE_DELAY=1000 is mimalloc's own default). A Python user of
+# the library sets it the same way if they want it.
+os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
+
+import minilake  # noqa: E402
 from minilake.defaults import SAMPLE
 
 
@@ -172,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _own_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import (  # on first use: start-up stays light
+        PackageNotFoundError,
+        version,
+    )
 
     try:
         return version("minilake")
@@ -181,7 +195,7 @@ def _own_version() -> str:
 
 
 def _guarded(args: argparse.Namespace) -> int:
-    from minilake.lake.lock import RootBusy
+    from minilake.lake.lock import RootBusy  # on first use: start-up stays light
     from minilake.lake.storage import StorageError
     from minilake.load import EngineError
     from minilake.stopping import Interrupted, on_signals
@@ -302,12 +316,12 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.command == "sql":
         if args.format == "json":             # exact: ids as text, dates as dates (jsontext)
-            from minilake.formats.jsontext import records
+            from minilake.formats.jsontext import records  # on first use: start-up stays light
             from minilake.outbound.query import sql_table
 
             print(records(sql_table(args.query, args.root, known_at=args.known_at), indent=1))
             return 0
-        import pandas as pd
+        import pandas as pd  # on first use: start-up stays light
 
         frame = minilake.sql(args.query, args.root, known_at=args.known_at)
         if args.format == "csv":
@@ -320,12 +334,12 @@ def _main(args: argparse.Namespace) -> int:
                 print(frame.to_string(index=False))
         return 0
     if args.command == "serve":
-        from minilake.apps.server import serve
+        from minilake.apps.server import serve  # on first use: start-up stays light
 
         serve(args.root, host=args.host, port=args.port)
         return 0
     if args.command == "serve-sample-api":
-        from minilake.generate.sample_api import serve
+        from minilake.generate.sample_api import serve  # on first use: start-up stays light
 
         serve(args.root, host=args.host, port=args.port, page_size=args.page_size)
         return 0
@@ -337,7 +351,7 @@ def _main(args: argparse.Namespace) -> int:
         print(_status_json(args.root))
         return 0
     if args.command == "status":
-        import pandas as pd
+        import pandas as pd  # on first use: start-up stays light
 
         with pd.option_context("display.width", 250, "display.max_columns", 30,
                                "display.max_colwidth", 90):
@@ -353,7 +367,7 @@ def _main(args: argparse.Namespace) -> int:
                 print(pulled[["source", "file_date", "url", "pages", "records", "outcome",
                               "finished_at"]].to_string(index=False))
             if not args.brief:
-                from minilake.contract.sources import SOURCES
+                from minilake.contract.sources import SOURCES  # on first use: start-up stays light
 
                 for name in SOURCES:
                     history = minilake.versions(name, args.root)
@@ -369,7 +383,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "workbook":
         return _workbook(args)
     if args.command == "lab":
-        from minilake.apps.notebooks import lab_command
+        from minilake.apps.notebooks import lab_command  # on first use: start-up stays light
 
         command = lab_command(args.root, args.port, browser=not args.no_browser)
         os.execv(command[0], command)          # JupyterLab in this process's place
@@ -379,9 +393,9 @@ def _main(args: argparse.Namespace) -> int:
 def _status_json(root: str) -> str:
     """``status`` as one JSON document: the sources, erasures, pulls and each source's
     versions (what the text form shows)."""
-    import json
+    import json  # on first use: start-up stays light
 
-    from minilake.contract.sources import SOURCES
+    from minilake.contract.sources import SOURCES  # on first use: start-up stays light
 
     def records(frame) -> list[dict]:
         return json.loads(frame.to_json(orient="records", date_format="iso"))
@@ -394,7 +408,7 @@ def _status_json(root: str) -> str:
 
 
 def _pull(args: argparse.Namespace, progress: bool) -> int:
-    from minilake.inbound.pull import PullError
+    from minilake.inbound.pull import PullError  # on first use: start-up stays light
 
     try:
         result = minilake.pull(args.source, args.date, args.root, args.url, progress=progress)
@@ -408,9 +422,9 @@ def _pull(args: argparse.Namespace, progress: bool) -> int:
 def _nothing_to_do(root: str) -> bool:
     """The root is as the last run that ended well left it (``minilake.unchanged``): say so
     without loading the pipeline. Checked again holding the lock (a run may be under way)."""
-    from pathlib import Path
+    from pathlib import Path  # on first use: start-up stays light
 
-    from minilake.lake.lock import hold
+    from minilake.lake.lock import hold  # on first use: start-up stays light
     from minilake.lake.unchanged import nothing_to_do
 
     if not nothing_to_do(root):
@@ -420,7 +434,7 @@ def _nothing_to_do(root: str) -> bool:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from minilake.lake.layout import Layout
+    from minilake.lake.layout import Layout  # on first use: start-up stays light
     from minilake.outbound import reports
 
     frames = reports.write_reports(args.root, args.until, args.out)
@@ -440,9 +454,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _workbook(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pathlib import Path  # on first use: start-up stays light
 
-    from minilake.apps.notebooks import execute
+    from minilake.apps.notebooks import execute  # on first use: start-up stays light
     from minilake.lake.layout import Layout
 
     layout = Layout.of(args.root)

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import nbformat
 
+from minilake.lake import logs, storage
+from minilake.lake.layout import Layout
+from minilake.lake.lock import hold
+
 VERDICT = re.compile(r"^\S+: (matches|DIFFERS: .*)$")
 
 
@@ -30,10 +34,8 @@ def execute(path: str | Path, root: str | Path = ".", out: str | Path | None = N
     """Run a notebook with ``root`` as its working folder (an S3 root: a scratch folder, the
     root given to the notebook in ``MINILAKE_ROOT``); save it (and an HTML export) into
     ``out`` if given. Errors are collected, not raised, so the saved notebook shows them."""
-    from jupyter_client import KernelManager
+    from jupyter_client import KernelManager  # on first use: start-up stays light
     from nbclient import NotebookClient
-
-    from minilake.lake import storage
 
     path = path if hasattr(path, "read_text") else Path(path)
     notebook = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
@@ -68,8 +70,6 @@ def execute(path: str | Path, root: str | Path = ".", out: str | Path | None = N
 
 def _erasures(root) -> int:
     """How many erasure-log rows the root has (0 without one)."""
-    from minilake.lake import logs
-    from minilake.lake.layout import Layout
 
     return len(logs.read_erasure_log(Layout.of(root)))
 
@@ -77,13 +77,9 @@ def _erasures(root) -> int:
 def _save(notebook, path: Path, out, root, erased: int) -> bool:
     """Save the executed notebook and its HTML export, holding the root (no erasure can
     run meanwhile), unless an erasure was applied while it ran (False)."""
-    import logging
+    import logging  # on first use: start-up stays light
 
-    from nbconvert import HTMLExporter
-
-    from minilake.lake import storage
-    from minilake.lake.layout import Layout
-    from minilake.lake.lock import hold
+    from nbconvert import HTMLExporter  # on first use: start-up stays light
 
     with hold(Layout.of(root).root, "workbook"):
         if _erasures(root) != erased:
@@ -114,7 +110,7 @@ def lab_command(root: str | Path = ".", port: int = 8888, browser: bool = True) 
     """The command that opens the notebooks in JupyterLab (the optional extra ``lab``):
     listening on 127.0.0.1 only, fetching nothing (no update check, no news feed, no
     extension catalogue), in the root's folder."""
-    import shutil
+    import shutil  # on first use: start-up stays light
     import sys
 
     jupyter = Path(sys.executable).with_name("jupyter")

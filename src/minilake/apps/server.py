@@ -48,7 +48,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+import minilake
+from minilake.contract.sources import SOURCES
 from minilake.formats import jsontext
+from minilake.inbound.pull import PullError
+from minilake.lake.layout import Layout
+from minilake.lake.lock import RootBusy
 from minilake.web import listen
 
 TOKEN_ENV = "MINILAKE_SERVER_TOKEN"
@@ -211,9 +216,6 @@ def _json(value) -> Response:
 def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
     """The job server over ``root``; ``token`` is required of every client, and requests are
     held to ``limits`` (by default those of the environment)."""
-    import minilake
-    from minilake.lake.layout import Layout
-    from minilake.lake.lock import RootBusy
 
     if not token:
         raise ValueError(f"no server token: set {TOKEN_ENV}")
@@ -283,7 +285,6 @@ def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
 
     @app.post("/jobs/pull", dependencies=guarded)
     def pull_job(body: PullJob) -> Response:
-        from minilake.inbound.pull import PullError
 
         try:
             result = job("pull", lambda: minilake.pull(body.source, body.date, layout.root,
@@ -313,7 +314,6 @@ def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
                    page: Annotated[int, Query(ge=1)] = 1,
                    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 1000
                    ) -> Response:
-        from minilake.contract.sources import SOURCES
 
         if as_of is not None and date is not None:
             raise ValueError("as_of and date exclude each other (date: a delivery of the "
@@ -338,7 +338,6 @@ def serve(root: str, *, host: str = "127.0.0.1", port: int = 8000) -> None:
                          f"'Authorization: Bearer <token>')")
     limits = Limits.from_env()
     app = create_app(root, token, limits)
-    from minilake.lake.layout import Layout
 
     listen(app, host, port, f"minilake job server: serving {Layout.of(root).root}",
            header_timeout=limits.header_timeout)

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from minilake.contract.schemas import EMAIL
 from minilake.contract.sources import SOURCES
 from minilake.formats.readers import TEXT, TextFrame, check_json_depth
 from minilake.formats.spans import (
@@ -225,7 +226,6 @@ def rewrite_request(text: str, resolved: dict[str, set[int]]) -> str:
     """The request file with every email replaced: by ``"customer_id": "<id>"`` where it named
     one customer and the object names no id, else by a placeholder (valid or not as the email
     was), so that the file reads and validates as before but holds no email."""
-    from minilake.contract.schemas import EMAIL
 
     edits = []
     for members in json_members(text):
@@ -283,10 +283,10 @@ def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[st
 def _scrub_columnar(path: Path, ids: set[int]) -> bytes | None:
     """An Avro or Parquet export with the personal columns of ``ids`` set to placeholders
     (the exported values were valid ones)."""
-    import io
+    import io  # on first use: start-up stays light
 
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # on first use: start-up stays light
 
         with path.open("rb") as handle:
             data = pq.read_table(handle)
@@ -308,7 +308,7 @@ def _scrub_columnar(path: Path, ids: set[int]) -> bytes | None:
         out = io.BytesIO()
         pq.write_table(data, out, compression="zstd")
         return out.getvalue()
-    import fastavro
+    import fastavro  # on first use: start-up stays light
 
     with path.open("rb") as handle:
         reader = fastavro.reader(handle)

@@ -225,7 +225,7 @@ def _double_holds(column: pa.ChunkedArray, texts: pa.ChunkedArray) -> bool:
 def _floats(column: pa.ChunkedArray, money: bool) -> list[str]:
     """Shortest round-trip text; money with float noise rounded to cents."""
     if column.type == pa.float32():          # a float32's shortest text is its own
-        import numpy as np
+        import numpy as np  # on first use: start-up stays light
 
         return [str(np.float32(v)) if v is not None and math.isfinite(v) else "null"
                 for v in column.to_pylist()]

@@ -4,6 +4,9 @@ Every field is read as text so that a bad value is kept exactly as it arrived; t
 validator's job. A row that cannot be split into the right number of fields does not stop the
 file: it is returned as a :class:`Malformed` row for the error report. A file that cannot be
 read at all raises :class:`UnreadableFile` with a one-line reason, and goes to quarantine.
+
+One module for the three readers: they share the block guard, the text checks (UTF-8, NUL,
+row length, JSON depth) and the malformed-row path; each reader alone is short.
 """
 
 from __future__ import annotations

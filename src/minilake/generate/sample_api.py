@@ -31,6 +31,7 @@ from minilake.contract.sources import SOURCES, Source
 from minilake.formats.readers import UnreadableFile
 from minilake.inbound.pull import TOKEN_ENV
 from minilake.lake.layout import Layout
+from minilake.web import listen
 
 JSON_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
 PAGE_SIZE = 1000
@@ -108,7 +109,6 @@ def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 0,
           page_size: int = PAGE_SIZE) -> None:
     """Serve the sample API until interrupted; port 0 takes a free port. The first line
     printed is the URL to pull from."""
-    from minilake.web import listen
 
     token = os.environ.get(TOKEN_ENV) or None
     app = create_app(root, page_size=page_size, token=token)

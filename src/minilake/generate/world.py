@@ -9,6 +9,10 @@ pipeline's readers, SCD2 or report code, so a bug there cannot hide behind the s
 It is vectorised: Faker fills pools of names, streets, jobs, … once per seed; every customer
 attribute is an integer code into its pool, drawn with numpy, and strings are only materialised
 (with pyarrow ``take``) when a file is written.
+
+Longer than most because the model of the three source systems, their file writers and the
+ground truth computed from the model are one thing: the references must follow the rules the
+files were written by.
 """
 
 from __future__ import annotations
@@ -127,7 +131,7 @@ def _share_of(ids: np.ndarray, share: float) -> np.ndarray:
 
 def _build_pools(seed: int) -> dict[str, pa.Array]:
     """Faker fills each pool once; a trailing '' serves code -1 (missing)."""
-    from faker import Faker
+    from faker import Faker  # on first use: start-up stays light
 
     fake = Faker("en_US")
     fake.seed_instance(seed)
@@ -264,7 +268,7 @@ class World:
     # products -------------------------------------------------------------------------------
 
     def _new_products(self, n: int, created: list[dt.date]) -> pd.DataFrame:
-        from faker import Faker
+        from faker import Faker  # on first use: start-up stays light
 
         fake = Faker("en_US")
         fake.seed_instance(self.seed * 7919 + len(self.products))
@@ -482,10 +486,10 @@ def truth_top_customers(world: World, active_only: bool) -> pd.DataFrame:
 
 def _plot(frame: pd.DataFrame, x: str, ys: list[str], title: str, ylabel: str,
           path: Path) -> None:
-    import matplotlib
+    import matplotlib  # on first use: start-up stays light
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # on first use: start-up stays light
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     days = pd.to_datetime(frame[x])
@@ -577,7 +581,7 @@ def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
     of customers (the same ones every day) whose address holds CRLF instead of LF inside its
     quotes, as some exports write it. Same arguments, byte-identical files.
     """
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # on first use: start-up stays light
 
     if "://" in str(root):
         raise ValueError(f"generate writes a local folder, not {root}; generate one, then "

@@ -52,6 +52,10 @@ what ``pull`` uses when it is given no policy, so also the command line and the 
 ``MINILAKE_PULL_WAIT_JITTER``         0.5          random seconds added to a retry wait
 ``MINILAKE_PULL_RETRY_AFTER_MAX``     120          longest ``Retry-After`` honoured, seconds
 ====================================  ===========  ============================================
+
+Longer than most because the protocol, the bounds on what a peer may send (bytes, pages, time,
+repeats), the retries and the landing are one transaction, and a day lands whole or not at
+all.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ pyarrow's filesystem for Parquet.
 S3 settings come from the usual environment: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SESSION_TOKEN``, ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``), and ``AWS_ENDPOINT_URL`` for
 an S3-compatible store (an ``http://`` endpoint is used as given).
+
+Longer than most because it is the only place that knows two filesystems: each operation is
+written here for both, side by side.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def s3_settings() -> dict[str, str]:
 
 
 def _s3_path(uri: str) -> UPath:
-    from upath import UPath
+    from upath import UPath  # on first use: start-up stays light
 
     s = s3_settings()
     options = {"use_listings_cache": False,      # other writers (delta-rs, arrow) add files
@@ -185,7 +188,7 @@ def delta_options(path: UPath | Path) -> dict[str, str] | None:
 def arrow(path: UPath | Path):
     """(pyarrow filesystem, path on it) for reading and writing Parquet at ``path``: Arrow's
     own local or S3 filesystem, so that no Python runs inside a read (see delta.dataset)."""
-    import pyarrow.fs as pafs
+    import pyarrow.fs as pafs  # on first use: start-up stays light
 
     if is_local(path):
         return pafs.LocalFileSystem(), str(path)
@@ -442,7 +445,7 @@ class Mapped:
     but the time. Where ``madvise`` is missing (Windows), pages are kept."""
 
     def __init__(self, path: UPath | Path):
-        import pyarrow as pa
+        import pyarrow as pa  # on first use: start-up stays light
 
         self._map = None
         if is_local(path):

@@ -90,11 +90,3 @@ def remember(root: Path) -> None:
     partial = state.with_name(f"{STATE}.partial")
     partial.write_text(json.dumps(now), encoding="utf-8")
     os.replace(partial, state)
-
-
-def forget(root: Path) -> None:
-    """Drop the state: the next run is a full one."""
-    try:
-        (root / "tables" / STATE).unlink()
-    except FileNotFoundError:
-        pass

@@ -40,7 +40,7 @@ def local_cluster(directory: str, workers: int | None = None):
     each), its scratch space under ``directory``. No dashboard; the scheduler's own HTTP
     routes on a free port, not on 8787, which another cluster here may hold; the scheduler's
     scratch with the workers' (else it leaves dask-scratch-space in the system temp folder)."""
-    from distributed import LocalCluster
+    from distributed import LocalCluster  # on first use: start-up stays light
 
     return LocalCluster(
         n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
@@ -54,7 +54,7 @@ class Engine:
     machine (a worker process per core, one thread each, on 127.0.0.1), closed with it."""
 
     def __init__(self, cluster: str | None = None, ranges: int | None = None):
-        from distributed import Client
+        from distributed import Client  # on first use: start-up stays light
 
         self._cluster = None
         # the scheduler of a LocalCluster runs here: its INFO lines are not the run's
@@ -125,7 +125,7 @@ class Engine:
         return parts.merged(rows_read, summaries, write), clock
 
     def _gather(self, futures: list, where: str) -> list:
-        from distributed import KilledWorker
+        from distributed import KilledWorker  # on first use: start-up stays light
         from distributed.comm.core import CommClosedError
 
         try:

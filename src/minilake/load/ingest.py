@@ -12,6 +12,10 @@ its source (a late file), or a file whose name was applied with other content (a
 makes the source be rebuilt: every archived file of the source is replayed, in file-date order
 and through the same per-file code, into a scratch table that is then swapped in with a single
 overwrite commit.
+
+Longer than most because a source's files are one story, applied in order or replayed, told
+with one set of helpers (the archived deliveries, a file's check, its settlement and commit,
+its log row, the quarantine).
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ def _export(layout: Layout, table: str, out: str | Path | None, format: str,
 
 def _avro(table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
           handle: IO[bytes]) -> int:
-    import fastavro
+    import fastavro  # on first use: start-up stays light
 
     parsed = fastavro.parse_schema(avro_schema(table, schema))
     # Dates go to fastavro as days since 1970 (what Avro stores), not as datetime.date

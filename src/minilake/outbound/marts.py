@@ -31,6 +31,9 @@ marts not made yet: in full (``refresh``), by the same code over every date of t
 
 Money is rounded to two decimals after summing; every mart's money sums to the current sales of
 its months.
+
+Longer than most because the three marts and the state they are kept from move on together,
+from the same per-date queries; split apart, each would need the others' internals.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from minilake.contract.sources import SOURCES
 from minilake.crashpoints import crashpoint
 from minilake.lake import delta, logs, storage
 from minilake.lake.layout import (  # noqa: F401 - MARTS, KEPT: the marts' names, here too
@@ -58,6 +62,7 @@ from minilake.lake.layout import (  # noqa: F401 - MARTS, KEPT: the marts' names
     PRODUCT_DAYS,
     Layout,
 )
+from minilake.lake.lock import hold
 
 # The marts' names and what they are kept from between runs are the layout's (lake.layout):
 # per month and customer the sums of their current sales and the date of their last one
@@ -240,7 +245,7 @@ def _sale_dates(layout: Layout, current: bool = True) -> list[dt.date]:
 def refreshed_through(layout: Layout):
     """The ``finished_at`` of the last ingest-log row the marts reflect; None before the
     marts (and what they are kept from) exist."""
-    import pandas as pd
+    import pandas as pd  # on first use: start-up stays light
 
     path = layout.marts_mark
     if not path.is_file() or not all(delta.exists(layout.mart(m))
@@ -257,7 +262,7 @@ def _mark_refreshed(layout: Layout, through) -> None:
 def _state_through(layout: Layout):
     """The ``finished_at`` of the last ingest-log row the customer state reflects: its
     latest write's mark (a ``vacuum`` may have committed after it); None: unknown."""
-    import pandas as pd
+    import pandas as pd  # on first use: start-up stays light
 
     path = layout.mart(CUSTOMER_STATE)
     if not delta.exists(path):
@@ -284,7 +289,6 @@ def pending(log_rows, since) -> Pending | None:
     """The files applied after ``since`` (None: every file); None when only a full
     recompute will do: files applied and no mark yet, a rebuild or an erasure, a late or
     resent file."""
-    from minilake.contract.sources import SOURCES
 
     rows = log_rows[log_rows["status"] == "applied"]
     if since is not None:
@@ -402,7 +406,7 @@ def _connected():
     """An in-process DuckDB that installs and loads nothing, capped at ``DUCKDB_MEMORY`` and
     spilling to a temporary folder removed afterwards (made by DuckDB only if it spills, so
     a killed run that did not spill leaves nothing behind)."""
-    import duckdb
+    import duckdb  # on first use: start-up stays light
 
     spill = Path(tempfile.gettempdir()) / f"minilake-marts-{os.getpid()}-{uuid.uuid4().hex}"
     con = duckdb.connect(config={"autoinstall_known_extensions": False,
@@ -613,7 +617,7 @@ def _with_state(con, query: str, state: pa.Table, **rows: pa.Table) -> pa.Table:
 
 def _write_kept(lake: Lake, months: list[dt.date], state: pa.Table, days: pa.Table,
                 through) -> None:
-    from deltalake import CommitProperties
+    from deltalake import CommitProperties  # on first use: start-up stays light
 
     mark = {THROUGH: json.dumps(None if through is None else through.isoformat())}
     _replace_months(lake.layout.mart(CUSTOMER_STATE), state, months,
@@ -717,7 +721,6 @@ def _replace_months(path: Path, rows: pa.Table, months: list[dt.date], **kwargs)
 def marts(root: str | Path = ".", months: list[dt.date] | None = None) -> dict[str, int]:
     """Recompute the marts (every month, or ``months``) holding the root's lock
     (``python -m minilake marts``); rows written per mart."""
-    from minilake.lake.lock import hold
 
     layout = Layout.of(root)
     with hold(layout.root, "marts"):
@@ -727,7 +730,6 @@ def marts(root: str | Path = ".", months: list[dt.date] | None = None) -> dict[s
 def catch_up(root: str | Path = ".") -> tuple[list[dt.date] | None, dict[str, int]]:
     """``update`` holding the root's lock: what ``run`` and the scheduler's ``refresh_marts``
     do after the files are applied."""
-    from minilake.lake.lock import hold
 
     layout = Layout.of(root)
     with hold(layout.root, "marts"):

@@ -42,7 +42,7 @@ def connect(root: str | Path = ".", known_at: dt.datetime | dt.date | str | None
     ``known_at``, every table as it stood then (its last version committed by that time; a
     date means the end of that day, UTC), so ``customer_as_of(D)`` is what the lake said
     then about date D."""
-    import duckdb
+    import duckdb  # on first use: start-up stays light
 
     layout = Layout.of(root)
     con = duckdb.connect()
@@ -74,7 +74,7 @@ def connect(root: str | Path = ".", known_at: dt.datetime | dt.date | str | None
 
 def check_read_only(con, query: str) -> None:
     """Refuse, with a one-line reason, anything but one SELECT (or EXPLAIN)."""
-    import duckdb
+    import duckdb  # on first use: start-up stays light
 
     try:
         statements = con.extract_statements(query)
@@ -103,7 +103,7 @@ def sql_table(query: str, root: str | Path = ".",
     """What :func:`sql` answers, as DuckDB's Arrow result: a DATE stays a date and a DECIMAL
     a decimal (pandas would make them a midnight timestamp and a float), for writers that
     keep types exactly (``sql --format json``)."""
-    import duckdb
+    import duckdb  # on first use: start-up stays light
 
     con = connect(root, known_at)
     try:
@@ -120,7 +120,7 @@ def sql(query: str, root: str | Path = ".",
         known_at: dt.datetime | dt.date | str | None = None) -> pd.DataFrame:
     """Run one read-only query over the root's tables (as they stood at ``known_at``, if
     given); the result as a DataFrame."""
-    import duckdb
+    import duckdb  # on first use: start-up stays light
 
     con = connect(root, known_at)
     try:

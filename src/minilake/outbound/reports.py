@@ -18,8 +18,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from minilake.contract.sources import source_of
 from minilake.lake import delta, logs, storage
 from minilake.lake.layout import Layout
+from minilake.lake.lock import hold
 
 MONEY_TOLERANCE = 0.01
 STATUSES = ["active", "inactive"]
@@ -171,7 +173,6 @@ def write_reports(root: str | Path = ".", until: dt.date | str | None = None,
                   out: str | Path | None = None, names: list[str] | None = None
                   ) -> dict[str, pd.DataFrame]:
     """Build and write reports as CSV (default: all of them, into ``root/reports``)."""
-    from minilake.lake.lock import hold
 
     folder = storage.as_path(out) if out is not None else Layout.of(root).reports
     with hold(Layout.of(root).root, "report"):
@@ -254,14 +255,12 @@ def check(name: str, root: str | Path = ".", until: dt.date | str | None = None,
     return compare(frame, reference(name, root), name)
 
 
-def check_all(root: str | Path = ".", until: dt.date | str | None = None) -> list[Verdict]:
-    return [check(name, root, until) for name in REPORTS]
 
 
 # --- charts -----------------------------------------------------------------------------------
 
 def _axes(ax):
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # on first use: start-up stays light
 
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.5))
@@ -302,7 +301,7 @@ def beside(frame: pd.DataFrame, name: str, root: str | Path = ".") -> pd.DataFra
 
 def chart_beside_reference(plot, frame: pd.DataFrame, name: str, root: str | Path = "."):
     """minilake's chart on the left, the reference PNG from final_results/ on the right."""
-    import matplotlib.image as mpimg
+    import matplotlib.image as mpimg  # on first use: start-up stays light
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 4.5))
@@ -332,7 +331,6 @@ def error_summary(root: str | Path = ".", files: list[str] | None = None) -> pd.
 
 def error_report(root: str | Path, file: str) -> pd.DataFrame:
     """The error report written for an archived file (raw bad rows + ``errors``)."""
-    from minilake.contract.sources import source_of
 
     source = source_of(file)
     if source is None:
