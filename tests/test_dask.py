@@ -208,12 +208,14 @@ def test_a_file_the_cluster_cannot_finish_stops_the_run_and_a_rerun_completes(cr
 
 
 def test_an_unreachable_scheduler_is_one_line_and_moves_nothing(sample_root, tmp_path):
-    from seaweed import free_port
+    from seaweed import refusing_port
 
     root = tmp_path / "root"
     shutil.copytree(sample_root / "landing_zone", root / "landing_zone")
-    address = f"tcp://127.0.0.1:{free_port()}"
-    run = finish(start("run", "--root", str(root), "--engine", "dask", "--cluster", address))
+    with refusing_port() as port:
+        address = f"tcp://127.0.0.1:{port}"
+        run = finish(start("run", "--root", str(root), "--engine", "dask", "--cluster",
+                           address))
     assert run.returncode == 2
     error = run.stderr.strip()
     assert error.startswith(f"minilake run: cannot reach the Dask scheduler at {address}: ")

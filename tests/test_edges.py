@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from commands import finish, start
+from commands import HUNG_AFTER, finish, start
 from commands import minilake as cli
 from hypothesis import given
 from hypothesis import strategies as st
@@ -125,9 +125,10 @@ def test_an_export_cannot_run_during_an_erasure_nor_bring_the_data_back(lake, th
     request(lake, "20241020", [{"customer_id": victim}])
     erasing = start("run", "--root", str(lake),
                     env={"MINILAKE_PAUSE_AT": "erasure.outputs_scrubbed"})
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + HUNG_AFTER
     while psutil.Process(erasing.pid).status() != psutil.STATUS_STOPPED:
-        assert erasing.poll() is None and time.monotonic() < deadline, "not paused"
+        assert erasing.poll() is None, "the run ended without pausing after the scrub"
+        assert time.monotonic() < deadline, f"not paused after the scrub in {HUNG_AFTER} s"
         time.sleep(0.05)
     refused = cli("export", "customer", "--format", "csv", "--root", str(lake))
     assert refused.returncode == 2 and f"pid {erasing.pid}" in refused.stderr

@@ -10,7 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import rawfiles as raw
-from arrivals import deliver, table_contents
+from arrivals import (
+    assert_matches_raw,
+    corrections,
+    days_of,
+    deliver,
+    table_contents,
+    versions,
+)
 
 import minilake
 from minilake.generate import generate
@@ -51,6 +58,12 @@ def in_order(tiny_week) -> dict:
     files = sorted((str(p) for p in (tiny_week / "landing_zone").iterdir()),
                    key=lambda f: raw.file_date(Path(f)))
     return deliver(files, [len(files)])
+
+
+def test_in_order_arrival_gives_the_versions_the_raw_files_make(tiny_week, in_order):
+    """The reference of the arrival-order tests, checked against the oracle built from the
+    raw files alone (tests/arrivals.py), not only against minilake itself."""
+    assert_matches_raw(in_order, tiny_week / "landing_zone", "in order")
 
 
 @pytest.mark.parametrize("chunk", range(4))
@@ -133,8 +146,23 @@ def test_a_resent_snapshot_for_an_old_day_recomputes_later_versions(week):
             assert "2024-10-11" in mine["effective_from"].astype(str).tolist()
 
 
+def test_sales_corrections_close_the_earlier_version_on_the_day_of_their_file(week):
+    """In the generated world, a row of sale X in the file of day D that differs from an
+    earlier one closes that version with expiry_date D, and its own starts on D."""
+    fixes = corrections(week / "archive", archived=True)
+    assert len(fixes) >= 2, f"the generated world holds {len(fixes)} correction(s) to check"
+    table = minilake.read_table("sales", root=week)
+    closed = table[~table["is_current"]]
+    assert sorted(zip(closed["sale_id"], closed["effective_from"], closed["expiry_date"],
+                      strict=True)) == fixes
+    current = table[table["is_current"]].set_index("sale_id")
+    latest = {sale: day for sale, _, day in fixes}          # in date order: the last one
+    assert {sale: current.loc[sale, "effective_from"] for sale in latest} == latest
+
+
 def test_rebuild_equals_incremental_ingestion(week):
     before = table_contents(week)
+    assert_matches_raw(before, week / "archive", "incremental", archived=True)
     versions_before = minilake.versions("customer", week)["version"].max()
     result = minilake.rebuild(root=week)
     assert result.ok and {f.source for f in result.files} == {"customer", "product", "sales"}
@@ -171,7 +199,10 @@ def test_a_reader_during_a_rebuild_sees_the_old_or_the_new_table(small_root, tmp
     stop.set()
     thread.join()
     new = len(minilake.read_table("sales", root=tmp_path))
-    assert result.ok and new > old
+    days = days_of(tmp_path / "archive", "sales", archived=True)
+    assert (old, new) == (len(versions([d for d in days if d[0].day != 10], "sale_id", False)),
+                          len(versions(days, "sale_id", False)))          # the raw files'
+    assert result.ok
     assert any(f.event == "late" for f in result.ingest.files)
     assert errors == []
     assert len(seen) > 5 and set(seen) <= {old, new}, sorted(set(seen))

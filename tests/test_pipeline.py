@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import rawfiles as raw
+from arrivals import corrections
 from commands import minilake as minilake_cli
 from deltalake import DeltaTable
 
@@ -87,8 +88,13 @@ def test_current_sales_equal_the_union_of_the_sales_files(week_lake):
     assert current["total_price"].tolist() == expected["total_price"].astype(float).tolist()
     assert current["customer_id"].tolist() == expected["customer_id"].astype("int64").tolist()
     assert current["sale_date"].astype(str).tolist() == expected["sale_date"].tolist()
-    # corrections kept the earlier version, expired on the day of the resent file
-    assert (~table["is_current"]).sum() > 0
+    # each correction (a later file's row of a sale, with other values) kept the earlier
+    # version, expired on the date of the correcting file: exactly those, none other
+    fixes = corrections(week_lake / "archive", archived=True)
+    assert len(fixes) >= 50, f"the sample week holds only {len(fixes)} correction(s)"
+    closed = table[~table["is_current"]]
+    assert sorted(zip(closed["sale_id"], closed["effective_from"], closed["expiry_date"],
+                      strict=True)) == fixes
 
 
 def test_every_file_rows_in_equal_rows_loaded_plus_rejected(broken_lake):

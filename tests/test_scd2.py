@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import minilake
 from minilake.layout import Layout
-from minilake.load.scd2 import HASH_KEY, float_text, row_hashes
+from minilake.load import scd2
+from minilake.load.scd2 import HASH_KEY, diff, float_text, row_hashes
 from minilake.load.tables import read_log
 
 END = "2099-12-31"
@@ -222,3 +223,186 @@ def test_read_table_names_known_tables_when_asked_for_another(tmp_path):
     with pytest.raises(FileNotFoundError, match="product"):
         minilake.read_table("customers", root=tmp_path)
     assert isinstance(minilake.read_table("product", root=tmp_path), pd.DataFrame)
+
+
+# --- diff() on tables written out by hand (no pipeline run) --------------------------------------
+
+def products(rows: list[tuple]) -> pa.Table:
+    """A file's good product rows, typed: (product_id, name, price)."""
+    return pa.table({"product_id": pa.array([r[0] for r in rows], pa.string()),
+                     "name": pa.array([r[1] for r in rows], pa.string()),
+                     "price": pa.array([r[2] for r in rows], pa.float64())})
+
+
+def product_hash(product_id: str, name: str, price: str) -> int:
+    """The row_hash of a product row from the reference SipHash above, never from scd2."""
+    return expected_hash("\x1f".join([product_id, name, price]))
+
+
+def current(keys: list, hashes: list[int], key: str = "product_id",
+            key_type: pa.DataType | None = None) -> pa.Table:
+    """The current versions as diff() is given them: the key and row_hash only."""
+    return pa.table({key: pa.array(keys, key_type or pa.string()),
+                     "row_hash": pa.array(hashes, pa.int64())})
+
+
+CURRENT = current(["P1", "P2", "P3", "P5"], [product_hash("P1", "A", "10.0"),
+                                             product_hash("P2", "B", "20.0"),
+                                             product_hash("P3", "C", "30.0"),
+                                             product_hash("P5", "E", "50.0")])
+# P1 unchanged, P2 re-priced, P4 new; P3 and P5 absent (P5 is a bad row of the file)
+INCOMING = products([("P4", "D", 40.0), ("P1", "A", 10.0), ("P2", "B", 25.0)])
+
+
+def test_diff_of_a_snapshot_by_hand():
+    changes = diff(CURRENT, INCOMING, "product_id", snapshot=True, bad_keys=pd.Series(["P5"]))
+    assert changes.inserts.column_names == ["product_id", "name", "price", "row_hash"]
+    assert changes.inserts.to_pylist() == [
+        {"product_id": "P4", "name": "D", "price": 40.0,
+         "row_hash": product_hash("P4", "D", "40.0")},
+        {"product_id": "P2", "name": "B", "price": 25.0,
+         "row_hash": product_hash("P2", "B", "25.0")},
+    ]
+    assert changes.expire_keys.to_pylist() == ["P2", "P3"]      # changed first, then gone
+    assert (changes.inserted, changes.updated, changes.expired) == (1, 1, 1)
+    assert not changes.empty
+
+
+def test_diff_of_a_snapshot_without_bad_rows_expires_every_absent_key():
+    for bad in (None, pd.Series([], dtype=str)):
+        changes = diff(CURRENT, INCOMING, "product_id", snapshot=True, bad_keys=bad)
+        assert changes.expire_keys.to_pylist() == ["P2", "P3", "P5"]
+        assert (changes.inserted, changes.updated, changes.expired) == (1, 1, 2)
+
+
+def test_diff_of_transactions_never_expires_absent_keys():
+    changes = diff(CURRENT, INCOMING, "product_id", snapshot=False,
+                   bad_keys=pd.Series(["P5"]))
+    assert [r["product_id"] for r in changes.inserts.to_pylist()] == ["P4", "P2"]
+    assert changes.expire_keys.to_pylist() == ["P2"]
+    assert (changes.inserted, changes.updated, changes.expired) == (1, 1, 0)
+
+
+def test_diff_against_an_empty_table_inserts_every_row_in_file_order():
+    changes = diff(current([], []), INCOMING, "product_id", snapshot=True)
+    assert [r["product_id"] for r in changes.inserts.to_pylist()] == ["P4", "P1", "P2"]
+    assert changes.inserts.column("row_hash").to_pylist() == [
+        product_hash("P4", "D", "40.0"), product_hash("P1", "A", "10.0"),
+        product_hash("P2", "B", "25.0")]
+    assert changes.expire_keys.to_pylist() == []
+    assert (changes.inserted, changes.updated, changes.expired) == (3, 0, 0)
+
+
+def test_a_file_that_changes_nothing_is_empty():
+    same = products([("P1", "A", 10.0), ("P2", "B", 20.0), ("P3", "C", 30.0),
+                     ("P5", "E", 50.0)])
+    changes = diff(CURRENT, same, "product_id", snapshot=True)
+    assert changes.empty and changes.inserts.num_rows == 0
+    assert (changes.inserted, changes.updated, changes.expired) == (0, 0, 0)
+    # only an expiry: not empty
+    assert not diff(CURRENT, same.slice(1), "product_id", snapshot=True).empty
+
+
+def test_only_a_new_row_is_not_empty():
+    changes = diff(current([], []), products([("P9", "Z", 1.0)]), "product_id",
+                   snapshot=False)
+    assert not changes.empty and changes.inserted == 1
+
+
+def customers(ids: list[int]) -> pa.Table:
+    return pa.table({"customer_id": pa.array(ids, pa.int64()),
+                     "first_name": pa.array(["Ann"] * len(ids))})
+
+
+def test_bad_rows_keys_match_integer_keys_by_value():
+    """customer_id 7 held; the file's bad rows name it as '07' (the same customer), and 'x'
+    and a 19-digit number (no customer): 7 stays, 8 (absent) expires."""
+    held = current([7, 8], [expected_hash("7\x1fAnn"), expected_hash("8\x1fAnn")],
+                   key="customer_id", key_type=pa.int64())
+    changes = diff(held, customers([]), "customer_id", snapshot=True,
+                   bad_keys=pd.Series(["07", "x", "1234567890123456789", "-5"]))
+    assert changes.expire_keys.to_pylist() == [8]
+    assert changes.expired == 1
+    unchanged = diff(held, customers([7]), "customer_id", snapshot=True,
+                     bad_keys=pd.Series(["8"]))
+    assert unchanged.empty
+
+
+def test_bad_text_keys_are_compared_as_text():
+    """Text keys: '07' is not '7'."""
+    held = current(["7", "07"], [1, 2], key="sale_id")
+    changes = diff(held, pa.table({"sale_id": pa.array([], pa.string())}), "sale_id",
+                   snapshot=True, bad_keys=pd.Series(["07"]))
+    assert changes.expire_keys.to_pylist() == ["7"]
+
+
+# --- row_hash: canonical text of every type, in chunks -------------------------------------------
+
+def test_row_hash_of_chunked_columns_nulls_and_signed_zero():
+    """Columns in several chunks, as a table read from many files holds them; -0.0 is not 0.0
+    (its repr differs), a null is \\N whatever the type."""
+    table = pa.Table.from_batches([
+        pa.record_batch({"i": pa.array([1, None], pa.int64()),
+                         "f": pa.array([0.0, -0.0]),
+                         "d": pa.array([dt.date(2024, 1, 31), None], pa.date32()),
+                         "s": pa.array(["x", ""])}),
+        pa.record_batch({"i": pa.array([-3], pa.int64()), "f": pa.array([None], pa.float64()),
+                         "d": pa.array([dt.date(1900, 1, 1)], pa.date32()),
+                         "s": pa.array([None], pa.string())}),
+    ])
+    assert row_hashes(table).to_pylist() == [
+        expected_hash("1\x1f0.0\x1f2024-01-31\x1fx"),
+        expected_hash("\\N\x1f-0.0\x1f\\N\x1f"),
+        expected_hash("-3\x1f\\N\x1f1900-01-01\x1f\\N"),
+    ]
+
+
+def test_row_hash_in_chunks_is_the_hash_of_each_row(monkeypatch):
+    """Hashed HASH_CHUNK rows at a time (here 2, so 5 rows make 3 chunks): each row keeps its
+    own hash, in its place."""
+    monkeypatch.setattr(scd2, "HASH_CHUNK", 2)
+    values = [f"row {i}" for i in range(5)]
+    got = row_hashes(pa.table({"s": values}))
+    assert got.type == pa.int64()
+    assert got.to_pylist() == [expected_hash(v) for v in values]
+
+
+def test_row_hash_of_no_rows():
+    got = row_hashes(pa.table({"s": pa.array([], pa.string())}))
+    assert got.type == pa.int64() and len(got) == 0
+
+
+@pytest.mark.parametrize("cents", [1, 5, 10, 50, 99, 100, 101, 12345, 7 * 10**15 - 1,
+                                   7 * 10**15, 7 * 10**15 + 1])
+def test_float_text_of_whole_cents_is_pythons_repr(cents):
+    """Both signs of each, and the cents digits of every kind (0, 05, 5, 12)."""
+    for value in (cents / 100, -cents / 100):
+        assert float_text(np.array([value])).to_pylist() == [repr(value)]
+
+
+def test_diff_against_a_table_of_one_key():
+    """One current version, a file with it changed and a new key: the new key's place among
+    the current ones is -1, which must not be read as a position."""
+    held = current(["P1"], [product_hash("P1", "A", "10.0")])
+    changes = diff(held, products([("P9", "Z", 1.0), ("P1", "A", 11.0)]), "product_id",
+                   snapshot=False)
+    assert [r["product_id"] for r in changes.inserts.to_pylist()] == ["P9", "P1"]
+    assert changes.expire_keys.to_pylist() == ["P1"]
+    assert (changes.inserted, changes.updated) == (1, 1)
+
+
+@pytest.mark.parametrize("k", [1, 7, 50])
+def test_float_text_of_values_near_but_not_whole_cents(k):
+    """k/101 rounds to k cents and is not k cents: it needs every digit repr gives it."""
+    assert float_text(np.array([k / 101])).to_pylist() == [repr(k / 101)]
+
+
+def test_float_text_says_nothing_of_nan_infinity_or_huge_values():
+    """Comparing NaN, or multiplying 1e308 by 100, warns in numpy unless told not to: a log
+    line per file for values that are fine."""
+    import warnings
+
+    values = [float("nan"), float("inf"), -float("inf"), 1e308, -1e308, 0.5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float_text(np.array(values)).to_pylist() == [repr(v) for v in values]

@@ -16,6 +16,8 @@ import httpx
 import pandas as pd
 import pytest
 import schemathesis
+from arrivals import expected_tables
+from commands import HUNG_AFTER
 from hypothesis import given, settings
 from schemathesis.checks import not_a_server_error
 
@@ -31,7 +33,7 @@ PROTECTED = [("POST", "/jobs/run", {}), ("POST", "/jobs/pull", {"source": "sales
 
 
 class Server:
-    def __init__(self, root: Path, env: dict | None = None, start_within: float = 180):
+    def __init__(self, root: Path, env: dict | None = None, start_within: float = HUNG_AFTER):
         self.root = root
         minilake.init(root)                  # a root minilake made (a no-op for one already)
         self.process = subprocess.Popen(
@@ -40,12 +42,13 @@ class Server:
             env={**os.environ, "MINILAKE_SERVER_TOKEN": TOKEN, **(env or {})})
         first = self.first_line(start_within)
         self.url = first.rsplit(" on ", 1)[1].strip()
-        self.client = httpx.Client(base_url=self.url, timeout=120,
+        self.client = httpx.Client(base_url=self.url, timeout=HUNG_AFTER,
                                    headers={"Authorization": f"Bearer {TOKEN}"})
 
     def first_line(self, deadline: float) -> str:
-        """The line naming the URL; a server that says nothing by the deadline (a loaded
-        machine is given plenty) or says something else fails the test with its stderr."""
+        """The line naming the URL; a server that says nothing by the deadline (a hang
+        guard: a loaded machine is given plenty) or says something else fails the test with
+        its stderr."""
         said = select.select([self.process.stdout], [], [], deadline)[0]
         first = self.process.stdout.readline() if said else ""
         if not first.startswith("minilake job server: serving"):
@@ -57,7 +60,11 @@ class Server:
     def stop(self) -> None:
         self.client.close()
         self.process.terminate()
-        self.process.wait(timeout=10)
+        try:
+            self.process.wait(timeout=HUNG_AFTER)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"the job server did not stop within {HUNG_AFTER} s of SIGTERM")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +79,8 @@ def server(committed, tmp_path_factory):
 def test_without_a_token_it_refuses_to_start(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MINILAKE_SERVER_TOKEN"}
     done = subprocess.run([sys.executable, "-m", "minilake", "serve", "--root", str(tmp_path),
-                           "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
+                           "--port", "0"], env=env, capture_output=True, text=True,
+                          timeout=HUNG_AFTER)
     assert done.returncode == 2
     assert done.stderr == ("minilake serve: refusing to start without a token: set "
                            "MINILAKE_SERVER_TOKEN (clients send 'Authorization: Bearer "
@@ -80,13 +88,15 @@ def test_without_a_token_it_refuses_to_start(tmp_path):
 
 
 def test_every_route_but_health_wants_the_token(server):
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/health", timeout=HUNG_AFTER).json() == {"status": "ok"}
     for method, path, body in PROTECTED:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-            answer = httpx.request(method, server.url + path, json=body, headers=headers)
+            answer = httpx.request(method, server.url + path, json=body, headers=headers,
+                                   timeout=HUNG_AFTER)
             assert answer.status_code == 401, (method, path, headers)
             assert answer.json() == {"detail": "missing or wrong bearer token"}
-    assert "/jobs/run" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert "/jobs/run" in httpx.get(f"{server.url}/openapi.json",
+                                    timeout=HUNG_AFTER).json()["paths"]
 
 
 def test_run_then_tables_page_by_page_equal_read_table(server):
@@ -115,15 +125,23 @@ def test_run_then_tables_page_by_page_equal_read_table(server):
 
 
 def test_status_and_export_jobs(server):
-    server.client.post("/jobs/run")
+    """Status and export answer with the numbers the sample week's raw files make (the tests'
+    oracle, tests/arrivals.py): seven files a source, no error, every version counted."""
+    ran = server.client.post("/jobs/run")
+    assert ran.status_code == 200 and ran.json()["ok"], ran.text
     status = server.client.get("/status").json()
-    assert {s["source"] for s in status["sources"]} == {"customer", "product", "sales"}
+    made = expected_tables(server.root / "archive", archived=True)
+    want = [{"source": source, "archived": 7, "applied": 7, "quarantined": 0, "superseded": 0,
+             "late": 0, "resent": 0, "rebuilds": 0, "last_date": "2024-10-15",
+             "current_rows": int(versions["is_current"].sum()), "all_versions": len(versions),
+             "rejected_rows": 0} for source, versions in made.items()]
+    assert [{k: s[k] for k in want[0]} for s in status["sources"]] == want
+    assert (status["erasures"], status["pulls"]) == ([], [])
     done = server.client.post("/jobs/export", json={"table": "sales", "current": True,
                                                     "format": "parquet"})
     assert done.status_code == 200, done.text
     assert done.json()["path"] == "exports/sales_current.parquet"
-    assert done.json()["rows"] == int(minilake.read_table("sales", root=server.root)
-                                      ["is_current"].sum())
+    assert done.json()["rows"] == want[2]["current_rows"]
 
 
 def as_javascript(text: str):

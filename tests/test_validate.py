@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -10,7 +13,7 @@ from hypothesis import strategies as st
 
 from minilake.inbound.readers import Malformed, TextFrame
 from minilake.load.validate import _blank_as_null, validate
-from minilake.sources import SOURCES
+from minilake.sources import ALL_SOURCES, SOURCES
 
 SALE = {"sale_id": "0001", "customer_id": "123456789012345", "product_id": "P1",
         "quantity": "2", "price_per_unit": "2.50", "total_price": "5.00",
@@ -187,3 +190,152 @@ def test_blank_as_null_on_a_slice_keeps_its_place(texts, start, kind):
     got = _blank_as_null(piece)
     got.validate(full=True)
     assert got.to_pylist() == [t or None for t in texts[start:]]
+
+
+# --- every rule of every source, broken one at a time ----------------------------------------
+
+# A good row of each source; each rule is broken on a copy of it.
+GOOD_ROWS = {
+    "customer": {"customer_id": "123456789012345", "first_name": "A", "last_name": "B",
+                 "gender": "F", "email": "a@b.c", "membership_status": "active",
+                 "address": "1 Main St", "phone_number": "+1-555-0100", "date_of_birth":
+                 "1990-01-01", "job": "", "company": "", "city": "", "state": "",
+                 "country": "", "language": "en-US"},
+    "product": {"name": "Desk Lamp LED", "product_id": "P17", "price": "12.50",
+                "description": "", "creation_date": "2024-10-01"},
+    "sales": SALE,
+    "erasure_requests": {"customer_id": "123456789012345", "email": "a@b.c"},
+}
+ROW = ""            # the column of a rule on the whole row
+# The rules of SPEC §1, §3 and §9 as this test states them, independently of the schemas:
+# (source, column, the check's name, which is its message). A rule missing from a schema
+# fails below, by name and by a row that breaks it being found good.
+SPEC_RULES = {
+    ("customer", "customer_id", "required, empty"), ("customer", "customer_id", "not an integer"),
+    ("customer", "customer_id", "occurs more than once in the file"),
+    ("customer", "first_name", "required, empty"), ("customer", "last_name", "required, empty"),
+    ("customer", "gender", "required, empty"), ("customer", "gender", "not one of M/F/U"),
+    ("customer", "email", "required, empty"),
+    ("customer", "email", "does not look like an email"),
+    ("customer", "membership_status", "required, empty"),
+    ("customer", "membership_status", "not one of active/inactive"),
+    ("customer", "date_of_birth", "required, empty"),
+    ("customer", "date_of_birth", "not a date (YYYY-MM-DD)"),
+    ("customer", "language", "required, empty"),
+    ("customer", "language", "not one of en-US/es-ES/fr-FR"),
+    ("product", "name", "required, empty"), ("product", "product_id", "required, empty"),
+    ("product", "product_id", "does not look like P + digits"),
+    ("product", "product_id", "occurs more than once in the file"),
+    ("product", "price", "required, empty"), ("product", "price", "not a number"),
+    ("product", "price", "must be >= 0"), ("product", "creation_date", "required, empty"),
+    ("product", "creation_date", "not a date (YYYY-MM-DD)"),
+    ("sales", "sale_id", "required, empty"), ("sales", "sale_id", "does not look like digits"),
+    ("sales", "sale_id", "occurs more than once in the file"),
+    ("sales", "customer_id", "required, empty"), ("sales", "customer_id", "not an integer"),
+    ("sales", "product_id", "required, empty"), ("sales", "quantity", "required, empty"),
+    ("sales", "quantity", "not an integer"), ("sales", "quantity", "must be > 0"),
+    ("sales", "price_per_unit", "required, empty"), ("sales", "price_per_unit", "not a number"),
+    ("sales", "price_per_unit", "must be >= 0"), ("sales", "total_price", "required, empty"),
+    ("sales", "total_price", "not a number"), ("sales", "total_price", "must be >= 0"),
+    ("sales", ROW, "total_price: not quantity x price_per_unit (within 0.01)"),
+    ("sales", "sale_date", "required, empty"), ("sales", "sale_date", "not a date (YYYY-MM-DD)"),
+    ("erasure_requests", "customer_id", "not an integer"),
+    ("erasure_requests", "email", "does not look like an email"),
+    ("erasure_requests", ROW, "names no one: neither customer_id nor email"),
+}
+
+
+def declared_rules() -> set[tuple[str, str, str]]:
+    """Every check the sources declare: each column's, each on the whole row."""
+    out = set()
+    for name, source in ALL_SOURCES.items():
+        for column, declared in source.schema.columns.items():
+            out |= {(name, column, check.name) for check in declared.checks}
+        out |= {(name, ROW, check.name) for check in source.schema.checks}
+    return out
+
+
+def _date_that_is_none(match: re.Match) -> str:
+    """29 February of a year that is no leap year, written in the check's format."""
+    return match["format"].replace("YYYY", "2023").replace("MM", "02").replace("DD", "29")
+
+
+# A column check's name -> a value that breaks it (from what the name says).
+VALUE_BREAKERS = {
+    r"required, empty": lambda m: "",
+    r"not an integer": lambda m: "1.5",
+    r"not a number": lambda m: "twelve",
+    r"not a date \((?P<format>.+)\)": _date_that_is_none,
+    r"not one of (?P<options>.+)": lambda m: m["options"],      # "M/F/U" is none of them
+    r"does not look like .+": lambda m: "?",
+    r"must be > (?P<bound>.+)": lambda m: m["bound"],
+    r"must be >= (?P<bound>.+)": lambda m: str(Decimal(m["bound"]) - 1),
+}
+DUPLICATE = "occurs more than once in the file"
+# A row check's name -> the column it names and a change of the good row that breaks it.
+ROW_BREAKERS = {
+    "total_price: not quantity x price_per_unit (within 0.01)": ("total_price", lambda r: {
+        **r, "total_price": str(Decimal(r["quantity"]) * Decimal(r["price_per_unit"])
+                                + Decimal("0.02"))}),
+    "names no one: neither customer_id nor email": (
+        "customer_id", lambda r: {**r, "customer_id": "", "email": ""}),
+}
+
+
+def broken_rows(rule: tuple[str, str, str]
+                ) -> tuple[list[dict], list[int], str, str] | None:
+    """Rows of the rule's source that break it: a good row under another key, then the row
+    that breaks it (both rows of a repeated key); which of them must be bad; the column the
+    reason must name, and how the reason starts. None: no way known to break the rule."""
+    source, column, name = rule
+    good = GOOD_ROWS[source]
+    key = ALL_SOURCES[source].key
+    other = {**good, key: good[key] + "9"}
+    if column == ROW:
+        if name not in ROW_BREAKERS:
+            return None
+        named, change = ROW_BREAKERS[name]
+        return [other, change(good)], [1], named, name
+    if name == DUPLICATE:
+        return [good, dict(good)], [0, 1], column, f"{column}: {name}"
+    for pattern, value in VALUE_BREAKERS.items():
+        match = re.fullmatch(pattern, name)
+        if match:
+            return [other, {**good, column: value(match)}], [1], column, f"{column}: {name}"
+    return None
+
+
+def test_every_rule_of_the_spec_is_declared_and_every_declared_rule_can_be_broken():
+    declared = declared_rules()
+    missing = sorted(SPEC_RULES - declared)
+    unknown = sorted(r for r in declared if r[0] not in GOOD_ROWS or broken_rows(r) is None)
+    assert not missing, f"rules of the spec no schema declares: {missing}"
+    assert not unknown, f"checks this test does not know how to break: {unknown}"
+
+
+@pytest.mark.parametrize("source", sorted(ALL_SOURCES))
+def test_the_good_rows_are_good(source):
+    s = ALL_SOURCES[source]
+    out = validate(s.schema, s.key, TextFrame(pd.DataFrame([GOOD_ROWS[source]], dtype=str)))
+    assert out.bad.empty and out.good.num_rows == 1, out.bad.to_dict("records")
+
+
+@pytest.mark.parametrize("rule", sorted(declared_rules() | SPEC_RULES),
+                         ids=lambda r: f"{r[0]}.{r[1] or '(row)'}: {r[2]}")
+def test_a_row_breaking_a_rule_is_bad_with_a_reason_naming_its_column(rule):
+    """Each rule a source declares or the spec states, broken on a good row: that row (only)
+    is bad, and one of its reasons is the rule's, naming the column."""
+    broken = broken_rows(rule) if rule[0] in GOOD_ROWS else None
+    if broken is None:
+        pytest.fail(f"no way known to break {rule}: add one to VALUE_BREAKERS or "
+                    f"ROW_BREAKERS (and a good row of its source to GOOD_ROWS)")
+    rows, bad_at, column, reason = broken
+    assert column in reason, f"{rule}: its reason {reason!r} does not name {column}"
+    s = ALL_SOURCES[rule[0]]
+    out = validate(s.schema, s.key, TextFrame(pd.DataFrame(rows, dtype=str)))
+    assert out.bad_at.tolist() == bad_at, (
+        f"{rule}: rows {bad_at} of {rows} should be bad, found bad: "
+        f"{out.bad.to_dict('records')}")
+    assert out.good.num_rows == len(rows) - len(bad_at)
+    for errors in out.bad["errors"]:
+        assert any(p.startswith(reason) for p in errors.split("; ")), (reason, errors)

@@ -175,14 +175,18 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
             if not _row_too_long(error):
                 raise                                 # not a row longer than a block
             longest = max(block_size, MAX_ROW_BYTES)
+            too_long = UnreadableFile(f"a row longer than {longest >> 20} MB, the longest "
+                                      f"minilake reads (MINILAKE_MAX_ROW_MB)")
             try:
                 table = parse(min(size + 1, longest, 2**31 - 1))
             except pa.ArrowInvalid as again:
                 if _row_too_long(again):
-                    raise UnreadableFile(
-                        f"a row longer than {longest >> 20} MB, the longest minilake reads "
-                        f"(MINILAKE_MAX_ROW_MB)") from None
+                    raise too_long from None
                 raise
+            # the parser lets a row straddle one block boundary: rows of up to twice the
+            # block pass it, so the limit is checked on what it read (fields and separators)
+            if _longest_row(table) > longest:
+                raise too_long from None
     except pa.ArrowInvalid as error:
         raise UnreadableFile(str(error).splitlines()[0][:300]) from None
     if header:
@@ -232,19 +236,34 @@ def _require_utf8(path: Path, mapped: storage.Mapped, block_size: int) -> None:
         start = end
 
 
+def _longest_row(table: pa.Table) -> int:
+    """The byte length of the longest row of ``table`` as its fields and separators."""
+    if table.num_rows == 0 or table.num_columns == 0:
+        return 0
+    lengths = [pc.binary_length(column) for column in table.columns]
+    total = lengths[0]
+    for more in lengths[1:]:
+        total = pc.add(total, more)
+    return int(pc.max(total).as_py() or 0) + table.num_columns - 1
+
+
 def _locate_bad_utf8(path: Path, chunk: int = 1 << 24) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = lines = 0
     with path.open("rb") as handle:
         while block := handle.read(chunk):
+            # the decoder counts its error from the bytes of a character it kept back from
+            # the block before (never a newline), not from this block's first byte
+            kept = decoder.getstate()[0]
             try:
                 decoder.decode(block)
             except UnicodeDecodeError as error:
+                seen = kept + block
                 at = max(error.start, 0)
-                bad = block[at] if at < len(block) else 0
-                line = lines + block.count(b"\n", 0, at) + 1
-                raise UnreadableFile(f"not UTF-8: byte 0x{bad:02x} at line {line} (byte "
-                                     f"{offset + at}); re-export the file as UTF-8") from None
+                line = lines + seen.count(b"\n", 0, at) + 1
+                raise UnreadableFile(f"not UTF-8: byte 0x{seen[at]:02x} at line {line} (byte "
+                                     f"{offset - len(kept) + at}); re-export the file as "
+                                     "UTF-8") from None
             offset += len(block)
             lines += block.count(b"\n")
     try:
@@ -384,6 +403,10 @@ def _problem(record: object, columns: list[str], aliases: dict[str, str]) -> str
     unknown = [k for k in record if k not in columns and k not in aliases]
     if unknown:
         return "unexpected key " + ", ".join(map(repr, unknown))
+    twice = [f"{alias!r} and {key!r}" for alias, key in aliases.items()
+             if alias in record and key in record]
+    if twice:
+        return "the same key twice: " + ", ".join(twice)
     bad = [c for c in columns if _scalar_text(record.get(c)) is None]
     nested = [c for c in bad if isinstance(record.get(c), dict | list)]
     if nested:
