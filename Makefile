@@ -38,10 +38,12 @@ lab: $(LABBED)
 	$(VENV)/bin/minilake lab
 
 test: $(TESTED)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: $(TESTED)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV)

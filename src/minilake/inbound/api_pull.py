@@ -1,6 +1,0 @@
-"""Moved to minilake.inbound.pull; this name stays only until nothing imports it (issue 37)."""
-
-import importlib
-import sys
-
-sys.modules[__name__] = importlib.import_module("minilake.inbound.pull")

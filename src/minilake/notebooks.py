@@ -1,6 +1,0 @@
-"""Moved to minilake.apps.notebooks; this name stays only until nothing imports it (issue 37)."""
-
-import importlib
-import sys
-
-sys.modules[__name__] = importlib.import_module("minilake.apps.notebooks")
