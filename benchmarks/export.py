@@ -30,8 +30,8 @@ def one_scale(scale: float, days: int, work: Path, python: str, fmt: str) -> dic
     seconds, peak = run_child([python, "-m", "minilake", "export", "sales", "--format", fmt,
                                "--out", str(out), "--root", str(root)])
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from minilake.layout import Layout
-    from minilake.load.tables import row_counts
+    from minilake.lake.layout import Layout
+    from minilake.load.datafiles import row_counts
 
     _, rows = row_counts(Layout.of(root).table("sales"))
     return {"scale": scale, "rows": rows, "seconds": seconds, "peak": peak,

@@ -27,8 +27,8 @@ SAMPLE_CUSTOMERS = 5000
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from minilake.inbound.readers import read_json_array
-from minilake.sources import SOURCES
+from minilake.formats.readers import read_json_array
+from minilake.contract.sources import SOURCES
 folder, out = Path(sys.argv[1]), {}
 for path in sorted(folder.iterdir()):
     for source in SOURCES.values():

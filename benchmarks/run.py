@@ -77,8 +77,8 @@ for p in sorted(src.iterdir()):
 
 def stage_seconds(root: Path) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from minilake.layout import Layout
-    from minilake.load.tables import read_log
+    from minilake.lake.layout import Layout
+    from minilake.lake.logs import read_log
 
     log = read_log(Layout.of(root))
     out = {s: float(log[s].sum()) for s in STAGES}

@@ -112,7 +112,7 @@ def httpserver_listen_address() -> tuple[str, int]:
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
-    """A SeaweedFS server on 127.0.0.1 for the session (tests/seaweed.py), started by the
+    """A SeaweedFS server on 127.0.0.1 for the session (tests/support/seaweed.py), started by the
     first test that needs it; the S3 tests are two xdist groups, so at most one per worker."""
     import seaweed
 

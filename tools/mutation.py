@@ -7,7 +7,7 @@ lets through. The score per module is the share of mutants killed.
 
     .venv/bin/python tools/mutation.py                          # every module below
     .venv/bin/python tools/mutation.py --modules keys ledger    # some of them
-    .venv/bin/python tools/mutation.py --with-hostile           # tests/test_hostile.py too
+    .venv/bin/python tools/mutation.py --with-hostile           # tests/stages/test_hostile.py too
     .venv/bin/python tools/mutation.py --json out.json          # the results, for --again
     .venv/bin/python tools/mutation.py --again out.json         # only what survived then
 
@@ -59,18 +59,19 @@ MODULES = {
     "validate": Module("src/minilake/load/validate.py", "minilake.load.validate.*"),
     "scd2": Module("src/minilake/load/scd2.py", "minilake.load.scd2.*"),
     "keys": Module("src/minilake/load/keys.py", "minilake.load.keys.*"),
-    "readers": Module("src/minilake/inbound/readers.py", "minilake.inbound.readers.*"),
+    "readers": Module("src/minilake/formats/readers.py", "minilake.formats.readers.*"),
     # mutmut names a method's mutants module.xǁClassǁmethod__mutmut_N
-    "ledger": Module("src/minilake/load/ingest.py", "minilake.load.ingest.x\u01c1Ledger\u01c1*"),
+    "ledger": Module("src/minilake/lake/logs.py", "minilake.lake.logs.x\u01c1Ledger\u01c1*"),
 }
 
 # The unit tests of those modules: a mutant runs those of them that reach its function.
-FAST_TESTS = ["tests/test_validate.py", "tests/test_scd2.py", "tests/test_keys.py",
-              "tests/test_readers.py", "tests/test_ledger.py", "tests/test_validate_mutants.py"]
+FAST_TESTS = [f"tests/unit/test_{name}.py"
+              for name in ("validate", "scd2", "keys", "readers", "ledger", "validate_mutants")]
 # 500,000 customers: minutes per run, and the small-block tests cover the same reader code.
-TOO_SLOW = ["tests/test_readers.py::test_a_100x_world_with_crlf_addresses_keeps_every_address"]
+TOO_SLOW = ["tests/unit/test_readers.py::"
+            "test_a_100x_world_with_crlf_addresses_keeps_every_address"]
 # Whole pipeline runs on corrupted files: ~25 s of CPU, the fast subset's ~15 s again.
-HOSTILE = "tests/test_hostile.py"
+HOSTILE = "tests/stages/test_hostile.py"
 
 KILLED = {"killed", "timeout"}        # a timeout is a behaviour the tests noticed
 
@@ -116,10 +117,17 @@ def toml_list(values: list[str]) -> str:
 def mutmut_config(scratch: Path, modules: list[str], hostile: bool) -> str:
     """The ``[tool.mutmut]`` table appended to the copy's pyproject.toml (mutmut reads it from
     the folder it runs in; the checkout's own pyproject.toml is left as it is)."""
-    tests = [*FAST_TESTS, *([HOSTILE] if hostile else [])]
+    def found(test: str) -> str:
+        """The test where the copy has it: tests/ of a --tests-at revision older than
+        tests/unit/ and tests/stages/ kept every file in tests/ itself."""
+        if (scratch / test.split("::")[0]).exists():
+            return test
+        return "tests/" + test.split("/", 2)[2]
+
+    tests = [found(t) for t in [*FAST_TESTS, *([HOSTILE] if hostile else [])]]
     selection = [t for t in tests if (scratch / t).exists()]
     for test in TOO_SLOW:
-        selection += ["--deselect", test]
+        selection += ["--deselect", found(test)]
     return "\n".join([
         "", "[tool.mutmut]",
         'source_paths = ["src/"]',

@@ -33,7 +33,7 @@ from minilake.lake.lock import hold
 from minilake.lake.logs import Ledger
 from minilake.load import datafiles, history
 from minilake.load.ingest import IngestResult, Progress, ingest_source, load_sources
-from minilake.outbound import marts as datamarts
+from minilake.outbound import marts as datamarts  # `marts` is run()'s switch
 
 if TYPE_CHECKING:
     from minilake.load.distributed import Engine

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import psutil
 import pytest
-from commands import HUNG_AFTER, finish, start
-from commands import minilake as cli
 from hypothesis import given
 from hypothesis import strategies as st
+from support.commands import HUNG_AFTER, finish, start
+from support.commands import minilake as cli
 from test_erasure import scan
 
 import minilake
+from minilake.formats.readers import MAX_JSON_DEPTH, json_depth
 from minilake.generate import generate
-from minilake.inbound.readers import MAX_JSON_DEPTH, json_depth
-from minilake.layout import Layout
-from minilake.load import tables
+from minilake.lake import logs
+from minilake.lake.layout import Layout
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_an_erasure_that_names_nobody_known_changes_nothing_and_says_so(lake):
         assert minilake.versions(source, root=lake)["version"].tolist() == \
             versions["version"].tolist(), source
     assert minilake.read_table("customer", root=lake).equals(rows)
-    logged = tables.read_erasure_log(Layout.of(lake))
+    logged = logs.read_erasure_log(Layout.of(lake))
     assert logged["history_from_version"].isna().all() and len(logged) == 2
     assert "customer_id (not found)" in set(logged["named_by"])
 
@@ -222,7 +222,7 @@ def test_json_depth_without_parsing_equals_the_parsed_depth(value, ascii_only):
 
 
 def test_a_huge_field_and_a_row_without_end_are_bounded(tmp_path):
-    from minilake.inbound import readers
+    from minilake.formats import readers
 
     path = tmp_path / "sales_20241009.txt"
     path.write_bytes(b"1~2~P1~1~1.00~1.00~" + b"x" * (3 << 20) + b"\r\n")

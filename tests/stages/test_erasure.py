@@ -17,12 +17,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import rawfiles as raw
 from deltalake import DeltaTable
+from support import rawfiles as raw
 
 import minilake
-from minilake.layout import Layout
-from minilake.load.tables import read_erasure_log
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_erasure_log
 from minilake.outbound import reports
 
 BAD_ONLY = {"customer_id": "990000000000000077", "first_name": "Only", "last_name": "Badrow",
@@ -154,8 +154,8 @@ def erased(tmp_path_factory, small_root) -> dict:
     bad_birth = int(no_date["customer_id"].iloc[0])
     minilake.run(root)
     # a second snapshot of a date, in the JSON form, is quarantined: raw data there too
+    from minilake.contract.sources import SOURCES
     from minilake.generate.sample_api import records
-    from minilake.sources import SOURCES
 
     day = root / "archive" / "customer" / "customer_20241012.csv"
     (root / "landing_zone" / "customer_20241012.json").write_text(

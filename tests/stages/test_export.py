@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from commands import minilake as cli
+from support.commands import minilake as cli
 
 import minilake
-from minilake.load.tables import table_schema
-from minilake.sources import SOURCES
+from minilake.contract.sources import SOURCES
+from minilake.load.datafiles import table_schema
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_a_format_the_extension_contradicts_or_cannot_tell_is_refused(lake, tmp_
 
 
 def _cli_export_default() -> str | None:
-    from minilake.cli import build_parser
+    from minilake.apps.cli import build_parser
 
     return build_parser().parse_args(["export", "sales"]).format
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import rawfiles as raw
+from support import rawfiles as raw
 
 from minilake.generate import generate
 

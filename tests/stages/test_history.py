@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import rawfiles as raw
-from arrivals import (
+from support import rawfiles as raw
+from support.arrivals import (
     assert_matches_raw,
     corrections,
     days_of,
@@ -21,8 +21,8 @@ from arrivals import (
 
 import minilake
 from minilake.generate import generate
-from minilake.layout import Layout
-from minilake.load.tables import read_log
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_log
 
 ORDERS = 20
 
@@ -62,7 +62,7 @@ def in_order(tiny_week) -> dict:
 
 def test_in_order_arrival_gives_the_versions_the_raw_files_make(tiny_week, in_order):
     """The reference of the arrival-order tests, checked against the oracle built from the
-    raw files alone (tests/arrivals.py), not only against minilake itself."""
+    raw files alone (tests/support/arrivals.py), not only against minilake itself."""
     assert_matches_raw(in_order, tiny_week / "landing_zone", "in order")
 
 

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import minilake
 from minilake.generate import generate
-from minilake.layout import Layout
-from minilake.load.tables import read_log
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_log
 
 BOM = b"\xef\xbb\xbf"
 

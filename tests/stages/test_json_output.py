@@ -1,5 +1,5 @@
-"""JSON as minilake writes it (``minilake.jsontext``; the job server's answers are checked in
-test_server.py), read as JavaScript reads it: every JSON number becomes a double."""
+"""JSON as minilake writes it (``minilake.formats.jsontext``; the job server's answers are
+checked in test_server.py), read as JavaScript reads it: every JSON number becomes a double."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-from commands import minilake as cli
+from support.commands import minilake as cli
 
 import minilake
-from minilake import jsontext
+from minilake.formats import jsontext
+from minilake.outbound.query import sql_table
 
 SAFE = 2**53 - 1
 DAY = re.compile(r"\d{4}-\d\d-\d\d")
@@ -105,10 +106,15 @@ def test_a_dataframe_a_batch_and_an_indented_document_say_the_same(lake):
     assert all(DAY.fullmatch(r["date_of_birth"]) for r in as_javascript(text))
 
 
+def sql_records(query: str, root, indent: int | None = None) -> str:
+    """What ``minilake sql --format json`` writes: DuckDB's Arrow answer as JSON records."""
+    return jsontext.records(sql_table(query, root), indent=indent)
+
+
 def test_sql_records_keep_duckdb_types(lake):
     """A mart's month is a DATE and its total_quantity a DECIMAL: written as such, not as
     pandas' midnight timestamps and floats; a sum's noise is rounded off money."""
-    rows = as_javascript(jsontext.sql_records(
+    rows = as_javascript(sql_records(
         "SELECT month, product_id, total_quantity, revenue, avg_unit_price "
         "FROM product_monthly ORDER BY ALL", lake))
     mart = minilake.read_mart("product_monthly", lake).to_pandas().sort_values(
@@ -118,27 +124,26 @@ def test_sql_records_keep_duckdb_types(lake):
     assert [r["revenue"] for r in rows] == [round(v, 2) for v in mart["revenue"]]
     sums = minilake.sql("SELECT customer_id, sum(total_price) AS revenue FROM sales "
                         "GROUP BY customer_id ORDER BY customer_id", lake)
-    rows = as_javascript(jsontext.sql_records(
+    rows = as_javascript(sql_records(
         "SELECT customer_id, sum(total_price) AS revenue FROM sales "
         "GROUP BY customer_id ORDER BY customer_id", lake, indent=1))
     assert [r["customer_id"] for r in rows] == [str(v) for v in sums["customer_id"]]
     assert [r["revenue"] for r in rows] == [round(v, 2) for v in sums["revenue"]]
-    logged = as_javascript(jsontext.sql_records("SELECT mtime_ns, started_at FROM ingest_log",
-                                                lake))
+    logged = as_javascript(sql_records("SELECT mtime_ns, started_at FROM ingest_log", lake))
     assert all(isinstance(r["mtime_ns"], str) and int(r["mtime_ns"]) > SAFE for r in logged)
     assert all(dt.datetime.fromisoformat(r["started_at"]).tzinfo == dt.UTC for r in logged)
     with pytest.raises(ValueError, match="read-only"):
-        jsontext.sql_records("DELETE FROM sales", lake)
+        sql_records("DELETE FROM sales", lake)
 
 
 def _cli_wired() -> bool:
-    from minilake import cli as module
+    from minilake.apps import cli as module
 
     return "jsontext" in Path(module.__file__).read_text()
 
 
 @pytest.mark.skipif(not _cli_wired(), reason="cli.py's sql --format json is not wired to "
-                    "minilake.jsontext yet")
+                    "minilake.formats.jsontext yet")
 def test_sql_format_json_on_the_command_line(lake):
     done = cli("sql", "SELECT customer_id, sale_date, total_price FROM sales_current "
                "ORDER BY sale_id", "--format", "json", "--root", str(lake))

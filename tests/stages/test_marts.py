@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import rawfiles as raw
-from commands import minilake as cli
 from deltalake import DeltaTable
+from support import rawfiles as raw
+from support.commands import minilake as cli
 
 import minilake
 from minilake.generate import generate
-from minilake.outbound import datamarts
-from minilake.outbound.datamarts import MARTS
+from minilake.lake.layout import MARTS
+from minilake.outbound import marts
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +348,7 @@ def test_customer_rows_made_a_few_customers_at_a_time_equal_the_raw_files(world,
     """customer_monthly made seven customers at a time (a million at 1000x, where one query
     of a month took DuckDB to its memory cap), in full and then moved on by the last day:
     every customer once, with the sums, names and membership of the raw files."""
-    monkeypatch.setattr(datamarts, "CUSTOMERS_PER_QUERY", 7)
+    monkeypatch.setattr(marts, "CUSTOMERS_PER_QUERY", 7)
     root = tmp_path / "root"
     shutil.copytree(world / "landing_zone", root / "held")
     (root / "landing_zone").mkdir()

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import rawfiles as raw
-from arrivals import corrections
-from commands import minilake as minilake_cli
 from deltalake import DeltaTable
+from support import rawfiles as raw
+from support.arrivals import corrections
+from support.commands import minilake as minilake_cli
 
 import minilake
-from minilake.layout import Layout
-from minilake.load.tables import read_log
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_log
 
 OPTIONAL = ["address", "phone_number", "job", "company", "city", "state", "country"]
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from commands import minilake as cli
+from support.commands import minilake as cli
 from werkzeug import Response
 
 import minilake
-from minilake.inbound.api_pull import PullError, RetryPolicy
-from minilake.layout import Layout
+from minilake.inbound.pull import PullError, RetryPolicy
+from minilake.lake.layout import Layout
 
 TOKEN = "tok-" + secrets.token_hex(12)            # unique: grep-able in every file and output
 DAY = "2024-10-09"
@@ -71,7 +71,7 @@ def serve_pages(server, pages: list[str], end: str = "404", **kw) -> None:
         last.respond_with_data("[]", content_type="application/json")
 
 
-def pull(root: Path, server, **kw) -> minilake.inbound.api_pull.PullResult:
+def pull(root: Path, server, **kw) -> minilake.inbound.pull.PullResult:
     return minilake.pull("sales", DAY, root, server.url_for("/"), policy=FAST, **kw)
 
 
@@ -291,8 +291,8 @@ def test_pulled_again_unchanged_is_a_no_op_and_changed_is_a_resent_delivery(http
 
 
 def test_a_second_snapshot_of_a_date_is_quarantined(small_root, tmp_path):
+    from minilake.contract.sources import SOURCES
     from minilake.generate.sample_api import records
-    from minilake.sources import SOURCES
 
     csv = small_root / "landing_zone" / "customer_20241009.csv"
     as_json = "[\n" + ",\n".join(records(SOURCES["customer"], csv)) + "\n]\n"

@@ -22,12 +22,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from commands import HUNG_AFTER, finish, start
-from commands import minilake as cli
+from support.commands import HUNG_AFTER, finish, start
+from support.commands import minilake as cli
 
 import minilake
-from minilake.inbound.api_pull import PullError, RetryPolicy
-from minilake.lock import RootBusy
+from minilake.inbound.pull import PullError, RetryPolicy
+from minilake.lake.lock import RootBusy
 
 TOKEN = "tok-" + secrets.token_hex(12)            # unique: grep-able in every file and output
 DAY = "2024-10-09"

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 
 import minilake
-from minilake.notebooks import execute
+from minilake.apps.notebooks import execute
 from minilake.outbound import reports
 
 UNTIL = "2024-10-15"

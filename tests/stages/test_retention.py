@@ -19,15 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from arrivals import table_contents
+from support.arrivals import table_contents
 
 import minilake
-from minilake import policy
 from minilake.generate import generate
-from minilake.layout import Layout
-from minilake.lake import delta
-from minilake.load import history, tables
-from minilake.outbound.datamarts import KEPT, MARTS
+from minilake.lake import delta, logs, policy
+from minilake.lake.layout import KEPT, MARTS, Layout
+from minilake.load import history
 
 SOURCES = ("customer", "product", "sales")
 DAYS = [f"202410{d:02d}" for d in range(9, 17)]          # eight days: 2024-10-09 … 16
@@ -65,7 +63,7 @@ def every_table(root: Path) -> dict[str, Path]:
     paths = {name: layout.table(name) for name in SOURCES}
     paths["_ingest_log"] = layout.ingest_log
     paths |= {f"marts/{m}": layout.table("marts") / m for m in (*MARTS, *KEPT)}
-    return {name: path for name, path in paths.items() if tables.exists(path)}
+    return {name: path for name, path in paths.items() if delta.exists(path)}
 
 
 def snapshot(root: Path) -> dict[str, dict[int, pd.DataFrame]]:
@@ -73,11 +71,11 @@ def snapshot(root: Path) -> dict[str, dict[int, pd.DataFrame]]:
     out = {}
     for name, path in every_table(root).items():
         out[name] = {}
-        for version in tables.versions(path)["version"]:
+        for version in delta.versions(path)["version"]:
             if name in SOURCES:
                 frame = minilake.read_table(name, root=root, version=int(version))
             else:
-                frame = tables.dataset(path, int(version)).to_table().to_pandas()
+                frame = delta.dataset(path, int(version)).to_table().to_pandas()
             out[name][int(version)] = frame.sort_values(list(frame.columns)).reset_index(
                 drop=True)
     return out
@@ -114,7 +112,7 @@ def test_an_aged_lake_keeps_every_version_of_every_table(world, tmp_path):
         now = minilake.versions(source, root=root)
         assert now["kept"].all() and now["files"].tolist()[:6] == listed[source]
     for name, path in every_table(root).items():
-        assert policy.Policy().holds(tables.delta(path).metadata().configuration), name
+        assert policy.Policy().holds(delta.delta(path).metadata().configuration), name
 
 
 def test_a_retention_removes_only_what_is_older_and_says_so(world, tmp_path):
@@ -162,7 +160,7 @@ def test_a_lake_made_before_the_policy_is_brought_to_it_once_then_keeps_its_hist
         earlier.setattr(history, "bring_to_policy", lambda layout: [])
         apply_days(root, DAYS[:5])
     for name, path in every_table(root).items():
-        assert not policy.Policy().holds(tables.delta(path).metadata().configuration), name
+        assert not policy.Policy().holds(delta.delta(path).metadata().configuration), name
     said = apply_days(root, DAYS[5:6])[0]
     brought = [line for line in said if "brought to the root's policy" in line]
     assert len(brought) == 1 and "every version kept" in brought[0], said
@@ -235,7 +233,7 @@ def test_on_s3_nothing_goes_by_default_and_a_retention_of_0_removes_the_older(
     before = snapshot(s3.mirror(root, tmp_path / "before"))
     assert len(before["customer"]) == 7
     for name, path in every_table(s3.mirror(root, tmp_path / "props")).items():
-        assert policy.Policy().holds(tables.delta(path).metadata().configuration), name
+        assert policy.Policy().holds(delta.delta(path).metadata().configuration), name
     fs.pipe_file(f"{prefix}/minilake.toml", b"[history]\nkeep_days = 0\n")
     deliver(DAYS[7])
     after = snapshot(s3.mirror(root, tmp_path / "after"))
@@ -274,7 +272,7 @@ def test_read_as_known_at_each_run_end_equals_the_root_as_it_was_then(world, tmp
             text = resent.read_text(encoding="utf-8")
             resent.write_text(text.replace('"active"', '"inactive"', 3), encoding="utf-8")
             run_and_copy()
-    log = tables.read_log(Layout.of(root))
+    log = logs.read_log(Layout.of(root))
     assert {"late", "resent"} <= set(log["event"]), "the late and the resent file"
     dates = [dt.date(2024, 10, 9) + dt.timedelta(days=d) for d in range(7)]
     for end, copy in zip(ends, copies, strict=True):

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import rawfiles as raw
-from commands import minilake as minilake_cli
+from support import rawfiles as raw
+from support.commands import minilake as minilake_cli
 
 import minilake
-from minilake.layout import Layout
-from minilake.load.tables import read_log
-from minilake.lock import RootBusy, hold
+from minilake.lake.layout import Layout
+from minilake.lake.lock import RootBusy, hold
+from minilake.lake.logs import read_log
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ class hold_in_child:
         self.root = root
 
     def __enter__(self):
-        code = ("import sys; from pathlib import Path; from minilake.lock import hold\n"
+        code = ("import sys; from pathlib import Path; from minilake.lake.lock import hold\n"
                 "try:\n  with hold(Path(sys.argv[1]), 'x'): pass\n"
                 "except Exception as e: print(type(e).__name__); sys.exit(3)")
         done = subprocess.run([sys.executable, "-c", code, str(self.root)], capture_output=True,
@@ -92,7 +92,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(small_root, tmp_path):
     shutil.copytree(small_root / "landing_zone", tmp_path / "landing_zone")
     holder = subprocess.Popen([sys.executable, "-c",
                                "import sys, time; from pathlib import Path\n"
-                               "from minilake.lock import hold\n"
+                               "from minilake.lake.lock import hold\n"
                                "with hold(Path(sys.argv[1]), 'run'):\n"
                                "    print('held', flush=True); time.sleep(600)", str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)

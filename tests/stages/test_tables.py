@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from test_scd2 import products_file, sales_file
+from support.landing import products_file, sales_file
 
 import minilake
 

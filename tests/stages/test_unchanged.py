@@ -1,5 +1,6 @@
-"""A run with nothing to do says so without loading the pipeline (issue 19, minilake.unchanged),
-and only when the root is exactly as the last run that ended well left it."""
+"""A run with nothing to do says so without loading the pipeline (issue 19,
+minilake.lake.unchanged), and only when the root is exactly as the last run that ended well left
+it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from commands import finish, start
+from support.commands import finish, start
 
 import minilake
 
@@ -57,7 +58,7 @@ def test_a_landed_file_is_split_and_applied(lake):
 @pytest.mark.parametrize("given, used", [(None, "0"), ("250", "250")])
 def test_arrow_returns_freed_memory_at_once_unless_the_environment_says(lake, given, used):
     """Arrow's allocator (mimalloc) reads its settings once, when pyarrow loads: the command
-    sets the purge delay before anything loads pyarrow (minilake/__init__), and a setting in
+    sets the purge delay before anything loads pyarrow (minilake/apps/cli.py), and a setting in
     the environment wins."""
     land_next_day(lake)
     # None: unset (this process imported minilake, so its environment has minilake's value);

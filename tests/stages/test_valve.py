@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from commands import minilake as minilake_cli
+from support.commands import minilake as minilake_cli
 
 import minilake
-from minilake.layout import Layout
-from minilake.load.tables import read_log
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_log
 
 FIRST, SECOND = "customer_20241009.csv", "customer_20241010.csv"
 

@@ -1,9 +1,9 @@
 """Run the DAG file's DAG once with Airflow's own ``dag.test()``; print the task states, the
 try each task reached and the earlier tries Airflow archived (one per retry that ran).
 
-    python tests/airflow_runner.py dags/minilake_daily.py 2024-10-15
+    python tests/support/airflow_runner.py dags/minilake_daily.py 2024-10-15
 
-Started by tests/test_airflow.py in a child process whose environment holds a temporary
+Started by tests/system/test_airflow.py in a child process whose environment holds a temporary
 ``AIRFLOW_HOME`` with a SQLite database.
 """
 

@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-import rawfiles as raw
 
 import minilake
+from support import rawfiles as raw
 
 KEYS = {"customer": "customer_id", "product": "product_id", "sales": "sale_id"}
 OPEN_END = dt.date(2099, 12, 31)          # SPEC §4: the expiry_date of a current version

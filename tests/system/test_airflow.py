@@ -17,12 +17,12 @@ from typing import NamedTuple
 import httpx
 import pandas as pd
 import pytest
-from commands import HUNG_AFTER
+from support.commands import HUNG_AFTER
 
 import minilake
 
 pytestmark = pytest.mark.xdist_group("airflow")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO / "dags" / "minilake_daily.py"
 TASKS = ("wait_for_deliveries", "pull_api_sources", "run", "refresh_marts", "write_reports")
 TOKEN = "tok-" + secrets.token_hex(12)
@@ -65,7 +65,7 @@ def dag_run(env: dict, root: Path | None, day: str, *, variables: dict[str, str]
            **{f"AIRFLOW_VAR_{k.upper()}": v for k, v in (variables or {}).items()}}
     if root is not None:
         env["MINILAKE_ROOT"] = str(root)
-    child = subprocess.Popen([sys.executable, str(REPO / "tests" / "airflow_runner.py"),
+    child = subprocess.Popen([sys.executable, str(REPO / "tests" / "support" / "airflow_runner.py"),
                               str(DAG_FILE), day], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

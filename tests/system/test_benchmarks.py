@@ -13,9 +13,9 @@ import subprocess
 import sys
 
 import pytest
-import rawfiles as raw
-from commands import HUNG_AFTER
 from conftest import REPO
+from support import rawfiles as raw
+from support.commands import HUNG_AFTER
 
 from minilake.generate import generate
 

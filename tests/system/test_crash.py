@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import rawfiles as raw
-from commands import finish, start
+from support import rawfiles as raw
+from support.commands import finish, start
 
 import minilake
 from minilake.generate import generate
-from minilake.layout import Layout
-from minilake.load.tables import read_log
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_log
 
 DEEP = os.environ.get("MINILAKE_CRASH_DEEP") == "1"
 VOLATILE_LOG = ["started_at", "finished_at", "read_s", "validate_s", "diff_s", "commit_s",
@@ -346,7 +346,7 @@ def make_erasure_world(world: Path, root: Path) -> Path:
 
 
 def erasure_outcome(root: Path) -> dict:
-    from minilake.load.tables import read_erasure_log
+    from minilake.lake.logs import read_erasure_log
 
     out = outcome(root)
     out["log"] = out["log"].drop(columns=["mtime_ns"])      # rewritten files: when they were

@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from commands import finish, start
 from deltalake import DeltaTable
+from support.commands import finish, start
 from test_crash import assert_same, erasure_outcome, make_erasure_world, make_world, outcome
 
 import minilake
+from minilake.contract.sources import SOURCES
 from minilake.generate import generate
-from minilake.layout import Layout
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_log
 from minilake.load import parts
 from minilake.load.distributed import Engine, local_cluster
 from minilake.load.keys import range_codes
-from minilake.load.tables import read_log
-from minilake.sources import SOURCES
 
 pytestmark = pytest.mark.xdist_group("dask")
 

@@ -23,15 +23,15 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-from commands import HUNG_AFTER, finish, start
+from support.commands import HUNG_AFTER, finish, start
 from test_crash import assert_same, make_world, outcome
 from test_s3 import comparable
 
 import minilake as ml
-from minilake.layout import Layout
-from minilake.load import tables
-from minilake.lock import VERSIONS_PER_EPOCH, LeaseLost, hold
-from minilake.outbound.datamarts import MARTS, read_mart
+from minilake.lake import delta, storage
+from minilake.lake.layout import MARTS, Layout
+from minilake.lake.lock import VERSIONS_PER_EPOCH, LeaseLost, hold
+from minilake.outbound.marts import read_mart
 
 S3_A, S3_B = pytest.mark.xdist_group("s3-a"), pytest.mark.xdist_group("s3-b")
 LEASE = "3"                       # seconds: the paused run's lease, renewed every second
@@ -196,7 +196,8 @@ def test_a_paused_local_run_keeps_its_root_and_finishes_when_resumed(world, unin
 def test_two_runs_started_together_on_an_expired_lease_apply_each_delivery_once(
         s3, world, uninterrupted, tmp_path):
     root = s3.new_root("together", world)
-    code = ("import time; from minilake.layout import Layout; from minilake.lock import hold\n"
+    code = ("import time\nfrom minilake.lake.layout import Layout\n"
+            "from minilake.lake.lock import hold\n"
             f"with hold(Layout.of({root!r}).root, 'holder'):\n    print('held', flush=True)\n"
             "    time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
@@ -227,29 +228,29 @@ def _txn_cases(root) -> None:
     layout = Layout.of(root)
     path = layout.table("fenced")
     with hold(layout.root, "test") as claim:
-        tables.write(path, rows, mode="append")
-        app = tables.app_id(path)
-        first = tables.delta(path).transaction_version(app)
+        delta.write(path, rows, mode="append")
+        app = delta.app_id(path)
+        first = delta.delta(path).transaction_version(app)
         assert first == claim.epoch * VERSIONS_PER_EPOCH + 1
 
         def other_writer(version: int) -> None:
             """A commit carrying minilake's application id, made around the fence."""
-            write_deltalake(tables.delta(path), rows, mode="append",
-                            storage_options=tables.storage.delta_options(path),
+            write_deltalake(delta.delta(path), rows, mode="append",
+                            storage_options=storage.delta_options(path),
                             commit_properties=CommitProperties(
                                 app_transactions=[Transaction(app, version)]))
 
-        snapshot = tables.delta(path)                    # read, then another commit lands
+        snapshot = delta.delta(path)                    # read, then another commit lands
         other_writer(first + 10)
         with pytest.raises(LeaseLost, match="another run committed to tables/fenced"):
-            tables.write(path, rows, mode="append", table=snapshot)
+            delta.write(path, rows, mode="append", table=snapshot)
         # the table holds the very version this run's next commit would carry
         held = claim.epoch * VERSIONS_PER_EPOCH + 3
         other_writer(held)
         with pytest.raises(LeaseLost, match=f"holds the commits .* \\(txn {held}\\)"):
-            tables.write(path, rows, mode="append")
+            delta.write(path, rows, mode="append")
         claim.fence("checking")                          # the lease itself was never lost
-    assert tables.dataset(path).count_rows() == 3       # ours, and the other writer's two
+    assert delta.dataset(path).count_rows() == 3       # ours, and the other writer's two
 
 
 def test_a_commit_with_a_txn_the_local_table_holds_is_refused(tmp_path):

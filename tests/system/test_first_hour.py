@@ -15,13 +15,13 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from commands import HUNG_AFTER, finish, start
-from commands import minilake as cli
+from support.commands import HUNG_AFTER, finish, start
+from support.commands import minilake as cli
 
 import minilake
 from minilake.generate import generate
-from minilake.layout import Layout
-from minilake.load.tables import read_log
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_log
 
 SOURCES = ("customer", "product", "sales")
 
@@ -147,7 +147,7 @@ def test_the_dask_engine_without_its_extra_is_one_line(tmp_path, small_root):
     root = tmp_path / "root"
     shutil.copytree(small_root / "landing_zone", root / "landing_zone")
     code = ("import sys; sys.modules['distributed'] = None; sys.modules['dask'] = None\n"
-            "from minilake.cli import main\n"
+            "from minilake.apps.cli import main\n"
             f"sys.exit(main(['run', '--engine', 'dask', '--root', {str(root)!r}]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2 and "requirements-dist.txt" in done.stderr, done.stderr

@@ -12,9 +12,9 @@ import sys
 import time
 import urllib.request
 
-from commands import start
 from conftest import REPO
-from seaweed import free_port
+from support.commands import start
+from support.seaweed import free_port
 
 
 def test_minilake_lab_serves_the_workbook_on_127_0_0_1(tmp_path):
@@ -44,7 +44,7 @@ def test_minilake_lab_serves_the_workbook_on_127_0_0_1(tmp_path):
 
 def test_without_the_extra_lab_is_one_line(tmp_path):
     code = ("import sys; sys.modules['jupyterlab'] = None; from unittest import mock\n"
-            "import minilake.notebooks as n; from minilake.cli import main\n"
+            "import minilake.apps.notebooks as n; from minilake.apps.cli import main\n"
             "with mock.patch('shutil.which', return_value=None), "
             "mock.patch('pathlib.Path.exists', return_value=False):\n"
             f"    sys.exit(main(['lab', '--root', {str(tmp_path)!r}]))")

@@ -1,5 +1,5 @@
 """Roots in object storage (SPEC §12, issue 17), against a real S3-compatible server
-(SeaweedFS, tests/seaweed.py), never a mock.
+(SeaweedFS, tests/support/seaweed.py), never a mock.
 
 The representative subset run on S3: the end-to-end sample week with the broken day (tables,
 error reports, reports against final_results/), the crash harness at the hooks inside split
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import seaweed
-from commands import finish, minilake, start
+from support import seaweed
+from support.commands import finish, minilake, start
 from test_crash import (
     ERASURE_HOOKS,
     assert_same,
@@ -62,7 +62,7 @@ def comparable(state: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def crash_world(tmp_path_factory) -> Path:
-    """tests/test_crash.py's world: 4 days, a bad value, a non-array JSON, a truncated CSV."""
+    """tests/system/test_crash.py's world: 4 days, a bad value, a non-array JSON, a truncated CSV."""
     return make_world(tmp_path_factory.mktemp("s3_world"))
 
 
@@ -82,10 +82,11 @@ def test_the_workbook_on_s3_matches_final_results_and_a_local_run(s3, repo_copy,
     """workbook.ipynb on an S3 root: the sample week, its reports against final_results/, the
     broken day and its expected errors; then tables, error reports and marts as a local run's."""
     from minilake import reports
-    from minilake.outbound.datamarts import MARTS, read_mart
+    from minilake.lake.layout import MARTS
+    from minilake.outbound.marts import read_mart
 
     root = s3.new_root("week", repo_copy)
-    notebook = Path(__file__).resolve().parents[1] / "workbook.ipynb"
+    notebook = Path(__file__).resolve().parents[2] / "workbook.ipynb"
     done = minilake("workbook", "--root", root, "--notebook", str(notebook), env=s3.env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count(": matches") == 6, done.stdout
@@ -205,9 +206,10 @@ def released(s3, root: str) -> bool:
 
 def _holder(s3, root: str, seconds: float, env: dict | None = None) -> subprocess.Popen:
     """A process that takes the root's lock (lease) and keeps it until killed."""
-    code = ("import sys, time; from minilake.layout import Layout; from minilake.lock import "
-            f"hold\nwith hold(Layout.of({root!r}).root, 'holder'):\n    print('held', "
-            "flush=True)\n    time.sleep(600)")
+    code = ("import sys, time\nfrom minilake.lake.layout import Layout\n"
+            "from minilake.lake.lock import hold\n"
+            f"with hold(Layout.of({root!r}).root, 'holder'):\n"
+            "    print('held', flush=True)\n    time.sleep(600)")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                env={**os.environ, **s3.env,
@@ -290,8 +292,8 @@ def test_a_lease_left_by_a_run_on_another_machine_is_taken_over_after_it_expires
 
 RACER = """
 import sys
-from minilake.layout import Layout
-from minilake.lock import RootBusy, hold
+from minilake.lake.layout import Layout
+from minilake.lake.lock import RootBusy, hold
 print("ready", flush=True)
 sys.stdin.readline()                                   # go
 try:

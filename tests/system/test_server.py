@@ -16,13 +16,13 @@ import httpx
 import pandas as pd
 import pytest
 import schemathesis
-from arrivals import expected_tables
-from commands import HUNG_AFTER
 from hypothesis import given, settings
 from schemathesis.checks import not_a_server_error
+from support.arrivals import expected_tables
+from support.commands import HUNG_AFTER
 
 import minilake
-from minilake.sources import SOURCES
+from minilake.contract.sources import SOURCES
 
 pytestmark = pytest.mark.xdist_group("server")
 TOKEN = "srv-" + secrets.token_hex(12)
@@ -126,7 +126,7 @@ def test_run_then_tables_page_by_page_equal_read_table(server):
 
 def test_status_and_export_jobs(server):
     """Status and export answer with the numbers the sample week's raw files make (the tests'
-    oracle, tests/arrivals.py): seven files a source, no error, every version counted."""
+    oracle, tests/support/arrivals.py): seven files a source, no error, every version counted."""
     ran = server.client.post("/jobs/run")
     assert ran.status_code == 200 and ran.json()["ok"], ran.text
     status = server.client.get("/status").json()
@@ -209,7 +209,7 @@ def test_bad_parameters_get_422_and_unknown_tables_404(server):
 def test_a_job_while_another_process_holds_the_root_gets_409(server):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from minilake.lock import hold\nwith hold(Path(sys.argv[1]), 'test holder'):\n"
+         "from minilake.lake.lock import hold\nwith hold(Path(sys.argv[1]), 'test holder'):\n"
          "    print('held', flush=True); time.sleep(600)", str(server.root)],
         stdout=subprocess.PIPE, text=True)
     try:

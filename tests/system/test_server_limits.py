@@ -16,10 +16,10 @@ import time
 import httpx
 import psutil
 import pytest
-from commands import HUNG_AFTER
+from support.commands import HUNG_AFTER
 from test_server import TOKEN, Server
 
-from minilake.server import Limits
+from minilake.apps.server import Limits
 
 pytestmark = pytest.mark.xdist_group("server")
 MAX_BODY = 500_000

@@ -1,13 +1,13 @@
 """The storage seam on a local root (SPEC §12): a root that does not exist or a scheme minilake
 does not know is a one-line error and nothing is created; a file is published whole or not at
-all. (The same operations on S3 are tests/test_s3.py's.)"""
+all. (The same operations on S3 are tests/system/test_s3.py's.)"""
 
 from __future__ import annotations
 
 import pytest
-from commands import minilake
+from support.commands import minilake
 
-from minilake import storage
+from minilake.lake import storage
 
 
 @pytest.mark.parametrize("command", [["run"], ["split"], ["status"], ["reset"], ["marts"],

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from minilake.load.ingest import Ledger
+from minilake.lake.logs import Ledger
 
 T0 = pd.Timestamp("2024-10-10T08:00:00", tz="UTC")
 

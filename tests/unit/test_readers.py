@@ -23,15 +23,15 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import minilake
-from minilake import storage
-from minilake.inbound import readers
-from minilake.inbound.readers import (
+from minilake.formats import readers
+from minilake.formats.readers import (
     BLOCK_SIZE,
     UnreadableFile,
     read_json_array,
     read_quoted_csv,
     read_tilde_lines,
 )
+from minilake.lake import storage
 
 MORE = settings(max_examples=5 * settings.default.max_examples)
 BOM = b"\xef\xbb\xbf"

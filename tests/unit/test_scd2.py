@@ -7,7 +7,6 @@ written out here by hand.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +15,15 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.landing import products_file, sales_file
 
 import minilake
-from minilake.layout import Layout
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_log
 from minilake.load import scd2
 from minilake.load.scd2 import HASH_KEY, diff, float_text, row_hashes
-from minilake.load.tables import read_log
 
 END = "2099-12-31"
-
-
-def products_file(root: Path, day: str, rows: list[tuple]) -> None:
-    records = [{"name": n, "product_id": p, "price": price, "description": "",
-                "creation_date": "2024-01-01"} for p, n, price in rows]
-    (root / "landing_zone").mkdir(exist_ok=True)
-    path = root / "landing_zone" / f"products_{day.replace('-', '')}.json"
-    path.write_text(json.dumps(records, indent=2))
-
-
-def sales_file(root: Path, day: str, rows: list[tuple]) -> None:
-    lines = [f"{s}~111111111111111~P1~{q}~2.50~{t}~{d}" for s, q, t, d in rows]
-    (root / "landing_zone").mkdir(exist_ok=True)
-    path = root / "landing_zone" / f"sales_{day.replace('-', '')}.txt"
-    path.write_bytes("".join(line + "\r\n" for line in lines).encode())
 
 
 def table(root: Path, name: str, columns: list[str]) -> list[tuple]:

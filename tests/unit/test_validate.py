@@ -11,9 +11,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from minilake.inbound.readers import Malformed, TextFrame
+from minilake.contract.sources import ALL_SOURCES, SOURCES
+from minilake.formats.readers import Malformed, TextFrame
 from minilake.load.validate import _blank_as_null, validate
-from minilake.sources import ALL_SOURCES, SOURCES
 
 SALE = {"sale_id": "0001", "customer_id": "123456789012345", "product_id": "P1",
         "quantity": "2", "price_per_unit": "2.50", "total_price": "5.00",

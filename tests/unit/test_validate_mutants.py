@@ -12,9 +12,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from minilake.inbound.readers import TEXT, Malformed, TextFrame
+from minilake.contract.sources import SOURCES
+from minilake.formats.readers import TEXT, Malformed, TextFrame
 from minilake.load import validate as v
-from minilake.sources import SOURCES
 
 SALES = SOURCES["sales"]
 PRODUCT = SOURCES["product"]

@@ -420,7 +420,7 @@ def _pull(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _nothing_to_do(root: str) -> bool:
-    """The root is as the last run that ended well left it (``minilake.unchanged``): say so
+    """The root is as the last run that ended well left it (``minilake.lake.unchanged``): say so
     without loading the pipeline. Checked again holding the lock (a run may be under way)."""
     from pathlib import Path  # on first use: start-up stays light
 

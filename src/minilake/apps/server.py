@@ -24,8 +24,8 @@ answer, or the connection is closed (after a 408 if part of a request came); hea
 incomplete past 16 KiB are answered 431 (h11's bound). ``/docs`` and ``/redoc`` are off, so
 nothing is loaded from the network; the OpenAPI document stays at ``/openapi.json``.
 
-Every answer with rows, status or a job's result is written by ``minilake.jsontext``, so that a
-reader taking each JSON number as a double (JavaScript) still gets every value exact:
+Every answer with rows, status or a job's result is written by ``minilake.formats.jsontext``, so
+that a reader taking each JSON number as a double (JavaScript) still gets every value exact:
 identifiers (``customer_id``, ``row_hash``) as strings of their digits, dates as
 ``YYYY-MM-DD``, floats as their shortest text, money without float noise.
 """

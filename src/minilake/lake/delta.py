@@ -52,7 +52,7 @@ def delta(path: Path, version: int | None = None) -> DeltaTable:
 
 
 # After a commit, delta-rs checkpoints by the table's interval but never cleans up the log on
-# its own: removing versions is the history step's (docs/guarantees.md, minilake.policy).
+# its own: removing versions is the history step's (docs/guarantees.md, minilake.lake.policy).
 KEEP_LOG = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 

@@ -1,6 +1,6 @@
 """Where things live under a root (docs/guarantees.md): any folder laid out like the repository, or
 an S3 prefix laid out the same way (``s3://bucket/prefix``). Paths are local ``Path``s or
-``UPath``s on S3; :mod:`minilake.storage` does what the two do differently."""
+``UPath``s on S3; :mod:`minilake.lake.storage` does what the two do differently."""
 
 from __future__ import annotations
 

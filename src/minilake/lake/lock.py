@@ -19,7 +19,7 @@ network partition) past its expiry wakes up to find another run holding the root
 not enough; every write is fenced:
 
 - a run that holds a root has a :class:`Claim`. Every write under the root through
-  :mod:`minilake.storage` first asks the claim whether the root is still this run's (on S3 the
+  :mod:`minilake.lake.storage` first asks the claim whether the root is still this run's (on S3 the
   lease object still carries the ETag this run last wrote; locally the lock file is still the
   one this process locked), and the run stops with :class:`LeaseLost`, one line, the moment it
   is not. The renewal thread marks the claim lost as soon as a renewal is refused.
@@ -28,7 +28,7 @@ not enough; every write is fenced:
   claim's *epoch* (higher for every run that takes the root, kept in the lock itself) and a
   count of the run's commits to that table. A table that holds a txn version at or above the
   one a commit carries refuses it, and delta-rs refuses a commit when a commit made since the
-  snapshot it was based on carries the same application id (minilake.load.tables).
+  snapshot it was based on carries the same application id (minilake.lake.delta).
 
 Within one process the lock is re-entrant (``run`` takes it, then ``split`` and ``ingest`` take
 it again).
@@ -145,7 +145,7 @@ def fence(path, doing: str) -> None:
 @contextlib.contextmanager
 def hold(root, command: str) -> Iterator[Claim]:
     """Hold ``root``'s lock for the duration of the block, or raise :class:`RootBusy`; every
-    write under the root made through :mod:`minilake.storage` meanwhile is fenced."""
+    write under the root made through :mod:`minilake.lake.storage` meanwhile is fenced."""
     path = root / ".minilake.lock"
     key = str(path)
     if key in _held:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:                # imported when an S3 root is used: a local run
 
 SCHEMES = ("s3",)
 
-# root -> the check that this process still holds it, set by minilake.lock while a command
+# root -> the check that this process still holds it, set by minilake.lake.lock while a command
 # holds the root: every write below goes through it first (docs/guarantees.md, docs/guarantees.md)
 fences: dict[str, Callable[[str], None]] = {}
 
