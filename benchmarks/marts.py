@@ -1,4 +1,4 @@
-"""The marts' refresh for one new day, and a representative SQL query (SPEC §11).
+"""The marts' refresh for one new day, and a representative SQL query (README, Marts and SQL).
 
     .venv/bin/python benchmarks/marts.py --scale 100        # one new day at 100x, a query
     .venv/bin/python benchmarks/marts.py --flat             # refresh cost against history

@@ -1,4 +1,5 @@
-"""A week on an S3 root against the same week on a local root (SPEC §12).
+"""A week on an S3 root against the same week on a local root (README, Tables and files in object
+storage).
 
     .venv/bin/python benchmarks/s3.py --scale 10 [--repeat 3]
 

@@ -49,7 +49,8 @@ def temporary_folder_of_the_session(tmp_path_factory) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory) -> Path:
-    """The repository's sample world (SPEC §7), generated afresh with its fixed arguments."""
+    """The repository's sample world (README, The sample world), generated afresh with its fixed
+    arguments."""
     root = tmp_path_factory.mktemp("sample")
     generate(root, **SAMPLE)
     return root
@@ -114,7 +115,7 @@ def httpserver_listen_address() -> tuple[str, int]:
 def s3(tmp_path_factory):
     """A SeaweedFS server on 127.0.0.1 for the session (tests/support/seaweed.py), started by the
     first test that needs it; the S3 tests are two xdist groups, so at most one per worker."""
-    import seaweed
+    from support import seaweed
 
     server = seaweed.start(tmp_path_factory.mktemp("seaweedfs"))
     yield server

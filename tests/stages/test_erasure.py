@@ -1,4 +1,5 @@
-"""Erasure requests (issue 14, SPEC §9): once a request is applied, no file under the root
+"""Erasure requests (issue 14, docs/guarantees.md, Erasure): once a request is applied, no file
+under the root
 holds the erased customers' email, phone or address in any form, while every report without
 personal data and every day's customer count stay as they were."""
 
@@ -35,7 +36,8 @@ BAD_EMAIL = {**BAD_ONLY, "customer_id": "990000000000000078", "first_name": "Not
              "last_name": "Mailbox", "gender": "F", "email": "nota.mailbox.example.org",
              "address": "78 Nowhere Lane\nGhosttown, ZZ 00078", "phone_number": "+1-555-0178-78",
              "date_of_birth": "1981-04-05"}
-# SPEC §9 as the README states it: each personal field's placeholder, and what stands for a
+# docs/guarantees.md, Erasure as the README states it: each personal field's placeholder, and what
+# stands for a
 # value that failed validation (so that a bad row stays bad)
 PLACEHOLDER = {"first_name": "[erased]", "last_name": "[erased]",
                "email": "erased@erased.invalid", "address": "", "phone_number": "",
@@ -297,7 +299,8 @@ def test_the_bad_row_stays_bad_and_the_request_file_holds_no_email(erased):
 
 
 def erased_by_the_rule(row: pd.Series, failing: set[str]) -> dict[str, str]:
-    """A raw row's personal fields as SPEC §9 erases them: empty stays empty, a value that
+    """A raw row's personal fields as docs/guarantees.md, Erasure erases them: empty stays empty, a
+    value that
     failed its check becomes the failed-value stand-in, any other the field's placeholder."""
     return {c: "" if row[c] == "" or PLACEHOLDER[c] == "" else
             FAILED if c in failing else PLACEHOLDER[c] for c in PLACEHOLDER}

@@ -1,4 +1,5 @@
-"""Exports for the systems downstream (issue 13, SPEC §8): Avro read back with fastavro's own
+"""Exports for the systems downstream (issue 13, docs/formats.md, the pull protocol): Avro read
+back with fastavro's own
 reader, Parquet and CSV with pyarrow, each against ``read_table``."""
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def week(sample_root):
     return out
 
 
-# --- formats (SPEC §1) ------------------------------------------------------------------------
+# --- formats (docs/formats.md)
+# ------------------------------------------------------------------------
 
 def test_one_week_of_three_sources(sample_root):
     names = sorted(p.name for p in (sample_root / "landing_zone").iterdir())
@@ -129,7 +130,8 @@ def test_same_seed_gives_byte_identical_trees_and_another_seed_differs(tmp_path)
     assert all(a[k] != c[k] for k in a if k.startswith("landing_zone/"))
 
 
-# --- dynamics (SPEC §1, within ±30 %) ---------------------------------------------------------
+# --- dynamics (docs/formats.md, within ±30 %)
+# ---------------------------------------------------------
 
 def test_day_one_sizes(week):
     first = week[0]
@@ -216,7 +218,8 @@ def test_resent_corrections_change_an_earlier_sale(week):
     assert resent > 0
 
 
-# --- references (SPEC §5, MIDP-307), recomputed here from the raw files ------------------------
+# --- references (docs/formats.md, MIDP-307), recomputed here from the raw files
+# ------------------------
 
 def money(series: pd.Series) -> pd.Series:
     return series.astype(float).round(2)

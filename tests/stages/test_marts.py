@@ -1,4 +1,5 @@
-"""Data marts and SQL (issue 16, SPEC §11): every column of the marts against what is computed
+"""Data marts and SQL (issue 16, README, Marts and SQL): every column of the marts against what is
+computed
 here from the raw files, incremental refresh by month, and read-only SQL at any point in
 time."""
 

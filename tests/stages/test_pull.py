@@ -1,4 +1,5 @@
-"""Deliveries pulled from an HTTP API (issue 13, SPEC §8), against real HTTP servers on
+"""Deliveries pulled from an HTTP API (issue 13, docs/formats.md, the pull protocol), against real
+HTTP servers on
 127.0.0.1: pytest-httpserver for the protocol's corners, and the sample API started as its own
 process for a week pulled end to end."""
 
@@ -166,7 +167,7 @@ def test_a_server_that_keeps_failing_names_url_and_page_and_lands_nothing(httpse
 
 
 def test_nothing_listening_fails_with_the_url(tmp_path):
-    from seaweed import refusing_port
+    from support.seaweed import refusing_port
 
     with refusing_port() as port, pytest.raises(
             PullError, match=rf"page 1 of http://127\.0\.0\.1:{port}/sales.*ConnectError"):
@@ -275,7 +276,8 @@ def test_pulled_again_unchanged_is_a_no_op_and_changed_is_a_resent_delivery(http
     assert pull(tmp_path, httpserver).outcome == "landed"
     run = minilake.run(tmp_path)
     assert run.ok and [a.name for a, _ in run.split.superseded] == ["sales_20241009.json"]
-    # a resent file replaces the earlier one (SPEC §4: the source is rebuilt as if it had come
+    # a resent file replaces the earlier one (docs/formats.md: the source is rebuilt as if it had
+    # come
     # in order), in a new table version; the earlier version still shows the old value
     table = minilake.read_table("sales", root=tmp_path).set_index("sale_id")
     assert table.loc["000002", "quantity"] == 3 and len(table) == 3

@@ -1,4 +1,5 @@
-"""A pull against a broken or hostile API (SPEC §8): endless, inflating, repeating, slow and
+"""A pull against a broken or hostile API (docs/formats.md, the pull protocol): endless, inflating,
+repeating, slow and
 echoing upstreams, each a real HTTP server on 127.0.0.1 written here (one thread per
 connection), and a pull killed half-way. Memory is measured on ``python -m minilake pull`` as
 its own process: the kernel's peak resident size of that process, not a reading of the code."""

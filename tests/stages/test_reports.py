@@ -116,7 +116,7 @@ def test_reload_then_workbook_again_gives_identical_reports(workbook_run, checko
 
 
 def test_report_cli_writes_csvs_with_verdicts(repo_copy, tmp_path):
-    from commands import minilake as minilake_cli
+    from support.commands import minilake as minilake_cli
 
     assert minilake.run(repo_copy).ok
     out = tmp_path / "out"

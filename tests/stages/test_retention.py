@@ -1,4 +1,4 @@
-"""History kept by policy (SPEC §14, issue 33): age does not remove versions nobody asked to
+"""History kept by policy (docs/history.md, issue 33): age does not remove versions nobody asked to
 remove; a declared retention removes only what it allows, and says so; lineage outlives the
 versions; reads as known at a time.
 

@@ -2,7 +2,7 @@
 the tables those files must give, built from the raw files alone (the tests' oracle).
 
 The oracle uses the plain readers of ``rawfiles`` and pandas, no minilake code: a test that
-compares minilake's tables with it compares two independent implementations of SPEC §4.
+compares minilake's tables with it compares two independent implementations of docs/formats.md.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import minilake
 from support import rawfiles as raw
 
 KEYS = {"customer": "customer_id", "product": "product_id", "sales": "sale_id"}
-OPEN_END = dt.date(2099, 12, 31)          # SPEC §4: the expiry_date of a current version
+OPEN_END = dt.date(2099, 12, 31)          # docs/formats.md: the expiry_date of a current version
 INTEGERS = {"customer_id", "quantity"}
 DECIMALS = {"price", "price_per_unit", "total_price"}
 DATES = {"date_of_birth", "creation_date", "sale_date"}
@@ -56,7 +56,8 @@ def deliver(files: list[str], batches: list[int]) -> dict[str, pd.DataFrame]:
 # --- the oracle ---------------------------------------------------------------------------
 
 def typed(column: str, text: str):
-    """A raw field as the tables type it (SPEC §2): whole numbers, decimals, ISO dates, text;
+    """A raw field as the tables type it (docs/architecture.md): whole numbers, decimals, ISO
+    dates, text;
     an empty field is a null. Two rows are the same version when their typed values are."""
     if text == "":
         return None

@@ -1,4 +1,4 @@
-"""Plain readers of the SPEC §1 formats, written for the tests only.
+"""Plain readers of the docs/formats.md formats, written for the tests only.
 
 They are the tests' own oracle: pandas and json used directly, no minilake code, so a test that
 compares minilake with them compares two independent implementations. A few edit generated
@@ -50,7 +50,7 @@ def days(folder: Path, prefix: str) -> list[Path]:
 
 
 def final_sales(folder: Path) -> pd.DataFrame:
-    """Every sale as last sent: a later file's row replaces an earlier one (SPEC §4)."""
+    """Every sale as last sent: a later file's row replaces an earlier one (docs/formats.md)."""
     frames = [sales(p) for p in days(folder, "sales")]
     every = pd.concat(frames, ignore_index=True)
     return every.drop_duplicates("sale_id", keep="last").reset_index(drop=True)

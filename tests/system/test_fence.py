@@ -1,4 +1,4 @@
-"""A writer paused past its lease cannot change the outcome (SPEC §14, issue 32).
+"""A writer paused past its lease cannot change the outcome (docs/history.md, issue 32).
 
 A run frozen with SIGSTOP (what a long GC pause, a suspended VM or a network partition does to
 a process) at a named point of the flow (``MINILAKE_PAUSE_AT``, the crash points), its S3 lease

@@ -1,4 +1,5 @@
-"""Roots in object storage (SPEC §12, issue 17), against a real S3-compatible server
+"""Roots in object storage (README, Tables and files in object storage, issue 17), against a real
+S3-compatible server
 (SeaweedFS, tests/support/seaweed.py), never a mock.
 
 The representative subset run on S3: the end-to-end sample week with the broken day (tables,
@@ -62,7 +63,8 @@ def comparable(state: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def crash_world(tmp_path_factory) -> Path:
-    """tests/system/test_crash.py's world: 4 days, a bad value, a non-array JSON, a truncated CSV."""
+    """tests/system/test_crash.py's world: 4 days, a bad value, a non-array JSON, a truncated
+    CSV."""
     return make_world(tmp_path_factory.mktemp("s3_world"))
 
 
@@ -124,7 +126,8 @@ def test_hostile_files_on_s3_give_the_local_outcome(s3, crash_world, local_outco
 @OTHER
 def test_the_dask_engine_on_s3_gives_the_local_outcome(s3, crash_world, local_outcome,
                                                       tmp_path):
-    """SPEC §13 with §12: the Dask workers (a LocalCluster of the run) read the raw files and
+    """README, A distributed engine with §12: the Dask workers (a LocalCluster of the run) read the
+    raw files and
     the current versions from the bucket and write the data files there."""
     root = s3.new_root("dask", crash_world)
     assert run(root, s3, "--engine", "dask", "--ranges", "3").returncode == 1   # 2 quarantined

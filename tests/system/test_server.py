@@ -1,4 +1,5 @@
-"""The job server (issue 15, SPEC §10), started as a real uvicorn process on 127.0.0.1."""
+"""The job server (issue 15, README, On a schedule), started as a real uvicorn process on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -175,7 +176,8 @@ def test_pages_and_status_read_as_doubles_keep_ids_dates_and_money(server):
 
 
 def test_pulling_from_the_job_server_gives_its_delivery(server, tmp_path, monkeypatch):
-    """SPEC §8 between two minilakes: ids arrive as strings, and land as the same values."""
+    """docs/formats.md, the pull protocol between two minilakes: ids arrive as strings, and land as
+    the same values."""
     assert server.client.post("/jobs/run").status_code == 200
     monkeypatch.setenv("MINILAKE_API_TOKEN", f"Bearer {TOKEN}")
     day = "2024-10-12"

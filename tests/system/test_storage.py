@@ -1,4 +1,5 @@
-"""The storage seam on a local root (SPEC §12): a root that does not exist or a scheme minilake
+"""The storage seam on a local root (README, Tables and files in object storage): a root that does
+not exist or a scheme minilake
 does not know is a one-line error and nothing is created; a file is published whole or not at
 all. (The same operations on S3 are tests/system/test_s3.py's.)"""
 

@@ -96,7 +96,8 @@ def test_keys_held_twice_are_found_at_their_first_place():
     assert found(pa.array(keys), pa.array(among)).tolist() == [True, True, False]
 
 
-# --- key ranges (SPEC §13): the line of int64 codes ----------------------------------------------
+# --- key ranges (README, A distributed engine): the line of int64 codes
+# ----------------------------------------------
 
 def expected_prefix(text: str | None) -> int:
     """The first 8 bytes of the UTF-8 text, NUL-padded, as a big-endian unsigned number,

@@ -83,7 +83,7 @@ field_text = st.lists(st.sampled_from(PIECES), max_size=12).map("".join)
 def test_quoted_csv_reads_every_field_as_written(columns, eol, bom, last_eol, data):
     header = [f"c{i}" for i in range(len(columns[0]))]
     text = io.StringIO()
-    writer = csv.writer(text, quoting=csv.QUOTE_ALL, lineterminator=eol)    # as SPEC §1
+    writer = csv.writer(text, quoting=csv.QUOTE_ALL, lineterminator=eol)    # as docs/formats.md
     writer.writerows([header, *columns])
     written = text.getvalue() if last_eol else text.getvalue()[:-len(eol)]
     raw = (BOM if bom else b"") + written.encode("utf-8")

@@ -1,4 +1,4 @@
-"""SPEC §4 row by row, on hand-built tiny files run through the whole pipeline.
+"""docs/formats.md row by row, on hand-built tiny files run through the whole pipeline.
 
 Products stand for a full snapshot, sales for a transactional source; each expected table is
 written out here by hand.

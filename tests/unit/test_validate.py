@@ -1,4 +1,4 @@
-"""Validation and error messages (SPEC §3, MIDP-313) on small hand-made frames."""
+"""Validation and error messages (docs/formats.md, MIDP-313) on small hand-made frames."""
 
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ GOOD_ROWS = {
     "erasure_requests": {"customer_id": "123456789012345", "email": "a@b.c"},
 }
 ROW = ""            # the column of a rule on the whole row
-# The rules of SPEC §1, §3 and §9 as this test states them, independently of the schemas:
+# The rules of docs/formats.md, §3 and §9 as this test states them, independently of the schemas:
 # (source, column, the check's name, which is its message). A rule missing from a schema
 # fails below, by name and by a row that breaks it being found good.
 SPEC_RULES = {
