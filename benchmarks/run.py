@@ -424,11 +424,16 @@ def main() -> None:
                         "peer and dbt-duckdb snapshots, one day per run")
     parser.add_argument("--ranges", type=int, nargs="+", default=[2, 4, 8],
                         help="with --engine dask: key ranges per file to try")
+    parser.add_argument("--python", default=None,
+                        help="run minilake, the floor and the DuckDB peer with this interpreter "
+                        "instead of benchmarks/.venv-core (the suite's smoke test gives its own: "
+                        "nothing is installed while testing)")
     args = parser.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="minilake-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     # the Dask engine needs its extra, which only the project's .venv holds
-    python = sys.executable if args.engine == "dask" else core_python(sys.executable)
+    python = (args.python or sys.executable if args.engine == "dask"
+              else args.python or core_python(sys.executable))
     print(f"# {dt.date.today()} on {platform.node()}: {os.cpu_count()} cores, "
           f"Python {platform.python_version()} ({python}); work folder {work}", flush=True)
     try:

@@ -54,7 +54,7 @@ def the_1x_world(folder) -> tuple[int, float]:
 
 def test_benchmark_runs_at_the_sample_scale(tmp_path):
     done = benchmark("--scales", "1", "--repeat", "2", "--keep", str(tmp_path / "work"),
-                     "--json", str(tmp_path / "figures.json"))
+                     "--json", str(tmp_path / "figures.json"), "--python", sys.executable)
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads((tmp_path / "figures.json").read_text())
     rows, megabytes = the_1x_world(tmp_path / "world")
