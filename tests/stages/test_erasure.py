@@ -379,6 +379,28 @@ def test_rebuild_after_an_erasure_gives_the_same_tables(erased, tmp_path):
         pd.testing.assert_frame_equal(minilake.read_table(name, root=root), frame, obj=name)
 
 
+def test_vacuum_after_an_erasure_removes_what_it_lists_and_then_lists_nothing(erased, tmp_path):
+    """Issue 35: after an erasure, vacuum said it removed 17 files and a dry run afterwards
+    still said 17. What it lists is what no kept version refers to (from each table's log),
+    what it removes is what it listed, and a second dry run lists nothing."""
+    root = tmp_path / "copy"
+    shutil.copytree(erased["root"], root)
+    want = {}
+    for name in ("customer", "product", "sales"):
+        table = root / "tables" / name
+        versions = sorted(int(p.stem) for p in (table / "_delta_log").glob("*.json"))
+        referenced = {str(Path(f).relative_to(table)) for v in versions
+                      for f in DeltaTable(str(table), version=v).file_uris()}
+        on_disk = {str(p.relative_to(table)) for p in table.rglob("*.parquet")
+                   if "_delta_log" not in p.parts}
+        want[name] = sorted(on_disk - referenced)
+    listed = minilake.vacuum(root, dry_run=True)
+    assert {n: listed[n] for n in want} == want
+    removed = minilake.vacuum(root)
+    assert {n: removed[n] for n in want} == want
+    assert not any(minilake.vacuum(root, dry_run=True).values())
+
+
 def test_a_later_snapshot_with_an_erased_customer_is_stored_erased(erased, tmp_path):
     root = tmp_path / "later"
     shutil.copytree(erased["root"], root)
