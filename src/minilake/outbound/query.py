@@ -98,39 +98,35 @@ def check_read_only(con, query: str) -> None:
 _EXPLAIN = re.compile(r"\s*EXPLAIN\s+(ANALY[SZ]E\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
 
 
-def sql_table(query: str, root: str | Path = ".",
-              known_at: dt.datetime | dt.date | str | None = None) -> pa.Table:
-    """What :func:`sql` answers, as DuckDB's Arrow result: a DATE stays a date and a DECIMAL
-    a decimal (pandas would make them a midnight timestamp and a float), for writers that
-    keep types exactly (``sql --format json``)."""
+def _answer(query: str, root: str | Path, known_at, take):
+    """One read-only query over the root's tables; ``take`` makes the answer of DuckDB's
+    relation (a DataFrame, or an Arrow table)."""
     import duckdb  # on first use: start-up stays light
 
     con = connect(root, known_at)
     try:
         check_read_only(con, query)
         try:
-            return con.sql(query).to_arrow_table()
+            return take(con.sql(query))
         except duckdb.Error as error:
             raise ValueError(f"the query failed: {str(error).splitlines()[0]}") from None
     finally:
         con.close()
+
+
+def sql_table(query: str, root: str | Path = ".",
+              known_at: dt.datetime | dt.date | str | None = None) -> pa.Table:
+    """What :func:`sql` answers, as DuckDB's Arrow result: a DATE stays a date and a DECIMAL
+    a decimal (pandas would make them a midnight timestamp and a float), for writers that
+    keep types exactly (``sql --format json``)."""
+    return _answer(query, root, known_at, lambda relation: relation.to_arrow_table())
 
 
 def sql(query: str, root: str | Path = ".",
         known_at: dt.datetime | dt.date | str | None = None) -> pd.DataFrame:
     """Run one read-only query over the root's tables (as they stood at ``known_at``, if
     given); the result as a DataFrame."""
-    import duckdb  # on first use: start-up stays light
-
-    con = connect(root, known_at)
-    try:
-        check_read_only(con, query)
-        try:
-            return con.sql(query).df()
-        except duckdb.Error as error:
-            raise ValueError(f"the query failed: {str(error).splitlines()[0]}") from None
-    finally:
-        con.close()
+    return _answer(query, root, known_at, lambda relation: relation.df())
 
 
 def names(root: str | Path = ".") -> list[str]:
