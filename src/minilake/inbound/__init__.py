@@ -1,1 +1,1 @@
-"""What arrives: readers of raw files, pulls from an HTTP API, split (landing -> archive)."""
+"""What arrives: split (landing -> archive) and pulls from an HTTP API."""

@@ -1,4 +1,4 @@
-"""archive/ -> tables/ (docs/architecture.md, step 2): per file read, validate, report errors,
+"""archive/ -> tables/ (docs/architecture.md, step 3): per file read, validate, report errors,
 SCD2, log.
 
 A file is applied in one table commit that records the file's name and sha256; the ingest log
