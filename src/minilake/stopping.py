@@ -3,10 +3,10 @@
 A file is applied in one commit and a killed run is finished by the next one, so stopping is
 always safe; stopping *well* is stopping between files: the command line installs
 :func:`on_signals`, the first SIGINT or SIGTERM only marks the request, and the work checks
-:func:`check` where a file begins (and before each move of the split, each erasure request,
-the marts), raising :class:`Interrupted` there. A second signal stops the process at once
-(exit status 128 + the signal): what it was doing is finished by the next run, as after a
-crash.
+:func:`check` (in any thread) where a file begins (and before each move of the split, each
+erasure request, the marts), raising :class:`Interrupted` there. A second signal stops the
+process at once (exit status 128 + the signal): what it was doing is finished by the next run,
+as after a crash.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import threading
 from collections.abc import Iterator
 
 _requested: list[int] = []        # the signal that asked, if one did
+_handled: list[int] = []          # the signals whose handler has run (the second stops now)
+_pipe: list[int] = []             # the interpreter's wakeup pipe while on_signals() holds
 
 
 class Interrupted(Exception):
@@ -36,17 +38,28 @@ class Interrupted(Exception):
 
 
 def check(doing: str) -> None:
-    """Raise :class:`Interrupted` if a stop was asked for; ``doing`` names what comes next."""
+    """Raise :class:`Interrupted` if a stop was asked for; ``doing`` names what comes next.
+
+    Any thread may ask. Python runs a signal's handler in the main thread, and only once that
+    thread wakes (it may be waiting for the sources' threads), so the signal is also read
+    here from the pipe the interpreter writes each signal's number to as it arrives."""
+    if not _requested and _pipe:
+        with contextlib.suppress(BlockingIOError, OSError):
+            arrived = os.read(_pipe[0], 1)
+            if arrived:
+                _requested.append(arrived[0])
     if _requested:
         raise Interrupted(_requested[0], doing)
 
 
 def _asked(signum: int, frame) -> None:
-    if _requested:                         # the second time: now
+    _handled.append(signum)
+    if len(_handled) > 1:                  # the second time: now
         print(f"\n{signal.Signals(signum).name} again: stopping now; the next run finishes "
               f"what was under way", file=sys.stderr, flush=True)
         os._exit(128 + signum)
-    _requested.append(signum)
+    if not _requested:
+        _requested.append(signum)
     print(f"\n{signal.Signals(signum).name}: stopping after the file under way "
           f"(again to stop at once)", file=sys.stderr, flush=True)
 
@@ -59,9 +72,19 @@ def on_signals() -> Iterator[None]:
         yield
         return
     before = {s: signal.signal(s, _asked) for s in (signal.SIGINT, signal.SIGTERM)}
+    reader, writer = os.pipe()
+    os.set_blocking(reader, False)
+    os.set_blocking(writer, False)
+    earlier = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+    _pipe[:] = [reader]
     try:
         yield
     finally:
+        signal.set_wakeup_fd(earlier)
+        _pipe.clear()
+        os.close(reader)
+        os.close(writer)
         for s, handler in before.items():
             signal.signal(s, handler)
         _requested.clear()
+        _handled.clear()

@@ -57,15 +57,18 @@ def test_a_signal_stops_the_run_at_the_next_file_and_the_rerun_finishes_it(
     last line is not applied, and each file applied was said."""
     root = tmp_path / "root"
     shutil.copytree(bigger, root)
-    process = start("run", "--root", str(root))
+    # paused after the third commit, so that the signal finds files still to apply however
+    # slow the machine (a loaded one once let the run reach its marts first)
+    process = start("run", "--root", str(root), env={"MINILAKE_PAUSE_AT": "ingest.after_commit:3"})
     watched = psutil.Process(process.pid)
     deadline = time.monotonic() + HUNG_AFTER
-    while not (root / "tables" / "sales").exists():          # a file or more applied
-        assert process.poll() is None, "the run ended before it could be stopped"
-        assert time.monotonic() < deadline, f"no sales table after {HUNG_AFTER} s (a hang)"
+    while watched.status() != psutil.STATUS_STOPPED:
+        assert process.poll() is None, "the run ended without pausing after its third commit"
+        assert time.monotonic() < deadline, f"not paused after {HUNG_AFTER} s (a hang)"
         time.sleep(0.05)
-    process.send_signal(sent)
-    before = applied(root)              # read after the signal: a file done meanwhile counts
+    process.send_signal(sent)                 # held by the kernel until the run goes on
+    before = applied(root)
+    process.send_signal(signal.SIGCONT)
     done = finish(process)
     assert done.returncode == status, done.stderr
     assert "Traceback" not in done.stderr and not watched.is_running()

@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ MASS_DELETE_SHARE = 0.5
 # Sources are ingested side by side unless a pending file is larger than this: then one at a
 # time, so that peak memory is that of one file (and the next one, read ahead), not three.
 SIDE_BY_SIDE_UP_TO_BYTES = int(os.environ.get("MINILAKE_SIDE_BY_SIDE_MB", "256")) << 20
+# How often the main thread wakes while the sources are ingested, to hear a stop request.
+WAKE_SECONDS = 0.2
 
 
 @dataclass
@@ -507,9 +510,6 @@ def ingest_source(layout: Layout, ingest_log: logs.IngestLog, source: Source,
                                        note, allow_mass_delete, bar, engine))
 
 
-# --- erasure requests (docs/guarantees.md) --------------------------------------------------------
-
-
 def load_sources(layout: Layout, ingest_log: logs.IngestLog, ledger: Ledger,
                  allow_mass_delete: bool, bar: Progress,
                  engine: Engine | None = None) -> list[FileOutcome]:
@@ -521,8 +521,11 @@ def load_sources(layout: Layout, ingest_log: logs.IngestLog, ledger: Ledger,
                    for _, size, _ in storage.listing(layout.archive(s.name))), default=0)
     side_by_side = largest <= SIDE_BY_SIDE_UP_TO_BYTES
     with ThreadPoolExecutor(max_workers=len(SOURCES) if side_by_side else 1) as pool:
-        per_source = list(pool.map(
-            lambda s: ingest_source(layout, ingest_log, s, ledger, allow_mass_delete,
-                                    bar, read_ahead=not side_by_side, engine=engine),
-            SOURCES.values()))
-    return [f for files in per_source for f in files]
+        per_source = [pool.submit(ingest_source, layout, ingest_log, s, ledger,
+                                  allow_mass_delete, bar, read_ahead=not side_by_side,
+                                  engine=engine) for s in SOURCES.values()]
+        # Python runs a signal's handler in the main thread, and only when it wakes: a wait
+        # without end would hear a Ctrl-C (stopping.py) only once every source is done
+        while futures.wait(per_source, timeout=WAKE_SECONDS).not_done:
+            pass
+    return [f for files in per_source for f in files.result()]
