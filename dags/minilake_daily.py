@@ -109,13 +109,14 @@ def minilake_daily():
                  pre_execute=_check_root)
     def wait_for_deliveries() -> PokeReturnValue:
         """Done when a file of a source waits in landing_zone/ (or an API is to be pulled)."""
-        from pathlib import Path
-
         from minilake.contract.sources import source_of
+        from minilake.lake import storage
+        from minilake.lake.layout import Layout
 
-        landing = Path(_root()) / "landing_zone"
-        waiting = sorted(p.name for p in landing.glob("*") if p.is_file()
-                         and source_of(p.name)) if landing.is_dir() else []
+        # through minilake's storage seam: a folder or s3://bucket/prefix alike
+        landing = Layout.of(_root()).landing
+        waiting = sorted(path.name for path, _, _ in storage.listing(landing)
+                         if source_of(path.name))
         return PokeReturnValue(is_done=bool(waiting or _api_sources()),
                                xcom_value=waiting)
 
