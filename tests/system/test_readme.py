@@ -11,11 +11,12 @@ background are stopped at its end.
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -36,14 +37,13 @@ def blocks(text: str) -> list[tuple[str, str]]:
 
 
 def clone(into: Path) -> Path:
-    """The files git tracks, as the working tree has them."""
-    names = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for name in filter(None, names):
-        source = REPO / name
-        if source.is_file():
-            (into / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, into / name)
+    """The files of git's HEAD, as committed: not the working tree, where ``make run`` has
+    moved the sample week out of landing_zone/ (a fresh clone, as the README assumes)."""
+    tree = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], capture_output=True,
+                          check=True).stdout
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
+        archive.extractall(into, filter="data")
     return into
 
 
@@ -57,10 +57,10 @@ def environment(home: Path) -> dict[str, str]:
 
 
 def test_every_sh_and_python_block_of_the_readme_works_as_typed(tmp_path):
-    code = blocks((REPO / "README.md").read_text(encoding="utf-8"))
+    root = clone(tmp_path / "clone")
+    code = blocks((root / "README.md").read_text(encoding="utf-8"))
     runnable = [(kind, block) for kind, block in code if kind in ("sh", "python")]
     assert len(runnable) >= 8, "the README's runnable blocks"
-    root = clone(tmp_path / "clone")
     (tmp_path / "home").mkdir()
     env = environment(tmp_path / "home")
     done = subprocess.run(["minilake", "workbook"], cwd=root, env=env, capture_output=True,
