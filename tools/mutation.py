@@ -16,7 +16,7 @@ them, others edit in place), and other people work in this checkout at the same 
 files git knows of (tracked, and new ones not ignored) are copied to a folder under the system
 temporary folder, the run happens there with ``PYTHONPATH`` at the copy's ``src/``, and the
 checkout's ``src/`` is checked unchanged at the end. Not part of ``make test``: a full run takes
-about 25 minutes of two cores (docs/testing.md has the figures and the last scores).
+about an hour of two cores (docs/testing.md has the figures and the last scores).
 
 Why mutmut 3: it imports the project and pytest once, forks a child per mutant and runs only
 the tests that reach the mutated function, so a mutant costs its tests, not a pytest start
