@@ -163,7 +163,12 @@ def run_mutmut(scratch: Path, names: list[str], workers: int, log: Path) -> int:
     """``mutmut run`` of the mutants ``names`` (patterns or names) in the copy, its output
     (a progress line redrawn) to ``log``."""
     path = os.pathsep.join([str(scratch / "src"), str(scratch / "tools")])
-    env = {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
+    # a mutant's session is a forked child that may end before tests/conftest.py removes
+    # its temporary folder: they are made inside the copy, and go with it
+    temporary = scratch / "tmp"
+    temporary.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1",
+           "TMPDIR": str(temporary)}
     mutmut = Path(sys.executable).with_name("mutmut")
     command = [str(mutmut), "run", "--max-children", str(workers), *names]
     with log.open("wb") as out:
