@@ -64,6 +64,7 @@ class S3:
     secret: str
     bucket: str
     process: subprocess.Popen
+    ports: tuple[int, ...] = ()
 
     @property
     def env(self) -> dict[str, str]:
@@ -168,7 +169,8 @@ def _launch(here: Path, config: Path, key: str, secret: str) -> S3:
     with (here / "weed.log").open("wb") as log:          # the child keeps its own copy
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "AWS_ACCESS_KEY_ID": "", "S3_BUCKET": ""})
-    return S3(f"http://127.0.0.1:{ports['s3.port']}", key, secret, BUCKET, process)
+    return S3(f"http://127.0.0.1:{ports['s3.port']}", key, secret, BUCKET, process,
+              tuple(ports.values()))
 
 
 def _until_ready(server: S3, here: Path) -> str | None:
@@ -198,9 +200,14 @@ def _until_ready(server: S3, here: Path) -> str | None:
 
 
 def stop(server: S3) -> None:
+    """Stopped, and the gRPC sockets it made in /tmp (weed names them there whatever TMPDIR
+    says: ``seaweedfs-<service>-grpc-<port>.sock``) removed with it."""
     server.process.terminate()
     try:
         server.process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+    for port in server.ports:
+        for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+            sock.unlink(missing_ok=True)

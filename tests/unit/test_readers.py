@@ -39,12 +39,11 @@ PIECES = ["a", "Z", " ", ",", "~", '"', '""', "\r", "\n", "\r\n", "\r\r\n", "é"
           "\t", "0"]
 
 
-# One folder for the generated files of every example, removed when the session ends.
-SCRATCH = tempfile.TemporaryDirectory(prefix="readers-")
-
-
 def write(data: bytes) -> Path:
-    descriptor, name = tempfile.mkstemp(dir=SCRATCH.name)
+    """A file of ``data`` in the session's temporary folder (tests/conftest.py), removed with
+    it: made at import, a folder of its own would be the system's, and stay there whenever the
+    process ends without its finalizers (an xdist worker, a mutant's forked session)."""
+    descriptor, name = tempfile.mkstemp(prefix="readers-")
     with os.fdopen(descriptor, "wb") as file:
         file.write(data)
     return Path(name)
