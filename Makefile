@@ -39,7 +39,7 @@ lab: $(LABBED)
 
 test: $(TESTED)
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 
 lint: $(TESTED)
 	$(VENV)/bin/ruff check .
