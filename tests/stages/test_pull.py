@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from support.commands import minilake as cli
+from support.commands import sample_api as serving_sample_api
 from werkzeug import Response
 
 import minilake
@@ -348,20 +347,8 @@ def test_sales_in_both_forms_on_one_date_give_one_table_in_any_arrival_order(htt
 
 @pytest.fixture
 def sample_api(small_root, tmp_path):
-    """``python -m minilake serve-sample-api`` on a free port, over a copy of a small world."""
-    world = tmp_path / "world"
-    shutil.copytree(small_root / "landing_zone", world / "landing_zone")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "minilake", "serve-sample-api", "--root", str(world),
-         "--port", "0", "--page-size", "100"], stdout=subprocess.PIPE, text=True,
-        env={**__import__("os").environ, "MINILAKE_API_TOKEN": TOKEN})
-    try:
-        first = server.stdout.readline()
-        assert first.startswith("sample API: serving"), first
-        yield world, first.split(" on ")[1].strip()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with serving_sample_api(small_root / "landing_zone", tmp_path / "world", TOKEN) as served:
+        yield served
 
 
 def test_a_week_pulled_from_the_sample_api_equals_the_week_of_files(sample_api, tmp_path):

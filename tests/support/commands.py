@@ -6,10 +6,13 @@ SIGABRT) instead of a bare timeout: CI once saw a run hang with nothing to show 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,21 @@ def minilake(*args: str, cwd: Path | None = None, env: dict | None = None
              ) -> subprocess.CompletedProcess:
     """Run ``python -m minilake ARGS`` to the end."""
     return finish(start(*args, cwd=cwd, env=env))
+
+
+@contextlib.contextmanager
+def sample_api(landing: Path, world: Path, token: str) -> Iterator[tuple[Path, str]]:
+    """``python -m minilake serve-sample-api`` on a free port of 127.0.0.1, over a copy of
+    ``landing`` made in ``world``, with small pages (a day takes several): (world, its URL)."""
+    shutil.copytree(landing, world / "landing_zone")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "minilake", "serve-sample-api", "--root", str(world),
+         "--port", "0", "--page-size", "100"], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "MINILAKE_API_TOKEN": token})
+    try:
+        first = server.stdout.readline()
+        assert first.startswith("sample API: serving"), first
+        yield world, first.split(" on ")[1].strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -18,6 +18,7 @@ import httpx
 import pandas as pd
 import pytest
 from support.commands import HUNG_AFTER
+from support.commands import sample_api as serving_sample_api
 
 import minilake
 
@@ -205,21 +206,8 @@ def test_a_wrong_setting_fails_its_task_at_once_naming_it(airflow_env, tmp_path,
 
 @pytest.fixture
 def sample_api(small_root, tmp_path):
-    """``python -m minilake serve-sample-api`` on a free port of 127.0.0.1, over a copy of
-    the small world, with small pages (a day takes several)."""
-    world = tmp_path / "world"
-    shutil.copytree(small_root / "landing_zone", world / "landing_zone")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "minilake", "serve-sample-api", "--root", str(world),
-         "--port", "0", "--page-size", "100"], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "MINILAKE_API_TOKEN": TOKEN})
-    try:
-        first = server.stdout.readline()
-        assert first.startswith("sample API: serving"), first
-        yield world, first.split(" on ")[1].strip()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with serving_sample_api(small_root / "landing_zone", tmp_path / "world", TOKEN) as served:
+        yield served
 
 
 def served(url: str, source: str, day: str) -> list[dict]:

@@ -385,20 +385,28 @@ def marts_of(root: Path) -> dict:
     return out
 
 
-@pytest.mark.parametrize("hook", ["marts.written:1", "marts.written:3", "rebuild.after_swap:2"])
-def test_a_run_killed_before_its_marts_are_refreshed_is_caught_up(hook, late_world, tmp_path):
-    """The marts follow the ingest log: a run killed after its files were applied but before
-    (or while) the marts were refreshed leaves the next run, with nothing new, to do it."""
+def assert_marts_caught_up(world: Path, hook: str, tmp_path: Path):
+    """A run on a copy of ``world`` killed at ``hook``, then run again: its marts equal an
+    uninterrupted run's; that run's result."""
     want_root = tmp_path / "reference"
-    shutil.copytree(late_world, want_root)
-    assert minilake.run(want_root).ok
+    shutil.copytree(world, want_root)
+    result = minilake.run(want_root)
+    assert result.ok
     root = tmp_path / "killed"
-    shutil.copytree(late_world, root)
+    shutil.copytree(world, root)
     assert run_cli(root, {"MINILAKE_CRASH_AT": hook}) == -signal.SIGKILL, hook
     assert run_cli(root) == 0
     got, want = marts_of(root), marts_of(want_root)
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], obj=f"{hook}: {name}")
+    return result
+
+
+@pytest.mark.parametrize("hook", ["marts.written:1", "marts.written:3", "rebuild.after_swap:2"])
+def test_a_run_killed_before_its_marts_are_refreshed_is_caught_up(hook, late_world, tmp_path):
+    """The marts follow the ingest log: a run killed after its files were applied but before
+    (or while) the marts were refreshed leaves the next run, with nothing new, to do it."""
+    assert_marts_caught_up(late_world, hook, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -412,17 +420,8 @@ def test_a_run_killed_while_moving_its_marts_on_is_caught_up(hook, next_day_worl
     """Killed after the customers' sums were moved on (their commit carries the log mark, so
     the rerun does not add the day twice), after the per-date rows, or between two marts:
     the rerun's marts equal an uninterrupted run's."""
-    want_root = tmp_path / "reference"
-    shutil.copytree(next_day_world, want_root)
-    result = minilake.run(want_root)
-    assert result.ok and result.months == [dt.date(2024, 10, 1)]      # moved on, not in full
-    root = tmp_path / "killed"
-    shutil.copytree(next_day_world, root)
-    assert run_cli(root, {"MINILAKE_CRASH_AT": hook}) == -signal.SIGKILL, hook
-    assert run_cli(root) == 0
-    got, want = marts_of(root), marts_of(want_root)
-    for name in want:
-        pd.testing.assert_frame_equal(got[name], want[name], obj=f"{hook}: {name}")
+    result = assert_marts_caught_up(next_day_world, hook, tmp_path)
+    assert result.months == [dt.date(2024, 10, 1)]                    # moved on, not in full
 
 
 @pytest.fixture(scope="module")
