@@ -14,7 +14,16 @@ Two peers keep the same SCD2 tables from the same raw files, one process per day
 Neither validates a row: a bad value is loaded as it is. ``counts`` gives each table's current
 and total version counts, which ``run.py`` checks against minilake's.
 
+The DuckDB peer also keeps minilake's three marts (README, marts and SQL) in SQL, as a data
+engineer would: after a day's SCD2 step, ``marts`` deletes the months from that day's month on
+and inserts them again from the current sales joined with the customer and product versions
+valid on each sale's date (customer_monthly takes names and membership as of the month's last
+sale, by an ASOF join). ``mart_totals`` sums each mart so ``run.py`` can check them against
+minilake's.
+
     python benchmarks/peers.py duckdb DB LANDING YYYYMMDD     # one day into DB
+    python benchmarks/peers.py marts DB YYYYMMDD               # the marts from that day's month on
+    python benchmarks/peers.py day DB LANDING YYYYMMDD        # both; prints the marts' seconds
     python benchmarks/peers.py counts DB                       # current/total per table
 """
 
@@ -80,6 +89,77 @@ def one_day(db: Path, landing: Path, day: str) -> None:
                 ON c.{key} = s.{key}""")
 
 
+# The marts from the month {first} on, in SQL over the peer's tables (every field text: cast).
+SALES = """
+    SELECT CAST(customer_id AS BIGINT) AS customer_id, product_id,
+           CAST(quantity AS BIGINT) AS quantity, CAST(total_price AS DOUBLE) AS total_price,
+           CAST(sale_date AS DATE) AS sale_date,
+           CAST(date_trunc('month', CAST(sale_date AS DATE)) AS DATE) AS month
+    FROM sales WHERE is_current AND CAST(sale_date AS DATE) >= DATE '{first}'"""
+CUSTOMERS = """
+    SELECT CAST(customer_id AS BIGINT) AS customer_id, first_name, last_name,
+           membership_status, effective_from, expiry_date FROM customer"""
+JOINED = f"""
+    SELECT s.*, c.membership_status, p.name
+    FROM ({SALES}) AS s
+    LEFT JOIN ({CUSTOMERS}) AS c ON c.customer_id = s.customer_id
+        AND c.effective_from <= s.sale_date AND s.sale_date < c.expiry_date
+    LEFT JOIN product AS p ON p.product_id = s.product_id
+        AND p.effective_from <= s.sale_date AND s.sale_date < p.expiry_date"""
+MARTS = {
+    "customer_monthly": f"""
+        WITH m AS (SELECT month, customer_id, count(*) AS orders,
+                          sum(quantity) AS total_quantity,
+                          round(sum(total_price), 2) AS total_spent, max(sale_date) AS last_sale
+                   FROM ({SALES}) GROUP BY ALL)
+        SELECT m.month, m.customer_id, v.first_name, v.last_name,
+               CASE WHEN m.last_sale < v.expiry_date THEN v.membership_status END
+                   AS membership_status, m.orders, m.total_quantity, m.total_spent
+        FROM m ASOF LEFT JOIN ({CUSTOMERS}) AS v
+            ON v.customer_id = m.customer_id AND v.effective_from <= m.last_sale""",
+    "product_monthly": f"""
+        SELECT month, product_id, name, membership_status, count(*) AS orders,
+               sum(quantity) AS total_quantity, round(sum(total_price), 2) AS revenue,
+               round(sum(total_price) / sum(quantity), 2) AS avg_unit_price
+        FROM ({JOINED}) GROUP BY ALL""",
+    "daily_sales": f"""
+        SELECT month, sale_date, membership_status, count(*) AS orders,
+               round(sum(total_price), 2) AS revenue, count(DISTINCT customer_id) AS customers
+        FROM ({JOINED}) GROUP BY ALL""",
+}
+
+
+def marts(db: Path, day: str) -> None:
+    """The marts' months from ``day``'s month on, deleted and inserted again."""
+    import duckdb
+
+    first = dt.datetime.strptime(day, "%Y%m%d").date().replace(day=1).isoformat()
+    with duckdb.connect(str(db)) as con:
+        con.execute("BEGIN")
+        for name, query in MARTS.items():
+            query = query.format(first=first)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS {query} LIMIT 0")
+            con.execute(f"DELETE FROM {name} WHERE month >= DATE '{first}'")
+            con.execute(f"INSERT INTO {name} {query}")
+        con.execute("COMMIT")
+
+
+def mart_totals(db: Path) -> dict[str, tuple[int, float, int]]:
+    """Per mart (rows, money to the cent, orders): what ``run.py`` compares with minilake's."""
+    import duckdb
+
+    money = {"customer_monthly": "total_spent", "product_monthly": "revenue",
+             "daily_sales": "revenue"}
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {name: totals(con, name, column) for name, column in money.items()}
+
+
+def totals(con, table: str, money: str) -> tuple[int, float, int]:
+    rows, cents, orders = con.execute(f"SELECT count(*), round(sum({money}), 2), "
+                                      f"sum(orders) FROM {table}").fetchone()
+    return int(rows), float(cents), int(orders)
+
+
 def counts(db: Path, dbt: bool = False) -> dict[str, tuple[int, int]]:
     """Per table (current versions, all versions); ``dbt``: of dbt's snapshot tables."""
     import duckdb
@@ -94,7 +174,19 @@ if __name__ == "__main__":
     command, *rest = sys.argv[1:]
     if command == "duckdb":
         one_day(Path(rest[0]), Path(rest[1]), rest[2])
+    elif command == "day":
+        import json
+        import time
+
+        one_day(Path(rest[0]), Path(rest[1]), rest[2])
+        began = time.perf_counter()
+        marts(Path(rest[0]), rest[2])
+        print(json.dumps({"marts_s": time.perf_counter() - began}))
+    elif command == "marts":
+        marts(Path(rest[0]), rest[1])
     elif command == "counts":
         print(counts(Path(rest[0])))
+    elif command == "mart_totals":
+        print(mart_totals(Path(rest[0])))
     else:
         raise SystemExit(__doc__)

@@ -48,15 +48,19 @@ def child_environment() -> dict[str, str]:
     return env if ALLOCATOR_GIVEN is None else {**env, ALLOCATOR: ALLOCATOR_GIVEN}
 
 
-def run_child(args: list[str]) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MB of that process)."""
+def run_child(args: list[str], output: bool = False):
+    """Run a command; return (wall seconds, peak RSS in MB of that process), and with
+    ``output`` what it printed."""
     began = time.perf_counter()
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, env=child_environment())
+    process = subprocess.Popen(args, stdout=subprocess.PIPE if output else subprocess.DEVNULL,
+                               env=child_environment(), text=True)
+    said = process.stdout.read() if output else ""
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - began
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(args)}")
-    return seconds, usage.ru_maxrss / 1024
+    return (seconds, usage.ru_maxrss / 1024, said) if output else (
+        seconds, usage.ru_maxrss / 1024)
 
 
 FLOOR = """
@@ -301,20 +305,23 @@ def core_python(python: str) -> str:
     return str(venv(CORE_VENV, python, [PROJECT / "requirements.txt"], project=True))
 
 
-def peers(scales: list[float], days: int, work: Path, python: str, repeat: int) -> None:
+def peers(scales: list[float], days: int, work: Path, python: str, repeat: int,
+          with_dbt: bool) -> None:
     """Per scale, on one generated world, interleaved, ``repeat`` times: minilake (the week in
-    one run; one day per run), the hand-written DuckDB peer and dbt-duckdb snapshots (one
-    process per day each). Prints medians (every run's figure beside) and checks each peer's
-    current and total version counts against minilake's."""
+    one run; one day per run, its SCD2 step and its marts' refresh each in a process of its
+    own), the hand-written DuckDB peer (the same two steps in SQL, a process each) and, with
+    ``with_dbt``, dbt-duckdb snapshots. Prints medians (every run's figure beside) and the
+    ratios the issue sets targets for, and checks each peer's current and total version
+    counts, and the DuckDB peer's marts, against minilake's."""
     sys.path.insert(0, str(BENCH))
     import peers as peer
 
-    dbt = dbt_venv(python)
+    dbt = dbt_venv(python) if with_dbt else None
     for scale in scales:
         peers_at(scale, days, work, python, repeat, dbt, peer)
 
 
-def peers_at(scale: float, days: int, work: Path, python: str, repeat: int, dbt: Path,
+def peers_at(scale: float, days: int, work: Path, python: str, repeat: int, dbt: Path | None,
              peer) -> None:
     world = work / f"x{scale:g}_world"
     shutil.rmtree(world, ignore_errors=True)
@@ -336,22 +343,25 @@ def peers_at(scale: float, days: int, work: Path, python: str, repeat: int, dbt:
         seconds, peak = run_child([python, "-m", "minilake", "run", "--root", str(root)])
         return seconds, peak, minilake_counts(root)
 
-    def per_day(command) -> tuple[float, float, Path]:
+    def per_day(day) -> tuple[tuple[float, float, float], Path]:
+        """Each day in a process of its own: (seconds, of which the marts' refresh, peak MB)
+        summed (the peak: the largest) over the days."""
         root = fresh("day")
-        total, peak = 0.0, 0.0
+        total = marts = peak = 0.0
         for stamp in stamps:
-            seconds, mb = run_child(command(root, stamp))
+            seconds, mb, said = run_child(day(root, stamp), output=True)
             total, peak = total + seconds, max(peak, mb)
-        return total, peak, root
+            marts += json.loads(said.splitlines()[-1])["marts_s"] if said else 0.0
+        return (total, marts, peak), root
 
     def minilake_day(root: Path, stamp: str) -> list[str]:
         (root / "landing_zone").mkdir(exist_ok=True)
         for p in landing.glob(f"*_{stamp}.*"):
             os.link(p, root / "landing_zone" / p.name)
-        return [python, "-m", "minilake", "run", "--root", str(root)]
+        return [python, "-c", MINILAKE_DAY, str(root)]
 
     def duckdb_day(root: Path, stamp: str) -> list[str]:
-        return [python, str(BENCH / "peers.py"), "duckdb", str(root / "peer.duckdb"),
+        return [python, str(BENCH / "peers.py"), "day", str(root / "peer.duckdb"),
                 str(landing), stamp]
 
     def dbt_day(root: Path, stamp: str) -> list[str]:
@@ -364,33 +374,91 @@ def peers_at(scale: float, days: int, work: Path, python: str, repeat: int, dbt:
                 str(root / "target"), "--log-path", str(root / "logs"), "--vars",
                 json.dumps({"landing": str(landing), "day": stamp})]
 
-    figures: dict[str, list[tuple[float, float]]] = {
-        "minilake, week in one run": [], "minilake, one day per run": [],
-        "DuckDB SQL peer, one day per run": [], "dbt-duckdb snapshots, one day per run": []}
+    names = ["minilake, week in one run (with marts)", "minilake, one day per run",
+             "DuckDB peer, one day per run"]
+    if dbt is not None:
+        names.append("dbt-duckdb snapshots, one day per run (no marts)")
+    figures: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     for _ in range(repeat):
         seconds, peak, want = week()
-        figures["minilake, week in one run"].append((seconds, peak))
-        seconds, peak, root = per_day(minilake_day)
-        figures["minilake, one day per run"].append((seconds, peak))
+        figures[names[0]].append((seconds, 0.0, peak))
+        day, root = per_day(minilake_day)
+        figures[names[1]].append(day)
         assert minilake_counts(root) == want, "minilake per day differs from the week"
-        seconds, peak, root = per_day(duckdb_day)
-        figures["DuckDB SQL peer, one day per run"].append((seconds, peak))
+        own_marts = minilake_mart_totals(root)
+        day, root = per_day(duckdb_day)
+        figures[names[2]].append(day)
         got = peer.counts(root / "peer.duckdb")
         assert got == want, f"DuckDB peer counts {got} != minilake {want}"
-        seconds, peak, root = per_day(dbt_day)
-        figures["dbt-duckdb snapshots, one day per run"].append((seconds, peak))
-        got = peer.counts(root / "dbt.duckdb", dbt=True)
-        assert got == want, f"dbt peer counts {got} != minilake {want}"
+        check_marts(peer.mart_totals(root / "peer.duckdb"), own_marts)
+        if dbt is not None:
+            day, root = per_day(dbt_day)
+            figures[names[3]].append(day)
+            got = peer.counts(root / "dbt.duckdb", dbt=True)
+            assert got == want, f"dbt peer counts {got} != minilake {want}"
     tables = ", ".join(f"{k}: {c[0]:,} current, {c[1]:,} versions" for k, c in want.items())
-    print(f"\n## {scale:g}x, {days} days ({tables}; every peer's counts equal)")
-    print("| what | seconds, median (runs) | peak RSS MB, median (runs) |")
-    print("|---|---|---|")
+    marts = ", ".join(f"{k}: {r:,} rows" for k, (r, _, _) in own_marts.items())
+    print(f"\n## {scale:g}x, {days} days ({tables}; marts {marts}; every peer's counts and the "
+          f"DuckDB peer's marts equal minilake's)")
+    print("| what | seconds (runs) | of which SCD2 | of which the marts' refresh | "
+          "peak RSS MB (runs) |")
+    print("|---|---|---|---|---|")
+
+    def median(got: list, i: int) -> float:
+        return statistics.median(r[i] for r in got)
+
+    def runs(got: list, i: int, form: str) -> str:
+        return ", ".join(format(r[i], form) for r in got)
+
     for name, got in figures.items():
-        print(f"| {name} | {statistics.median(s for s, _ in got):.1f} "
-              f"({', '.join(f'{s:.1f}' for s, _ in got)}) | "
-              f"{statistics.median(m for _, m in got):,.0f} "
-              f"({', '.join(f'{m:,.0f}' for _, m in got)}) |", flush=True)
+        split = "-" if name == names[0] else f"{median(got, 0) - median(got, 1):.1f}"
+        marts_s = "-" if name == names[0] or name.startswith("dbt") else \
+            f"{median(got, 1):.1f} ({runs(got, 1, '.2f')})"
+        print(f"| {name} | {median(got, 0):.1f} ({runs(got, 0, '.1f')}) | {split} | {marts_s} | "
+              f"{median(got, 2):,.0f} ({runs(got, 2, ',.0f')}) |", flush=True)
+    own, other = figures[names[1]], figures[names[2]]
+    print(f"minilake / DuckDB peer, one day per run: SCD2 (the day's process bar the marts) "
+          f"{(median(own, 0) - median(own, 1)) / (median(other, 0) - median(other, 1)):.2f}x, "
+          f"the marts' refresh {median(own, 1) / median(other, 1):.2f}x, the whole day "
+          f"{median(own, 0) / median(other, 0):.2f}x, peak memory "
+          f"{median(own, 2) / median(other, 2):.2f}x", flush=True)
     shutil.rmtree(world)
+
+
+# One day per run, as the peer's is: the SCD2 step (a run without the marts), then the marts'
+# refresh from what that run applied, in the same process as ``run`` does it; the refresh is
+# timed in the process (as the peer times its own) and printed as the last line.
+MINILAKE_DAY = """
+import json, sys, time, minilake
+minilake.run(sys.argv[1], marts=False, progress=False)
+began = time.perf_counter()
+minilake.refresh_marts(sys.argv[1])
+print(json.dumps({"marts_s": time.perf_counter() - began}))
+"""
+MART_MONEY = {"customer_monthly": "total_spent", "product_monthly": "revenue",
+              "daily_sales": "revenue"}
+
+
+def minilake_mart_totals(root: Path) -> dict[str, tuple[int, float, int]]:
+    """Per mart (rows, money to the cent, orders), read in a child."""
+    code = ("import json, sys, minilake\n"
+            "out = {}\n"
+            f"for name, money in {MART_MONEY!r}.items():\n"
+            "    t = minilake.read_mart(name, root=sys.argv[1]).to_pandas()\n"
+            "    out[name] = [len(t), round(float(t[money].sum()), 2), int(t['orders'].sum())]\n"
+            "print(json.dumps(out))")
+    done = subprocess.run([sys.executable, "-c", code, str(root)], check=True,
+                          capture_output=True, text=True)
+    return {k: tuple(v) for k, v in json.loads(done.stdout).items()}
+
+
+def check_marts(got: dict, want: dict) -> None:
+    """The peer's marts against minilake's: rows and orders equal, money within a cent per
+    thousand rows (the sums of rounded values are added in another order)."""
+    for name, (rows, money, orders) in want.items():
+        p_rows, p_money, p_orders = got[name]
+        assert (p_rows, p_orders) == (rows, orders) and abs(p_money - money) <= 0.01 * (
+            1 + rows / 1000), f"DuckDB peer's {name} {got[name]} != minilake's {want[name]}"
 
 
 def minilake_counts(root: Path) -> dict[str, tuple[int, int]]:
@@ -422,6 +490,8 @@ def main() -> None:
                         help="dask: the local engine against --engine dask per scale")
     parser.add_argument("--peers", action="store_true", help="minilake against a DuckDB SQL "
                         "peer and dbt-duckdb snapshots, one day per run")
+    parser.add_argument("--no-dbt", action="store_true",
+                        help="with --peers: leave dbt-duckdb out (at 1000x it runs for long)")
     parser.add_argument("--ranges", type=int, nargs="+", default=[2, 4, 8],
                         help="with --engine dask: key ranges per file to try")
     parser.add_argument("--python", default=None,
@@ -441,7 +511,7 @@ def main() -> None:
             flat(work, python, args.flat_days, args.flat_scale)
             return
         if args.peers:
-            peers(args.scales, args.days, work, python, args.repeat)
+            peers(args.scales, args.days, work, python, args.repeat, not args.no_dbt)
             return
         if args.engine == "dask":
             engines(args.scales, args.days, work, python, args.repeat, args.ranges)

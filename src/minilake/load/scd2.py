@@ -26,7 +26,8 @@ SEPARATOR = "\x1f"
 
 
 CENTS_EXACT_BELOW = 7e13     # half an ulp there is < 0.01, so cents need all their digits
-HASH_CHUNK = 250_000
+HASH_CHUNK = 65_536       # rows hashed at a time: 65,536 fit the caches better than 250,000 (a 100x
+                          # day 0.3 s quicker, issue 38)
 HASH_KEY = "minilake-row-v1:"   # 16 bytes: the SipHash key; changing it changes every hash
 
 

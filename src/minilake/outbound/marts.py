@@ -38,13 +38,8 @@ from the same per-date queries; split apart, each would need the others' interna
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +48,7 @@ import pyarrow.compute as pc
 
 from minilake.contract.sources import SOURCES
 from minilake.crashpoints import crashpoint
-from minilake.lake import delta, logs, storage
+from minilake.lake import delta, duck, logs, storage
 from minilake.lake.layout import (  # noqa: F401 - MARTS, KEPT: the marts' names, here too
     CUSTOMER_STATE,
     GONE,
@@ -359,7 +354,7 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
     customers = log_rows.loc[(log_rows["status"] == "applied")
                              & (log_rows["source"] == "customer"), "file_date"]
     lake = Lake(layout, max(customers) if len(customers) else None)
-    with _connected() as con:
+    with duck.connected() as con:
         if todo is None:
             every = sales_months(layout)
             touched = sorted(set(every if months is None else months) & set(every))
@@ -391,33 +386,6 @@ class Lake:
              also: pc.Expression | None = None) -> pa.Table:
         opened = self._opened.setdefault(name, delta.Opened(self.layout.table(name)))
         return delta.read(opened.path, filters, columns, also, table=opened.snapshot())
-
-
-# DuckDB's own memory for the marts' joins and sorts, beyond which it spills to a temporary
-# folder: its default (80 % of RAM) let the 1000x marts in full reach 5.85 GB on top of the
-# Arrow tables they read (65.7 s); capped at 2 GB they peaked at 4.7 GB (68.5 s), at 1 GB at
-# 3.8 GB (76.9 s), inside customer_monthly's query; made a slice of customers at a time, 3.5
-# GB at 2 GB (53.9 s), 3.3 GB at 1.5 GB (55.1 s). A daily 100x refresh does not spill.
-DUCKDB_MEMORY = os.environ.get("MINILAKE_DUCKDB_MEMORY", "2GB")
-
-
-@contextlib.contextmanager
-def _connected():
-    """An in-process DuckDB that installs and loads nothing, capped at ``DUCKDB_MEMORY`` and
-    spilling to a temporary folder removed afterwards (made by DuckDB only if it spills, so
-    a killed run that did not spill leaves nothing behind)."""
-    import duckdb  # on first use: start-up stays light
-
-    spill = Path(tempfile.gettempdir()) / f"minilake-marts-{os.getpid()}-{uuid.uuid4().hex}"
-    con = duckdb.connect(config={"autoinstall_known_extensions": False,
-                                 "autoload_known_extensions": False,
-                                 "memory_limit": DUCKDB_MEMORY,
-                                 "temp_directory": str(spill)})
-    try:
-        yield con
-    finally:
-        con.close()
-        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _read(path: Path, name: str, months: list[dt.date], dates: pa.Array | None = None

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from minilake.contract.sources import SOURCES
-from minilake.lake import delta
+from minilake.lake import delta, duck
 from minilake.lake.layout import MARTS, Layout
 from minilake.load import history
 
@@ -42,12 +42,8 @@ def connect(root: str | Path = ".", known_at: dt.datetime | dt.date | str | None
     ``known_at``, every table as it stood then (its last version committed by that time; a
     date means the end of that day, UTC), so ``customer_as_of(D)`` is what the lake said
     then about date D."""
-    import duckdb  # on first use: start-up stays light
-
     layout = Layout.of(root)
-    con = duckdb.connect()
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
+    con = duck.connect()
     named = {name: layout.table(name) for name in SOURCES}
     named |= {name: layout.mart(name) for name in MARTS}
     named |= {name: layout.table(folder) for name, folder in LOGS.items()}
