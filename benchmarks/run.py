@@ -374,26 +374,32 @@ def peers_at(scale: float, days: int, work: Path, python: str, repeat: int, dbt:
                 str(root / "target"), "--log-path", str(root / "logs"), "--vars",
                 json.dumps({"landing": str(landing), "day": stamp})]
 
-    names = ["minilake, week in one run (with marts)", "minilake, one day per run",
-             "DuckDB peer, one day per run"]
+    def floor() -> tuple[float, float]:
+        out = fresh("floor")
+        return run_child([python, "-c", FLOOR, str(landing), str(out)])
+
+    names = ["minilake, week in one run (with marts)", "the floor, the week (read, write Parquet)",
+             "minilake, one day per run", "DuckDB peer, one day per run"]
     if dbt is not None:
         names.append("dbt-duckdb snapshots, one day per run (no marts)")
     figures: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     for _ in range(repeat):
         seconds, peak, want = week()
         figures[names[0]].append((seconds, 0.0, peak))
+        seconds, peak = floor()
+        figures[names[1]].append((seconds, 0.0, peak))
         day, root = per_day(minilake_day)
-        figures[names[1]].append(day)
+        figures[names[2]].append(day)
         assert minilake_counts(root) == want, "minilake per day differs from the week"
         own_marts = minilake_mart_totals(root)
         day, root = per_day(duckdb_day)
-        figures[names[2]].append(day)
+        figures[names[3]].append(day)
         got = peer.counts(root / "peer.duckdb")
         assert got == want, f"DuckDB peer counts {got} != minilake {want}"
         check_marts(peer.mart_totals(root / "peer.duckdb"), own_marts)
         if dbt is not None:
             day, root = per_day(dbt_day)
-            figures[names[3]].append(day)
+            figures[names[4]].append(day)
             got = peer.counts(root / "dbt.duckdb", dbt=True)
             assert got == want, f"dbt peer counts {got} != minilake {want}"
     tables = ", ".join(f"{k}: {c[0]:,} current, {c[1]:,} versions" for k, c in want.items())
@@ -411,17 +417,19 @@ def peers_at(scale: float, days: int, work: Path, python: str, repeat: int, dbt:
         return ", ".join(format(r[i], form) for r in got)
 
     for name, got in figures.items():
-        split = "-" if name == names[0] else f"{median(got, 0) - median(got, 1):.1f}"
-        marts_s = "-" if name == names[0] or name.startswith("dbt") else \
+        split = "-" if name in names[:2] else f"{median(got, 0) - median(got, 1):.1f}"
+        marts_s = "-" if name in names[:2] or name.startswith("dbt") else \
             f"{median(got, 1):.1f} ({runs(got, 1, '.2f')})"
         print(f"| {name} | {median(got, 0):.1f} ({runs(got, 0, '.1f')}) | {split} | {marts_s} | "
               f"{median(got, 2):,.0f} ({runs(got, 2, ',.0f')}) |", flush=True)
-    own, other = figures[names[1]], figures[names[2]]
+    own, other = figures[names[2]], figures[names[3]]
     print(f"minilake / DuckDB peer, one day per run: SCD2 (the day's process bar the marts) "
           f"{(median(own, 0) - median(own, 1)) / (median(other, 0) - median(other, 1)):.2f}x, "
           f"the marts' refresh {median(own, 1) / median(other, 1):.2f}x, the whole day "
           f"{median(own, 0) / median(other, 0):.2f}x, peak memory "
-          f"{median(own, 2) / median(other, 2):.2f}x", flush=True)
+          f"{median(own, 2) / median(other, 2):.2f}x; the week in one run "
+          f"{median(figures[names[0]], 0) / median(figures[names[1]], 0):.2f}x the floor",
+          flush=True)
     shutil.rmtree(world)
 
 
