@@ -7,6 +7,7 @@ written out here by hand.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import numpy as np
@@ -391,3 +392,94 @@ def test_float_text_says_nothing_of_nan_infinity_or_huge_values():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert float_text(np.array(values)).to_pylist() == [repr(v) for v in values]
+
+
+# --- diff() against a dictionary oracle, on random snapshots -------------------------------------
+
+def canonical(value) -> str:
+    """A value's canonical text (docs/formats.md), written here without scd2."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def oracle_diff(current_rows: list[tuple], rows: list[dict], key: str, snapshot: bool,
+                bad_keys: list[str], key_is_int: bool) -> tuple:
+    """SCD2 by the book with dictionaries: (inserted rows with their hash, expired keys in
+    order, inserted, updated, expired)."""
+    held = dict(current_rows)
+    inserts, changed, new = [], [], 0
+    for row in rows:
+        digest = row_digest(row)
+        if row[key] not in held:
+            new += 1
+        elif held[row[key]] == digest:
+            continue
+        else:
+            changed.append(row[key])
+        inserts.append({c: row[c] for c in ["k", *CELLS]} | {"row_hash": digest})
+    gone = []
+    if snapshot:
+        named = [int(t) for t in bad_keys if re.fullmatch(r"-?\d{1,18}", t)] if key_is_int \
+            else list(bad_keys)
+        present = {row[key] for row in rows} | set(named)
+        gone = [k for k, _ in current_rows if k not in present]
+    return inserts, changed + gone, new, len(changed), len(gone)
+
+
+def row_digest(row: dict) -> int:
+    """The row_hash of a row of columns k, t, f, d, i, from the reference SipHash above."""
+    return expected_hash("\x1f".join(canonical(row[c]) for c in ["k", *CELLS]))
+
+
+KEYS = {"int": (st.integers(-20, 20), pa.int64()),
+        "digits": (st.text(alphabet="0127", min_size=1, max_size=3), pa.string()),
+        "text": (st.text(max_size=3), pa.string())}
+CELLS = {"t": (st.one_of(st.none(), st.text(max_size=6)), pa.string()),
+         "f": (st.one_of(st.none(), st.floats(allow_nan=False), st.sampled_from([0.0, -0.0])),
+               pa.float64()),
+         "d": (st.one_of(st.none(), st.dates()), pa.date32()),
+         "i": (st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), pa.int64())}
+
+
+@st.composite
+def snapshots(draw):
+    """Current versions (some hashed from the very rows that come again, some not) and a
+    file's good rows and bad rows' keys: kept, changed, new, vanished and reappearing keys,
+    leading zeros, nulls, a bad row naming a good row's key or a current one."""
+    kind = draw(st.sampled_from(sorted(KEYS)))
+    keys, key_type = KEYS[kind]
+    pool = draw(st.lists(keys, max_size=10, unique=True))
+    row = st.fixed_dictionaries({n: cell for n, (cell, _) in CELLS.items()})
+    earlier = {k: {"k": k, **draw(row)} for k in pool}
+    held = draw(st.permutations(pool).map(lambda p: p[:draw(st.integers(0, len(p)))]))
+    current_rows = [(k, row_digest(earlier[k]) if draw(st.booleans())
+                     else draw(st.integers(-(2**63), 2**63 - 1)))
+                    for k in held]
+    coming = draw(st.permutations(pool).map(lambda p: p[:draw(st.integers(0, len(p)))]))
+    rows = [earlier[k] if draw(st.booleans()) else {"k": k, **draw(row)} for k in coming]
+    bad = draw(st.lists(st.one_of(st.sampled_from(pool or ["x"]).map(str),
+                                  st.sampled_from(["07", "-3", "x", "", "00", "9" * 19])),
+                        max_size=4))
+    return kind == "int", key_type, current_rows, rows, bad, draw(st.booleans())
+
+
+@given(snapshots())
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+def test_diff_equals_scd2_by_the_book(case):
+    key_is_int, key_type, current_rows, rows, bad, snapshot = case
+    schema = pa.schema([("k", key_type), *((n, t) for n, (_, t) in CELLS.items())])
+    held = pa.table({"k": pa.array([k for k, _ in current_rows], key_type),
+                     "row_hash": pa.array([h for _, h in current_rows], pa.int64())})
+    got = diff(held, pa.Table.from_pylist(rows, schema), "k", snapshot=snapshot,
+               bad_keys=pd.Series(bad, dtype=object))
+    inserts, expired_keys, inserted, updated, expired = oracle_diff(
+        current_rows, rows, "k", snapshot, bad, key_is_int)
+    assert got.inserts.to_pylist() == inserts
+    assert got.expire_keys.to_pylist() == expired_keys
+    assert (got.inserted, got.updated, got.expired) == (inserted, updated, expired)
+    assert got.empty == (not inserts and not expired_keys)
