@@ -27,9 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO / "dags" / "minilake_daily.py"
 TASKS = ("wait_for_deliveries", "pull_api_sources", "run", "refresh_marts", "write_reports")
 TOKEN = "tok-" + secrets.token_hex(12)
+# The fixtures below are session-scoped: each made once per worker, not again each time
+# xdist's order leaves this module and comes back to it.
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory) -> dict:
     """A migrated SQLite AIRFLOW_HOME; none of the shell's minilake settings or Airflow
     Variables (a developer's MINILAKE_API_URL would hide a missing one)."""
@@ -66,11 +68,18 @@ def dag_run(env: dict, root: Path | None, day: str, *, variables: dict[str, str]
            **{f"AIRFLOW_VAR_{k.upper()}": v for k, v in (variables or {}).items()}}
     if root is not None:
         env["MINILAKE_ROOT"] = str(root)
+    stdout, stderr = runner(env, day)
+    return parsed(stdout, stdout + stderr)
+
+
+def runner(env: dict, *args: str, hung_after: float = DAG_HUNG_AFTER) -> tuple[str, str]:
+    """tests/support/airflow_runner.py with ``args`` in a child process: its stdout and
+    stderr. A child still running after ``hung_after`` seconds fails the test (dag_run)."""
     child = subprocess.Popen([sys.executable, str(REPO / "tests" / "support" / "airflow_runner.py"),
-                              str(DAG_FILE), day], env=env, stdout=subprocess.PIPE,
+                              str(DAG_FILE), *args], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        stdout, stderr = child.communicate(timeout=DAG_HUNG_AFTER)
+        stdout, stderr = child.communicate(timeout=hung_after)
     except subprocess.TimeoutExpired:
         child.send_signal(signal.SIGABRT)                   # faulthandler prints the stacks
         try:
@@ -80,9 +89,13 @@ def dag_run(env: dict, root: Path | None, day: str, *, variables: dict[str, str]
             stdout, stderr = child.communicate()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)            # whatever it started
-        pytest.fail(f"dag.test() still running after {DAG_HUNG_AFTER} s; its threads:\n"
+        pytest.fail(f"dag.test() still running after {hung_after} s; its threads:\n"
                     f"{stderr[-6000:]}")
-    output = stdout + stderr
+    return stdout, stderr
+
+
+def parsed(stdout: str, output: str) -> Run:
+    """The Run of a runner's output (``stdout``: the lines it prints; ``output``: all)."""
     said = {line.partition(" ")[0]: line.partition(" ")[2] for line in stdout.splitlines()
             if line.startswith(("STATES ", "TRIES ", "RETRIED "))}
     assert len(said) == 3, output[-3000:]
@@ -133,7 +146,12 @@ def test_the_dag_applies_the_sample_week_then_skips_a_day_with_nothing_new(
     by_dag, by_hand = tmp_path / "dag", tmp_path / "plain"
     for root in (by_dag, by_hand):
         shutil.copytree(committed / "landing_zone", root / "landing_zone")
-    run = dag_run(airflow_env, by_dag, "2024-10-15")
+    # both days' runs by one process (Airflow starts once); the second, all skipped (checked
+    # below), leaves the root as the first left it
+    runs = dag_runs({**airflow_env, "PYTHONFAULTHANDLER": "1", "MINILAKE_ROOT": str(by_dag)},
+                    {day: {"day": day, "environ": {}} for day in ("2024-10-15", "2024-10-16")},
+                    tmp_path / "cases.json")
+    run = runs["2024-10-15"]
     assert run.states == dict.fromkeys(TASKS, "success"), run.output[-3000:]
     assert minilake.run(by_hand).ok
     for name in ("customer", "product", "sales"):
@@ -141,7 +159,7 @@ def test_the_dag_applies_the_sample_week_then_skips_a_day_with_nothing_new(
                                       minilake.read_table(name, root=by_hand), obj=name)
     assert (by_dag / "reports" / "customer_growth.csv").is_file()
 
-    run = dag_run(airflow_env, by_dag, "2024-10-16")      # nothing arrived
+    run = runs["2024-10-16"]                              # nothing arrived
     assert set(run.states.values()) == {"skipped"}
 
 
@@ -185,15 +203,47 @@ WRONG = {
 }
 
 
+@pytest.fixture(scope="session")
+def wrong_runs(airflow_env, tmp_path_factory) -> dict[str, Run]:
+    """The DAG run of every WRONG case, as :func:`dag_run` would give it (the case's own
+    temporary folder; its Variables, root and token set, the other cases' unset), all run by
+    one child process, one after the other, so that Airflow starts once, not once a case."""
+    base = tmp_path_factory.mktemp("wrong_settings")
+    names = {f"AIRFLOW_VAR_{k.upper()}" for wrong in WRONG.values() for k in wrong.variables}
+    cases = {}
+    for case, wrong in WRONG.items():
+        (base / case / "folder" / "landing_zone").mkdir(parents=True)
+        environ = dict.fromkeys([*names, "MINILAKE_ROOT", "MINILAKE_API_TOKEN"])
+        environ |= {f"AIRFLOW_VAR_{k.upper()}": v for k, v in wrong.variables.items()}
+        if wrong.root is not None:
+            environ["MINILAKE_ROOT"] = str(base / case / wrong.root)
+        if wrong.token:
+            environ["MINILAKE_API_TOKEN"] = TOKEN
+        cases[case] = {"day": "2024-10-15", "environ": environ}
+    return dag_runs({**airflow_env, "PYTHONFAULTHANDLER": "1"}, cases, base / "cases.json")
+
+
+def dag_runs(env: dict, cases: dict[str, dict], file: Path) -> dict[str, Run]:
+    """The ``dag.test()`` of each case (``{"day": ..., "environ": {name: value or None}}``),
+    in their order, by one child process (``airflow_runner.py --cases``, the cases written to
+    ``file``): Airflow starts once. Each case's Run holds its own output only."""
+    file.write_text(json.dumps(cases))
+    stdout, stderr = runner(env, "--cases", str(file), hung_after=DAG_HUNG_AFTER * len(cases))
+    runs = {}
+    for case in cases:
+        begin, end = f"CASE {case}\n", f"END {case}\n"
+        assert begin in stdout and end in stdout, f"{case}: {(stdout + stderr)[-3000:]}"
+        own = stdout.partition(begin)[2].partition(end)[0]
+        runs[case] = parsed(own, own)
+    return runs
+
+
 @pytest.mark.parametrize("case", WRONG)
-def test_a_wrong_setting_fails_its_task_at_once_naming_it(airflow_env, tmp_path, case):
+def test_a_wrong_setting_fails_its_task_at_once_naming_it(wrong_runs, case):
     """Without retries (a retry would find the same setting), so that the run, and
     ``airflow dags test`` with it, ends failed instead of waiting for retries."""
     wrong = WRONG[case]
-    (tmp_path / "folder" / "landing_zone").mkdir(parents=True)
-    run = dag_run(airflow_env, wrong.root and tmp_path / wrong.root, "2024-10-15",
-                  variables=wrong.variables,
-                  environ={"MINILAKE_API_TOKEN": TOKEN} if wrong.token else {})
+    run = wrong_runs[case]
     assert run.states[wrong.failing] == "failed", run.output[-3000:]    # not up_for_retry
     assert run.tries[wrong.failing] == 1 and run.retried[wrong.failing] == 0   # no retry
     after = TASKS[TASKS.index(wrong.failing) + 1:]

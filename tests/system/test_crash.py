@@ -9,14 +9,18 @@ spread of them (a few hundred runs).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import io
 import json
+import logging
 import os
 import random
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -29,8 +33,11 @@ import minilake
 from minilake.generate import generate
 from minilake.lake.layout import Layout
 from minilake.lake.logs import read_log
+from minilake.pipeline import RunResult
 
 DEEP = os.environ.get("MINILAKE_CRASH_DEEP") == "1"
+# The fixtures below are session-scoped: each made once per worker, not again each time
+# xdist's order leaves this module and comes back to it (tests copy, never change, them).
 VOLATILE_LOG = ["started_at", "finished_at", "read_s", "validate_s", "diff_s", "commit_s",
                 "table_version"]
 # hook -> how many times one run passes it in the world below
@@ -73,7 +80,7 @@ def assert_same(got: dict, want: dict, case: str) -> None:
         assert got[key] == want[key], f"{case}: {key}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def world(tmp_path_factory) -> Path:
     return make_world(tmp_path_factory.mktemp("crash_world"))
 
@@ -92,11 +99,23 @@ def make_world(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def reference(world, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("crash_reference") / "root"
+def applied(world: Path, root: Path) -> tuple[Path, RunResult]:
+    """A copy of ``world`` at ``root`` after one uninterrupted run (in this process), and that
+    run's result."""
     shutil.copytree(world, root)
-    result = minilake.run(root)
+    return root, minilake.run(root)
+
+
+@pytest.fixture(scope="session")
+def applied_world(world, tmp_path_factory) -> tuple[Path, RunResult]:
+    """``world`` after one uninterrupted run, computed once for the module: the tests that
+    start from it (or compare with it) copy it, never change it."""
+    return applied(world, tmp_path_factory.mktemp("crash_reference") / "root")
+
+
+@pytest.fixture(scope="session")
+def reference(applied_world) -> dict:
+    root, result = applied_world
     assert [f.file for f in result.ingest.quarantined] == ["customer_20241012.csv",
                                                            "products_20241012.json"]
     return outcome(root)
@@ -122,6 +141,31 @@ def run_timed(root: Path, env: dict | None = None, kill_after: float | None = No
     seconds = time.perf_counter() - began
     assert "Traceback" not in done.stderr, done.stderr
     return done.returncode, seconds
+
+
+def rerun(root: Path) -> int:
+    """``minilake run --root ROOT`` to its end in this process: the command line's own code
+    (``minilake.apps.cli.main``) without an interpreter's start-up, for the run that finishes a
+    killed one (only the killed run needs a process of its own); its exit status. What it
+    writes to stderr, its warnings and errors logged and any thread's uncaught exception
+    included, must hold no traceback, as :func:`run_timed` asks of a child's stderr."""
+    from minilake.apps.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    hook = threading.excepthook
+    threading.excepthook = threading.__excepthook__        # prints to sys.stderr: err
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["run", "--root", str(root)])
+    finally:
+        threading.excepthook = hook
+        logging.getLogger().removeHandler(handler)
+    assert "Traceback" not in err.getvalue(), err.getvalue()
+    return code
 
 
 UNREADABLE = {"customer_20241012.csv", "products_20241012.json"}     # make_world's two
@@ -154,7 +198,7 @@ CHUNKS = 8
 KILL_TRIES = 5
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cases(world, tmp_path_factory) -> list[tuple[str, str | None, float | None]]:
     timing = tmp_path_factory.mktemp("timing") / "root"
     shutil.copytree(world, timing)
@@ -198,7 +242,7 @@ def test_crash_anywhere_then_rerun_equals_an_uninterrupted_run(chunk, cases, wor
         else:
             delay = killed_at_a_random_moment(world, root, delay, random.Random(index))
         want = rerun_status(root)
-        assert run_cli(root) == want, f"{case}: the completing run's exit status"
+        assert rerun(root) == want, f"{case}: the completing run's exit status"
         assert_same(outcome(root), reference, case)
         survived.append(case if hook else f"{case} at {delay} s")
         shutil.rmtree(root)
@@ -212,18 +256,24 @@ READ_AHEAD_HOOKS = ["ingest.after_read:2", "ingest.after_read:6", "ingest.after_
                     "quarantine.after_log:1", "quarantine.after_reason:2"]
 
 
-def test_one_source_at_a_time_reading_ahead_equals_side_by_side(world, reference, tmp_path):
+def test_one_source_at_a_time_reading_ahead_equals_side_by_side(world, reference, tmp_path,
+                                                                monkeypatch):
+    from minilake.load import ingest
+
     root = tmp_path / "root"
     shutil.copytree(world, root)
     assert run_cli(root, READ_AHEAD) == 1                   # the two files are quarantined
     assert_same(outcome(root), reference, "reading ahead")
+    # the completing runs, in this process: READ_AHEAD's setting as the module reads it
+    monkeypatch.setattr(ingest, "SIDE_BY_SIDE_UP_TO_BYTES",
+                        int(READ_AHEAD["MINILAKE_SIDE_BY_SIDE_MB"]) << 20)
     for hook in READ_AHEAD_HOOKS:
         root = tmp_path / hook.replace(":", "_")
         shutil.copytree(world, root)
         killed = run_cli(root, {**READ_AHEAD, "MINILAKE_CRASH_AT": hook})
         assert killed == -signal.SIGKILL, f"{hook}: the hook was not reached"
         want = rerun_status(root)
-        assert run_cli(root, READ_AHEAD) == want, hook
+        assert rerun(root) == want, hook
         assert_same(outcome(root), reference, f"reading ahead, killed at {hook}")
 
 
@@ -242,7 +292,7 @@ def one_day_waiting(root: Path, seed: int, waiting: str) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def late_world(tmp_path_factory) -> Path:
     """Days 1, 2 and 4 applied; day 3 waiting in the landing zone (a late delivery)."""
     return one_day_waiting(tmp_path_factory.mktemp("late_world"), 13, "20241011")
@@ -253,17 +303,23 @@ REBUILD_HOOKS = ["rebuild.before_swap:1", "rebuild.after_swap:1", "rebuild.after
                  "split.after_move:2", "ingest.after_read:9"]
 
 
-def test_crash_during_a_rebuild_then_rerun_equals_an_uninterrupted_run(late_world, tmp_path):
-    want_root = tmp_path / "reference"
-    shutil.copytree(late_world, want_root)
-    assert minilake.run(want_root).ok
+@pytest.fixture(scope="session")
+def late_reference(late_world, tmp_path_factory) -> tuple[Path, RunResult]:
+    """``late_world`` after one uninterrupted run, and its result (copied, never changed)."""
+    return applied(late_world, tmp_path_factory.mktemp("late_reference") / "root")
+
+
+def test_crash_during_a_rebuild_then_rerun_equals_an_uninterrupted_run(late_world,
+                                                                      late_reference, tmp_path):
+    want_root, result = late_reference
+    assert result.ok
     want = outcome(want_root)
 
     def one(hook: str) -> tuple[str, int, dict]:
         root = tmp_path / hook.replace(":", "_")
         shutil.copytree(late_world, root)
         killed = run_cli(root, {"MINILAKE_CRASH_AT": hook})
-        assert run_cli(root) == 0, f"{hook}: the completing run's exit status"
+        assert rerun(root) == 0, f"{hook}: the completing run's exit status"
         return hook, killed, outcome(root)
 
     for hook in REBUILD_HOOKS:
@@ -308,10 +364,9 @@ def test_a_pull_killed_anywhere_leaves_no_partial_file_and_a_rerun_lands_the_day
         assert (root / "landing_zone" / "sales_20241009.json").read_bytes() == want, hook
 
 
-def test_an_export_killed_before_it_is_published_leaves_no_file(world, tmp_path):
+def test_an_export_killed_before_it_is_published_leaves_no_file(applied_world, tmp_path):
     root = tmp_path / "root"
-    shutil.copytree(world, root)
-    minilake.run(root)
+    shutil.copytree(applied_world[0], root)
     out = tmp_path / "out" / "sales.avro"
     args = ["export", "sales", "--out", str(out), "--root", str(root)]
     killed = finish(start(*args, env={"MINILAKE_CRASH_AT": "export.before_publish:1"}))
@@ -328,9 +383,12 @@ ERASURE_HOOKS = ["erasure.before_manifest:1", "erasure.planned:1", "erasure.file
                  "erasure.logged:1", "erasure.request_rewritten:1", "erasure.request_logged:1"]
 
 
-@pytest.fixture(scope="module")
-def erasure_world(world, tmp_path_factory) -> Path:
-    return make_erasure_world(world, tmp_path_factory.mktemp("erasure_world") / "root")
+@pytest.fixture(scope="session")
+def erasure_world(applied_world, tmp_path_factory) -> Path:
+    """:func:`make_erasure_world`, from a copy of the module's applied crash world."""
+    root = tmp_path_factory.mktemp("erasure_world") / "root"
+    shutil.copytree(applied_world[0], root)
+    return request_erasures(root)
 
 
 def make_erasure_world(world: Path, root: Path) -> Path:
@@ -338,6 +396,12 @@ def make_erasure_world(world: Path, root: Path) -> Path:
     email (another letter case) waiting in the landing zone."""
     shutil.copytree(world, root)
     minilake.run(root)
+    return request_erasures(root)
+
+
+def request_erasures(root: Path) -> Path:
+    """An erasure request for one current customer by id and one by email (another letter
+    case) put in the landing zone of an applied crash world."""
     table = minilake.read_table("customer", root=root)
     current = table[table["is_current"]]
     request = [{"customer_id": str(current["customer_id"].iloc[0])},
@@ -361,7 +425,7 @@ def test_crash_during_an_erasure_then_rerun_equals_an_uninterrupted_run(erasure_
                                                                         tmp_path):
     want_root = tmp_path / "reference"
     shutil.copytree(erasure_world, want_root)
-    assert run_cli(want_root) == 0
+    assert rerun(want_root) == 0
     want = erasure_outcome(want_root)
     assert len(want["erasures"]) == 2 and want["left"] == []
     for hook in ERASURE_HOOKS:
@@ -369,7 +433,7 @@ def test_crash_during_an_erasure_then_rerun_equals_an_uninterrupted_run(erasure_
         shutil.copytree(erasure_world, root)
         killed = run_cli(root, {"MINILAKE_CRASH_AT": hook})
         assert killed == -signal.SIGKILL, f"{hook}: the hook was not reached"
-        assert run_cli(root) == 0, hook
+        assert rerun(root) == 0, hook
         got = erasure_outcome(root)
         assert_same(got, want, hook)
         pd.testing.assert_frame_equal(got["erasures"], want["erasures"], obj=hook)
@@ -385,17 +449,16 @@ def marts_of(root: Path) -> dict:
     return out
 
 
-def assert_marts_caught_up(world: Path, hook: str, tmp_path: Path):
-    """A run on a copy of ``world`` killed at ``hook``, then run again: its marts equal an
-    uninterrupted run's; that run's result."""
-    want_root = tmp_path / "reference"
-    shutil.copytree(world, want_root)
-    result = minilake.run(want_root)
+def assert_marts_caught_up(world: Path, reference: tuple[Path, RunResult], hook: str,
+                           tmp_path: Path):
+    """A run on a copy of ``world`` killed at ``hook``, then run again: its marts equal those
+    of ``reference``, ``world`` after an uninterrupted run; that run's result."""
+    want_root, result = reference
     assert result.ok
     root = tmp_path / "killed"
     shutil.copytree(world, root)
     assert run_cli(root, {"MINILAKE_CRASH_AT": hook}) == -signal.SIGKILL, hook
-    assert run_cli(root) == 0
+    assert rerun(root) == 0
     got, want = marts_of(root), marts_of(want_root)
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], obj=f"{hook}: {name}")
@@ -403,28 +466,36 @@ def assert_marts_caught_up(world: Path, hook: str, tmp_path: Path):
 
 
 @pytest.mark.parametrize("hook", ["marts.written:1", "marts.written:3", "rebuild.after_swap:2"])
-def test_a_run_killed_before_its_marts_are_refreshed_is_caught_up(hook, late_world, tmp_path):
+def test_a_run_killed_before_its_marts_are_refreshed_is_caught_up(hook, late_world,
+                                                                  late_reference, tmp_path):
     """The marts follow the ingest log: a run killed after its files were applied but before
     (or while) the marts were refreshed leaves the next run, with nothing new, to do it."""
-    assert_marts_caught_up(late_world, hook, tmp_path)
+    assert_marts_caught_up(late_world, late_reference, hook, tmp_path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def next_day_world(tmp_path_factory) -> Path:
     """Days 1-3 applied (marts made); day 4 waiting, in order: its marts are moved on."""
     return one_day_waiting(tmp_path_factory.mktemp("next_day_world"), 17, "20241012")
 
 
+@pytest.fixture(scope="session")
+def next_day_reference(next_day_world, tmp_path_factory) -> tuple[Path, RunResult]:
+    """``next_day_world`` after one uninterrupted run, and its result (never changed)."""
+    return applied(next_day_world, tmp_path_factory.mktemp("next_day_reference") / "root")
+
+
 @pytest.mark.parametrize("hook", ["marts.kept:1", "marts.kept:2", "marts.written:2"])
-def test_a_run_killed_while_moving_its_marts_on_is_caught_up(hook, next_day_world, tmp_path):
+def test_a_run_killed_while_moving_its_marts_on_is_caught_up(hook, next_day_world,
+                                                             next_day_reference, tmp_path):
     """Killed after the customers' sums were moved on (their commit carries the log mark, so
     the rerun does not add the day twice), after the per-date rows, or between two marts:
     the rerun's marts equal an uninterrupted run's."""
-    result = assert_marts_caught_up(next_day_world, hook, tmp_path)
+    result = assert_marts_caught_up(next_day_world, next_day_reference, hook, tmp_path)
     assert result.months == [dt.date(2024, 10, 1)]                    # moved on, not in full
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gone_world(tmp_path_factory) -> Path:
     """27 October to 1 November applied; 2 November waiting, whose refresh (November alone)
     looks up the last versions of customers gone before November (``raw.gone_before_november``)
@@ -452,7 +523,7 @@ def test_a_run_killed_after_keeping_the_gone_customers_is_caught_up(gone_world, 
     shutil.copytree(gone_world, root)
     assert run_cli(root, {"MINILAKE_CRASH_AT": "marts.gone:1"}) == -signal.SIGKILL
     assert (root / "tables" / "marts" / "_gone_customers").is_dir()
-    assert run_cli(root) == 0
+    assert rerun(root) == 0
     got, want = marts_of(root), marts_of(want_root)
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], obj=name)
@@ -473,7 +544,7 @@ def test_vacuum_removes_exactly_the_files_a_killed_run_wrote_and_never_committed
     shutil.copytree(world, root)
     assert run_cli(root, {"MINILAKE_CRASH_AT": "ingest.files_written:6"}) == -signal.SIGKILL
     want = rerun_status(root)
-    assert run_cli(root) == want
+    assert rerun(root) == want
     before = {s: minilake.read_table(s, root=root) for s in ("customer", "product", "sales")}
     orphans = {}
     for source in ("customer", "product", "sales"):
