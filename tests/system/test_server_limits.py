@@ -306,7 +306,7 @@ def test_large_and_malformed_bodies_get_a_one_line_json_4xx(guarded, path):
             assert answer.status_code == 413, name
 
 
-@pytest.mark.parametrize("name, request_bytes, status", [
+MALFORMED = [
     ("a Content-Length that is no number",
      request_head("/jobs/run", Content_Length="ten") + b"{}", 400),
     ("two Content-Lengths", request_head("/jobs/run", Content_Length="2")[:-2]
@@ -316,7 +316,12 @@ def test_large_and_malformed_bodies_get_a_one_line_json_4xx(guarded, path):
     ("headers without end", request_head("/health", method="GET")[:-2]
      + b"X-More: b\r\n" * 20_000, 431),
     ("no HTTP at all", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64, 400),
-])
+]
+
+
+# named by their names only: the bytes hold this worker's token, and xdist needs every worker
+# to collect the same test ids
+@pytest.mark.parametrize("name, request_bytes, status", MALFORMED, ids=[m[0] for m in MALFORMED])
 def test_malformed_requests_get_a_one_line_json_4xx(guarded, name, request_bytes, status):
     with connect(guarded) as sock:
         sock.sendall(request_bytes)
