@@ -39,7 +39,11 @@ lab: $(LABBED)
 
 test: $(TESTED)
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+	@# pytest's own folders in a temporary folder of this run's, removed after it (pytest would
+	@# keep the last three sessions' under the system temp folder)
+	base=$$(mktemp -d -t minilake-pytest-XXXXXX) && \
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 --basetemp=$$base; \
+	status=$$?; rm -rf $$base; exit $$status
 
 lint: $(TESTED)
 	$(VENV)/bin/ruff check .
