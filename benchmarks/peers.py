@@ -144,34 +144,42 @@ def marts(db: Path, day: str) -> None:
         con.execute("COMMIT")
 
 
-def mart_totals(db: Path) -> dict[str, tuple[int, float, int]]:
-    """Per mart (rows, money to the cent, orders): what ``run.py`` compares with minilake's."""
+# What run.py compares, the same SQL over the peer's tables and over minilake's (``sql``):
+# per table its current and all versions, per mart its rows, money to the cent and orders.
+COUNTS = "SELECT count(*) FILTER ({current}), count(*) FROM {name}"
+TOTALS = "SELECT count(*), round(sum({money}), 2), sum(orders) FROM {name}"
+MART_MONEY = {"customer_monthly": "total_spent", "product_monthly": "revenue",
+              "daily_sales": "revenue"}
+
+
+def count_queries(current: str = "is_current") -> dict[str, str]:
+    return {name: COUNTS.format(current=current, name=name) for name in TABLES}
+
+
+def total_queries() -> dict[str, str]:
+    return {name: TOTALS.format(money=money, name=name) for name, money in MART_MONEY.items()}
+
+
+def first_rows(db: Path, queries: dict[str, str]) -> dict[str, tuple]:
+    """The first row of each query over the database file ``db``, by the query's name."""
     import duckdb
 
-    money = {"customer_monthly": "total_spent", "product_monthly": "revenue",
-             "daily_sales": "revenue"}
     with duckdb.connect(str(db), read_only=True) as con:
-        return {name: totals(con, name, column) for name, column in money.items()}
+        return {name: tuple(con.execute(query).fetchone()) for name, query in queries.items()}
 
 
-def totals(con, table: str, money: str) -> tuple[int, float, int]:
-    rows, cents, orders = con.execute(f"SELECT count(*), round(sum({money}), 2), "
-                                      f"sum(orders) FROM {table}").fetchone()
-    return int(rows), float(cents), int(orders)
+def mart_totals(db: Path) -> dict[str, tuple]:
+    """Per mart (rows, money to the cent, orders)."""
+    return first_rows(db, total_queries())
 
 
-def counts(db: Path, dbt: bool = False) -> dict[str, tuple[int, int]]:
+def counts(db: Path, dbt: bool = False) -> dict[str, tuple]:
     """Per table (current versions, all versions); ``dbt``: of dbt's snapshot tables."""
-    import duckdb
-
-    current = "dbt_valid_to IS NULL" if dbt else "is_current"
-    with duckdb.connect(str(db), read_only=True) as con:
-        return {name: tuple(con.execute(f"SELECT count(*) FILTER ({current}), count(*) "
-                                        f"FROM {name}").fetchone()) for name in TABLES}
+    return first_rows(db, count_queries("dbt_valid_to IS NULL" if dbt else "is_current"))
 
 
 if __name__ == "__main__":
-    command, *rest = sys.argv[1:]
+    command, *rest = sys.argv[1:] or ["help"]
     if command == "duckdb":
         one_day(Path(rest[0]), Path(rest[1]), rest[2])
     elif command == "day":

@@ -341,7 +341,7 @@ def peers_at(scale: float, days: int, work: Path, python: str, repeat: int, dbt:
         root = fresh("week")
         shutil.copytree(landing, root / "landing_zone", copy_function=os.link)
         seconds, peak = run_child([python, "-m", "minilake", "run", "--root", str(root)])
-        return seconds, peak, minilake_counts(root)
+        return seconds, peak, minilake_first_rows(root, peer.count_queries())
 
     def per_day(day) -> tuple[tuple[float, float, float], Path]:
         """Each day in a process of its own: (seconds, of which the marts' refresh, peak MB)
@@ -391,8 +391,9 @@ def peers_at(scale: float, days: int, work: Path, python: str, repeat: int, dbt:
         figures[names[1]].append((seconds, 0.0, peak))
         day, root = per_day(minilake_day)
         figures[names[2]].append(day)
-        assert minilake_counts(root) == want, "minilake per day differs from the week"
-        own_marts = minilake_mart_totals(root)
+        assert minilake_first_rows(root, peer.count_queries()) == want, \
+            "minilake per day differs from the week"
+        own_marts = minilake_first_rows(root, peer.total_queries())
         day, root = per_day(duckdb_day)
         figures[names[3]].append(day)
         got = peer.counts(root / "peer.duckdb")
@@ -445,21 +446,15 @@ began = time.perf_counter()
 minilake.refresh_marts(sys.argv[1])
 print(json.dumps({"marts_s": time.perf_counter() - began}))
 """
-MART_MONEY = {"customer_monthly": "total_spent", "product_monthly": "revenue",
-              "daily_sales": "revenue"}
-
-
-def minilake_mart_totals(root: Path) -> dict[str, tuple[int, float, int]]:
-    """Per mart (rows, money to the cent, orders), read in a child."""
+def minilake_first_rows(root: Path, queries: dict[str, str]) -> dict[str, tuple]:
+    """The first row of each query (by its name), answered by ``minilake.sql`` in a child (no
+    minilake import here; at 1000x a whole table read into pandas would take gigabytes)."""
     code = ("import json, sys, minilake\n"
-            "out = {}\n"
-            f"for name, money in {MART_MONEY!r}.items():\n"
-            "    t = minilake.sql(f'SELECT count(*) AS r, round(sum({money}), 2) AS m, '\n"
-            "                     f'sum(orders) AS o FROM {name}', root=sys.argv[1])\n"
-            "    out[name] = [int(t['r'][0]), float(t['m'][0]), int(t['o'][0])]\n"
-            "print(json.dumps(out))")
-    done = subprocess.run([sys.executable, "-c", code, str(root)], check=True,
-                          capture_output=True, text=True)
+            "queries = json.loads(sys.argv[2])\n"
+            "print(json.dumps({name: list(minilake.sql(query, root=sys.argv[1])"
+            ".to_dict('records')[0].values()) for name, query in queries.items()}))")
+    done = subprocess.run([sys.executable, "-c", code, str(root), json.dumps(queries)],
+                          check=True, capture_output=True, text=True)
     return {k: tuple(v) for k, v in json.loads(done.stdout).items()}
 
 
@@ -475,21 +470,6 @@ def check_marts(got: dict, want: dict) -> list[str]:
                 1e-11 * abs(money)):
             out.append(f"DuckDB peer's {name} {got[name]} != minilake's {want[name]}")
     return out
-
-
-def minilake_counts(root: Path) -> dict[str, tuple[int, int]]:
-    """Per table (current versions, all versions), counted by ``minilake.sql`` in a child (no
-    minilake import here; at 1000x a whole table read would take gigabytes)."""
-    code = ("import json, sys, minilake\n"
-            "out = {}\n"
-            "for s in ('customer', 'product', 'sales'):\n"
-            "    t = minilake.sql(f'SELECT count(*) FILTER (WHERE is_current) AS c, '\n"
-            "                     f'count(*) AS n FROM {s}', root=sys.argv[1])\n"
-            "    out[s] = [int(t['c'][0]), int(t['n'][0])]\n"
-            "print(json.dumps(out))")
-    done = subprocess.run([sys.executable, "-c", code, str(root)], check=True,
-                          capture_output=True, text=True)
-    return {k: tuple(v) for k, v in json.loads(done.stdout).items()}
 
 
 def main() -> None:

@@ -394,9 +394,7 @@ def erasure_world(applied_world, tmp_path_factory) -> Path:
 def make_erasure_world(world: Path, root: Path) -> Path:
     """The crash world applied, then an erasure request for one customer by id and one by
     email (another letter case) waiting in the landing zone."""
-    shutil.copytree(world, root)
-    minilake.run(root)
-    return request_erasures(root)
+    return request_erasures(applied(world, root)[0])
 
 
 def request_erasures(root: Path) -> Path:

@@ -1,6 +1,6 @@
-"""The in-process DuckDB every stage uses (docs/architecture.md): opened one way, installing and
-loading nothing (no network, ever), its memory capped, spilling to a temporary folder that is
-removed afterwards.
+"""The in-process DuckDB (docs/architecture.md), opened one way wherever it is used: installing
+and loading nothing (no network, ever), its memory capped, spilling to a temporary folder that
+is removed afterwards.
 
 DuckDB reads Arrow tables where they lie (``register``): the marts are computed with it, ``sql``
 answers queries with it. (The SCD2 diff does not use it: on a 100x day, DuckDB joining the row
