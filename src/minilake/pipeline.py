@@ -8,7 +8,8 @@ a later delivery must meet its customers erased), :mod:`~minilake.load.ingest` a
 other delivery per source, :mod:`~minilake.outbound.marts` moves the marts on from what the
 load changed, and the history step enforces the root's policy. ``ingest`` is the same without
 the split and the marts, ``rebuild`` replays a source, ``vacuum`` removes data files no version
-refers to. No stage imports a later one; each is called from here (and the command line, the
+refers to, ``maintain`` compacts and checkpoints the tables (a run does it when a threshold is
+crossed). No stage imports a later one; each is called from here (and the command line, the
 job server, the DAG and the notebooks call these).
 """
 
@@ -32,6 +33,7 @@ from minilake.lake.layout import KEPT, MARTS, Layout
 from minilake.lake.lock import hold
 from minilake.lake.logs import Ledger
 from minilake.load import datafiles, history
+from minilake.load import maintain as upkeep  # `maintain` is the operation
 from minilake.load.ingest import IngestResult, Progress, ingest_source, load_sources
 from minilake.outbound import marts as datamarts  # `marts` is run()'s switch
 
@@ -161,6 +163,18 @@ def vacuum(root: str | Path = ".", *, dry_run: bool = False) -> dict[str, list[s
                 for path in paths if delta.exists(path)}
 
 
+def maintain(root: str | Path = ".", *, say: Say | None = None) -> list[str]:
+    """Table maintenance on demand (docs/history.md, "Maintenance"): each source's table's
+    small files compacted (data unchanged: every version reads what it read) and checkpointed,
+    the root's history policy applied, the data files no kept version refers to removed.
+    Returns a line per table (and per policy step)."""
+    layout = Layout.of(root)
+    say = say or _quiet
+    with hold(layout.root, "maintain"):
+        done = _said(say, [d.line() for d in upkeep.maintain(layout)])
+        return done + _said(say, history.enforce(layout))
+
+
 def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         progress: bool | None = None, marts: bool = True, engine: str = "local",
         cluster: str | None = None, ranges: int | None = None,
@@ -189,6 +203,10 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         else:
             result.months = datamarts.touched_months(layout)
         result.ingest.history += _said(say, history.enforce(layout))
+        if result.ingest.files and upkeep.due(layout):
+            result.ingest.history += _said(say, [
+                d.line() for d in upkeep.maintain(layout, at_least=upkeep.COMPACT_AT,
+                                                  orphans=False) if d.groups])
         if storage.is_local(layout.root) and (marts or result.months == []):
             unchanged.remember(Path(layout.root))     # the next run with nothing to do: 0.1 s
         return result
@@ -219,6 +237,7 @@ def status(root: str | Path = ".") -> pd.DataFrame:
             "late": int((mine["event"] == "late").sum()),
             "resent": int(((mine["event"] == "resent") & (mine["status"] == "applied")).sum()),
             "rebuilds": int((commits["operation"] == "REBUILD").sum()),
+            "repairs": int((commits["operation"] == "REPAIR").sum()),
             "last_date": applied["file_date"].max() if len(applied) else None,
             "current_rows": current,
             "all_versions": total,

@@ -8,7 +8,9 @@ import threading
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 from support import rawfiles as raw
 from support.arrivals import (
     assert_matches_raw,
@@ -23,6 +25,7 @@ import minilake
 from minilake.generate import generate
 from minilake.lake.layout import Layout
 from minilake.lake.logs import read_log
+from minilake.load import maintain as upkeep
 
 ORDERS = 20
 
@@ -221,3 +224,193 @@ def test_time_travel_by_business_date_and_by_table_version(week):
         second["customer_id"])
     as_of = minilake.read_table("customer", as_of="2024-10-09", root=week)
     assert sorted(as_of["customer_id"].astype(str)) == sorted(first["customer_id"])
+
+
+# --- repairs from a date on (issue 39: the cost of a late file follows the days after it) -----
+
+PREFIXES = {"customer": "customer", "product": "products", "sales": "sales"}
+
+
+@pytest.fixture(scope="module")
+def sixty_days(tmp_path_factory) -> Path:
+    """Sixty generated days, small: the landing files by date."""
+    root = tmp_path_factory.mktemp("sixty_days")
+    generate(root, start="2024-10-09", days=60, customers=40, seed=39, landing_only=True)
+    return root / "landing_zone"
+
+
+def by_date(landing: Path) -> dict:
+    out: dict = {}
+    for path in landing.iterdir():
+        out.setdefault(raw.file_date(path), []).append(path)
+    return dict(sorted(out.items()))
+
+
+def replayed(root: Path, since: int) -> tuple[pd.DataFrame, int]:
+    """The applied rows the ingest log gained after its first ``since`` rows, and its length."""
+    log = read_log(Layout.of(root))
+    new = log.iloc[since:]
+    return new[new["status"] == "applied"], len(log)
+
+
+def archived_on_or_after(root: Path, source: str, day) -> set[str]:
+    return {p.name for p in raw.days(root / "archive" / source, PREFIXES[source])
+            if raw.file_date(p) >= day}
+
+
+def test_each_late_file_replays_only_the_files_from_its_date_on(sixty_days, tmp_path):
+    """Every other day of sixty arrives a day late, beside the day after next: each run repairs
+    its sources from the late date, replaying only the files dated from then on (three per
+    source: the late one, the one applied after it, the new one), never the ones before; the
+    tables equal the raw files applied in date order every ten runs and at the end."""
+    days = by_date(sixty_days)
+    dates = list(days)
+    runs = [[dates[1]]] + [[dates[i], dates[i + 3]] for i in range(0, 57, 2)] + [[dates[58]]]
+    assert sorted(d for run in runs for d in run) == dates
+    root = tmp_path / "root"
+    (root / "landing_zone").mkdir(parents=True)
+    seen = 0
+    for n, run in enumerate(runs):
+        for day in run:
+            for path in days[day]:
+                shutil.copy(path, root / "landing_zone")
+        assert minilake.run(root, marts=False).ok, run
+        applied, seen = replayed(root, seen)
+        for source in PREFIXES:
+            mine = applied[applied["source"] == source]
+            want = archived_on_or_after(root, source, min(run)) if n else \
+                archived_on_or_after(root, source, run[0])
+            assert set(mine["file"]) == want, f"run {n} ({run}): {source} replayed"
+            if n and len(run) == 2 or n == len(runs) - 1:
+                late = mine[mine["file_date"] == min(run)]
+                assert late["event"].tolist() == ["late"], f"run {n}: {source}"
+                assert set(mine.loc[mine["file_date"] > min(run), "event"]) == {"replay"}
+        if n % 10 == 9 or n == len(runs) - 1:
+            assert_matches_raw(table_contents(root), root / "archive", f"after run {n}",
+                               archived=True)
+
+
+@pytest.fixture(scope="module")
+def sixty_applied(sixty_days, tmp_path_factory) -> Path:
+    """The sixty days applied in one run, with no maintenance (a file per day's history)."""
+    root = tmp_path_factory.mktemp("sixty_applied")
+    shutil.copytree(sixty_days, root / "landing_zone")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(upkeep, "COMPACT_AT", 10**6)
+        assert minilake.run(root, marts=False).ok
+    return root
+
+
+@pytest.mark.parametrize("back", [0, 6, 30, 59])
+def test_a_resent_file_replays_only_the_files_from_its_own_date_on(back, sixty_applied,
+                                                                    tmp_path):
+    """A file resent ``back`` days before the last (each source's, with the next day's rows:
+    changed, new and missing keys) repairs from its own date: the files before it are not
+    replayed, the tables equal the archive (the resent contents) applied in date order."""
+    root = tmp_path / "root"
+    shutil.copytree(sixty_applied, root)
+    seen = len(read_log(Layout.of(root)))
+    dates = list(by_date(root / "archive" / "customer"))
+    day = dates[-1 - back]
+    following = dates[-back] if back else dates[-2]
+    for source, prefix in PREFIXES.items():
+        old = next(p for p in raw.days(root / "archive" / source, prefix)
+                   if raw.file_date(p) == day)
+        new = next(p for p in raw.days(root / "archive" / source, prefix)
+                   if raw.file_date(p) == following)
+        (root / "landing_zone" / old.name).write_bytes(new.read_bytes())
+    assert minilake.run(root, marts=False).ok
+    applied, _ = replayed(root, seen)
+    for source in PREFIXES:
+        mine = applied[applied["source"] == source]
+        assert set(mine["file"]) == archived_on_or_after(root, source, day), source
+        assert mine.loc[mine["file_date"] == day, "event"].tolist() == ["resent"], source
+    assert_matches_raw(table_contents(root), root / "archive", f"resent {day}", archived=True)
+
+
+# --- maintenance (issue 39: compaction as data-unchanged commits) ---------------------------
+
+def live_files(root: Path, source: str) -> list[dict]:
+    return pa.table(DeltaTable(str(root / "tables" / source)).get_add_actions(flatten=True)
+                    ).to_pylist()
+
+
+def every_version(root: Path, source: str) -> dict[int, pd.DataFrame]:
+    last = int(minilake.versions(source, root)["version"].max())
+    return {v: minilake.read_table(source, root=root, version=v) for v in range(last + 1)}
+
+
+def test_maintenance_compacts_small_files_and_every_version_reads_the_same(sixty_applied,
+                                                                          tmp_path):
+    """Sixty days applied in one run leave a history file per day in customer and product: a
+    maintenance puts each month's together (one per month of closing), in one data-unchanged
+    commit per table; every earlier version and every as_of read gives the rows it gave."""
+    root = tmp_path / "root"
+    shutil.copytree(sixty_applied, root)
+    dates = list(by_date(root / "archive" / "customer"))
+    before = {s: every_version(root, s) for s in ("customer", "product")}
+    as_of = {(s, d): minilake.read_table(s, root=root, as_of=d)
+             for s in PREFIXES for d in dates[::7]}
+    counts = {s: len(live_files(root, s)) for s in PREFIXES}
+    lines = minilake.maintain(root)
+    for source in ("customer", "product"):
+        files = live_files(root, source)
+        history = [f for f in files if not f["partition.is_current"]]
+        months = {f["max.expiry_date"].strftime("%Y-%m") for f in history}
+        assert len(history) == len(months) <= 3, (source, len(history), months)
+        assert counts[source] >= 50 and len(files) <= 4, (source, counts[source], len(files))
+        assert any(line.startswith(f"maintain: {source}: {counts[source]} data files -> "
+                                   f"{len(files)}") for line in lines), lines
+        for version, frame in before[source].items():
+            pd.testing.assert_frame_equal(minilake.read_table(source, root=root,
+                                                              version=version), frame,
+                                          obj=f"{source} version {version}")
+        compacted = minilake.versions(source, root).iloc[-1]
+        assert compacted["operation"] == "COMPACT" and compacted["files"] == ""
+    for (source, day), frame in as_of.items():
+        pd.testing.assert_frame_equal(minilake.read_table(source, root=root, as_of=day), frame,
+                                      obj=f"{source} as of {day}")
+    # a second maintenance finds nothing to compact
+    assert all("->" not in line for line in minilake.maintain(root))
+
+
+def test_a_repair_after_maintenance_rewrites_only_the_recent_month(sixty_applied, tmp_path):
+    """After compaction, a file resent for the last day rewrites the current files and the
+    history closed in the last day's month only: the earlier months' history files stay as
+    they were, and the tables still equal in-order arrival of the archive."""
+    root = tmp_path / "root"
+    shutil.copytree(sixty_applied, root)
+    minilake.maintain(root)
+    dates = list(by_date(root / "archive" / "customer"))
+    month = dates[-1].strftime("%Y-%m")
+    older = {f["path"] for f in live_files(root, "customer")
+             if not f["partition.is_current"] and f["max.expiry_date"].strftime("%Y-%m") < month}
+    assert len(older) == 2
+    last = root / "archive" / "customer" / f"customer_{dates[-1]:%Y%m%d}.csv"
+    frame = raw.customers(last)
+    frame.iloc[:-3].to_csv(root / "landing_zone" / last.name, index=False, quoting=1)
+    assert minilake.run(root, marts=False).ok
+    assert older <= {f["path"] for f in live_files(root, "customer")}
+    assert_matches_raw(table_contents(root), root / "archive", "resent after maintenance",
+                       archived=True)
+
+
+def test_a_run_maintains_a_table_once_a_group_reaches_the_threshold(sixty_days, tmp_path):
+    """One run a day: when the history closed this month reaches 10 small files, the run
+    compacts it and says so in one line; the tables still equal the raw files."""
+    days = by_date(sixty_days)
+    root = tmp_path / "root"
+    (root / "landing_zone").mkdir(parents=True)
+    said = []
+    for n, paths in enumerate(days.values()):
+        if n == 12:
+            break
+        for path in paths:
+            shutil.copy(path, root / "landing_zone")
+        said += [(n, line) for line in minilake.run(root, marts=False).lines()
+                 if line.startswith("maintain:")]
+    # day n adds the history file n (the first day closes nothing): the tenth is on day 10
+    assert [n for n, _ in said if "customer" in _] == [10], said
+    history = [f for f in live_files(root, "customer") if not f["partition.is_current"]]
+    assert len(history) == 2, "the compacted ten, and day 11's"
+    assert_matches_raw(table_contents(root), root / "archive", "maintained", archived=True)

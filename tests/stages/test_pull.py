@@ -275,13 +275,13 @@ def test_pulled_again_unchanged_is_a_no_op_and_changed_is_a_resent_delivery(http
     assert pull(tmp_path, httpserver).outcome == "landed"
     run = minilake.run(tmp_path)
     assert run.ok and [a.name for a, _ in run.split.superseded] == ["sales_20241009.json"]
-    # a resent file replaces the earlier one (docs/formats.md: the source is rebuilt as if it had
-    # come
-    # in order), in a new table version; the earlier version still shows the old value
+    # a resent file replaces the earlier one (docs/history.md: the source is repaired from its
+    # date on, as if it had come in order), in a new table version; the earlier version still
+    # shows the old value
     table = minilake.read_table("sales", root=tmp_path).set_index("sale_id")
     assert table.loc["000002", "quantity"] == 3 and len(table) == 3
     history = minilake.versions("sales", tmp_path)
-    assert history["operation"].iloc[-1] == "REBUILD"
+    assert history["operation"].iloc[-1] == "REPAIR"
     earlier = minilake.read_table("sales", root=tmp_path,
                                   version=int(history["version"].iloc[-2]))
     assert earlier.set_index("sale_id").loc["000002", "quantity"] == 2

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from deltalake import DeltaTable
 from support import rawfiles as raw
 from support.commands import finish, start
 
@@ -298,9 +299,12 @@ def late_world(tmp_path_factory) -> Path:
     return one_day_waiting(tmp_path_factory.mktemp("late_world"), 13, "20241011")
 
 
-REBUILD_HOOKS = ["rebuild.before_swap:1", "rebuild.after_swap:1", "rebuild.after_swap:2",
-                 "ingest.after_commit:2", "ingest.after_commit:6", "ingest.report_written:3",
-                 "split.after_move:2", "ingest.after_read:9"]
+# A late file repairs its source from its date on: killed while the table is rolled back,
+# replayed, committed, and once it is (logged, or not yet), then in other sources' files.
+REPAIR_HOOKS = ["repair.rolled_back:1", "repair.before_commit:1", "repair.after_commit:1",
+                "repair.after_commit:2", "repair.after_commit:3", "ingest.files_written:1",
+                "ingest.files_written:5", "ingest.report_written:3", "split.after_move:2",
+                "ingest.after_read:5"]
 
 
 @pytest.fixture(scope="session")
@@ -309,8 +313,8 @@ def late_reference(late_world, tmp_path_factory) -> tuple[Path, RunResult]:
     return applied(late_world, tmp_path_factory.mktemp("late_reference") / "root")
 
 
-def test_crash_during_a_rebuild_then_rerun_equals_an_uninterrupted_run(late_world,
-                                                                      late_reference, tmp_path):
+def test_crash_during_a_repair_then_rerun_equals_an_uninterrupted_run(late_world,
+                                                                     late_reference, tmp_path):
     want_root, result = late_reference
     assert result.ok
     want = outcome(want_root)
@@ -322,10 +326,60 @@ def test_crash_during_a_rebuild_then_rerun_equals_an_uninterrupted_run(late_worl
         assert rerun(root) == 0, f"{hook}: the completing run's exit status"
         return hook, killed, outcome(root)
 
-    for hook in REBUILD_HOOKS:
+    for hook in REPAIR_HOOKS:
         hook, killed, got = one(hook)
         assert killed == -signal.SIGKILL, f"{hook}: the hook was not reached"
         assert_same(got, want, hook)
+
+
+MAINTAIN_HOOKS = ["maintain.files_written:1", "maintain.after_commit:1",
+                  "maintain.files_written:2", "maintain.checkpointed:1",
+                  "maintain.orphans_removed:1"]
+
+
+def referenced(root: Path) -> dict[str, set[str]]:
+    """Per source table, the data files some version of it reads, and the data files on disk."""
+    out = {}
+    for source in ("customer", "product", "sales"):
+        table = root / "tables" / source
+        read = set()
+        for version in minilake.versions(source, root)["version"]:
+            read |= {os.path.relpath(uri.removeprefix("file://"), table)
+                     for uri in DeltaTable(str(table), version=int(version)).file_uris()}
+        on_disk = {str(p.relative_to(table)) for p in table.rglob("*.parquet")
+                   if "_delta_log" not in p.parts}
+        out[source] = (read, on_disk)
+    return out
+
+
+def test_maintenance_killed_anywhere_then_rerun_equals_an_uninterrupted_one(late_reference,
+                                                                            tmp_path):
+    """SIGKILL while ``maintain`` compacts, commits, checkpoints or cleans up, then ``maintain``
+    again: the tables and logs equal an uninterrupted maintenance's, every version before it
+    reads the rows it read, and no data file is left that no version reads."""
+    base = late_reference[0]
+    want_root = tmp_path / "want"
+    shutil.copytree(base, want_root)
+    before = {(s, int(v)): minilake.read_table(s, root=want_root, version=int(v))
+              for s in ("customer", "product") for v in minilake.versions(s, want_root)["version"]}
+    assert finish(start("maintain", "--root", str(want_root))).returncode == 0
+    want = outcome(want_root)
+    assert minilake.versions("customer", want_root)["operation"].iloc[-1] == "COMPACT"
+    for hook in MAINTAIN_HOOKS:
+        root = tmp_path / hook.replace(":", "_")
+        shutil.copytree(base, root)
+        killed = finish(start("maintain", "--root", str(root),
+                              env={"MINILAKE_CRASH_AT": hook}))
+        assert killed.returncode == -signal.SIGKILL, f"{hook}: the hook was not reached"
+        again = finish(start("maintain", "--root", str(root)))
+        assert again.returncode == 0, f"{hook}: {again.stderr}"
+        assert_same(outcome(root), want, hook)
+        for (source, version), frame in before.items():
+            pd.testing.assert_frame_equal(minilake.read_table(source, root=root,
+                                                              version=version), frame,
+                                          obj=f"{hook}: {source} version {version}")
+        for source, (read, on_disk) in referenced(root).items():
+            assert on_disk == read, f"{hook}: {source}: files no version reads"
 
 
 PULL_HOOKS = ["pull.page_written:1", "pull.page_written:2", "pull.page_written:3",
@@ -463,7 +517,7 @@ def assert_marts_caught_up(world: Path, reference: tuple[Path, RunResult], hook:
     return result
 
 
-@pytest.mark.parametrize("hook", ["marts.written:1", "marts.written:3", "rebuild.after_swap:2"])
+@pytest.mark.parametrize("hook", ["marts.written:1", "marts.written:3", "repair.after_commit:2"])
 def test_a_run_killed_before_its_marts_are_refreshed_is_caught_up(hook, late_world,
                                                                   late_reference, tmp_path):
     """The marts follow the ingest log: a run killed after its files were applied but before

@@ -133,7 +133,7 @@ def test_status_and_export_jobs(server):
     status = server.client.get("/status").json()
     made = expected_tables(server.root / "archive", archived=True)
     want = [{"source": source, "archived": 7, "applied": 7, "quarantined": 0, "superseded": 0,
-             "late": 0, "resent": 0, "rebuilds": 0, "last_date": "2024-10-15",
+             "late": 0, "resent": 0, "rebuilds": 0, "repairs": 0, "last_date": "2024-10-15",
              "current_rows": int(versions["is_current"].sum()), "all_versions": len(versions),
              "rejected_rows": 0} for source, versions in made.items()]
     assert [{k: s[k] for k in want[0]} for s in status["sources"]] == want

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("vacuum", "remove data files no table version refers to (left by a killed "
                 "run or a lost Dask worker)")
     p.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
+    command("maintain", "compact small files (data unchanged), checkpoint, and clean up within "
+            "the history policy (a run does it by itself past a threshold)")
     p = command("rebuild", "replay archive/ into fresh tables and swap them in atomically")
     p.add_argument("source", nargs="?", default=None, help="one source (default: all)")
     p.add_argument("--allow-mass-delete", action="store_true",
@@ -282,6 +284,9 @@ def _main(args: argparse.Namespace) -> int:
         verb = "would remove" if args.dry_run else "removed"
         _print([f"{name}: {verb} {len(files)} file(s) no version refers to"
                 + "".join(f"\n  {f}" for f in files) for name, files in found.items()])
+        return 0
+    if args.command == "maintain":
+        minilake.maintain(args.root, say=_say)
         return 0
     if args.command == "run" and _nothing_to_do(args.root):
         _print(["split: 0 file(s) archived", "ingest: nothing new in archive/"])

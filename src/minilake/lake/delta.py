@@ -222,7 +222,9 @@ def versions(path: Path) -> pd.DataFrame:
         what = meta.get("note", "")
         rows.append({"version": entry["version"],
                      "committed_at": pd.Timestamp(entry["timestamp"], unit="ms", tz="UTC"),
-                     "operation": ("REBUILD" if "files" in meta else entry.get("operation")),
+                     "operation": ("COMPACT" if "compacted" in meta else
+                                   "REPAIR" if "from" in meta else
+                                   "REBUILD" if "files" in meta else entry.get("operation")),
                      "files": ", ".join(files) if len(files) < 4 else
                      f"{len(files)} files: {files[0]} ... {files[-1]}",
                      "note": what})

@@ -61,9 +61,12 @@ def partitioning(source: Source) -> list[str]:
     return ["is_current", *source.partition_by]
 
 
-def current_files(opened: Opened) -> list[dict]:
+def current_files(opened: Opened | Staged) -> list[dict]:
     """The table's current data files (its add actions in the ``is_current`` partition, with
-    their key statistics), at the handle's version; none before the first commit."""
+    their key statistics), at the handle's version, or as a repair has staged them; none
+    before the first commit."""
+    if isinstance(opened, Staged):
+        return opened.current()
     table = opened.table()
     if table is None:
         return []
@@ -126,7 +129,7 @@ def applied_commits(opened: Opened) -> dict[tuple[str, str], dict]:
     for entry in reversed(table.history(limit=RECENT_COMMITS)):
         if COMMIT_KEY in entry:
             meta = json.loads(entry[COMMIT_KEY])
-            for applied in meta.get("files", [meta]):
+            for applied in meta.get("files", [meta] if "file" in meta else []):
                 out[applied["file"], applied["sha256"]] = {**applied,
                                                            "table_version": entry["version"]}
     return out
@@ -232,8 +235,10 @@ class _Files:
     """Data files of one table, written the way delta-rs writes them: Hive-style partition
     folders, partition columns kept out of the file, statistics for data skipping."""
 
-    def __init__(self, root: Path, source: Source, schema: pa.Schema, ordered: bool = False):
+    def __init__(self, root: Path, source: Source, schema: pa.Schema, ordered: bool = False,
+                 data_change: bool = True):
         self.root, self.source, self.ordered = root, source, ordered
+        self.data_change = data_change          # False: a compaction's files (same rows)
         self.filesystem, self.base = storage.arrow(root)
         self.partitions = partitioning(source)
         self.stored = pa.schema([f for f in schema if f.name not in self.partitions])
@@ -291,7 +296,7 @@ class _Files:
                        write_statistics=self.statistics, filesystem=self.filesystem)
         info = self.filesystem.get_file_info(target)
         return AddAction(relative, info.size, partition, info.mtime_ns // 1_000_000,
-                         True, _statistics(rows))
+                         self.data_change, _statistics(rows))
 
     def expire(self, file: dict, keys: pa.Array, day: dt.date) -> tuple[list, list]:
         """Rewrite one current file without the versions of ``keys``, which go, closed on
@@ -341,6 +346,149 @@ def _statistics(rows: pa.Table) -> str:
         least[name], greatest[name] = low, high
     return json.dumps({"numRecords": rows.num_rows, "minValues": least,
                        "maxValues": greatest, "nullCount": nulls})
+
+
+class Staged:
+    """A table's files as a repair (docs/history.md) changes them, nothing committed: the
+    files still live, read and rewritten by the replayed deliveries as they would be a
+    committed table's, and at the end the actions that make them the table's in one commit.
+
+    Files are written into the table's own folders, unreferenced until that commit; one
+    written and rewritten again before it is never referenced, and is removed after it."""
+
+    def __init__(self, opened: Opened, files: list[dict]):
+        self.opened, self.path = opened, opened.path
+        self.committed = {f["path"]: f for f in files}
+        self.live = dict(self.committed)
+        self.written: dict[str, AddAction] = {}
+
+    def current(self) -> list[dict]:
+        return [f for f in self.live.values() if f["partition.is_current"]]
+
+    def stage(self, actions: list) -> None:
+        """Take one delivery's actions as if committed."""
+        for action in actions:
+            if isinstance(action, RemoveAction):
+                del self.live[action.path]
+            else:
+                self.written[action.path] = action
+                self.live[action.path] = _as_file(action)
+
+    def actions(self) -> list:
+        """The one commit's actions: the committed files no longer live removed, the written
+        ones still live added."""
+        now = int(time.time() * 1000)
+        gone = [RemoveAction(path, True, now, f["size_bytes"], _partition_values(f))
+                for path, f in self.committed.items() if path not in self.live]
+        return gone + [a for path, a in self.written.items() if path in self.live]
+
+    def discard(self) -> None:
+        """Remove the files written and rewritten again before the commit (never referenced)."""
+        for path in self.written:
+            if path not in self.live:
+                storage.remove(self.path / path)
+
+
+def _as_file(action: AddAction) -> dict:
+    """An add action as ``get_add_actions(flatten=True)`` lists it: enough for what a replay
+    reads (path, size, partition values, the key's and the dates' least and greatest)."""
+    stats = json.loads(action.stats)
+    out = {"path": action.path, "size_bytes": action.size}
+    for name, value in action.partition_values.items():
+        out[f"partition.{name}"] = (value == "true") if name == "is_current" else value
+    for end, values in (("min", stats.get("minValues", {})), ("max", stats.get("maxValues", {}))):
+        out |= {f"{end}.{name}": value for name, value in values.items()}
+    return out
+
+
+def _partition_values(file: dict) -> dict[str, str]:
+    return {name.split(".", 1)[1]: _partition_text(value) for name, value in file.items()
+            if name.startswith("partition.")}
+
+
+def _day(value: object) -> dt.date | None:
+    """A date statistic, as the log lists it (a date) or a staged file has it (ISO text)."""
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _changed_from(file: dict, day: dt.date) -> bool:
+    """Whether a file may hold a version a delivery dated ``day`` or later made: one opened
+    from then on, or (history) closed from then on. No statistics: it may."""
+    if file["partition.is_current"]:
+        newest = _day(file.get("max.effective_from"))
+    else:
+        newest = _day(file.get("max.expiry_date"))
+    return newest is None or newest >= day
+
+
+def roll_back(opened: Opened, source: Source, day: dt.date) -> Staged:
+    """The table as the deliveries dated before ``day`` left it, staged (docs/history.md): a
+    version opened on ``day`` or later goes, and one closed on ``day`` or later is open
+    again, current. Exactly the table of those deliveries applied in order, since a delivery
+    only opens versions on its date and closes open ones on its date.
+
+    Only files that may hold such versions are read and rewritten (by their statistics): the
+    current files a later delivery wrote and the history it closed, however old the table."""
+    table = opened.table()
+    if table is None:
+        return Staged(opened, [])
+    files = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    staged = Staged(opened, files)
+    touched = [f for f in files if _changed_from(f, day)]
+    if not touched:
+        return staged
+    schema = table_schema(source)
+    writer = _Files(opened.path, source, schema)
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        rows = pa.concat_tables(list(pool.map(lambda f: _rows_of(opened.path, source, f),
+                                              touched)))
+        edge = pa.scalar(day, pa.date32())
+        rows = rows.filter(pc.less(rows["effective_from"], edge))
+        reopen = pc.greater_equal(rows["expiry_date"], edge)
+        rows = rows.set_column(schema.get_field_index("expiry_date"), "expiry_date", pc.if_else(
+            reopen, pa.scalar(OPEN_END, pa.date32()), rows["expiry_date"]))
+        rows = rows.set_column(schema.get_field_index("is_current"), "is_current",
+                               pc.or_(reopen, rows["is_current"]))
+        added = list(pool.map(lambda p: writer.write(*p),
+                              writer.pack(writer.by_partition(rows))))
+    now = int(time.time() * 1000)
+    staged.stage([RemoveAction(f["path"], True, now, f["size_bytes"], _partition_values(f))
+                  for f in touched] + added)
+    return staged
+
+
+def _rows_of(path: Path, source: Source, file: dict) -> pa.Table:
+    """A data file's rows in the table's columns (its partition values put back)."""
+    schema = table_schema(source)
+    filesystem, base = storage.arrow(path)
+    rows = pq.read_table(f"{base}/{file['path']}", filesystem=filesystem)
+    for name in partitioning(source):
+        rows = rows.append_column(name, pa.repeat(
+            pa.scalar(file[f"partition.{name}"], schema.field(name).type), rows.num_rows))
+    return rows.select(schema.names).cast(schema)
+
+
+def compact(opened: Opened, source: Source, groups: list[list[dict]], note: str) -> int:
+    """Put each group of data files (add actions, of one partition) together, in key order,
+    into files of up to ``ROWS_PER_FILE`` rows, as one data-unchanged commit (every version
+    reads the rows it read; docs/history.md). Returns the new version."""
+    schema = table_schema(source)
+    writer = _Files(opened.path, source, schema, ordered=True, data_change=False)
+    now = int(time.time() * 1000)
+    actions: list = []
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        for group in groups:
+            rows = pa.concat_tables(list(pool.map(
+                lambda f: _rows_of(opened.path, source, f), group)))
+            partition = _partition_values(group[0])
+            actions += [RemoveAction(f["path"], False, now, f["size_bytes"], partition)
+                        for f in group]
+            actions += list(pool.map(lambda p: writer.write(*p),
+                                     writer.pack([(rows, partition)])))
+    crashpoint("maintain.files_written")
+    return commit(opened, source, actions, {"note": note, "compacted": len(groups)})
 
 
 def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -> int:

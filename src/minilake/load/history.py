@@ -157,7 +157,9 @@ def versions(layout: Layout, source: str) -> pd.DataFrame:
             continue
         files = sorted(rows["file"].unique())
         gone.append({"version": version, "committed_at": rows["finished_at"].min(),
-                     "operation": "REBUILD" if (rows["event"] != "").any() else "WRITE",
+                     "operation": ("WRITE" if (rows["event"] == "").all() else "REBUILD"
+                                   if rows["event"].isin(["rebuild", "erasure"]).any()
+                                   else "REPAIR"),
                      "files": ", ".join(files) if len(files) < 4 else
                      f"{len(files)} files: {files[0]} ... {files[-1]}",
                      "note": _gone_why(layout, source, version), "kept": False})

@@ -7,11 +7,12 @@ and the next run finishes the job: it finds the commit in the table's history an
 the log.
 
 History does not depend on arrival order (docs/formats.md). A file dated before the last one
-applied to
-its source (a late file), or a file whose name was applied with other content (a resent file),
-makes the source be rebuilt: every archived file of the source is replayed, in file-date order
-and through the same per-file code, into a scratch table that is then swapped in with a single
-overwrite commit.
+applied to its source (a late file), or a file whose name was applied with other content (a
+resent file), makes the source be repaired from that file's date on (docs/history.md): the
+table as the earlier deliveries left it is staged from the files that changed since, the
+deliveries from that date on are replayed through the same per-file code, and the result is
+one commit. A rebuild (on demand, or after an erasure) replays every archived file into a
+scratch table swapped in with a single overwrite commit.
 
 Longer than most because a source's files are one story, applied in order or replayed, told
 with one set of helpers (the archived deliveries, a file's check, its settlement and commit,
@@ -67,7 +68,7 @@ class FileOutcome:
     file: str
     status: str                     # applied | quarantined | superseded
     reason: str = ""
-    event: str = ""                 # "" | late | resent | rebuild
+    event: str = ""                 # "" | late | resent | replay | rebuild | erasure
     note: str = ""
     rows_read: int = 0
     rows_loaded: int = 0
@@ -190,13 +191,16 @@ def check_file(source: Source, delivery: Delivery) -> _Checked:
     return _Checked(delivery, rows, rows_read, clock)
 
 
-def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: delta.Opened,
+Table = delta.Opened | datafiles.Staged
+
+
+def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Table,
                 commits: dict, allow_mass_delete: bool, engine: Engine | None
                 ) -> tuple[FileOutcome, dict]:
     """Read, validate, report and apply one file to ``table``, here or (``engine``) on a
     cluster; raise Quarantined if it cannot be applied. ``commits`` are the files the table's
-    history says were applied already."""
-    if engine is None:
+    history says were applied already. A repair's staged table is worked on here."""
+    if engine is None or isinstance(table, datafiles.Staged):
         return _apply_checked(layout, source, check_file(source, delivery), table, commits,
                               allow_mass_delete)
     try:
@@ -206,7 +210,7 @@ def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: delta
     return _settle(layout, source, delivery, table, commits, allow_mass_delete, work, clock)
 
 
-def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: delta.Opened,
+def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Table,
                    commits: dict, allow_mass_delete: bool) -> tuple[FileOutcome, dict]:
     """Compare a file checked here with the current versions, then report and apply it."""
     delivery, clock, rows = checked.delivery, checked.clock, checked.rows
@@ -227,11 +231,11 @@ def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: del
     return _settle(layout, source, delivery, table, commits, allow_mass_delete, work, clock)
 
 
-def _settle(layout: Layout, source: Source, delivery: Delivery, table: delta.Opened,
+def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
             commits: dict, allow_mass_delete: bool, work: parts.FileWork,
             clock: dict) -> tuple[FileOutcome, dict]:
     """The driver's part of a file, whichever engine did the work: the mass-delete check, the
-    error report, the data files written, then the file's one commit."""
+    error report, the data files written, then the file's one commit (staged, in a repair)."""
     path, sha = delivery.path, delivery.sha256
     day = source.file_date(path.name)
     t = time.perf_counter()
@@ -257,8 +261,11 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: delta.Ope
         crashpoint("ingest.before_commit")
         actions = work.write()
         crashpoint("ingest.files_written")
-        clock["table_version"] = datafiles.commit(table, source, actions, provenance)
-        crashpoint("ingest.after_commit")
+        if isinstance(table, datafiles.Staged):
+            table.stage(actions)
+        else:
+            clock["table_version"] = datafiles.commit(table, source, actions, provenance)
+            crashpoint("ingest.after_commit")
     clock["commit_s"] = time.perf_counter() - t
     return outcome, clock
 
@@ -414,6 +421,64 @@ def _rebuild(layout: Layout, ingest_log: logs.IngestLog, source: Source,
                                    {"source": source.name, "note": note, "files": replayed})
     crashpoint("rebuild.after_swap")
     rows = [log_row(source, d, o, {**c, "table_version": version}) for d, o, c in logged]
+    ingest_log.append(rows + _superseded(layout, source, ledger, events, outcomes))
+    storage.remove_tree(scratch)
+    return outcomes
+
+
+def _repair(layout: Layout, ingest_log: logs.IngestLog, source: Source,
+            deliveries: list[Delivery], ledger: Ledger, events: dict[str, str], note: str,
+            allow_mass_delete: bool, bar: Progress) -> list[FileOutcome]:
+    """Repair ``source`` from the earliest date of ``events`` on (docs/history.md): the table as
+    the deliveries dated before it left it, then every delivery dated from it on replayed in
+    order, all in one commit. The cost follows the days from that date, not the table's age.
+
+    ``deliveries``: the source's files to apply from that date on, in order (those applied,
+    and those ``events`` names: file -> late | resent | replay)."""
+    day = min(source.file_date(name) for name, event in events.items() if event != "replay")
+    opened = delta.Opened(layout.table(source.name))
+    boundary(layout, f"repairing {source.name} from {day.isoformat()}")
+    bar.add(len(deliveries) - len(events))
+    log.warning("%s: repairing from %s, replaying %d file(s): %s", source.name,
+                day.isoformat(), len(deliveries), note)
+    staged = datafiles.roll_back(opened, source, day)
+    crashpoint("repair.rolled_back")
+    outcomes, logged, replayed = [], [], []
+    for delivery in deliveries:
+        boundary(layout, f"replaying {source.name}/{delivery.name} (nothing of the repair "
+                          f"is applied until its last file)")
+        before = ledger.status(delivery.name, delivery.sha256) == "applied"
+        event = events.get(delivery.name, "replay")
+        try:
+            outcome, clock = _apply_file(layout, source, delivery, staged, {},
+                                         allow_mass_delete or before, None)
+        except Quarantined as reason:
+            outcomes.append(quarantine(layout, ingest_log, source, delivery, str(reason),
+                                        event))
+            bar.step(source, delivery.name)
+            continue
+        outcome.event, outcome.note = event, note
+        outcomes.append(outcome)
+        logged.append((delivery, outcome, clock))
+        replayed.append({"file": delivery.name, "sha256": delivery.sha256, **outcome.counts()})
+        bar.step(source, delivery.name)
+    crashpoint("repair.before_commit")
+    actions = staged.actions()
+    version = (datafiles.commit(opened, source, actions, {
+        "source": source.name, "note": note, "from": day.isoformat(), "files": replayed})
+        if actions else (opened.table().version() if opened.table() is not None else None))
+    crashpoint("repair.after_commit")
+    staged.discard()
+    rows = [log_row(source, d, o, {**c, "table_version": version}) for d, o, c in logged]
+    ingest_log.append(rows + _superseded(layout, source, ledger, events, outcomes))
+    return outcomes
+
+
+def _superseded(layout: Layout, source: Source, ledger: Ledger, events: dict[str, str],
+                outcomes: list[FileOutcome]) -> list[dict]:
+    """The log rows of the earlier contents of resent files, now superseded (their outcomes
+    added to ``outcomes``)."""
+    rows = []
     for name, event in events.items():
         old = ledger.applied_sha(name)
         if event == "resent" and old is not None:
@@ -422,9 +487,7 @@ def _rebuild(layout: Layout, ingest_log: logs.IngestLog, source: Source,
             outcomes.append(gone)
             rows.append(log_row(source, Delivery(layout.archive(source.name) / name, old, 0, 0),
                                  gone, {}))
-    ingest_log.append(rows)
-    storage.remove_tree(scratch)
-    return outcomes
+    return rows
 
 
 def not_applied(layout: Layout, source: Source, deliveries: list[Delivery],
@@ -502,6 +565,14 @@ def ingest_source(layout: Layout, ingest_log: logs.IngestLog, source: Source,
         return refused + _apply_in_order(layout, ingest_log, source, pending,
                                          allow_mass_delete, bar, read_ahead, engine)
     why = [f"{kind} file {name}" for name, kind in events.items()]
+    if rebuild is None and "erasure" not in events.values():
+        day = min(source.file_date(name) for name in events)
+        events |= {d.name: "replay" for d in pending if d.name not in events}
+        replay = [d for d in deliveries if source.file_date(d.name) >= day and (
+            d.name in events or ledger.status(d.name, d.sha256) == "applied")]
+        return refused + bar.tell(_repair(layout, ingest_log, source, replay, ledger, events,
+                                          "repaired for " + ", ".join(why), allow_mass_delete,
+                                          bar))
     note = rebuild or ("rebuilt for " + ", ".join(why))
     events |= {d.name: "rebuild" for d in pending if d.name not in events}
     replay = [d for d in deliveries

@@ -1,0 +1,136 @@
+"""Table maintenance (docs/history.md, "Maintenance"): what keeps a day's cost flat as the lake
+ages. A run does it when a threshold is crossed, and says so in one line; ``minilake maintain``
+does it on demand.
+
+- **Compaction.** Each day adds small files to a table: the versions it closed go to the history
+  partition, a day's sales to their dates' partitions. A partition's small files are put
+  together as one data-unchanged commit per table: every version reads the rows it read, so
+  ``version=``, ``as_of`` and ``known_at`` reads answer as before. History files are put
+  together only with those closed in the same month, so that repairing a late file (which
+  rewrites the history closed from its date on, :func:`datafiles.roll_back`) rewrites this
+  month's history, not years of it. A partition then holds at most one history file per month
+  of closing (more only past ``ROWS_PER_FILE`` rows) and fewer than ``COMPACT_AT`` small ones.
+- **Checkpoints.** Opening a table reads its last checkpoint and the commits after it; a table
+  is checkpointed every ``CHECKPOINT_EVERY`` commits, and maintenance checkpoints the rest.
+- **Clean-up within the history policy.** Versions go only when the root's policy lets them
+  (:func:`history.enforce`); data files no kept version refers to (a killed run's, a repair's
+  intermediate files) are removed. Nothing a kept version reads is ever removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from minilake.contract.sources import SOURCES
+from minilake.crashpoints import crashpoint
+from minilake.lake import delta
+from minilake.lake.layout import Layout
+from minilake.load import datafiles
+
+# A group of small files (one partition, and for history one month of closing) is compacted by a
+# run once it holds this many; ``minilake maintain`` compacts any group of two or more.
+COMPACT_AT = 10
+SMALL_ROWS = datafiles.ROWS_PER_FILE // 2
+
+
+@dataclass
+class Maintained:
+    """What maintenance did to one table."""
+
+    table: str
+    files_before: int = 0
+    files_after: int = 0
+    groups: int = 0
+    version: int | None = None
+    checkpointed: bool = False
+    orphans: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        done = []
+        if self.groups:
+            done.append(f"{self.files_before} data files -> {self.files_after} ({self.groups} "
+                        f"group(s) of small files compacted, data unchanged, version "
+                        f"{self.version})")
+        if self.checkpointed:
+            done.append("checkpointed")
+        if self.orphans:
+            done.append(f"{len(self.orphans)} unreferenced file(s) removed")
+        return f"maintain: {self.table}: " + ("; ".join(done) or "nothing to do")
+
+
+def _month(value: object) -> str:
+    day = datafiles._day(value)
+    return "" if day is None else day.isoformat()[:7]
+
+
+def small_groups(files: list[dict], source_partitions: list[str], at_least: int
+                 ) -> list[list[dict]]:
+    """Groups of small files worth compacting: per partition, and for history per month of
+    closing; only groups of ``at_least`` files or more."""
+    groups: dict[tuple, list[dict]] = {}
+    for f in files:
+        if (f.get("num_records") or 0) >= SMALL_ROWS:
+            continue
+        where = tuple(str(f[f"partition.{p}"]) for p in source_partitions)
+        when = "" if f["partition.is_current"] else _month(f.get("max.expiry_date"))
+        groups.setdefault((where, when), []).append(f)
+    return [g for _, g in sorted(groups.items()) if len(g) >= at_least]
+
+
+def maintain_table(layout: Layout, name: str, at_least: int, checkpoint: bool
+                   ) -> Maintained:
+    """Compact one source's table's groups of ``at_least`` small files or more; checkpoint it
+    (``checkpoint``) if its latest version is not."""
+    source = SOURCES[name]
+    opened = delta.Opened(layout.table(name))
+    table = opened.table()
+    done = Maintained(name)
+    if table is None:
+        return done
+    files = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    groups = small_groups(files, datafiles.partitioning(source), at_least)
+    done.files_before = done.files_after = len(files)
+    if groups:
+        merged = sum(len(g) for g in groups)
+        done.version = datafiles.compact(opened, source, groups,
+                                         f"compacted {merged} small files in {len(groups)} "
+                                         f"group(s)")
+        crashpoint("maintain.after_commit")
+        done.groups = len(groups)
+        done.files_after = len(opened.table().get_add_actions())
+    if checkpoint:
+        table = opened.table()
+        if table.version() % delta.CHECKPOINT_EVERY:
+            table.create_checkpoint()
+            done.checkpointed = True
+            crashpoint("maintain.checkpointed")
+    return done
+
+
+def due(layout: Layout) -> bool:
+    """Whether a run should maintain the sources' tables: a group of ``COMPACT_AT`` small files
+    in one of them (read from the tables' logs, no data file opened)."""
+    for name, source in SOURCES.items():
+        path = layout.table(name)
+        if not delta.exists(path):
+            continue
+        files = pa.table(delta.delta(path).get_add_actions(flatten=True)).to_pylist()
+        if small_groups(files, datafiles.partitioning(source), COMPACT_AT):
+            return True
+    return False
+
+
+def maintain(layout: Layout, *, at_least: int = 2, checkpoint: bool = True,
+             orphans: bool = True) -> list[Maintained]:
+    """Maintenance of the sources' tables (compaction, checkpoints), the history step of the
+    root's policy, then the files no kept version refers to. The caller holds the root."""
+    done = [maintain_table(layout, name, at_least, checkpoint) for name in SOURCES]
+    if orphans:
+        for item in done:
+            path = layout.table(item.table)
+            if delta.exists(path):
+                item.orphans = delta.remove_orphans(path)
+        crashpoint("maintain.orphans_removed")
+    return done
