@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/run.py --scales 1 10 100 [--repeat 3] [--days 7] [--keep DIR]
     .venv/bin/python benchmarks/run.py --flat            # 60 days at 10x: day 60 vs day 2
+    .venv/bin/python benchmarks/run.py --years 3         # three years of days (years.py)
 
 For each scale it generates a world with ``minilake generate --landing-only`` (1x = 5,000
 customers on day one and about 8,000 sales a day; a quarter of the customers with CRLF inside
@@ -481,6 +482,10 @@ def main() -> None:
     parser.add_argument("--flat", action="store_true", help="the flat-cost run instead")
     parser.add_argument("--flat-days", type=int, default=60)
     parser.add_argument("--flat-scale", type=float, default=10)
+    parser.add_argument("--years", type=float, default=None, help="the long-life run instead: "
+                        "that many years of daily history, measured at day 30, 365, 730, 1095 "
+                        "(benchmarks/years.py)")
+    parser.add_argument("--years-scale", type=float, default=1)
     parser.add_argument("--keep", default=None, help="work folder to keep (default: a temp)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     parser.add_argument("--engine", choices=["local", "dask"], default="local",
@@ -506,6 +511,12 @@ def main() -> None:
     try:
         if args.flat:
             flat(work, python, args.flat_days, args.flat_scale)
+            return
+        if args.years:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import years  # benchmarks/years.py, beside this script
+
+            years.years(work, python, args.years, args.years_scale, args.json)
             return
         if args.peers:
             peers(args.scales, args.days, work, python, args.repeat, not args.no_dbt)

@@ -362,3 +362,47 @@ def test_customer_rows_made_a_few_customers_at_a_time_equal_the_raw_files(world,
         check_against_raw(root, deleted=False)      # names and membership too
         got = mart(root, "customer_monthly")
         assert got["month"].nunique() == 2 and len(got) > 20 * 7
+
+
+def test_late_and_resent_files_recompute_only_the_months_from_their_date_on(world, tmp_path):
+    """Late files (a day held back, then delivered after the next one: within October, across
+    the month's end) and a resent October sales file whose earlier content had a correction
+    moving a sale into September: each run repairs the tables from the late date on and
+    recomputes the months from that date's on, and the month of any sale a repaired file
+    corrected (September, and again once the resent content no longer moves the sale), never
+    every month. After every run the marts and the customer state equal the raw files and a
+    full recompute."""
+    root = tmp_path / "root"
+    held = world / "landing_zone"
+    (root / "landing_zone").mkdir(parents=True)
+    days = sorted({raw.file_date(p) for p in held.iterdir()})
+    september, october, november = (dt.date(2024, m, 1) for m in (9, 10, 11))
+    assert days[4] == dt.date(2024, 10, 31) and days[5] == november
+    runs = [days[:2], [days[3]], [days[2]], [days[5]], [days[4]], days[6:]]
+    for n, run in enumerate(runs):
+        for day in run:
+            for path in held.glob(f"*_{day:%Y%m%d}.*"):
+                shutil.copy(path, root / "landing_zone" / path.name)
+        if n == 4:                  # 31 October's sales, late, also move a sale into September
+            sales = minilake.read_table("sales", as_of=days[3], root=root)
+            move_sale(root / "landing_zone" / f"sales_{days[4]:%Y%m%d}.txt",
+                      sales.iloc[0], dt.date(2024, 9, 30))
+        result = minilake.run(root)
+        assert result.ok and result.marts, run
+        late = [d for d in run if d < max(days[:n + 1][-1:] + [d for r in runs[:n] for d in r])]
+        if n:
+            assert result.months is not None, f"{run}: every month recomputed"
+        if late:
+            assert {october} <= set(result.months), (run, result.months)
+        if n == 4:
+            assert {september, october, november} <= set(result.months), result.months
+        check_against_raw(root, deleted=False)
+        assert_equal_to_a_full_recompute(root, tmp_path / f"full_{n}")
+    # 31 October resent without the correction: September is recomputed (no sale there now)
+    original = held / f"sales_{days[4]:%Y%m%d}.txt"
+    shutil.copy(original, root / "landing_zone" / original.name)
+    result = minilake.run(root)
+    assert result.ok and result.months is not None and september in result.months, \
+        result.months
+    check_against_raw(root, deleted=False)
+    assert_equal_to_a_full_recompute(root, tmp_path / "full_resent")

@@ -125,8 +125,9 @@ def test_a_partition_rewritten_every_day_keeps_one_file(tmp_path):
 
 
 def test_no_python_runs_inside_a_read(tmp_path, monkeypatch):
-    """Reads (a rebuild's swap above all, which streams the rebuilt table into the live one
-    while other sources run on other threads) go through Arrow's own filesystem: a filesystem
+    """Reads (a repair's, and a rebuild's swap above all, which streams the rebuilt table into
+    the live one while other sources run on other threads) go through Arrow's own filesystem: a
+    filesystem
     written in Python would take the GIL on Arrow's and delta-rs's threads."""
     from deltalake.fs import DeltaStorageHandler
 
@@ -137,9 +138,11 @@ def test_no_python_runs_inside_a_read(tmp_path, monkeypatch):
     products_file(tmp_path, "2024-01-01", [("P1", "A", 10.0)])
     products_file(tmp_path, "2024-01-03", [("P1", "A", 12.0)])
     assert minilake.run(tmp_path).ok
-    products_file(tmp_path, "2024-01-02", [("P1", "A", 11.0)])       # late: a rebuild
+    products_file(tmp_path, "2024-01-02", [("P1", "A", 11.0)])       # late: a repair
     result = minilake.run(tmp_path)
-    assert sorted(f.event for f in result.ingest.files) == ["late", "rebuild", "rebuild"]
+    assert sorted(f.event for f in result.ingest.files) == ["late", "replay"]
     assert len(minilake.read_table("product", root=tmp_path)) == 3
+    rebuilt = minilake.rebuild("product", tmp_path)                   # and a rebuild's swap
+    assert sorted(f.event for f in rebuilt.files) == ["rebuild"] * 3
     assert len(minilake.status(tmp_path)) == 3
     assert opened == []

@@ -18,8 +18,9 @@ from a customer or product file's date on, are recomputed from their current sal
 ``daily_sales``); ``customer_monthly`` is then made from the state (names and membership from
 the customer's latest version begun by the last sale; for a customer gone before the month,
 their last version, looked up once a month and kept in ``_gone_customers``) and
-``product_monthly`` from the product days. A rebuild, an erasure, a late or resent file, or
-marts not made yet: in full (``refresh``), by the same code over every date of the months.
+``product_monthly`` from the product days. A late or resent file (a repair from its date on):
+the months it changed, in full. A rebuild, an erasure, or marts not made yet: in full
+(``refresh``), by the same code over every date of the months.
 
 - ``customer_monthly``: per customer and month, orders, quantity and money; membership as of
   the month's last sale (null when no customer version was valid then: a customer deleted
@@ -298,15 +299,68 @@ def pending(log_rows, since) -> Pending | None:
                    min(others) if len(others) else None)
 
 
+REPAIRS = {"late", "resent", "replay"}      # the ingest log's events of a repair
+
+
+def _since(layout: Layout):
+    """The earlier of the marts' mark and the customer state's (None: either unknown)."""
+    marks = [refreshed_through(layout), _state_through(layout)]
+    return None if any(m is None for m in marks) else min(marks)
+
+
+def repaired_months(lake: Lake, log_rows, since) -> list[dt.date] | None:
+    """The months the files applied since ``since`` changed, when some of them were a repair
+    (a late or resent file: docs/history.md) and none a rebuild or an erasure: every month
+    from the earliest date a repair or a customer or product file starts at, the sale months
+    of the versions in-order sales files opened or closed, and those of the sales versions a
+    sales repair opened or closed from its date on, in the table now and as it stood before
+    the repair (the rows of a resent file's earlier content). None: no repair since, or
+    only a full recompute will do."""
+    if since is None:
+        return None
+    rows = log_rows[(log_rows["status"] == "applied") & (log_rows["finished_at"] > since)]
+    events = set(rows["event"]) - {""}
+    if not events or not events <= REPAIRS or not rows["source"].isin(list(SOURCES)).all():
+        return None
+    sales = rows[rows["source"] == "sales"]
+    repaired = sales[sales["event"] != ""]
+    starts = [*rows.loc[rows["source"] != "sales", "file_date"], *repaired["file_date"]]
+    months = set()
+    if starts:
+        first = _month(min(starts))
+        months |= {m for m in sales_months(lake.layout) if m >= first}
+    in_order = sorted(set(sales.loc[sales["event"] == "", "file_date"]))
+    if in_order:
+        changed = _changed_sales(lake, in_order, ["sale_date"])
+        months |= {_month(d) for d in pc.unique(changed.column("sale_date")).to_pylist()}
+    if len(repaired):
+        day = min(repaired["file_date"])
+        where = [[("effective_from", ">=", day)],
+                 [("expiry_date", ">=", day), ("is_current", "=", False)]]
+        before = int(repaired["table_version"].min()) - 1
+        path = lake.table("sales")
+        try:
+            tables = [None] + ([delta.delta(path, before)] if before >= 0 else [])
+        except Exception:                   # that version is gone (policy, erasure): in full
+            return None
+        for table in tables:
+            dates = delta.read(path, where, ["sale_date"], table=table).column("sale_date")
+            months |= {_month(d) for d in pc.unique(dates).to_pylist()}
+    return sorted(months)
+
+
 def touched_months(layout: Layout) -> list[dt.date] | None:
     """The months whose marts the files applied since their last refresh change (None: every
     month): the sale months of the sales versions a sales file opened or closed (a
     correction to an old sale is its old month), and for a customer or product file every
     month from its date on (a sale meets the versions valid on its date). Read from the
     ingest log, so a run killed before its marts were refreshed is caught up by the next."""
-    todo = pending(logs.read_log(layout), refreshed_through(layout))
+    log_rows = logs.read_log(layout)
+    todo = pending(log_rows, refreshed_through(layout))
+    if todo is None:
+        return repaired_months(Lake(layout), log_rows, _since(layout))
     if not todo:
-        return None if todo is None else []
+        return []
     changed = _changed_sales(Lake(layout), todo.sales_days, ["sale_date"])
     # a day's million sales fall on a few dates: Python sees only the distinct ones
     months = {d.replace(day=1) for d in pc.unique(changed.column("sale_date")).to_pylist()}
@@ -354,12 +408,17 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
     customers = log_rows.loc[(log_rows["status"] == "applied")
                              & (log_rows["source"] == "customer"), "file_date"]
     lake = Lake(layout, max(customers) if len(customers) else None)
+    # a repair since: only the months it (and the files beside it) changed, in full
+    repaired = (repaired_months(lake, log_rows, _since(layout))
+                if incremental and todo is None else None)
     with duck.connected() as con:
         if todo is None:
             every = sales_months(layout)
-            touched = sorted(set(every if months is None else months) & set(every))
+            # a month a repair emptied (a sale moved back out of it) is written empty
+            touched = (repaired if repaired is not None else
+                       sorted(set(every if months is None else months) & set(every)))
             written = _in_full(lake, con, touched, through) if touched else {}
-            months = months if not incremental else None
+            months = repaired if repaired is not None else months if not incremental else None
         else:
             months, written = _moved_on(lake, con, todo, kept.sales_days, through)
     if through is not None and (todo is not None or written):   # the marts and kept exist
