@@ -156,6 +156,20 @@ def test_days_arriving_in_another_order_on_s3_give_the_same_tables(s3, crash_wor
     for key in ("customer", "product", "sales"):
         pd.testing.assert_frame_equal(got[key], local_outcome[key], obj=key)
     assert got["error_reports"] == local_outcome["error_reports"]
+    # maintenance on the bucket (docs/history.md): compacted, the tables read the same
+    before = {v: ml.read_table("product", root=tmp_path / "mirror", version=v)
+              for v in ml.versions("product", tmp_path / "mirror")["version"]}
+    done = minilake("maintain", "--root", root, env=s3.env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "maintain: product: " in done.stdout and "compacted" in done.stdout, done.stdout
+    mirror = s3.mirror(root, tmp_path / "maintained")
+    got = s3_outcome(s3, root, tmp_path / "maintained_again")
+    for key in ("customer", "product", "sales"):
+        pd.testing.assert_frame_equal(got[key], local_outcome[key], obj=f"maintained: {key}")
+    assert ml.versions("product", mirror)["operation"].iloc[-1] == "COMPACT"
+    for version, frame in before.items():
+        pd.testing.assert_frame_equal(ml.read_table("product", root=mirror, version=version),
+                                      frame, obj=f"product version {version}")
 
 
 @pytest.mark.parametrize("hook", MOVES + COMMITS)
