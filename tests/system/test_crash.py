@@ -431,7 +431,7 @@ def test_an_export_killed_before_it_is_published_leaves_no_file(applied_world, t
 
 ERASURE_HOOKS = ["erasure.before_manifest:1", "erasure.planned:1", "erasure.file_replaced:1",
                  "erasure.file_replaced:3", "erasure.outputs_scrubbed:1",
-                 "ingest.report_written:2", "rebuild.before_swap:1", "rebuild.after_swap:1",
+                 "ingest.report_written:2", "repair.before_commit:1", "repair.after_commit:1",
                  "erasure.rebuilt:1", "erasure.checkpointed:1", "erasure.purged:1",
                  "erasure.marts_purged:1",
                  "erasure.logged:1", "erasure.request_rewritten:1", "erasure.request_logged:1"]

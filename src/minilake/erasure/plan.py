@@ -1,15 +1,16 @@
 """An erasure request's plan and its steps on disk: the right to be forgotten, in every version
 and every file (docs/guarantees.md).
 
-An erasure rewrites the raw files, then rebuilds the customer table from them, so the erased
-table is by construction what a rebuild gives. For a request file, in order:
+An erasure rewrites the raw files, then repairs the customer table from them (from the first
+file that held the person, docs/history.md), so the erased table is by construction what
+applying the rewritten files in order gives. For a request file, in order:
 
 1. resolve the customers it names (ids; emails matched case-insensitively against every raw
    customer row and every table version) and stage the rewritten raw files under
    ``tables/.erasure/<request>/`` with a manifest (ids, files, new sha256), written last;
 2. put each staged file in place (one rename each: a file is before or after its rewrite);
-3. rebuild the customer table from the archive (the rewritten files are not "resent": the
-   manifest names them), which rewrites the customer error reports too;
+3. repair the customer table from the first rewritten file's date on (the rewritten files
+   are not "resent": the manifest names them), which rewrites those files' error reports too;
 4. purge the table's earlier versions: checkpoint, log truncated to it, unreferenced files
    removed, so no Parquet value, footer or log statistic keeps the data;
 5. scrub what else lies under the root: report and export files, pull scratch;

@@ -11,8 +11,9 @@ applied to its source (a late file), or a file whose name was applied with other
 resent file), makes the source be repaired from that file's date on (docs/history.md): the
 table as the earlier deliveries left it is staged from the files that changed since, the
 deliveries from that date on are replayed through the same per-file code, and the result is
-one commit. A rebuild (on demand, or after an erasure) replays every archived file into a
-scratch table swapped in with a single overwrite commit.
+one commit. An erasure repairs the customer table the same way, from the first file that held
+the person. A rebuild (on demand) replays every archived file into a scratch table swapped in
+with a single overwrite commit.
 
 Longer than most because a source's files are one story, applied in order or replayed, told
 with one set of helpers (the archived deliveries, a file's check, its settlement and commit,
@@ -434,7 +435,7 @@ def _repair(layout: Layout, ingest_log: logs.IngestLog, source: Source,
     order, all in one commit. The cost follows the days from that date, not the table's age.
 
     ``deliveries``: the source's files to apply from that date on, in order (those applied,
-    and those ``events`` names: file -> late | resent | replay)."""
+    and those ``events`` names: file -> late | resent | erasure | replay)."""
     day = min(source.file_date(name) for name, event in events.items() if event != "replay")
     opened = delta.Opened(layout.table(source.name))
     boundary(layout, f"repairing {source.name} from {day.isoformat()}")
@@ -565,14 +566,15 @@ def ingest_source(layout: Layout, ingest_log: logs.IngestLog, source: Source,
         return refused + _apply_in_order(layout, ingest_log, source, pending,
                                          allow_mass_delete, bar, read_ahead, engine)
     why = [f"{kind} file {name}" for name, kind in events.items()]
-    if rebuild is None and "erasure" not in events.values():
+    if events and (rebuild is None or erased):
+        # late, resent, or rewritten by an erasure: repaired from the earliest of their dates
         day = min(source.file_date(name) for name in events)
         events |= {d.name: "replay" for d in pending if d.name not in events}
         replay = [d for d in deliveries if source.file_date(d.name) >= day and (
             d.name in events or ledger.status(d.name, d.sha256) == "applied")]
         return refused + bar.tell(_repair(layout, ingest_log, source, replay, ledger, events,
-                                          "repaired for " + ", ".join(why), allow_mass_delete,
-                                          bar))
+                                          rebuild or "repaired for " + ", ".join(why),
+                                          allow_mass_delete, bar))
     note = rebuild or ("rebuilt for " + ", ".join(why))
     events |= {d.name: "rebuild" for d in pending if d.name not in events}
     replay = [d for d in deliveries

@@ -65,6 +65,17 @@ def _month(value: object) -> str:
     return "" if day is None else day.isoformat()[:7]
 
 
+def files_of(table) -> list[dict]:
+    """A table's live data files with what grouping and compacting them needs (path, size,
+    rows, partition values, latest closing date): a few of the log's columns, not its
+    statistics of every column."""
+    files = pa.table(table.get_add_actions(flatten=True))
+    wanted = [n for n in files.column_names if n in ("path", "size_bytes", "num_records",
+                                                     "max.expiry_date")
+              or n.startswith("partition.")]
+    return files.select(wanted).to_pylist()
+
+
 def small_groups(files: list[dict], source_partitions: list[str], at_least: int
                  ) -> list[list[dict]]:
     """Groups of small files worth compacting: per partition, and for history per month of
@@ -89,7 +100,7 @@ def maintain_table(layout: Layout, name: str, at_least: int, checkpoint: bool
     done = Maintained(name)
     if table is None:
         return done
-    files = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    files = files_of(table)
     groups = small_groups(files, datafiles.partitioning(source), at_least)
     done.files_before = done.files_after = len(files)
     if groups:
@@ -116,8 +127,8 @@ def due(layout: Layout) -> bool:
         path = layout.table(name)
         if not delta.exists(path):
             continue
-        files = pa.table(delta.delta(path).get_add_actions(flatten=True)).to_pylist()
-        if small_groups(files, datafiles.partitioning(source), COMPACT_AT):
+        if small_groups(files_of(delta.delta(path)), datafiles.partitioning(source),
+                        COMPACT_AT):
             return True
     return False
 
