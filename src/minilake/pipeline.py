@@ -166,7 +166,7 @@ def vacuum(root: str | Path = ".", *, dry_run: bool = False) -> dict[str, list[s
 def maintain(root: str | Path = ".", *, say: Say | None = None) -> list[str]:
     """Table maintenance on demand (docs/history.md, "Maintenance"): each source's table's
     small files compacted (data unchanged: every version reads what it read) and checkpointed,
-    the root's history policy applied, the data files no kept version refers to removed.
+    the data files no version refers to removed, then the root's history policy applied.
     Returns a line per table (and per policy step)."""
     layout = Layout.of(root)
     say = say or _quiet

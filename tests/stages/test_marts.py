@@ -406,3 +406,13 @@ def test_late_and_resent_files_recompute_only_the_months_from_their_date_on(worl
         result.months
     check_against_raw(root, deleted=False)
     assert_equal_to_a_full_recompute(root, tmp_path / "full_resent")
+    # the last day's sales resent unreadable: quarantined, yet its earlier content is gone from
+    # the table (the repair rolled back from its date), and from the marts
+    last = held / f"sales_{days[-1]:%Y%m%d}.txt"
+    (root / "landing_zone" / last.name).write_bytes(b"000001~1~P1~\x00~1.00~1.00~x\r\n")
+    result = minilake.run(root)
+    assert [f.status for f in result.ingest.files if f.file == last.name] == [
+        "quarantined", "superseded"], result.ingest.files
+    assert result.months is not None and november in result.months, result.months
+    check_against_raw(root, deleted=False)
+    assert_equal_to_a_full_recompute(root, tmp_path / "full_quarantined")

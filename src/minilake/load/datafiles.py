@@ -406,20 +406,12 @@ def _partition_values(file: dict) -> dict[str, str]:
             if name.startswith("partition.")}
 
 
-def _day(value: object) -> dt.date | None:
-    """A date statistic, as the log lists it (a date) or a staged file has it (ISO text)."""
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
-
-
 def _changed_from(file: dict, day: dt.date) -> bool:
-    """Whether a file may hold a version a delivery dated ``day`` or later made: one opened
-    from then on, or (history) closed from then on. No statistics: it may."""
-    if file["partition.is_current"]:
-        newest = _day(file.get("max.effective_from"))
-    else:
-        newest = _day(file.get("max.expiry_date"))
+    """Whether a file (as the log lists it) may hold a version a delivery dated ``day`` or
+    later made: one opened from then on, or (history) closed from then on. No statistics: it
+    may."""
+    newest = file.get("max.effective_from" if file["partition.is_current"]
+                      else "max.expiry_date")
     return newest is None or newest >= day
 
 

@@ -55,8 +55,14 @@ log = logging.getLogger(__name__)
 
 MASS_DELETE_SHARE = 0.5
 # Sources are ingested side by side unless a pending file is larger than this: then one at a
-# time, so that peak memory is that of one file (and the next one, read ahead), not three.
-SIDE_BY_SIDE_UP_TO_BYTES = int(os.environ.get("MINILAKE_SIDE_BY_SIDE_MB", "256")) << 20
+# time, so that peak memory is that of one file (and the next one, read ahead), not three. By
+# default a sixteenth of the machine's memory: side by side, a run peaks at about 3.5 times its
+# largest file (4.8 GB for a 1.26 GB customer file at 1000x, benchmarks/README.md), a fifth of
+# the memory at most; 24 GB here takes 1000x side by side, 0.95x a DuckDB peer's SCD2 time
+# against 1.29x one source at a time (issue 38).
+SIDE_BY_SIDE_UP_TO_BYTES = (int(os.environ["MINILAKE_SIDE_BY_SIDE_MB"]) << 20
+                            if "MINILAKE_SIDE_BY_SIDE_MB" in os.environ
+                            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 16)
 # How often the main thread wakes while the sources are ingested, to hear a stop request.
 WAKE_SECONDS = 0.2
 
@@ -385,6 +391,55 @@ def _checks_in_order(source: Source, pending: list[Delivery],
         yield running.result
 
 
+@dataclass
+class _Replayed:
+    """What replaying deliveries into a table not yet committed came to."""
+
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    logged: list[tuple[Delivery, FileOutcome, dict]] = field(default_factory=list)
+    files: list[dict] = field(default_factory=list)     # the commit's: name, sha256, counts
+
+    def log(self, layout: Layout, ingest_log: logs.IngestLog, source: Source, ledger: Ledger,
+            events: dict[str, str], version: int | None) -> list[FileOutcome]:
+        """Log the files applied (with the version that holds them) and the earlier contents
+        of resent files, superseded; return every outcome."""
+        rows = [log_row(source, d, o, {**c, "table_version": version})
+                for d, o, c in self.logged]
+        ingest_log.append(rows + _superseded(layout, source, ledger, events, self.outcomes))
+        return self.outcomes
+
+
+def _replay(layout: Layout, ingest_log: logs.IngestLog, source: Source,
+            deliveries: list[Delivery], ledger: Ledger, events: dict[str, str], note: str,
+            allow_mass_delete: bool, bar: Progress, table: Table, what: str,
+            engine: Engine | None = None) -> _Replayed:
+    """Apply ``deliveries`` in order to ``table`` (a rebuild's scratch table, a repair's staged
+    files): nothing reaches the live table until the caller commits. A file applied before
+    may expire most keys again (it did then); one that cannot be applied now is quarantined."""
+    bar.add(len(deliveries) - len(events))
+    done = _Replayed()
+    for delivery in deliveries:
+        boundary(layout, f"replaying {source.name}/{delivery.name} (nothing of the {what} "
+                          f"is applied until its last file)")
+        before = ledger.status(delivery.name, delivery.sha256) == "applied"
+        event = events.get(delivery.name, "rebuild" if what == "rebuild" else "replay")
+        try:
+            outcome, clock = _apply_file(layout, source, delivery, table, {},
+                                         allow_mass_delete or before, engine)
+        except Quarantined as reason:
+            done.outcomes.append(quarantine(layout, ingest_log, source, delivery, str(reason),
+                                            event))
+            bar.step(source, delivery.name)
+            continue
+        outcome.event, outcome.note = event, note
+        done.outcomes.append(outcome)
+        done.logged.append((delivery, outcome, clock))
+        done.files.append({"file": delivery.name, "sha256": delivery.sha256,
+                           **outcome.counts()})
+        bar.step(source, delivery.name)
+    return done
+
+
 def _rebuild(layout: Layout, ingest_log: logs.IngestLog, source: Source,
              deliveries: list[Delivery], ledger: Ledger, events: dict[str, str], note: str,
              allow_mass_delete: bool, bar: Progress, engine: Engine | None = None
@@ -394,85 +449,47 @@ def _rebuild(layout: Layout, ingest_log: logs.IngestLog, source: Source,
     ``events`` names the files that caused the rebuild (file -> late | resent | rebuild)."""
     scratch = layout.scratch("rebuild") / source.name
     storage.remove_tree(scratch)
-    opened = delta.Opened(scratch)
-    bar.add(len(deliveries) - len(events))
     log.warning("%s: rebuilding from %d archived file(s): %s", source.name, len(deliveries),
                 note)
-    outcomes, logged, replayed = [], [], []
-    for delivery in deliveries:
-        boundary(layout, f"replaying {source.name}/{delivery.name} (nothing of the rebuild "
-                          f"is applied until its last file)")
-        before = ledger.status(delivery.name, delivery.sha256) == "applied"
-        event = events.get(delivery.name, "rebuild")
-        try:
-            outcome, clock = _apply_file(layout, source, delivery, opened, {},
-                                         allow_mass_delete or before, engine)
-        except Quarantined as reason:
-            outcomes.append(quarantine(layout, ingest_log, source, delivery, str(reason),
-                                        event))
-            bar.step(source, delivery.name)
-            continue
-        outcome.event, outcome.note = event, note
-        outcomes.append(outcome)
-        logged.append((delivery, outcome, clock))
-        replayed.append({"file": delivery.name, "sha256": delivery.sha256, **outcome.counts()})
-        bar.step(source, delivery.name)
+    done = _replay(layout, ingest_log, source, deliveries, ledger, events, note,
+                   allow_mass_delete, bar, delta.Opened(scratch), "rebuild", engine)
     crashpoint("rebuild.before_swap")
     version = datafiles.replace_table(layout.table(source.name), scratch, source,
-                                   {"source": source.name, "note": note, "files": replayed})
+                                      {"source": source.name, "note": note,
+                                       "files": done.files})
     crashpoint("rebuild.after_swap")
-    rows = [log_row(source, d, o, {**c, "table_version": version}) for d, o, c in logged]
-    ingest_log.append(rows + _superseded(layout, source, ledger, events, outcomes))
+    outcomes = done.log(layout, ingest_log, source, ledger, events, version)
     storage.remove_tree(scratch)
     return outcomes
 
 
-def _repair(layout: Layout, ingest_log: logs.IngestLog, source: Source,
+def _repair(layout: Layout, ingest_log: logs.IngestLog, source: Source, day: dt.date,
             deliveries: list[Delivery], ledger: Ledger, events: dict[str, str], note: str,
             allow_mass_delete: bool, bar: Progress) -> list[FileOutcome]:
-    """Repair ``source`` from the earliest date of ``events`` on (docs/history.md): the table as
-    the deliveries dated before it left it, then every delivery dated from it on replayed in
-    order, all in one commit. The cost follows the days from that date, not the table's age.
+    """Repair ``source`` from ``day`` on (docs/history.md): the table as the deliveries dated
+    before it left it, then every delivery dated from it on replayed in order, all in one
+    commit. The cost follows the days from that date, not the table's age.
 
     ``deliveries``: the source's files to apply from that date on, in order (those applied,
     and those ``events`` names: file -> late | resent | erasure | replay)."""
-    day = min(source.file_date(name) for name, event in events.items() if event != "replay")
     opened = delta.Opened(layout.table(source.name))
     boundary(layout, f"repairing {source.name} from {day.isoformat()}")
-    bar.add(len(deliveries) - len(events))
     log.warning("%s: repairing from %s, replaying %d file(s): %s", source.name,
                 day.isoformat(), len(deliveries), note)
     staged = datafiles.roll_back(opened, source, day)
     crashpoint("repair.rolled_back")
-    outcomes, logged, replayed = [], [], []
-    for delivery in deliveries:
-        boundary(layout, f"replaying {source.name}/{delivery.name} (nothing of the repair "
-                          f"is applied until its last file)")
-        before = ledger.status(delivery.name, delivery.sha256) == "applied"
-        event = events.get(delivery.name, "replay")
-        try:
-            outcome, clock = _apply_file(layout, source, delivery, staged, {},
-                                         allow_mass_delete or before, None)
-        except Quarantined as reason:
-            outcomes.append(quarantine(layout, ingest_log, source, delivery, str(reason),
-                                        event))
-            bar.step(source, delivery.name)
-            continue
-        outcome.event, outcome.note = event, note
-        outcomes.append(outcome)
-        logged.append((delivery, outcome, clock))
-        replayed.append({"file": delivery.name, "sha256": delivery.sha256, **outcome.counts()})
-        bar.step(source, delivery.name)
+    done = _replay(layout, ingest_log, source, deliveries, ledger, events, note,
+                   allow_mass_delete, bar, staged, "repair")
     crashpoint("repair.before_commit")
     actions = staged.actions()
-    version = (datafiles.commit(opened, source, actions, {
-        "source": source.name, "note": note, "from": day.isoformat(), "files": replayed})
-        if actions else (opened.table().version() if opened.table() is not None else None))
+    version = None                  # nothing changed: no version made (the log says none)
+    if actions:
+        version = datafiles.commit(opened, source, actions, {
+            "source": source.name, "note": note, "from": day.isoformat(),
+            "files": done.files})
     crashpoint("repair.after_commit")
     staged.discard()
-    rows = [log_row(source, d, o, {**c, "table_version": version}) for d, o, c in logged]
-    ingest_log.append(rows + _superseded(layout, source, ledger, events, outcomes))
-    return outcomes
+    return done.log(layout, ingest_log, source, ledger, events, version)
 
 
 def _superseded(layout: Layout, source: Source, ledger: Ledger, events: dict[str, str],
@@ -572,8 +589,8 @@ def ingest_source(layout: Layout, ingest_log: logs.IngestLog, source: Source,
         events |= {d.name: "replay" for d in pending if d.name not in events}
         replay = [d for d in deliveries if source.file_date(d.name) >= day and (
             d.name in events or ledger.status(d.name, d.sha256) == "applied")]
-        return refused + bar.tell(_repair(layout, ingest_log, source, replay, ledger, events,
-                                          rebuild or "repaired for " + ", ".join(why),
+        return refused + bar.tell(_repair(layout, ingest_log, source, day, replay, ledger,
+                                          events, rebuild or "repaired for " + ", ".join(why),
                                           allow_mass_delete, bar))
     note = rebuild or ("rebuilt for " + ", ".join(why))
     events |= {d.name: "rebuild" for d in pending if d.name not in events}

@@ -19,6 +19,7 @@ does it on demand.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -60,15 +61,15 @@ class Maintained:
         return f"maintain: {self.table}: " + ("; ".join(done) or "nothing to do")
 
 
-def _month(value: object) -> str:
-    day = datafiles._day(value)
+def _month(day: dt.date | None) -> str:
+    """A closing date's month as ``YYYY-MM`` ("": no statistics)."""
     return "" if day is None else day.isoformat()[:7]
 
 
 def files_of(table) -> list[dict]:
     """A table's live data files with what grouping and compacting them needs (path, size,
-    rows, partition values, latest closing date): a few of the log's columns, not its
-    statistics of every column."""
+    rows, partition values, latest closing date), as plain values: a few of the log's
+    columns turned into Python objects, not the statistics of every column."""
     files = pa.table(table.get_add_actions(flatten=True))
     wanted = [n for n in files.column_names if n in ("path", "size_bytes", "num_records",
                                                      "max.expiry_date")

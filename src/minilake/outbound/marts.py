@@ -46,6 +46,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake.exceptions import DeltaError
 
 from minilake.contract.sources import SOURCES
 from minilake.crashpoints import crashpoint
@@ -282,17 +283,16 @@ class Pending:
 
 
 def pending(log_rows, since) -> Pending | None:
-    """The files applied after ``since`` (None: every file); None when only a full
-    recompute will do: files applied and no mark yet, a rebuild or an erasure, a late or
-    resent file."""
-
-    rows = log_rows[log_rows["status"] == "applied"]
-    if since is not None:
-        rows = rows[rows["finished_at"] > since]
+    """The files applied after ``since`` (None: every file); None when moving on will not do:
+    files applied and no mark yet, a rebuild, an erasure, a late or resent file (then
+    :func:`repaired_months` says which months, or every month)."""
+    recent = log_rows if since is None else log_rows[log_rows["finished_at"] > since]
+    if since is not None and (recent["event"] != "").any():
+        return None         # a repair or a rebuild since (even of a file then quarantined)
+    rows = recent[recent["status"] == "applied"]
     if not len(rows):
         return Pending([], None)
-    if since is None or (rows["event"] != "").any() or not rows["source"].isin(
-            list(SOURCES)).all():
+    if since is None or not rows["source"].isin(list(SOURCES)).all():
         return None
     others = rows.loc[rows["source"] != "sales", "file_date"]
     return Pending(sorted(set(rows.loc[rows["source"] == "sales", "file_date"])),
@@ -309,44 +309,60 @@ def _since(layout: Layout):
 
 
 def repaired_months(lake: Lake, log_rows, since) -> list[dt.date] | None:
-    """The months the files applied since ``since`` changed, when some of them were a repair
-    (a late or resent file: docs/history.md) and none a rebuild or an erasure: every month
-    from the earliest date a repair or a customer or product file starts at, the sale months
-    of the versions in-order sales files opened or closed, and those of the sales versions a
-    sales repair opened or closed from its date on, in the table now and as it stood before
-    the repair (the rows of a resent file's earlier content). None: no repair since, or
-    only a full recompute will do."""
+    """The months the files logged since ``since`` changed, when some of them were a repair (a
+    late or resent file: docs/history.md) and none a rebuild or an erasure: every month from
+    the earliest date a repair or a customer or product file starts at, the sale months of
+    the versions in-order sales files opened or closed, and those of the sales versions from a
+    sales repair's date on, in the table now and as it stood at ``since`` (a resent file's
+    earlier content, or a repaired file then quarantined, leaves rows only there). None: no
+    repair since, or only a full recompute will do."""
     if since is None:
         return None
-    rows = log_rows[(log_rows["status"] == "applied") & (log_rows["finished_at"] > since)]
-    events = set(rows["event"]) - {""}
-    if not events or not events <= REPAIRS or not rows["source"].isin(list(SOURCES)).all():
+    recent = log_rows[log_rows["finished_at"] > since]
+    applied = recent["status"] == "applied"
+    events = set(recent["event"]) - {""}
+    if not events or not events <= REPAIRS or not recent.loc[applied, "source"].isin(
+            list(SOURCES)).all():
         return None
-    sales = rows[rows["source"] == "sales"]
-    repaired = sales[sales["event"] != ""]
-    starts = [*rows.loc[rows["source"] != "sales", "file_date"], *repaired["file_date"]]
+    # a repair rolled back from its file's date whatever became of that file
+    changed = applied | (recent["event"] != "")
+    sales = recent["source"] == "sales"
+    repaired = recent[sales & (recent["event"] != "")]
+    starts = [*recent.loc[~sales & changed, "file_date"], *repaired["file_date"]]
     months = set()
     if starts:
         first = _month(min(starts))
         months |= {m for m in sales_months(lake.layout) if m >= first}
-    in_order = sorted(set(sales.loc[sales["event"] == "", "file_date"]))
+    in_order = sorted(set(recent.loc[sales & applied & (recent["event"] == ""), "file_date"]))
     if in_order:
-        changed = _changed_sales(lake, in_order, ["sale_date"])
-        months |= {_month(d) for d in pc.unique(changed.column("sale_date")).to_pylist()}
+        dates = _changed_sales(lake, in_order, ["sale_date"]).column("sale_date")
+        months |= {_month(d) for d in pc.unique(dates).to_pylist()}
     if len(repaired):
+        then = _as_it_stood(lake.table("sales"), since)
+        if then is None:
+            return None
         day = min(repaired["file_date"])
         where = [[("effective_from", ">=", day)],
                  [("expiry_date", ">=", day), ("is_current", "=", False)]]
-        before = int(repaired["table_version"].min()) - 1
-        path = lake.table("sales")
-        try:
-            tables = [None] + ([delta.delta(path, before)] if before >= 0 else [])
-        except Exception:                   # that version is gone (policy, erasure): in full
-            return None
-        for table in tables:
-            dates = delta.read(path, where, ["sale_date"], table=table).column("sale_date")
+        for table in (None, *then):
+            dates = delta.read(lake.table("sales"), where, ["sale_date"], table=table
+                               ).column("sale_date")
             months |= {_month(d) for d in pc.unique(dates).to_pylist()}
     return sorted(months)
+
+
+def _as_it_stood(path: Path, since) -> list | None:
+    """The table at its last version committed by ``since`` (what the marts reflect), as a
+    one-item list; an empty one if it did not exist yet; None if that version is no longer
+    kept (the history policy, an erasure)."""
+    listed = delta.versions(path)
+    then = listed.loc[listed["committed_at"] <= since, "version"]
+    if not len(then):
+        return [] if not len(listed) or int(listed["version"].min()) == 0 else None
+    try:
+        return [delta.delta(path, int(then.max()))]
+    except DeltaError:
+        return None
 
 
 def touched_months(layout: Layout) -> list[dt.date] | None:
@@ -385,9 +401,9 @@ def refresh(root: str | Path = ".", months: list[dt.date] | None = None) -> dict
 def update(root: str | Path = ".") -> tuple[list[dt.date] | None, dict[str, int]]:
     """Bring the marts up to the ingest log: only the sale dates and months the files applied
     since the last refresh touched, the customers' sums moved on by the sales versions those
-    files opened and closed (in full when a rebuild, an erasure, a late or resent file came
-    since, or the marts are new). Returns the months recomputed (None: every month) and the
-    rows written per mart."""
+    files opened and closed (after a late or resent file, the months it changed in full; in
+    full when a rebuild or an erasure came since, or the marts are new). Returns the months
+    recomputed (None: every month) and the rows written per mart."""
     layout = Layout.of(root)
     return _refresh(layout, None, incremental=True)
 
@@ -412,16 +428,19 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
     repaired = (repaired_months(lake, log_rows, _since(layout))
                 if incremental and todo is None else None)
     with duck.connected() as con:
-        if todo is None:
-            every = sales_months(layout)
-            # a month a repair emptied (a sale moved back out of it) is written empty
-            touched = (repaired if repaired is not None else
-                       sorted(set(every if months is None else months) & set(every)))
-            written = _in_full(lake, con, touched, through) if touched else {}
-            months = repaired if repaired is not None else months if not incremental else None
-        else:
+        if todo is not None:
             months, written = _moved_on(lake, con, todo, kept.sales_days, through)
-    if through is not None and (todo is not None or written):   # the marts and kept exist
+        elif repaired is not None:
+            # a month a repair emptied (a sale moved back out of it) is written empty
+            written = _in_full(lake, con, repaired, through) if repaired else {}
+            months = repaired
+        else:
+            every = sales_months(layout)
+            touched = sorted(set(every if months is None else months) & set(every))
+            written = _in_full(lake, con, touched, through) if touched else {}
+            months = None if incremental else months
+    # the marts and what they are kept from exist (or a repair changed no month)
+    if through is not None and (todo is not None or written or repaired is not None):
         _mark_refreshed(layout, through)
     return months, written
 
@@ -511,8 +530,8 @@ def _gone(lake: Lake, con, first: dt.date) -> pa.Table:
 
     What is kept cannot go stale: only versions opened or closed on or before ``first`` count,
     and it is kept only once the customer files have reached ``first`` (a file after them in
-    order is dated later; a late or resent one recomputes the marts in full, which drops
-    what was kept). A month made holds a row without a customer, so that a month with no
+    order is dated later; a late or resent one recomputes the months it changed in full,
+    which drops what was kept). A month made holds a row without a customer, so that a month with no
     such customer is not made again."""
     path = lake.layout.mart(GONE)
     if delta.exists(path):
