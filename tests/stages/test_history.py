@@ -301,7 +301,7 @@ def sixty_applied(sixty_days, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("back", [0, 6, 30, 59])
+@pytest.mark.parametrize("back", [6, 59])
 def test_a_resent_file_replays_only_the_files_from_its_own_date_on(back, sixty_applied,
                                                                     tmp_path):
     """A file resent ``back`` days before the last (each source's, with the next day's rows:
@@ -335,20 +335,23 @@ def live_files(root: Path, source: str) -> list[dict]:
                     ).to_pylist()
 
 
-def every_version(root: Path, source: str) -> dict[int, pd.DataFrame]:
+def some_versions(root: Path, source: str) -> dict[int, pd.DataFrame]:
+    """Every seventh version of a table and its last, as read now."""
     last = int(minilake.versions(source, root)["version"].max())
-    return {v: minilake.read_table(source, root=root, version=v) for v in range(last + 1)}
+    return {v: minilake.read_table(source, root=root, version=v)
+            for v in sorted({*range(0, last + 1, 7), last})}
 
 
 def test_maintenance_compacts_small_files_and_every_version_reads_the_same(sixty_applied,
                                                                           tmp_path):
     """Sixty days applied in one run leave a history file per day in customer and product: a
     maintenance puts each month's together (one per month of closing), in one data-unchanged
-    commit per table; every earlier version and every as_of read gives the rows it gave."""
+    commit per table; earlier versions (every seventh, and the last) and as_of reads give the
+    rows they gave."""
     root = tmp_path / "root"
     shutil.copytree(sixty_applied, root)
     dates = list(by_date(root / "archive" / "customer"))
-    before = {s: every_version(root, s) for s in ("customer", "product")}
+    before = {s: some_versions(root, s) for s in ("customer", "product")}
     as_of = {(s, d): minilake.read_table(s, root=root, as_of=d)
              for s in PREFIXES for d in dates[::7]}
     counts = {s: len(live_files(root, s)) for s in PREFIXES}

@@ -302,8 +302,7 @@ def late_world(tmp_path_factory) -> Path:
 # A late file repairs its source from its date on: killed while the table is rolled back,
 # replayed, committed, and once it is (logged, or not yet), then in other sources' files.
 REPAIR_HOOKS = ["repair.rolled_back:1", "repair.before_commit:1", "repair.after_commit:1",
-                "repair.after_commit:2", "repair.after_commit:3", "ingest.files_written:1",
-                "ingest.files_written:5", "ingest.report_written:3", "split.after_move:2",
+                "repair.after_commit:3", "ingest.files_written:1", "ingest.report_written:3",
                 "ingest.after_read:5"]
 
 
