@@ -56,10 +56,10 @@ log = logging.getLogger(__name__)
 MASS_DELETE_SHARE = 0.5
 # Sources are ingested side by side unless a pending file is larger than this: then one at a
 # time, so that peak memory is that of one file (and the next one, read ahead), not three. By
-# default a sixteenth of the machine's memory: side by side, a run peaks at about 3.5 times its
-# largest file (4.8 GB for a 1.26 GB customer file at 1000x, benchmarks/README.md), a fifth of
-# the memory at most; 24 GB here takes 1000x side by side, 0.95x a DuckDB peer's SCD2 time
-# against 1.29x one source at a time (issue 38).
+# default a sixteenth of the machine's memory: side by side, a 1000x day with a 1.26 GB
+# customer file peaked at 4.8 GB (under four times its largest file, benchmarks/README.md), so
+# a run stays under a quarter of the memory; 24 GB here takes 1000x side by side, 0.95x a
+# DuckDB peer's SCD2 time against 1.29x one source at a time (issue 38).
 SIDE_BY_SIDE_UP_TO_BYTES = (int(os.environ["MINILAKE_SIDE_BY_SIDE_MB"]) << 20
                             if "MINILAKE_SIDE_BY_SIDE_MB" in os.environ
                             else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 16)
