@@ -308,9 +308,8 @@ class _Files:
         ends = pa.array(found(held, keys.cast(held.type)))
         if not pc.any(ends).as_py():
             return [], []
-        partition = {k: _partition_text(file[f"partition.{k}"]) for k in self.partitions}
-        actions = [RemoveAction(file["path"], True, int(time.time() * 1000),
-                                file["size_bytes"], partition)]
+        partition = _partition_values(file)
+        actions = [_removal(file)]
         closed = rows.filter(ends)
         closed = closed.set_column(closed.schema.get_field_index("expiry_date"), "expiry_date",
                                    pa.repeat(pa.scalar(day, pa.date32()), closed.num_rows))
@@ -377,9 +376,7 @@ class Staged:
     def actions(self) -> list:
         """The one commit's actions: the committed files no longer live removed, the written
         ones still live added."""
-        now = int(time.time() * 1000)
-        gone = [RemoveAction(path, True, now, f["size_bytes"], _partition_values(f))
-                for path, f in self.committed.items() if path not in self.live]
+        gone = [_removal(f) for path, f in self.committed.items() if path not in self.live]
         return gone + [a for path, a in self.written.items() if path in self.live]
 
     def discard(self) -> None:
@@ -399,6 +396,13 @@ def _as_file(action: AddAction) -> dict:
     for end, values in (("min", stats.get("minValues", {})), ("max", stats.get("maxValues", {}))):
         out |= {f"{end}.{name}": value for name, value in values.items()}
     return out
+
+
+def _removal(file: dict, data_change: bool = True) -> RemoveAction:
+    """The action that removes a data file (an add action as the log lists it) from the
+    table; ``data_change=False`` for a compaction's (the same rows are added back)."""
+    return RemoveAction(file["path"], data_change, int(time.time() * 1000),
+                        file["size_bytes"], _partition_values(file))
 
 
 def _partition_values(file: dict) -> dict[str, str]:
@@ -445,9 +449,7 @@ def roll_back(opened: Opened, source: Source, day: dt.date) -> Staged:
                                pc.or_(reopen, rows["is_current"]))
         added = list(pool.map(lambda p: writer.write(*p),
                               writer.pack(writer.by_partition(rows))))
-    now = int(time.time() * 1000)
-    staged.stage([RemoveAction(f["path"], True, now, f["size_bytes"], _partition_values(f))
-                  for f in touched] + added)
+    staged.stage([_removal(f) for f in touched] + added)
     return staged
 
 
@@ -468,15 +470,13 @@ def compact(opened: Opened, source: Source, groups: list[list[dict]], note: str)
     reads the rows it read; docs/history.md). Returns the new version."""
     schema = table_schema(source)
     writer = _Files(opened.path, source, schema, ordered=True, data_change=False)
-    now = int(time.time() * 1000)
     actions: list = []
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         for group in groups:
             rows = pa.concat_tables(list(pool.map(
                 lambda f: _rows_of(opened.path, source, f), group)))
             partition = _partition_values(group[0])
-            actions += [RemoveAction(f["path"], False, now, f["size_bytes"], partition)
-                        for f in group]
+            actions += [_removal(f, data_change=False) for f in group]
             actions += list(pool.map(lambda p: writer.write(*p),
                                      writer.pack([(rows, partition)])))
     crashpoint("maintain.files_written")
