@@ -154,7 +154,8 @@ class World:
     seed: int
     start: dt.date
     customers_day_one: int
-    steady: bool = False          # constant daily volumes: as many arrive as leave, flat sales
+    steady: bool = False          # constant daily volumes: as many arrive as leave, flat sales,
+                                  # a catalogue of constant size
     crlf_addresses: float = 0.0   # share of customers whose address has CRLF (not LF) inside
     rng: np.random.Generator = field(init=False)
     pools: dict[str, pa.Array] = field(init=False)
@@ -296,6 +297,8 @@ class World:
         moves = 1 + self.rng.normal(0, PRICE_MOVE_SD, len(self.products))
         prices = np.maximum(np.round(self.products["price_cents"].to_numpy() * moves), 1)
         self.products["price_cents"] = prices.astype(np.int64)
+        if self.steady:         # constant volumes: the catalogue keeps its size
+            return
         self.products = pd.concat(
             [self.products, self._new_products(1, [self.today])], ignore_index=True)
 
@@ -577,9 +580,10 @@ def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
     Unless ``landing_only``, also write the next day with known faults into
     ``root/samples/broken_day`` and the ground-truth references into ``root/final_results``.
     ``steady`` keeps daily volumes constant (as many customers arrive as leave, no sales
-    growth), for measuring how cost grows with history alone. ``crlf_addresses`` is the share
-    of customers (the same ones every day) whose address holds CRLF instead of LF inside its
-    quotes, as some exports write it. Same arguments, byte-identical files.
+    growth, no product added to the catalogue: only prices move), for measuring how cost
+    grows with history alone. ``crlf_addresses`` is the share of customers (the same ones
+    every day) whose address holds CRLF instead of LF inside its quotes, as some exports
+    write it. Same arguments, byte-identical files.
     """
     from tqdm.auto import tqdm  # on first use: start-up stays light
 
