@@ -34,7 +34,13 @@ from minilake.lake.lock import hold
 from minilake.lake.logs import Ledger
 from minilake.load import datafiles, history
 from minilake.load import maintain as upkeep  # `maintain` is the operation
-from minilake.load.ingest import IngestResult, Progress, ingest_source, load_sources
+from minilake.load.ingest import (
+    IngestResult,
+    Progress,
+    archived,
+    ingest_source,
+    load_sources,
+)
 from minilake.outbound import marts as datamarts  # `marts` is run()'s switch
 
 if TYPE_CHECKING:
@@ -120,8 +126,9 @@ def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None,
                                            engine)
     if erased:
         ledger = Ledger(logs.read_log(layout))
-    erasures_stage.scrub_pending(layout, ledger)
-    loaded = load_sources(layout, ingest_log, ledger, allow_mass_delete, bar, engine)
+    listed = {name: archived(layout, source, ledger) for name, source in SOURCES.items()}
+    listed["customer"] = erasures_stage.scrub_pending(layout, ledger, listed["customer"])
+    loaded = load_sources(layout, ingest_log, ledger, allow_mass_delete, bar, engine, listed)
     bar.close()
     files = erased + loaded
     if not files:

@@ -69,8 +69,9 @@ class Source:
         match = self.pattern.fullmatch(name)
         if not match:
             return None
-        try:
-            return dt.datetime.strptime(match.group(1), "%Y%m%d").date()
+        stamp = match.group(1)          # eight digits: strptime cost 35 us a name, every name
+        try:                            # of a three-year archive read on every run
+            return dt.date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:]))
         except ValueError:
             return None
 

@@ -167,17 +167,21 @@ def _erased_note(plan: erasure_plan.Plan | None) -> str:
     return note + ("" if plan.anyone else "; nothing changed")
 
 
-def scrub_pending(layout: Layout, ledger: Ledger) -> None:
-    """Customer files not applied yet lose the rows of customers erased before
-(docs/guarantees.md)."""
+def scrub_pending(layout: Layout, ledger: Ledger, deliveries: list[Delivery]
+                  ) -> list[Delivery]:
+    """Customer files not applied yet (of ``deliveries``, the archived ones) lose the rows of
+    customers erased before (docs/guarantees.md). Returns the archived customer files as they
+    are now."""
     erased = logs.read_erasure_log(layout)["customer_id"].dropna()
     if not len(erased):
-        return
+        return deliveries
     ids = {int(i) for i in erased}
-    for delivery in not_applied(layout, SOURCES["customer"],
-                             archived(layout, SOURCES["customer"], ledger), ledger):
+    rewritten = False
+    for delivery in not_applied(layout, SOURCES["customer"], deliveries, ledger):
         new = scrub.scrub_file(delivery.path, ids)
         if new is not None:
             storage.write_bytes(delivery.path, new)
+            rewritten = True
             log.warning("customer/%s: rows of erased customers erased before it is applied",
                         delivery.name)
+    return archived(layout, SOURCES["customer"], ledger) if rewritten else deliveries

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,9 +41,19 @@ COMMIT_KEY = "minilake"
 CHECKPOINT_EVERY = 5
 
 
+_ENTRY = re.compile(r"\d{20}\.(json|checkpoint(\.\d+\.\d+)?\.parquet)")
+
+
 def exists(path: Path) -> bool:
-    if storage.is_local(path) and not Path(path).is_dir():     # a file (.run-state.json)
-        return False
+    """Whether a table is at ``path``: a log holding a commit or a checkpoint. Locally, the
+    log folder is read only up to its first such entry (delta-rs lists all of it, a few ms a
+    call for a log of a thousand versions, and a run asks some thirty times)."""
+    if storage.is_local(path):
+        try:
+            with os.scandir(Path(path) / "_delta_log") as entries:
+                return any(_ENTRY.fullmatch(entry.name) for entry in entries)
+        except (FileNotFoundError, NotADirectoryError):   # or a file (.run-state.json)
+            return False
     return DeltaTable.is_deltatable(storage.uri(path), storage.delta_options(path))
 
 

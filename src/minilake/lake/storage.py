@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
+import fnmatch
 import hashlib
 import mmap
 import os
@@ -305,49 +306,51 @@ def listing(folder: UPath | Path, pattern: str = "*") -> list[tuple[UPath | Path
     """(path, size in bytes, modification time in ns) of the files directly in ``folder``
     matching ``pattern`` (none if it is not there), sorted: one listing request on S3, not one
     per file."""
-    if is_local(folder):
-        out = []
-        for path, st in _entries(Path(folder), pattern):
-            if stat_module.S_ISREG(st.st_mode):
-                out.append((path, st.st_size, st.st_mtime_ns))
-        return out
-    found = folder.fs.glob(f"{folder.path}/{pattern}", detail=True)
-    return sorted((folder.joinpath(name.rsplit("/", 1)[-1]), int(info["size"]),
-                   _mtime_ns(info)) for name, info in found.items()
-                  if info.get("type") == "file")
-
-
-def _entries(folder: Path, pattern: str = "*") -> list[tuple[Path, os.stat_result]]:
-    """The entries directly in a local ``folder`` matching ``pattern``, sorted, each with
-    its own status (``lstat``: a symbolic link is not followed, so a link pointing outside
-    the root, a dangling one or a loop is seen as the link it is)."""
-    if not folder.is_dir():
-        return []
-    out = []
-    for path in sorted(folder.glob(pattern)):
-        try:
-            out.append((path, path.lstat()))
-        except FileNotFoundError:           # gone since the listing
-            continue
-    return out
+    return scan(folder, pattern)[0]
 
 
 def irregular(folder: UPath | Path, pattern: str = "*") -> list[tuple[UPath | Path, str]]:
     """The entries directly in ``folder`` that are not regular files, and what each is (a
     symbolic link, a folder, a FIFO, a socket, a device): minilake reads only regular files
     inside the root, and follows no link."""
+    return scan(folder, pattern)[1]
+
+
+_KINDS = [(stat_module.S_ISLNK, "symbolic link"), (stat_module.S_ISDIR, "folder"),
+          (stat_module.S_ISFIFO, "FIFO"), (stat_module.S_ISSOCK, "socket"),
+          (stat_module.S_ISCHR, "character device"), (stat_module.S_ISBLK, "block device")]
+
+
+def scan(folder: UPath | Path, pattern: str = "*"
+         ) -> tuple[list[tuple[UPath | Path, int, int]], list[tuple[UPath | Path, str]]]:
+    """:func:`listing` and :func:`irregular` of ``folder`` from one look at it (one request
+    on S3; locally one ``lstat`` per entry: a symbolic link is not followed, so a link pointing
+    outside the root, a dangling one or a loop is seen as the link it is)."""
     if not is_local(folder):
         found = folder.fs.glob(f"{folder.path}/{pattern}", detail=True)
-        return sorted((folder.joinpath(name.rsplit("/", 1)[-1]), "folder")
-                      for name, info in found.items() if info.get("type") == "directory")
-    kinds = [(stat_module.S_ISLNK, "symbolic link"), (stat_module.S_ISDIR, "folder"),
-             (stat_module.S_ISFIFO, "FIFO"), (stat_module.S_ISSOCK, "socket"),
-             (stat_module.S_ISCHR, "character device"), (stat_module.S_ISBLK, "block device")]
-    out = []
-    for path, st in _entries(Path(folder), pattern):
-        if not stat_module.S_ISREG(st.st_mode):
-            out.append((path, next((k for test, k in kinds if test(st.st_mode)), "special file")))
-    return out
+        named = sorted((name.rsplit("/", 1)[-1], info) for name, info in found.items())
+        return ([(folder.joinpath(name), int(info["size"]), _mtime_ns(info))
+                 for name, info in named if info.get("type") == "file"],
+                [(folder.joinpath(name), "folder")
+                 for name, info in named if info.get("type") == "directory"])
+    regular, odd = [], []
+    try:
+        entries = sorted((e.name, e) for e in os.scandir(folder)
+                         if fnmatch.fnmatchcase(e.name, pattern))
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    folder = Path(folder)
+    for name, entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:           # gone since the listing
+            continue
+        if stat_module.S_ISREG(st.st_mode):
+            regular.append((folder / name, st.st_size, st.st_mtime_ns))
+        else:
+            odd.append((folder / name, next((k for test, k in _KINDS if test(st.st_mode)),
+                                            "special file")))
+    return regular, odd
 
 
 def files(folder: UPath | Path, pattern: str = "*") -> list[UPath | Path]:

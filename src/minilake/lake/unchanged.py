@@ -24,12 +24,22 @@ FORMAT = 2          # 2: tables carry the history policy (a state of 1 makes the
 
 
 def _files(base: Path) -> list[list]:
+    """[relative path, size, modification time] of every entry under ``base``, sorted (one
+    ``lstat`` each, from ``scandir``: a link is what it is, followed nowhere)."""
     found = []
-    for folder, _, names in os.walk(base):
-        for name in names:
-            path = os.path.join(folder, name)
-            stat = os.lstat(path)            # a link is what it is, followed nowhere
-            found.append([os.path.relpath(path, base), stat.st_size, stat.st_mtime_ns])
+    folders = [("", str(base))]
+    while folders:
+        prefix, folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append((f"{prefix}{entry.name}/", entry.path))
+                continue
+            stat = entry.stat(follow_symlinks=False)
+            found.append([prefix + entry.name, stat.st_size, stat.st_mtime_ns])
     return sorted(found)
 
 

@@ -141,20 +141,29 @@ def write_report(frame: pd.DataFrame, path: Path) -> None:
 def archived(layout: Layout, source: Source, ledger: Ledger) -> list[Delivery]:
     """A source's archived files, in file-date order (regular files only: anything else put
     there is said and left alone, never read)."""
-    for path, kind in storage.irregular(layout.archive(source.name)):
+    listed, odd = storage.scan(layout.archive(source.name))
+    for path, kind in odd:
         log.warning("%s/%s: a %s, not a regular file; not read", source.name, path.name, kind)
-    files = [item for item in storage.listing(layout.archive(source.name))
-             if source.file_date(item[0].name)]
+    out, new = [], []
+    for path, size, mtime_ns in listed:
+        day = source.file_date(path.name)
+        if day is None:
+            continue
+        sha = ledger.trusted_sha(path, size, mtime_ns)
+        if sha:
+            out.append((day, Delivery(path, sha, size, mtime_ns)))
+        else:
+            new.append((day, path, size, mtime_ns))
 
-    def identify(item: tuple[Path, int, int]) -> Delivery:
-        path, size, mtime_ns = item
-        sha = ledger.trusted_sha(path, size, mtime_ns) or storage.sha256(path)
-        return Delivery(path, sha, size, mtime_ns)
+    def identify(item: tuple[dt.date, Path, int, int]) -> tuple[dt.date, Delivery]:
+        day, path, size, mtime_ns = item
+        return day, Delivery(path, storage.sha256(path), size, mtime_ns)
 
     # New files are hashed side by side: hashlib runs without the GIL, one core per file.
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        out = list(pool.map(identify, files))
-    return sorted(out, key=lambda d: (source.file_date(d.name), d.name))
+    if new:
+        with ThreadPoolExecutor(max_workers=min(len(new), os.cpu_count() or 1)) as pool:
+            out += pool.map(identify, new)
+    return [d for _, d in sorted(out, key=lambda item: (item[0], item[1].name))]
 
 
 class Quarantined(Exception):
@@ -553,10 +562,12 @@ def _one_snapshot_a_day(layout: Layout, ingest_log: logs.IngestLog, source: Sour
 def ingest_source(layout: Layout, ingest_log: logs.IngestLog, source: Source,
                    ledger: Ledger, allow_mass_delete: bool, bar: Progress,
                    rebuild: str | None = None, read_ahead: bool = False,
-                   erased: frozenset[str] = frozenset(), engine: Engine | None = None
-                   ) -> list[FileOutcome]:
-    """``erased``: archived files an erasure rewrote (new content, but not resent)."""
-    deliveries = archived(layout, source, ledger)
+                   erased: frozenset[str] = frozenset(), engine: Engine | None = None,
+                   deliveries: list[Delivery] | None = None) -> list[FileOutcome]:
+    """``erased``: archived files an erasure rewrote (new content, but not resent);
+    ``deliveries``: the source's :func:`archived` files, if the caller has listed them."""
+    if deliveries is None:
+        deliveries = archived(layout, source, ledger)
     pending = not_applied(layout, source, deliveries, ledger)
     if rebuild is None and not pending:
         return []
@@ -601,19 +612,23 @@ def ingest_source(layout: Layout, ingest_log: logs.IngestLog, source: Source,
 
 
 def load_sources(layout: Layout, ingest_log: logs.IngestLog, ledger: Ledger,
-                 allow_mass_delete: bool, bar: Progress,
-                 engine: Engine | None = None) -> list[FileOutcome]:
+                 allow_mass_delete: bool, bar: Progress, engine: Engine | None = None,
+                 listed: dict[str, list[Delivery]] | None = None) -> list[FileOutcome]:
     """Every source's pending files, each source in its own file order. Sources are
     independent tables: ingested side by side (the heavy parts, Arrow compute and delta-rs,
     run without the GIL); large files go one source at a time, each reading its next file
-    while it commits one."""
-    largest = max((size for s in SOURCES.values()
-                   for _, size, _ in storage.listing(layout.archive(s.name))), default=0)
+    while it commits one. ``listed``: each source's :func:`archived` files, if listed
+    already (the archives are listed here otherwise, before the sources' threads start: a
+    listing is one system call a file, each of which hands the GIL to another thread)."""
+    if listed is None:
+        listed = {name: archived(layout, s, ledger) for name, s in SOURCES.items()}
+    largest = max((d.size for deliveries in listed.values() for d in deliveries), default=0)
     side_by_side = largest <= SIDE_BY_SIDE_UP_TO_BYTES
     with ThreadPoolExecutor(max_workers=len(SOURCES) if side_by_side else 1) as pool:
         per_source = [pool.submit(ingest_source, layout, ingest_log, s, ledger,
                                   allow_mass_delete, bar, read_ahead=not side_by_side,
-                                  engine=engine) for s in SOURCES.values()]
+                                  engine=engine, deliveries=listed[name])
+                      for name, s in SOURCES.items()]
         # Python runs a signal's handler in the main thread, and only when it wakes: a wait
         # without end would hear a Ctrl-C (stopping.py) only once every source is done
         while futures.wait(per_source, timeout=WAKE_SECONDS).not_done:
