@@ -256,8 +256,14 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
                           .empty_table()).to_pandas()
     elif version is not None:
         check_version_kept(layout, name, path, version)
-    where = None if as_of is None else valid_on(as_of)
-    return _typed(name, delta.dataset(path, version).to_table(filter=where)).to_pandas()
+    if as_of is None:
+        return _typed(name, delta.dataset(path, version).to_table()).to_pandas()
+    # the files picked from the log by their statistics first: only those that may hold a
+    # version valid on the date are opened at all
+    day = as_date(as_of)
+    where = [("effective_from", "<=", day), ("expiry_date", ">", day)]
+    return _typed(name, delta.dataset(path, version, where=where).to_table(
+        filter=valid_on(day))).to_pandas()
 
 
 def _typed(name: str, data: pa.Table) -> pa.Table:
