@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from support import forked
 
 from minilake.generate import SAMPLE, generate
 
@@ -44,6 +45,7 @@ def temporary_folder_of_the_session(tmp_path_factory) -> Iterator[None]:
         else:
             os.environ["TMPDIR"] = before[0]
         tempfile.tempdir = before[1]
+        forked.stop()                       # its socket is in the folder
         shutil.rmtree(folder, ignore_errors=True)
 
 

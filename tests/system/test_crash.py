@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
+from support import forked
 from support import rawfiles as raw
 from support.commands import finish, start
 
@@ -132,7 +133,7 @@ def run_timed(root: Path, env: dict | None = None, kill_after: float | None = No
               ) -> tuple[int, float]:
     """:func:`run_cli`, and the seconds from the start to the end or the kill."""
     began = time.perf_counter()
-    process = start("run", "--root", str(root), env=env)
+    process = forked.start("run", "--root", str(root), env=env, scratch=root.parent)
     if kill_after is not None:
         try:
             process.wait(timeout=kill_after)

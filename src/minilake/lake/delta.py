@@ -278,4 +278,4 @@ def compact(path: Path, table: DeltaTable) -> None:
     with refused(path, doing):
         table.optimize.compact(commit_properties=fenced(path, table, doing),
                                post_commithook_properties=KEEP_LOG)
-    delta(path).create_checkpoint()
+    table.create_checkpoint()           # the handle is at the compaction's version
