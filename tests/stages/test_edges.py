@@ -180,6 +180,21 @@ def test_links_special_files_and_folders_in_the_landing_zone_are_refused_not_fol
     assert cli("status", "--root", str(lake)).returncode == 0
 
 
+@pytest.mark.parametrize("zero", [0x660, 0xFF10], ids=["Arabic-Indic", "full-width"])
+def test_a_date_written_in_other_digits_is_no_source_s_file(lake, zero):
+    """customer_2024-10-12 with the digits of another script: Python's int() reads them, a file
+    date must not (it would be a second snapshot of a day already applied, under a name the
+    error reports and the archive cannot tell from the ASCII one)."""
+    name = f"customer_{''.join(chr(zero + int(d)) for d in '20241012')}.csv"
+    shutil.copy(lake / "archive" / "customer" / "customer_20241011.csv",
+                lake / "landing_zone" / name)
+    result = minilake.run(lake)
+    assert result.ok
+    assert f"{name} matches no source" in "\n".join(result.lines())
+    assert (lake / "landing_zone" / name).exists()
+    assert not list((lake / "archive").rglob(name))
+
+
 @pytest.mark.parametrize("where", ["products", "erasure request"])
 def test_json_nested_900_levels_is_quarantined_in_one_line_and_later_runs_go_on(lake, where):
     deep = "[" * 900 + "]" * 900

@@ -55,7 +55,8 @@ class Source:
     def pattern(self) -> re.Pattern[str]:
         """File names of every form; group 1 is the file date, group 2 the extension."""
         extensions = "|".join(re.escape(f.extension) for f in self.forms)
-        return re.compile(rf"{re.escape(self.prefix)}_(\d{{8}})\.({extensions})")
+        # [0-9], not \d: \d (and int()) take any script's digits, "customer_٢٠٢٤١٠١٢.csv" too
+        return re.compile(rf"{re.escape(self.prefix)}_([0-9]{{8}})\.({extensions})")
 
     def form(self, name: str) -> Form | None:
         """The form of a file name this source owns, None if it is not one of its files."""

@@ -41,7 +41,9 @@ COMMIT_KEY = "minilake"
 CHECKPOINT_EVERY = 5
 
 
-_ENTRY = re.compile(r"\d{20}\.(json|checkpoint(\.\d+\.\d+)?\.parquet)")
+# a commit, a checkpoint (single, multi-part, or named by a UUID: v2), or a compacted log range
+_ENTRY = re.compile(r"[0-9]{20}\.(json|checkpoint(\.[0-9]{10}\.[0-9]{10}|\.[0-9a-f-]{36})?"
+                    r"\.parquet|[0-9]{20}\.compacted\.json)")
 
 
 def exists(path: Path) -> bool:
