@@ -37,7 +37,7 @@ from minilake.load import maintain as upkeep  # `maintain` is the operation
 from minilake.load.ingest import (
     IngestResult,
     Progress,
-    archived,
+    archived_of,
     ingest_source,
     load_sources,
 )
@@ -126,7 +126,7 @@ def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None,
                                            engine)
     if erased:
         ledger = Ledger(logs.read_log(layout))
-    listed = {name: archived(layout, source, ledger) for name, source in SOURCES.items()}
+    listed = archived_of(layout, list(SOURCES.values()), ledger)
     listed["customer"] = erasures_stage.scrub_pending(layout, ledger, listed["customer"])
     loaded = load_sources(layout, ingest_log, ledger, allow_mass_delete, bar, engine, listed)
     bar.close()

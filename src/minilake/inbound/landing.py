@@ -58,11 +58,12 @@ def split(root: str | Path = ".") -> SplitResult:
 
 def _split(layout: Layout) -> SplitResult:
     result = SplitResult()
-    for path, kind in storage.irregular(layout.landing):
+    listed, odd = storage.scan(layout.landing)
+    for path, kind in odd:
         if not path.name.startswith("."):
             log.info("%s: a %s, not a regular file; left in landing_zone/", path.name, kind)
             result.refused.append((path, kind))
-    for path in storage.files(layout.landing):
+    for path, _, _ in listed:
         if path.name.startswith("."):
             continue
         source = source_of(path.name)

@@ -141,29 +141,42 @@ def write_report(frame: pd.DataFrame, path: Path) -> None:
 def archived(layout: Layout, source: Source, ledger: Ledger) -> list[Delivery]:
     """A source's archived files, in file-date order (regular files only: anything else put
     there is said and left alone, never read)."""
-    listed, odd = storage.scan(layout.archive(source.name))
-    for path, kind in odd:
-        log.warning("%s/%s: a %s, not a regular file; not read", source.name, path.name, kind)
-    out, new = [], []
-    for path, size, mtime_ns in listed:
-        day = source.file_date(path.name)
-        if day is None:
-            continue
-        sha = ledger.trusted_sha(path, size, mtime_ns)
-        if sha:
-            out.append((day, Delivery(path, sha, size, mtime_ns)))
-        else:
-            new.append((day, path, size, mtime_ns))
+    return archived_of(layout, [source], ledger)[source.name]
 
-    def identify(item: tuple[dt.date, Path, int, int]) -> tuple[dt.date, Delivery]:
-        day, path, size, mtime_ns = item
-        return day, Delivery(path, storage.sha256(path), size, mtime_ns)
 
-    # New files are hashed side by side: hashlib runs without the GIL, one core per file.
+def archived_of(layout: Layout, sources: list[Source], ledger: Ledger
+                ) -> dict[str, list[Delivery]]:
+    """:func:`archived` for each of ``sources``: each archive folder listed once, and the
+    files the ledger does not know (new, or changed since) hashed side by side, whatever
+    source they are of (hashlib runs without the GIL, one core per file)."""
+    known: dict[str, list[tuple[dt.date, Delivery]]] = {}
+    new: list[tuple[str, dt.date, Path, int, int]] = []
+    for source in sources:
+        listed, odd = storage.scan(layout.archive(source.name))
+        for path, kind in odd:
+            log.warning("%s/%s: a %s, not a regular file; not read", source.name, path.name,
+                        kind)
+        mine = known.setdefault(source.name, [])
+        for path, size, mtime_ns in listed:
+            day = source.file_date(path.name)
+            if day is None:
+                continue
+            sha = ledger.trusted_sha(path, size, mtime_ns)
+            if sha:
+                mine.append((day, Delivery(path, sha, size, mtime_ns)))
+            else:
+                new.append((source.name, day, path, size, mtime_ns))
+
+    def identify(item: tuple[str, dt.date, Path, int, int]) -> tuple[str, dt.date, Delivery]:
+        name, day, path, size, mtime_ns = item
+        return name, day, Delivery(path, storage.sha256(path), size, mtime_ns)
+
     if new:
         with ThreadPoolExecutor(max_workers=min(len(new), os.cpu_count() or 1)) as pool:
-            out += pool.map(identify, new)
-    return [d for _, d in sorted(out, key=lambda item: (item[0], item[1].name))]
+            for name, day, delivery in pool.map(identify, new):
+                known[name].append((day, delivery))
+    return {name: [d for _, d in sorted(found, key=lambda item: (item[0], item[1].name))]
+            for name, found in known.items()}
 
 
 class Quarantined(Exception):
@@ -621,7 +634,7 @@ def load_sources(layout: Layout, ingest_log: logs.IngestLog, ledger: Ledger,
     already (the archives are listed here otherwise, before the sources' threads start: a
     listing is one system call a file, each of which hands the GIL to another thread)."""
     if listed is None:
-        listed = {name: archived(layout, s, ledger) for name, s in SOURCES.items()}
+        listed = archived_of(layout, list(SOURCES.values()), ledger)
     largest = max((d.size for deliveries in listed.values() for d in deliveries), default=0)
     side_by_side = largest <= SIDE_BY_SIDE_UP_TO_BYTES
     with ThreadPoolExecutor(max_workers=len(SOURCES) if side_by_side else 1) as pool:
