@@ -45,8 +45,10 @@ def temporary_folder_of_the_session(tmp_path_factory) -> Iterator[None]:
         else:
             os.environ["TMPDIR"] = before[0]
         tempfile.tempdir = before[1]
-        forked.stop()                       # its socket is in the folder
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            forked.stop()                   # its socket is in the folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

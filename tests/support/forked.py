@@ -14,6 +14,7 @@ from __future__ import annotations
 import faulthandler
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -22,14 +23,15 @@ from pathlib import Path
 HEAVY = ["numpy", "pandas", "pyarrow", "pyarrow.compute", "pyarrow.dataset", "pyarrow.parquet",
          "deltalake", "duckdb", "pandera.pandas"]
 _context = None
+_running: set[Forked] = set()       # killed at the session's end if still there
 
 
 def _server() -> multiprocessing.context.ForkServerContext:
     global _context
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
-        # the runs' own libraries, and this module (which keeps pandera from importing
-        # hypothesis, as run_and_exit does: see _preloaded)
+        # the runs' own libraries (an import that fails there is skipped without a word:
+        # the runs would only be slower)
         _context.set_forkserver_preload(["support.forked_preload"])
     return _context
 
@@ -45,8 +47,11 @@ def _child(args: list[str], env: dict[str, str], cwd: str | None, out: str, err:
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(target, fd)
         os.close(target)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    # as an interpreter's own on a pipe: stdout in blocks, stderr line by line (a traceback
+    # printed just before a kill is in the file)
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace",
+                      line_buffering=True, closefd=False)
     faulthandler.enable(file=sys.stderr, all_threads=True)   # SIGABRT: every thread's stack
     sys.argv = ["minilake", *args]
     from minilake.apps.cli import run_and_exit
@@ -65,11 +70,14 @@ class Forked:
         self._process = _server().Process(target=_child, args=(
             list(args), env, None if cwd is None else str(cwd), str(self._out), str(self._err)))
         self._process.start()
+        _running.add(self)
         self.pid = self._process.pid
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         self.returncode = self._process.exitcode
+        if self.returncode is not None:
+            _running.discard(self)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -110,8 +118,12 @@ def stop() -> None:
         return
     from multiprocessing import forkserver, util
 
-    forkserver._forkserver._stop()
+    for left in list(_running):         # a test that failed between start and finish
+        left.send_signal(signal.SIGKILL)
+        left.wait(60)
+    forkserver._forkserver._stop()      # waits for every process holding its "alive" pipe
     for finalizer in list(util._finalizer_registry.values()):
         if getattr(finalizer, "_callback", None) is util._remove_temp_dir:
             finalizer()
     _context = None
+_running: set[Forked] = set()       # killed at the session's end if still there
