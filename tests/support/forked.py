@@ -50,8 +50,8 @@ def _child(args: list[str], env: dict[str, str], cwd: str | None, out: str, err:
     # as an interpreter's own on a pipe: stdout in blocks, stderr line by line (a traceback
     # printed just before a kill is in the file)
     sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace",
-                      line_buffering=True, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
+                      closefd=False)
     faulthandler.enable(file=sys.stderr, all_threads=True)   # SIGABRT: every thread's stack
     sys.argv = ["minilake", *args]
     from minilake.apps.cli import run_and_exit
