@@ -117,6 +117,25 @@ def test_crlf_addresses_are_a_stable_share_of_customers(tmp_path):
             assert plain.read_bytes() == crlf.read_bytes()
 
 
+def test_a_steady_world_keeps_its_volumes(tmp_path):
+    """``steady`` (for measuring cost against history alone): as many customers each day, the
+    same catalogue repriced (no product added), the same sales a day; without it the
+    catalogue gains a product a day."""
+    args = {"start": "2024-01-01", "days": 8, "customers": 300, "seed": 7, "landing_only": True}
+    generate(tmp_path / "steady", steady=True, **args)
+    generate(tmp_path / "growing", **args)
+    steady, growing = (tmp_path / "steady" / "landing_zone", tmp_path / "growing" / "landing_zone")
+    catalogues = [sorted(p["product_id"] for p in json.loads(path.read_text()))
+                  for path in raw.days(steady, "products")]
+    assert len(catalogues) == 8 and all(c == catalogues[0] for c in catalogues)
+    assert [len(json.loads(p.read_text())) for p in raw.days(growing, "products")] == [
+        len(catalogues[0]) + n for n in range(8)]
+    assert len({len(raw.customers(p)) for p in raw.days(steady, "customer")}) == 1
+    counts = [len([r for r in p.read_bytes().split(b"\r\n") if r])
+              for p in raw.days(steady, "sales")]
+    assert max(counts) <= 1.2 * min(counts), counts
+
+
 # --- determinism ------------------------------------------------------------------------------
 
 def test_same_seed_gives_byte_identical_trees_and_another_seed_differs(tmp_path):
