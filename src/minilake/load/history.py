@@ -258,12 +258,12 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
         check_version_kept(layout, name, path, version)
     if as_of is None:
         return _typed(name, delta.dataset(path, version).to_table()).to_pandas()
-    # the files picked from the log by their statistics first: only those that may hold a
-    # version valid on the date are opened at all
+    # delta.read picks the files by the filters from the log first (only those that may hold
+    # a version valid on the date are opened), then the rows
     day = as_date(as_of)
-    where = [("effective_from", "<=", day), ("expiry_date", ">", day)]
-    return _typed(name, delta.dataset(path, version, where=where).to_table(
-        filter=valid_on(day))).to_pandas()
+    return _typed(name, delta.read(path, [("effective_from", "<=", day),
+                                          ("expiry_date", ">", day)],
+                                   table=delta.delta(path, version))).to_pandas()
 
 
 def _typed(name: str, data: pa.Table) -> pa.Table:
