@@ -73,13 +73,27 @@ def stopped(process: subprocess.Popen, hung_after: float = HUNG_AFTER) -> bool:
     while time.monotonic() < end:
         if process.poll() is not None:
             return False
-        state = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "T":
+        if state(process) == "T":
             return True
         time.sleep(0.05)
     process.kill()
     pytest.fail(f"waiting for the run to pause at its point: it neither paused nor ended "
                 f"within {hung_after} s; {finish(process).stderr[-2000:]}")
+
+
+def state(process) -> str:
+    """The process's state letter from /proc (T: stopped by a signal)."""
+    return Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def resume(process) -> subprocess.CompletedProcess:
+    """SIGCONT to a run that must still be paused (nothing else may have woken it while
+    another run took its root: a test that let it run early would test nothing), and its
+    end."""
+    woke = state(process)
+    assert woke == "T", f"the paused run was awake (state {woke}) before the test resumed it"
+    process.send_signal(signal.SIGCONT)
+    return finish(process)
 
 
 def lost_lease_line(done: subprocess.CompletedProcess) -> str:
@@ -144,9 +158,10 @@ def test_a_blind_append_paused_after_the_fence_is_refused_by_the_tables_txn(
                                                 "MINILAKE_LEASE_SECONDS": LEASE})
     assert stopped(paused), finish(paused).stderr
     s3.until_lease_expired(root)
-    assert finish(start("run", "--root", root, env=s3.env)).returncode in (0, 1)
-    paused.send_signal(signal.SIGCONT)
-    line = lost_lease_line(finish(paused))
+    other = finish(start("run", "--root", root, env=s3.env))
+    print(f"the run that took over said:\n{other.stdout}{other.stderr}")  # shown if it fails
+    assert other.returncode in (0, 1), other.stderr
+    line = lost_lease_line(resume(paused))
     assert "another run committed to tables/sales since this run read it" in line, line
     assert "stopped before committing sales/sales_20241010.txt" in line, line
     assert_same_with_marts(with_marts(s3.mirror(root, tmp_path / "mirror")), want, "blind")
@@ -162,12 +177,12 @@ def test_a_run_paused_past_its_lease_stops_and_the_lake_is_an_uninterrupted_runs
     s3.until_lease_expired(root)                              # as its lease object says
     taker = start("run", "--root", root, env=s3.env)
     other = finish(taker)
+    print(f"the run that took over said:\n{other.stdout}{other.stderr}")  # shown if it fails
     # 1 while it quarantines one of the world's two bad files; 0 if the paused run had
     assert other.returncode in (0, 1), other.stderr
     assert "taking over the lease of a run that did not finish" in other.stderr
     assert f"pid {paused.pid}" in other.stderr
-    paused.send_signal(signal.SIGCONT)
-    line = lost_lease_line(finish(paused))
+    line = lost_lease_line(resume(paused))
     assert f"to pid {taker.pid} on " in line and re.search(why, line), line
     got = with_marts(s3.mirror(root, tmp_path / "mirror"))
     assert_same_with_marts(got, uninterrupted, point)
@@ -187,8 +202,7 @@ def test_a_paused_local_run_keeps_its_root_and_finishes_when_resumed(world, unin
     assert stopped(paused)
     other = finish(start("run", "--root", str(root)))
     assert other.returncode == 2 and f"pid {paused.pid}" in other.stderr
-    paused.send_signal(signal.SIGCONT)
-    assert finish(paused).returncode == 1                     # the world's two quarantines
+    assert resume(paused).returncode == 1              # the world's two quarantines
     assert_same_with_marts(with_marts(root), uninterrupted, "paused locally")
 
 
@@ -261,6 +275,58 @@ def test_a_commit_with_a_txn_the_local_table_holds_is_refused(tmp_path):
 @S3_B
 def test_a_commit_with_a_txn_the_s3_table_holds_is_refused(s3, s3_env, world):
     _txn_cases(s3.new_root("txn", world))
+
+
+RACES = 12
+
+
+def _racing_creates(root) -> None:
+    """Two writers that both believe they hold the root (a run paused past its lease and
+    resumed while the run that took over makes the same table) create one table at the same
+    moment, a dozen tables over: for each, one commit is the table's and the other is refused.
+    delta-rs on its own retries the loser's create as version 1, a second "create" with its
+    rows; without the fence most of these races end with two."""
+    import threading
+
+    layout = Layout.of(root)
+    outcomes: dict[str, list] = {}
+    with hold(layout.root, "test"):
+        for race in range(RACES):
+            path = layout.table(f"made{race}")
+            gate = threading.Barrier(2)
+            results = outcomes[path.name] = []
+
+            def make(writer: int, path=path, gate=gate, results=results) -> None:
+                gate.wait()
+                try:
+                    delta.write(path, pa.table({"writer": pa.array([writer], pa.int64())}))
+                    results.append(writer)
+                except LeaseLost as refused:
+                    results.append(str(refused))
+
+            threads = [threading.Thread(target=make, args=(w,)) for w in (1, 2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    for name, results in outcomes.items():
+        won = [r for r in results if isinstance(r, int)]
+        lost = [r for r in results if isinstance(r, str)]
+        assert len(won) == 1 and len(lost) == 1, f"{name}: {results}"
+        assert f"another run committed to tables/{name} since this run read it" in lost[0]
+        table = delta.delta(layout.table(name))
+        assert table.version() == 0, f"{name}: {table.history()}"
+        assert table.to_pyarrow_table()["writer"].to_pylist() == won, name
+
+
+def test_two_creates_of_one_local_table_at_once_make_it_once(tmp_path):
+    (tmp_path / "landing_zone").mkdir()
+    _racing_creates(tmp_path)
+
+
+@S3_B
+def test_two_creates_of_one_s3_table_at_once_make_it_once(s3, s3_env, world):
+    _racing_creates(s3.new_root("race", world))
 
 
 def test_each_run_takes_a_higher_epoch_kept_in_the_released_lock(tmp_path):

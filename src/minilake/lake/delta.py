@@ -94,17 +94,24 @@ def fenced(path: Path, table: DeltaTable | None, doing: str,
     carries the run's next version for the table, refused here if the snapshot holds that
     version or a later run's already (``LeaseLost``, naming ``doing``), and by delta-rs if
     another commit carrying this application id lands after the snapshot (see
-    :func:`refused`). Outside a held root (tools, tests) a commit is not fenced."""
+    :func:`refused`). Outside a held root (tools, tests) a commit is not fenced.
+
+    A commit that creates the table is tried once: delta-rs retries a create that lost the
+    race for version 0 as version 1 (a second "create", with its files), without looking at
+    the winner's ``txn``; so two runs that both believe they hold the root (one paused past
+    its lease and resumed while the other creates the same table) would both apply their
+    file. Tried once, the second is refused (docs/history.md)."""
+    once = {"max_commit_retries": 0} if table is None else {}
     claim = lock.claim_of(path)
     if claim is None:
-        return CommitProperties(custom_metadata=metadata)
+        return CommitProperties(custom_metadata=metadata, **once)
     claim.fence(doing)
     app, version = app_id(path), claim.next_version(str(path))
     held = table.transaction_version(app) if table is not None else None
     if held is not None and held >= version:
         raise claim.lost(doing, f"{named(path)} holds the commits of a run that took the "
                                 f"root later (txn {held})")
-    return CommitProperties(custom_metadata=metadata, app_transactions=[
+    return CommitProperties(custom_metadata=metadata, **once, app_transactions=[
         Transaction(app, version, int(time.time() * 1000))])
 
 
