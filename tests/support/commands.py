@@ -12,26 +12,39 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from support import forked
 
 # seconds: a hang guard, not a time limit (the slowest command the tests run takes a few
 # seconds; a loaded machine may take many times that, and must not fail a test for it)
 HUNG_AFTER = 600
 
 
-def start(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+def start(*args: str, cwd: Path | None = None, env: dict | None = None, fresh: bool = False
+          ) -> subprocess.Popen | forked.Forked:
     """``python -m minilake ARGS`` started, its output captured as text; ``env`` is added to
-    this process's environment (a variable given as None is left out)."""
+    this process's environment (a variable given as None is left out).
+
+    The process is forked from a server that has imported the heavy libraries already
+    (:mod:`support.forked`: a real process with its own pid and signals, ~1 s quicker to start
+    than an interpreter, which the suite's few hundred commands add up). With ``fresh``, it
+    is a new interpreter, as a shell starts it: for a command whose output is read while it
+    runs, or one that starts interpreters of its own (a Dask cluster)."""
+    if not fresh:
+        return forked.start(*args, scratch=Path(tempfile.gettempdir()) / "forked", cwd=cwd,
+                            env=env)
     merged = {**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "minilake", *args], cwd=cwd,
                             env={k: v for k, v in merged.items() if v is not None},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(process: subprocess.Popen, hung_after: float = HUNG_AFTER
+def finish(process: subprocess.Popen | forked.Forked, hung_after: float = HUNG_AFTER
            ) -> subprocess.CompletedProcess:
     """Wait for ``process``; if it is still running after ``hung_after`` seconds, fail with
     the stacks of its threads."""
@@ -45,10 +58,10 @@ def finish(process: subprocess.Popen, hung_after: float = HUNG_AFTER
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def minilake(*args: str, cwd: Path | None = None, env: dict | None = None
-             ) -> subprocess.CompletedProcess:
-    """Run ``python -m minilake ARGS`` to the end."""
-    return finish(start(*args, cwd=cwd, env=env))
+def minilake(*args: str, cwd: Path | None = None, env: dict | None = None,
+             fresh: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python -m minilake ARGS`` to the end (``fresh``: see :func:`start`)."""
+    return finish(start(*args, cwd=cwd, env=env, fresh=fresh))
 
 
 @contextlib.contextmanager

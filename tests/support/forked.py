@@ -90,6 +90,12 @@ class Forked:
         if self.poll() is None:
             os.kill(self.pid, signal)
 
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
         said = tuple(p.read_text(encoding="utf-8", errors="replace") for p in (self._out,

@@ -22,7 +22,7 @@ def test_minilake_lab_serves_the_workbook_on_127_0_0_1(tmp_path):
     env = {name: str(tmp_path / name) for name in
            ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")}
     process = start("lab", "--root", str(REPO), "--port", str(port), "--no-browser",
-                    env={**env, "HOME": str(tmp_path)})
+                    env={**env, "HOME": str(tmp_path)}, fresh=True)   # stderr read as it runs
     try:
         deadline, said = time.monotonic() + 180, ""
         os.set_blocking(process.stderr.fileno(), False)
