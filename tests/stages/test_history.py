@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import shutil
 import threading
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from support import rawfiles as raw
@@ -375,6 +377,40 @@ def test_maintenance_compacts_small_files_and_every_version_reads_the_same(sixty
                                       obj=f"{source} as of {day}")
     # a second maintenance finds nothing to compact
     assert all("->" not in line for line in minilake.maintain(root))
+
+
+def test_compacted_history_is_in_the_order_versions_began_so_an_old_date_reads_little(
+        sixty_applied, tmp_path, monkeypatch):
+    """A compacted history file holds its versions in the order they began, in row groups of
+    ``HISTORY_ROW_GROUP`` rows (64 here, so that sixty small days make several): by their
+    statistics, a read as of the first day opens few of them (the versions valid then), and
+    it gives the rows it gave before. In key order every row group held versions of every age,
+    and such a read opened every one of the files closing after the date."""
+    from minilake.load import datafiles
+
+    monkeypatch.setattr(datafiles, "HISTORY_ROW_GROUP", 64)
+    root = tmp_path / "root"
+    shutil.copytree(sixty_applied, root)
+    first = min(by_date(root / "archive" / "customer"))
+    before = minilake.read_table("customer", root=root, as_of=first)
+    minilake.maintain(root)
+    groups, opened = 0, 0
+    for f in live_files(root, "customer"):
+        if f["partition.is_current"]:
+            continue
+        meta = pq.ParquetFile(root / "tables" / "customer" / f["path"]).metadata
+        column = meta.schema.to_arrow_schema().get_field_index("effective_from")
+        began = [(meta.row_group(i).column(column).statistics.min,
+                  meta.row_group(i).column(column).statistics.max,
+                  meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+        assert all(rows <= 64 for _, _, rows in began), f["path"]
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(began)), (f["path"], began)
+        groups += len(began)
+        if pd.Timestamp(f["max.expiry_date"]).date() > first:   # what a read as of it opens
+            opened += sum(low <= first for low, _, _ in began)
+    assert groups >= 20 and opened <= groups // 2, (opened, groups)
+    pd.testing.assert_frame_equal(minilake.read_table("customer", root=root, as_of=first),
+                                  before)
 
 
 def test_a_repair_after_maintenance_rewrites_only_the_recent_month(sixty_applied, tmp_path):
