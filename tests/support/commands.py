@@ -34,8 +34,9 @@ def start(*args: str, cwd: Path | None = None, env: dict | None = None, fresh: b
     (:mod:`support.forked`: a real process with its own pid and signals, ~1 s quicker to start
     than an interpreter, which the suite's few hundred commands add up). With ``fresh``, it
     is a new interpreter, as a shell starts it: for a command whose output is read while it
-    runs, or one that starts interpreters of its own (a Dask cluster)."""
-    if not fresh:
+    runs; a run on the Dask engine without ``--cluster``, which starts interpreters of its
+    own (a LocalCluster), is one too."""
+    if not fresh and not ("dask" in args and "--cluster" not in args):
         return forked.start(*args, scratch=Path(tempfile.gettempdir()) / "forked", cwd=cwd,
                             env=env)
     merged = {**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})}
@@ -58,10 +59,10 @@ def finish(process: subprocess.Popen | forked.Forked, hung_after: float = HUNG_A
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def minilake(*args: str, cwd: Path | None = None, env: dict | None = None,
-             fresh: bool = False) -> subprocess.CompletedProcess:
-    """Run ``python -m minilake ARGS`` to the end (``fresh``: see :func:`start`)."""
-    return finish(start(*args, cwd=cwd, env=env, fresh=fresh))
+def minilake(*args: str, cwd: Path | None = None, env: dict | None = None
+             ) -> subprocess.CompletedProcess:
+    """Run ``python -m minilake ARGS`` to the end."""
+    return finish(start(*args, cwd=cwd, env=env))
 
 
 @contextlib.contextmanager

@@ -193,8 +193,7 @@ def test_a_worker_killed_during_a_file_is_retried(crash_world, tmp_path, hook):
     shutil.copytree(world, root)
     marker = tmp_path / "killed"
     run = finish(start("run", "--root", str(root), "--engine", "dask", "--ranges", "3",
-                       env={"MINILAKE_CRASH_AT": hook, "MINILAKE_CRASH_ONCE": str(marker)},
-                       fresh=True))
+                       env={"MINILAKE_CRASH_AT": hook, "MINILAKE_CRASH_ONCE": str(marker)}))
     assert marker.exists(), f"{hook}: no worker was killed"
     assert run.returncode == 1, run.stderr          # the world's two quarantined files
     assert_same(outcome(root), want, hook)
@@ -207,14 +206,14 @@ def test_a_file_the_cluster_cannot_finish_stops_the_run_and_a_rerun_completes(cr
     shutil.copytree(world, root)
     run = finish(start("run", "--root", str(root), "--engine", "dask",
                        env={"MINILAKE_CRASH_AT": "dask.validated:1",
-                            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}, fresh=True))
+                            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}))
     assert run.returncode == 2
     last = run.stderr.strip().splitlines()[-1]
     assert "the Dask cluster failed on this file" in last and "KilledWorker" in last, last
     assert "Traceback" not in run.stderr
     logged = read_log(Layout.of(root))
     assert not len(logged[logged["status"] == "applied"])   # the first file of each source
-    again = finish(start("run", "--root", str(root), "--engine", "dask", fresh=True))
+    again = finish(start("run", "--root", str(root), "--engine", "dask"))
     assert again.returncode == 1, again.stderr
     assert_same(outcome(root), want, "after the rerun")
 

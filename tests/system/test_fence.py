@@ -267,14 +267,18 @@ def _txn_cases(root) -> None:
     assert delta.dataset(path).count_rows() == 3       # ours, and the other writer's two
 
 
-def test_a_commit_with_a_txn_the_local_table_holds_is_refused(tmp_path):
-    (tmp_path / "landing_zone").mkdir()
-    _txn_cases(tmp_path)
+@pytest.fixture(params=["local", pytest.param("s3", marks=S3_B)])
+def a_root(request, world, tmp_path):
+    """A root locally, and one on S3 (the bucket's settings in this process's environment)."""
+    if request.param == "local":
+        (tmp_path / "landing_zone").mkdir()
+        return tmp_path
+    request.getfixturevalue("s3_env")
+    return request.getfixturevalue("s3").new_root("fenced", world)
 
 
-@S3_B
-def test_a_commit_with_a_txn_the_s3_table_holds_is_refused(s3, s3_env, world):
-    _txn_cases(s3.new_root("txn", world))
+def test_a_commit_with_a_txn_the_table_holds_is_refused(a_root):
+    _txn_cases(a_root)
 
 
 RACES = 12
@@ -319,14 +323,8 @@ def _racing_creates(root) -> None:
         assert table.to_pyarrow_table()["writer"].to_pylist() == won, name
 
 
-def test_two_creates_of_one_local_table_at_once_make_it_once(tmp_path):
-    (tmp_path / "landing_zone").mkdir()
-    _racing_creates(tmp_path)
-
-
-@S3_B
-def test_two_creates_of_one_s3_table_at_once_make_it_once(s3, s3_env, world):
-    _racing_creates(s3.new_root("race", world))
+def test_two_creates_of_one_table_at_once_make_it_once(a_root):
+    _racing_creates(a_root)
 
 
 def test_each_run_takes_a_higher_epoch_kept_in_the_released_lock(tmp_path):

@@ -48,8 +48,7 @@ OTHER = pytest.mark.xdist_group("s3-b")
 
 
 def run(root: str, s3, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    done = minilake("run", "--root", root, *args, env={**s3.env, **(env or {})},
-                    fresh="dask" in args)                    # a cluster of its own
+    done = minilake("run", "--root", root, *args, env={**s3.env, **(env or {})})
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
