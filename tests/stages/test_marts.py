@@ -416,3 +416,51 @@ def test_late_and_resent_files_recompute_only_the_months_from_their_date_on(worl
     assert result.months is not None and november in result.months, result.months
     check_against_raw(root, deleted=False)
     assert_equal_to_a_full_recompute(root, tmp_path / "full_quarantined")
+
+
+def test_an_erasure_recomputes_the_marts_once_and_the_files_after_it_move_them_on(
+        world, tmp_path, monkeypatch):
+    """An erasure recomputes the marts in full itself (the names it erases are in any month)
+    before its request is logged; the day's files applied after it in the same run then move
+    the marts on like any day's files, not every month a second time, and a run with only an
+    erasure request recomputes nothing more. After each run the marts equal the raw files as
+    the erasure rewrote them and a full recompute, and hold the erased names nowhere."""
+    root = tmp_path / "root"
+    held = world / "landing_zone"
+    (root / "landing_zone").mkdir(parents=True)
+    days = sorted({raw.file_date(p) for p in held.iterdir()})
+    for path in held.iterdir():
+        if raw.file_date(path) < days[-1]:
+            shutil.copy(path, root / "landing_zone" / path.name)
+    assert minilake.run(root).ok
+    recomputed = []
+    in_full = marts._in_full
+
+    def counted(lake, con, months, through):
+        recomputed.append(list(months))
+        return in_full(lake, con, months, through)
+
+    monkeypatch.setattr(marts, "_in_full", counted)
+    sold = minilake.read_table("sales", root=root)
+    sold = sold.loc[sold["is_current"], "customer_id"].value_counts()
+    # with the last day's files, then alone (dated the day after)
+    runs = [(days[-1], list(held.glob(f"*_{days[-1]:%Y%m%d}.*"))),
+            (days[-1] + dt.timedelta(days=1), [])]
+    for n, ((stamp, files), erased) in enumerate(zip(runs, sold.index[:2], strict=True)):
+        (root / "landing_zone" / f"erasure_requests_{stamp:%Y%m%d}.json").write_text(
+            json.dumps([{"customer_id": str(erased)}]))
+        for path in files:
+            shutil.copy(path, root / "landing_zone" / path.name)
+        every = sorted(set(mart(root, "customer_monthly")["month"]))
+        recomputed.clear()
+        result = minilake.run(root)
+        assert result.ok and [f.status for f in result.ingest.files
+                              if f.source == "erasure_requests"] == ["applied"]
+        assert recomputed == [every], f"run {n}: recomputed in full {recomputed}"
+        assert result.months is not None, f"run {n}: every month recomputed again"
+        assert result.months if files else result.months == [], result.months
+        check_against_raw(root, deleted=False)
+        monthly = mart(root, "customer_monthly")
+        names = monthly.loc[monthly["customer_id"] == erased, ["first_name", "last_name"]]
+        assert len(names) and (names == "[erased]").all().all(), names
+        assert_equal_to_a_full_recompute(root, tmp_path / f"full_{n}")

@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake.exceptions import DeltaError
 
-from minilake.contract.sources import SOURCES
+from minilake.contract.sources import ERASURE_REQUESTS, SOURCES
 from minilake.crashpoints import crashpoint
 from minilake.lake import delta, duck, logs, storage
 from minilake.lake.layout import (  # noqa: F401 - MARTS, KEPT: the marts' names, here too
@@ -283,11 +283,19 @@ class Pending:
         return bool(self.sales_days) or self.from_day is not None
 
 
+def _logged_since(log_rows, since):
+    """The ingest log's rows after ``since`` (None: every row) that may change the marts: not
+    an erasure request's own row, logged after the erasure recomputed the marts in full and
+    purged their history (erasure/requests), or that recompute would be made twice."""
+    recent = log_rows if since is None else log_rows[log_rows["finished_at"] > since]
+    return recent[recent["source"] != ERASURE_REQUESTS.name]
+
+
 def pending(log_rows, since) -> Pending | None:
     """The files applied after ``since`` (None: every file); None when moving on will not do:
-    files applied and no mark yet, a rebuild, an erasure, a late or resent file (then
+    files applied and no mark yet, a rebuild, a late or resent file (then
     :func:`repaired_months` says which months, or every month)."""
-    recent = log_rows if since is None else log_rows[log_rows["finished_at"] > since]
+    recent = _logged_since(log_rows, since)
     if since is not None and (recent["event"] != "").any():
         return None         # a repair or a rebuild since (even of a file then quarantined)
     rows = recent[recent["status"] == "applied"]
@@ -319,7 +327,7 @@ def repaired_months(lake: Lake, log_rows, since) -> list[dt.date] | None:
     repair since, or only a full recompute will do."""
     if since is None:
         return None
-    recent = log_rows[log_rows["finished_at"] > since]
+    recent = _logged_since(log_rows, since)
     applied = recent["status"] == "applied"
     events = set(recent["event"]) - {""}
     if not events or not events <= REPAIRS or not recent.loc[applied, "source"].isin(
@@ -403,8 +411,9 @@ def update(root: str | Path = ".") -> tuple[list[dt.date] | None, dict[str, int]
     """Bring the marts up to the ingest log: only the sale dates and months the files applied
     since the last refresh touched, the customers' sums moved on by the sales versions those
     files opened and closed (after a late or resent file, the months it changed in full; in
-    full when a rebuild or an erasure came since, or the marts are new). Returns the months
-    recomputed (None: every month) and the rows written per mart."""
+    full when a rebuild came since, or the marts are new; an erasure recomputed them in full
+    itself). Returns the months recomputed (None: every month) and the rows written per
+    mart."""
     layout = Layout.of(root)
     return _refresh(layout, None, incremental=True)
 
