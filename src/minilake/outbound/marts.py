@@ -638,11 +638,16 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
     members = _versions(lake, "customer", first, end, MEMBER_COLUMNS)
     products = _versions(lake, "product", first, end)
     state, days, daily = SCHEMAS[CUSTOMER_STATE].empty_table(), [], []
+    finished = []                       # the state's rows of the months before the date's
     month = members_then = None
     for date in (d for d in _sale_dates(lake) if _month(d) in wanted):
         if _month(date) != month:       # a date's sales meet only its month's versions
             month = _month(date)
             members_then = _valid_within(members, month, _next_month(month))
+            # and move on only its month's customer rows: the months before are done (at
+            # 10x after three years, 1.8 M rows joined to each date's sales, not 50,000)
+            finished.append(state)
+            state = SCHEMAS[CUSTOMER_STATE].empty_table()
         sales = lake.read("sales", [("is_current", "=", True), ("sale_date", "=", date)],
                           SALE_COLUMNS)
         state = _with_state(con, CUSTOMERS_THEN_A_LATER_DATE, state, _sales=sales)
@@ -651,6 +656,7 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
         days.append(per_date[PRODUCT_DAYS])
         daily.append(per_date["daily_sales"])
     del members
+    state = pa.concat_tables([*finished, state])
     days = pa.concat_tables(days or [SCHEMAS[PRODUCT_DAYS].empty_table()])
     daily = pa.concat_tables(daily or [SCHEMAS["daily_sales"].empty_table()])
     _write_kept(lake, months, state, days, through)
