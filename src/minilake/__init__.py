@@ -12,7 +12,8 @@ from minilake.generate import generate
 _LAZY = {"init": "minilake.lake.layout", "land_sample": "minilake.inbound.landing",
          "reset": "minilake.inbound.landing", "split": "minilake.inbound.landing",
          **dict.fromkeys(["erasures", "ingest", "maintain", "rebuild", "refresh_marts", "run",
-                          "status", "vacuum", "versions"], "minilake.pipeline"),
+                          "schema_changes", "status", "vacuum", "versions"],
+                         "minilake.pipeline"),
          "read_table": "minilake.load.history",
          "pull": "minilake.inbound.pull", "pulls": "minilake.inbound.pull",
          "export": "minilake.outbound.exports", "marts": "minilake.outbound.marts",
@@ -39,4 +40,4 @@ def __dir__() -> list[str]:
 
 __all__ = ["erasures", "export", "generate", "ingest", "init", "land_sample", "maintain", "marts",
            "pull", "pulls", "read_mart", "read_table", "rebuild", "refresh_marts", "reports",
-           "reset", "run", "split", "sql", "status", "vacuum", "versions"]
+           "reset", "run", "schema_changes", "split", "sql", "status", "vacuum", "versions"]

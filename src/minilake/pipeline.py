@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from minilake import stopping
-from minilake.contract.sources import SOURCES
+from minilake.contract.sources import SOURCES, of_root
 from minilake.erasure import requests as erasures_stage
 from minilake.inbound.landing import SplitResult, split
 from minilake.lake import delta, logs, storage, unchanged
@@ -149,8 +149,9 @@ def rebuild(source: str | None = None, root: str | Path = ".", *,
         result = IngestResult(history=_said(say, history.bring_to_policy(layout)))
         ledger, ingest_log = Ledger(logs.read_log(layout)), logs.IngestLog(layout)
         bar = Progress(progress, say)
-        for name in [source] if source else list(SOURCES):
-            result.files += ingest_source(layout, ingest_log, SOURCES[name], ledger,
+        sources = of_root(layout.root)
+        for name in [source] if source else list(sources):
+            result.files += ingest_source(layout, ingest_log, sources[name], ledger,
                                            allow_mass_delete, bar, rebuild="rebuild requested")
         bar.close()
         return result
@@ -192,6 +193,7 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
     says is done."""
     layout = Layout.of(root)
     say = say or _quiet
+    of_root(layout.root)        # a contract it cannot follow stops the run before files move
     # the engine first: a cluster that cannot be reached stops the run before any file moves
     with hold(layout.root, "run"), _engine(engine, cluster, ranges) as running:
         moved = split(root)
@@ -221,10 +223,12 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
 
 def status(root: str | Path = ".") -> pd.DataFrame:
     """Per source: files archived / applied / quarantined / superseded, late and resent files,
-    rebuilds, last applied date, rows, rejected rows; table versions kept, and gone (with
-    why: the history policy, an erasure)."""
+    rebuilds, last applied date, rows, rejected rows, changes of a file's columns
+    (docs/contracts.md; :func:`schema_changes` lists them); table versions kept, and gone
+    (with why: the history policy, an erasure)."""
     layout = Layout.of(root)
     ledger = Ledger(logs.read_log(layout))
+    changed = logs.read_schema_log(layout)["source"].value_counts()
     rows = []
     for source in SOURCES.values():
         mine = ledger.latest[ledger.latest["source"] == source.name]
@@ -249,9 +253,16 @@ def status(root: str | Path = ".") -> pd.DataFrame:
             "current_rows": current,
             "all_versions": total,
             "rejected_rows": int(applied["rows_rejected"].sum()),
+            "schema_changes": int(changed.get(source.name, 0)),
             **history.table_history(layout, source.name),
         })
     return pd.DataFrame(rows)
+
+
+def schema_changes(root: str | Path = ".") -> pd.DataFrame:
+    """Every change of a file's columns from its source's declaration, as its contract
+    settled it (docs/contracts.md): source, file, file date, sha256, the change, when logged."""
+    return logs.read_schema_log(Layout.of(root))
 
 
 def erasures(root: str | Path = ".") -> pd.DataFrame:

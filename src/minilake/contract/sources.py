@@ -10,6 +10,7 @@ names the sources.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pandera.pandas as pa
 
-from minilake.contract import schemas
+from minilake.contract import drift, schemas
 from minilake.formats import readers
+from minilake.lake import policy
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class Source:
     # Table partition columns besides is_current. Sales are partitioned by sale date, so a
     # day's corrections rewrite only that day's files, not every file of current sales.
     partition_by: tuple[str, ...] = ()
+    # what a file whose columns differ from ``schema`` does (docs/contracts.md); a root's
+    # minilake.toml may declare another (:func:`of_root`)
+    contract: drift.Contract = drift.Contract()
 
     @property
     def columns(self) -> list[str]:
@@ -88,7 +93,14 @@ class Source:
         return stamp if form == self.forms[0] else f"{stamp}_{form.extension}"
 
     def read(self, path: Path) -> readers.TextFrame:
-        return self.form(path.name).reader(path, self.columns)
+        """A file's rows as text, its columns settled by the contract (``changes``)."""
+        form = self.form(path.name)
+        if not self.contract.drifts:
+            return form.reader(path, self.columns)
+        text = form.reader(path, self.columns, drift=True)
+        text.changes = drift.settle(self.schema, self.contract, text,
+                                    "key" if form.reader is readers.read_json_array else "column")
+        return text
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in [
@@ -118,3 +130,15 @@ def source_of(name: str) -> Source | None:
         if source.file_date(name) is not None:
             return source
     return None
+
+
+def of_root(root) -> dict[str, Source]:
+    """The sources as ``root`` declares them: each with the contract its ``minilake.toml``
+    gives it (``[contract.<source>]``, docs/contracts.md), else its declaration's."""
+    contracts = drift.declared(root)
+    unknown = sorted(set(contracts) - set(SOURCES))
+    if unknown:
+        raise drift.ContractError(f"{root / policy.FILE}: [contract.{unknown[0]}]: no such "
+                                  f"source (sources: {', '.join(SOURCES)})")
+    return {name: dataclasses.replace(source, contract=contracts.get(name, source.contract))
+            for name, source in SOURCES.items()}

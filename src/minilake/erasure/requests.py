@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from minilake import stopping
-from minilake.contract.sources import ERASURE_REQUESTS, SOURCES
+from minilake.contract.sources import ERASURE_REQUESTS, SOURCES, of_root
 from minilake.crashpoints import crashpoint
 from minilake.erasure import plan as erasure_plan
 from minilake.erasure import scrub
@@ -101,8 +101,8 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
                            archived(layout, SOURCES["customer"], ledger), ledger)
         if delta.exists(customer) and (pending or note not in set(
                 delta.versions(customer)["note"])):
-            outcomes += ingest_source(layout, ingest_log, SOURCES["customer"], ledger,
-                                       allow_mass_delete, bar, rebuild=note,
+            outcomes += ingest_source(layout, ingest_log, of_root(layout.root)["customer"],
+                                       ledger, allow_mass_delete, bar, rebuild=note,
                                        erased=frozenset(plan.archived()), engine=engine)
         crashpoint("erasure.rebuilt")
         kept = erasure_plan.purge_history(customer) if delta.exists(customer) else None

@@ -12,6 +12,8 @@ row length, JSON depth) and the malformed-row path; each reader alone is short.
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import json
 import os
 from collections.abc import Callable
@@ -47,10 +49,16 @@ class Malformed:
 
 @dataclass
 class TextFrame:
-    """What a reader returns: the rows as text, in file order, plus rows it could not split."""
+    """What a reader returns: the rows as text, in file order, plus rows it could not split.
+    Read with ``drift`` (docs/contracts.md), a file's columns may differ from the source's:
+    ``extra`` holds the columns it has beyond them (text, in file order, aligned with
+    ``rows``), ``missing`` the source's columns it lacks (empty text in ``rows``)."""
 
     rows: pd.DataFrame
     malformed: list[Malformed] = field(default_factory=list)
+    extra: dict[str, pa.ChunkedArray | pa.Array] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)    # what the contract made of them
 
     @property
     def rows_read(self) -> int:
@@ -60,7 +68,11 @@ class TextFrame:
 Reader = Callable[[Path, list[str]], TextFrame]
 
 
-def _check_columns(found: list[str], expected: list[str], what: str) -> None:
+def _check_columns(found: list[str], expected: list[str], what: str, drift: bool = False
+                   ) -> tuple[list[str], list[str]]:
+    """The expected columns ``found`` lacks and those it has beyond them; unless ``drift``
+    (docs/contracts.md), either makes the file unreadable. A repeated column, or a header of
+    one unknown column (a wrong separator), always does."""
     if len(found) == 1 and len(expected) > 1 and found[0] not in expected:
         raise UnreadableFile(f"header is one {what} {found[0][:80]!r}, expected "
                              f"{len(expected)} (wrong separator?)")
@@ -68,14 +80,33 @@ def _check_columns(found: list[str], expected: list[str], what: str) -> None:
     unexpected = [c for c in found if c not in expected]
     duplicated = sorted({c for c in found if found.count(c) > 1})
     problems = []
-    if missing:
-        problems.append(f"missing {what} {', '.join(map(repr, missing))}")
-    if unexpected:
-        problems.append(f"unexpected {what} {', '.join(map(repr, unexpected))}")
+    if missing and not drift:
+        problems.append(missing_columns(missing, what))
+    if unexpected and not drift:
+        problems.append(unexpected_columns(unexpected, what))
     if duplicated:
         problems.append(f"repeated {what} {', '.join(map(repr, duplicated))}")
     if problems:
         raise UnreadableFile("; ".join(problems))
+    return missing, unexpected
+
+
+def unexpected_columns(names: list[str], what: str = "column") -> str:
+    """The words a file's unexpected columns are named by (as :func:`_check_columns`)."""
+    return f"unexpected {what} {', '.join(map(repr, names))}"
+
+
+def missing_columns(names: list[str], what: str = "column") -> str:
+    """The words a file's missing columns are named by (as :func:`_check_columns`)."""
+    return f"missing {what} {', '.join(map(repr, names))}"
+
+
+def _with_empty(table: pa.Table, missing: list[str]) -> pa.Table:
+    """``table`` with a column of empty text for each of ``missing``."""
+    for name in missing:
+        table = table.append_column(name, pc.fill_null(pa.nulls(table.num_rows, pa.string()),
+                                                       ""))
+    return table
 
 
 def _to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
@@ -137,8 +168,18 @@ class _WholeLineEnds:
 
 
 
+def _first_row(mapped: storage.Mapped, delimiter: str, quoted: bool) -> list[str]:
+    """The fields of a file's first row (its header, or a headerless file's first record),
+    read from its first 64 KiB by Python's csv module."""
+    head = bytes(mapped.data[:1 << 16]).decode("utf-8-sig", errors="replace")
+    rows = csv.reader(io.StringIO(head, newline=""), delimiter=delimiter,
+                      quotechar='"' if quoted else None,
+                      quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+    return next(rows, [])
+
+
 def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: str,
-                    quoted: bool, block_size: int) -> TextFrame:
+                    quoted: bool, block_size: int, drift: bool = False) -> TextFrame:
     malformed: list[Malformed] = []
 
     def keep(row: pacsv.InvalidRow) -> str:
@@ -152,20 +193,32 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
         raise UnreadableFile("empty file")
     mapped = storage.Mapped(path)
     _require_utf8(path, mapped, block_size)
+    # read as text: the source's columns, and with ``drift`` whatever the first row holds (a
+    # headerless file's fields by count: the last ones missing, or named by their place)
+    names, missing = columns, []
+    if drift:
+        first = _first_row(mapped, delimiter, quoted)
+        if header:
+            names = list(dict.fromkeys([*columns, *first]))
+        elif len(first) < len(columns):
+            names, missing = columns[:len(first)], columns[len(first):]
+        else:
+            names = [*columns, *(f"field_{n}" for n in range(len(columns) + 1,
+                                                             len(first) + 1))]
 
     def parse(block_size: int) -> pa.Table:
         malformed.clear()
         mapped.rewind()
         return pacsv.read_csv(
             pa.PythonFile(_WholeLineEnds(mapped), mode="r"),
-            read_options=pacsv.ReadOptions(column_names=None if header else columns,
+            read_options=pacsv.ReadOptions(column_names=None if header else names,
                                            block_size=block_size),
             parse_options=pacsv.ParseOptions(delimiter=delimiter,
                                              quote_char='"' if quoted else False,
                                              newlines_in_values=quoted,
                                              invalid_row_handler=keep),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in columns},
+                column_types={c: pa.string() for c in names},
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
 
     try:
@@ -189,14 +242,16 @@ def _read_delimited(path: Path, columns: list[str], *, header: bool, delimiter: 
                 raise too_long from None
     except pa.ArrowInvalid as error:
         raise UnreadableFile(str(error).splitlines()[0][:300]) from None
+    extra = [c for c in table.column_names if c not in columns]
     if header:
-        _check_columns(table.column_names, columns, "column")
+        missing, extra = _check_columns(table.column_names, columns, "column", drift)
     if malformed and not len(table):
         counts = sorted({m.problem for m in malformed})
         hint = " (wrong separator?)" if "has 1 fields" in counts[0] else ""
-        raise UnreadableFile(f"no row can be split into the {len(columns)} columns: "
+        raise UnreadableFile(f"no row can be split into the {len(names)} columns: "
                              f"{counts[0]}{hint}")
-    return TextFrame(_to_frame(table, columns), malformed)
+    return TextFrame(_to_frame(_with_empty(table, missing), columns), malformed,
+                     {c: table.column(c) for c in extra}, missing)
 
 
 def _row_too_long(error: pa.ArrowInvalid) -> bool:
@@ -274,20 +329,21 @@ def _locate_bad_utf8(path: Path, chunk: int = 1 << 24) -> None:
     raise UnreadableFile("not UTF-8")     # Arrow said so; the decoder found no place
 
 
-def read_quoted_csv(path: Path, columns: list[str], *,
-                    block_size: int = BLOCK_SIZE) -> TextFrame:
+def read_quoted_csv(path: Path, columns: list[str], *, block_size: int = BLOCK_SIZE,
+                    drift: bool = False) -> TextFrame:
     """CSV with a header row, ',' separator, double quotes, newlines inside quoted fields."""
     return _read_delimited(path, columns, header=True, delimiter=",", quoted=True,
-                           block_size=block_size)
+                           block_size=block_size, drift=drift)
 
 
-def read_tilde_lines(path: Path, columns: list[str], *,
-                     block_size: int = BLOCK_SIZE) -> TextFrame:
-    """No header, '~' separator, no quoting, CRLF (or LF) line ends."""
+def read_tilde_lines(path: Path, columns: list[str], *, block_size: int = BLOCK_SIZE,
+                     drift: bool = False) -> TextFrame:
+    """No header, '~' separator, no quoting, CRLF (or LF) line ends; with ``drift``, its
+    columns are told by the first row's number of fields."""
     if storage.stat(path)[0] == 0:
         return TextFrame(pd.DataFrame({c: pd.Series([], dtype=TEXT) for c in columns}))
     return _read_delimited(path, columns, header=False, delimiter="~", quoted=False,
-                           block_size=block_size)
+                           block_size=block_size, drift=drift)
 
 
 class _Number(str):
@@ -432,13 +488,15 @@ def _json_column(records: list, column: str, unreadable: set[int]) -> pa.Array:
 
 
 def read_json_array(path: Path, columns: list[str], *, aliases: dict[str, str] | None = None,
-                    absent_ok: bool = False) -> TextFrame:
+                    absent_ok: bool = False, drift: bool = False) -> TextFrame:
     """A JSON array of flat objects; a missing key reads as empty text, a number as the text
     it was written as. Objects that cannot be rows (not an object, a key twice, a nested
     value) are malformed rows for the error report. ``aliases`` are other spellings of a key
     (``customer-id`` for ``customer_id``); with ``absent_ok`` every key is optional and an
     object with a key of no column is a malformed row (one entry of an erasure request, not
-    the file: the others are still applied); without it, such a key is an unreadable file."""
+    the file: the others are still applied); without it, such a key is an unreadable file,
+    unless read with ``drift``: then a key no record has is a missing column, and a key of
+    no column an extra one."""
     if storage.stat(path)[0] == 0:
         raise UnreadableFile("empty file")
     with path.open("rb") as handle:          # a file of zeros (a sparse hole) is not read whole
@@ -467,21 +525,25 @@ def read_json_array(path: Path, columns: list[str], *, aliases: dict[str, str] |
             if type(record) is dict and alias in record and key not in record:
                 record[key] = record.pop(alias)
     keys = list(dict.fromkeys(k for r in records if isinstance(r, dict) for k in r))
+    missing, extra = [], []
     if absent_ok:
         unreadable = {i for i, r in enumerate(records)
                       if type(r) is not dict or any(k not in columns for k in r)}
     else:
-        _check_columns(keys, columns, "key")
+        missing, extra = _check_columns(keys, columns, "key", drift)
         unreadable = {i for i, r in enumerate(records) if type(r) is not dict}
-    table = pa.table({c: _json_column(records, c, unreadable) for c in columns})
-    if not unreadable:
-        return TextFrame(_to_frame(table, columns))
-    exact = parse_json(text, exact=True, depth_checked=True)
-    malformed = [Malformed(i + 1, json_text(exact[i])[:1000],
-                           _problem(exact[i], columns, aliases or {}))
-                 for i in sorted(unreadable)]
-    if len(unreadable) == len(records):
-        raise UnreadableFile(f"no record can be read: record 1: {malformed[0].problem}")
-    keep = np.ones(len(records), dtype=bool)
-    keep[sorted(unreadable)] = False
-    return TextFrame(_to_frame(table.filter(pa.array(keep)), columns), malformed)
+    table = pa.table({c: _json_column(records, c, unreadable) for c in [*columns, *extra]})
+    if unreadable:
+        exact = parse_json(text, exact=True, depth_checked=True)
+        malformed = [Malformed(i + 1, json_text(exact[i])[:1000],
+                               _problem(exact[i], [*columns, *extra], aliases or {}))
+                     for i in sorted(unreadable)]
+        if len(unreadable) == len(records):
+            raise UnreadableFile(f"no record can be read: record 1: {malformed[0].problem}")
+        keep = np.ones(len(records), dtype=bool)
+        keep[sorted(unreadable)] = False
+        table = table.filter(pa.array(keep))
+    else:
+        malformed = []
+    return TextFrame(_to_frame(table, columns), malformed,
+                     {c: table.column(c) for c in extra}, missing)

@@ -75,7 +75,7 @@ class Layout:
         """Every table minilake writes under the root (the sources', the logs, the marts and
         what they are kept from), whether it exists yet or not."""
         return ([self.table(name) for name in SOURCE_TABLES]
-                + [self.ingest_log, self.pull_log, self.erasure_log]
+                + [self.ingest_log, self.pull_log, self.erasure_log, self.schema_log]
                 + [self.mart(name) for name in (*MARTS, *KEPT)])
 
     @property
@@ -85,6 +85,10 @@ class Layout:
     @property
     def erasure_log(self) -> Path | UPath:
         return self.table("_erasure_log")
+
+    @property
+    def schema_log(self) -> Path | UPath:
+        return self.table("_schema_log")
 
     @property
     def pull_log(self) -> Path | UPath:

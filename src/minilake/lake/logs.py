@@ -1,10 +1,12 @@
 """The root's logs: append-only Delta tables of rows minilake writes (docs/formats.md).
 
-One log type serves the three: the ingest log (a row per delivery applied, quarantined or
-superseded: what a run knows of the past, :class:`Ledger`), the pull log (a row per pull) and
-the erasure log (ids and counts of each erasure request, never personal data). Each append is
-one fenced commit; every ``CHECKPOINT_EVERY`` commits a log's small files are put together (a
-data-unchanged commit) and checkpointed. A log is read whole, oldest row first.
+One log type serves the four: the ingest log (a row per delivery applied, quarantined or
+superseded: what a run knows of the past, :class:`Ledger`), the pull log (a row per pull),
+the erasure log (ids and counts of each erasure request, never personal data) and the schema
+log (a row per change of a file's columns from its source's declaration, docs/contracts.md).
+Each append is one fenced commit; every ``CHECKPOINT_EVERY`` commits a log's small files
+are put together (a data-unchanged commit) and checkpointed. A log is read whole, oldest row
+first.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ ERASURE_LOG_SCHEMA = pa.schema([
 ])
 
 
+# a row per change of a file's columns from its source's declaration (docs/contracts.md)
+SCHEMA_LOG_SCHEMA = pa.schema([
+    ("source", pa.string()), ("file", pa.string()), ("file_date", pa.date32()),
+    ("sha256", pa.string()), ("change", pa.string()),
+    ("logged_at", pa.timestamp("us", tz="UTC")),
+])
+
+
 @dataclass(frozen=True)
 class Log:
     """One of the root's logs: where it lives (a :class:`Layout` property), its columns, the
@@ -85,6 +95,7 @@ class Log:
 INGEST = Log("ingest_log", INGEST_SCHEMA, "finished_at")
 PULL = Log("pull_log", PULL_LOG_SCHEMA, "finished_at")
 ERASURE = Log("erasure_log", ERASURE_LOG_SCHEMA, "erased_at", nullable_ints=True)
+SCHEMA = Log("schema_log", SCHEMA_LOG_SCHEMA, "logged_at")
 LOG_SCHEMA = INGEST_SCHEMA
 
 
@@ -115,6 +126,29 @@ def append_pull_log(layout: Layout, row: dict) -> None:
 def append_erasure_log(layout: Layout, rows: list[dict]) -> None:
     """One commit for a request's rows (ids and counts, never personal data)."""
     ERASURE.append(layout, rows, doing=f"logging the erasure request {rows[0]['request_file']}")
+
+
+def log_schema_changes(layout: Layout, row: dict, changes: list[str]) -> None:
+    """One commit of a file's column changes (``row``: its source, file, file date and
+    sha256), unless the log has them already: a run that stopped after logging them, or a
+    repair replaying the file, does not log them twice. The sources' threads log one at a
+    time."""
+    with _SCHEMA_LOGGING:
+        logged = read_schema_log(layout)
+        if ((logged["file"] == row["file"]) & (logged["sha256"] == row["sha256"])).any():
+            return
+        now = dt.datetime.now(dt.UTC)
+        SCHEMA.append(layout, [{**row, "change": change, "logged_at": now}
+                               for change in changes],
+                      doing=f"logging the column changes of {row['source']}/{row['file']}")
+
+
+_SCHEMA_LOGGING = threading.Lock()
+
+
+def read_schema_log(layout: Layout) -> pd.DataFrame:
+    """The schema log, oldest first (empty, with its columns, before the first change)."""
+    return SCHEMA.read(layout)
 
 
 def read_log(layout: Layout) -> pd.DataFrame:

@@ -51,12 +51,20 @@ class PolicyError(ValueError):
     """A ``minilake.toml`` that does not say a policy minilake can follow."""
 
 
+def settings_text(root) -> str | None:
+    """The text of the root's settings file, ``minilake.toml`` (its history policy here, the
+    sources' contracts: docs/contracts.md); None if it has none."""
+    try:
+        return (root / FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
 def of(root) -> Policy:
     """The policy ``root`` declares (its ``minilake.toml``), the default if it declares none."""
     path = root / FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    text = settings_text(root)
+    if text is None:
         return Policy()
     where = f"{storage.uri(path) if not storage.is_local(path) else path}"
     try:

@@ -103,8 +103,10 @@ class Engine:
         table_at = storage.uri(table.path)
         submit = self.client.submit
         split = submit(parts.read_split, source.name, storage.uri(delivery.path),
-                       parts.components(files, source), self.ranges, pure=False)
-        bounds, rows_read = self._gather([submit(_outline, split, pure=False)], where)[0]
+                       parts.components(files, source), self.ranges, source.contract,
+                       pure=False)
+        bounds, rows_read, changes = self._gather([submit(_outline, split, pure=False)],
+                                                  where)[0]
         clock["read_s"] = time.perf_counter() - t
         per_range = parts.files_of(files, source, bounds)
         pieces = [submit(_part, split, i, pure=False) for i in range(len(per_range))]
@@ -122,7 +124,7 @@ class Engine:
                                  for w, mine in zip(worked, per_range, strict=True)], where)
             return [_action(action) for actions in done for action in actions]
 
-        return parts.merged(rows_read, summaries, write), clock
+        return parts.merged(rows_read, summaries, write, changes), clock
 
     def _gather(self, futures: list, where: str) -> list:
         from distributed import KilledWorker  # on first use: start-up stays light
@@ -139,7 +141,7 @@ class Engine:
 # --- tasks (run on the workers) -----------------------------------------------------------------
 
 def _outline(split: parts.Split) -> tuple:
-    return split.bounds, split.rows_read
+    return split.bounds, split.rows_read, split.changes
 
 
 def _part(split: parts.Split, index: int) -> parts.Part:

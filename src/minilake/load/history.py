@@ -165,7 +165,20 @@ def versions(layout: Layout, source: str) -> pd.DataFrame:
                      "note": _gone_why(layout, source, version), "kept": False})
     frame = pd.concat([pd.DataFrame(gone, columns=kept.columns), kept] if gone else [kept],
                       ignore_index=True)
+    said = _schema_changes(layout, source, made)
+    frame["schema_changes"] = [said.get(int(v), "") for v in frame["version"]]
     return frame.sort_values("version").reset_index(drop=True)
+
+
+def _schema_changes(layout: Layout, source: str, made: pd.DataFrame) -> dict[int, str]:
+    """Per table version, the column changes (docs/contracts.md) of the files it applied."""
+    changes = logs.read_schema_log(layout)
+    changes = changes[changes["source"] == source]
+    if not len(changes):
+        return {}
+    joined = made[["file", "sha256", "table_version"]].merge(changes, on=["file", "sha256"])
+    said = joined["file"] + ": " + joined["change"]
+    return {int(v): "; ".join(rows) for v, rows in said.groupby(joined["table_version"])}
 
 
 def check_version_kept(layout: Layout, name: str, path: Path, version: int) -> None:

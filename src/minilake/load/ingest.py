@@ -39,7 +39,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from minilake import stopping
-from minilake.contract.sources import SOURCES, Source
+from minilake.contract.sources import Source, of_root
 from minilake.crashpoints import crashpoint
 from minilake.formats.readers import UnreadableFile
 from minilake.lake import delta, files, lock, logs, storage
@@ -200,6 +200,7 @@ class _Checked:
     rows: Validated
     rows_read: int
     clock: dict
+    changes: list[str] = field(default_factory=list)     # its columns, settled
 
 
 def check_file(source: Source, delivery: Delivery) -> _Checked:
@@ -214,10 +215,10 @@ def check_file(source: Source, delivery: Delivery) -> _Checked:
     clock["read_s"], t = time.perf_counter() - t, time.perf_counter()
     crashpoint("ingest.after_read")
     rows = parts.check(source, parts.Part(0, text))
-    rows_read = text.rows_read
+    rows_read, changes = text.rows_read, text.changes
     del text                # the file's text is its largest object: let it go before the diff
     clock["validate_s"] = time.perf_counter() - t
-    return _Checked(delivery, rows, rows_read, clock)
+    return _Checked(delivery, rows, rows_read, clock, changes)
 
 
 Table = delta.Opened | datafiles.Staged
@@ -246,7 +247,7 @@ def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Tab
     del checked.rows        # ``rows`` is the only reference left: dropped after the diff
     if (delivery.name, delivery.sha256) in commits:    # applied, not logged: no diff needed
         work = parts.FileWork(checked.rows_read, rows.good.num_rows, rows.bad, 0, 0, 0, 0,
-                              empty=True)
+                              empty=True, changes=checked.changes)
         return _settle(layout, source, delivery, table, commits, allow_mass_delete, work,
                        clock)
     t = time.perf_counter()
@@ -255,7 +256,7 @@ def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Tab
     del rows
     day = source.file_date(delivery.name)
     work = parts.merged(checked.rows_read, [worked], lambda: datafiles.write_changes(
-        table.path, source, worked.changes, day, files))
+        table.path, source, worked.changes, day, files), checked.changes)
     clock["diff_s"] = time.perf_counter() - t
     return _settle(layout, source, delivery, table, commits, allow_mass_delete, work, clock)
 
@@ -269,7 +270,8 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
     day = source.file_date(path.name)
     t = time.perf_counter()
     outcome = FileOutcome(source.name, path.name, "applied", rows_read=work.rows_read,
-                          rows_loaded=work.rows_loaded, rows_rejected=len(work.bad))
+                          rows_loaded=work.rows_loaded, rows_rejected=len(work.bad),
+                          note="; ".join(work.changes))
     report = layout.error_report(source.name, source.report_stamp(path.name))
     if (path.name, sha) in commits:     # applied by a run that stopped before logging it
         meta = commits[path.name, sha]
@@ -277,6 +279,7 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
             meta["inserted"], meta["updated"], meta["expired"])
         clock["table_version"], clock["diff_s"] = meta["table_version"], 0.0
         write_report(work.bad, report)
+        _log_changes(layout, source, delivery, work.changes)
         clock["commit_s"] = time.perf_counter() - t
         return outcome, clock
     crashpoint("ingest.after_diff")
@@ -295,8 +298,19 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
         else:
             clock["table_version"] = datafiles.commit(table, source, actions, provenance)
             crashpoint("ingest.after_commit")
+    _log_changes(layout, source, delivery, work.changes)
     clock["commit_s"] = time.perf_counter() - t
     return outcome, clock
+
+
+def _log_changes(layout: Layout, source: Source, delivery: Delivery, changes: list[str]
+                 ) -> None:
+    """A file's column changes (docs/contracts.md) in the schema log, once."""
+    if changes:
+        logs.log_schema_changes(layout, {"source": source.name, "file": delivery.name,
+                                         "file_date": source.file_date(delivery.name),
+                                         "sha256": delivery.sha256}, changes)
+        crashpoint("ingest.schema_logged")
 
 
 def log_row(source: Source, delivery: Delivery, outcome: FileOutcome, clock: dict) -> dict:
@@ -633,15 +647,16 @@ def load_sources(layout: Layout, ingest_log: logs.IngestLog, ledger: Ledger,
     while it commits one. ``listed``: each source's :func:`archived` files, if listed
     already (the archives are listed here otherwise, before the sources' threads start: a
     listing is one system call a file, each of which hands the GIL to another thread)."""
+    sources = of_root(layout.root)          # with the contracts the root declares
     if listed is None:
-        listed = archived_of(layout, list(SOURCES.values()), ledger)
+        listed = archived_of(layout, list(sources.values()), ledger)
     largest = max((d.size for deliveries in listed.values() for d in deliveries), default=0)
     side_by_side = largest <= SIDE_BY_SIDE_UP_TO_BYTES
-    with ThreadPoolExecutor(max_workers=len(SOURCES) if side_by_side else 1) as pool:
+    with ThreadPoolExecutor(max_workers=len(sources) if side_by_side else 1) as pool:
         per_source = [pool.submit(ingest_source, layout, ingest_log, s, ledger,
                                   allow_mass_delete, bar, read_ahead=not side_by_side,
                                   engine=engine, deliveries=listed[name])
-                      for name, s in SOURCES.items()]
+                      for name, s in sources.items()]
         # Python runs a signal's handler in the main thread, and only when it wakes: a wait
         # without end would hear a Ctrl-C (stopping.py) only once every source is done
         while futures.wait(per_source, timeout=WAKE_SECONDS).not_done:

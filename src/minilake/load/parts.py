@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from minilake.contract.drift import Contract
 from minilake.contract.sources import ALL_SOURCES, Source
 from minilake.formats.readers import TextFrame, UnreadableFile
 from minilake.lake import storage
@@ -56,6 +57,7 @@ class Split:
     bounds: np.ndarray
     parts: list[Part]
     rows_read: int
+    changes: list[str] = field(default_factory=list)     # the file's columns, settled
 
 
 def by_value(source: Source) -> bool:
@@ -72,13 +74,16 @@ def read(source: Source, path: Path) -> TextFrame:
 
 
 def read_split(source_name: str, path: str, components: np.ndarray | None,
-               ranges: int) -> Split:
+               ranges: int, contract: Contract | None = None) -> Split:
     """Read a file and cut its rows into at most ``ranges`` key ranges, never inside one of
-    ``components`` (rows of [low, high] code intervals; None: do not cut)."""
+    ``components`` (rows of [low, high] code intervals; None: do not cut); ``contract``: the
+    source's as the root declares it (docs/contracts.md)."""
     source = ALL_SOURCES[source_name]
+    if contract is not None:
+        source = dataclasses.replace(source, contract=contract)
     text = read(source, storage.as_path(path))
     if ranges <= 1 or components is None or len(text.rows) < ranges:
-        return Split(np.zeros(0, np.int64), [Part(0, text)], text.rows_read)
+        return Split(np.zeros(0, np.int64), [Part(0, text)], text.rows_read, text.changes)
     codes = range_codes(pa.array(text.rows[source.key]), by_value(source))
     bounds = cuts(codes, components, ranges)
     which = range_of(codes, bounds)
@@ -87,7 +92,7 @@ def read_split(source_name: str, path: str, components: np.ndarray | None,
         at = np.flatnonzero(which == i)
         rows = text.rows.iloc[at].reset_index(drop=True)
         parts.append(Part(i, TextFrame(rows, text.malformed if i == 0 else []), at))
-    return Split(bounds, parts, text.rows_read)
+    return Split(bounds, parts, text.rows_read, text.changes)
 
 
 def cuts(codes: np.ndarray, components: np.ndarray, ranges: int) -> np.ndarray:
@@ -194,9 +199,11 @@ class FileWork:
     current_keys: int
     empty: bool
     write: Callable[[], list] = field(repr=False, default=list)
+    changes: list[str] = field(default_factory=list)     # the file's columns, settled
 
 
-def merged(rows_read: int, worked: list[Worked], write: Callable[[], list]) -> FileWork:
+def merged(rows_read: int, worked: list[Worked], write: Callable[[], list],
+           changes: list[str] = ()) -> FileWork:
     """The parts' outcomes as the file's: bad rows back in file order (those that split),
     then those that did not (part 0's)."""
     if len(worked) == 1:
@@ -211,4 +218,4 @@ def merged(rows_read: int, worked: list[Worked], write: Callable[[], list]) -> F
         inserted=sum(w.inserted for w in worked), updated=sum(w.updated for w in worked),
         expired=sum(w.expired for w in worked),
         current_keys=sum(w.current_keys for w in worked),
-        empty=all(w.empty for w in worked), write=write)
+        empty=all(w.empty for w in worked), write=write, changes=list(changes))

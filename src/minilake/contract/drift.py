@@ -1,0 +1,109 @@
+"""Schema drift by contract (docs/contracts.md): what a source does when a file's columns
+differ from its declaration.
+
+A source's :class:`Contract` says, for a column the file has beyond the declaration
+(``new_column``), ``discard`` it (and say so) or ``freeze`` (quarantine the file, as before
+contracts), and for a declared column the file lacks (``missing_column``), ``evolve`` (the
+column stays in the table, empty from that file on: versions open only for keys that had a
+value) or ``freeze``. A required column cannot be kept empty: a file without it is quarantined
+whatever the contract. The defaults freeze, so a source that declares nothing reads its files
+exactly as before.
+
+The readers find how a file's columns differ (``TextFrame.extra`` and ``missing``, when asked
+to with ``drift``); :func:`settle` applies the contract to what they found and returns the
+changes, one line each, which the run says and the schema log records.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from minilake.formats.readers import (
+    TextFrame,
+    UnreadableFile,
+    missing_columns,
+    unexpected_columns,
+)
+from minilake.lake import policy
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandera.pandas as pa
+
+NEW_COLUMN = ("discard", "freeze")
+MISSING_COLUMN = ("evolve", "freeze")
+
+
+class ContractError(ValueError):
+    """A contract minilake cannot follow (a ``minilake.toml`` naming an unknown rule)."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A source's rules for a file whose columns differ from its declaration."""
+
+    new_column: str = "freeze"
+    missing_column: str = "freeze"
+
+    def __post_init__(self) -> None:
+        for rule, value, allowed in (("new_column", self.new_column, NEW_COLUMN),
+                                     ("missing_column", self.missing_column, MISSING_COLUMN)):
+            if value not in allowed:
+                raise ContractError(f"{rule} = {value!r}: one of {', '.join(allowed)}")
+
+    @property
+    def drifts(self) -> bool:
+        """Whether a file's columns may differ from the declaration (read with ``drift``)."""
+        return self.new_column != "freeze" or self.missing_column != "freeze"
+
+
+def settle(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame,
+           what: str = "column") -> list[str]:
+    """Apply ``contract`` to how a file's columns differ from ``schema`` (what the reader
+    found): the extra columns dropped from ``text`` when discarded, the changes as lines;
+    UnreadableFile (quarantine) when the contract refuses them, in the words a file read
+    without drift gets. ``what`` is what the form calls a column (a JSON key)."""
+    problems, changes = [], []
+    required = [c for c in text.missing if schema.columns[c].metadata["required"]]
+    if text.missing and (contract.missing_column == "freeze" or required):
+        problems.append(missing_columns(text.missing, what) + (
+            f" (required: {', '.join(map(repr, required))} cannot be kept empty)"
+            if required and contract.missing_column != "freeze" else ""))
+    if text.extra and contract.new_column == "freeze":
+        problems.append(unexpected_columns(list(text.extra), what))
+    if problems:
+        raise UnreadableFile("; ".join(problems))
+    changes += [f"{what} {name!r} missing: kept, empty from this file on"
+                for name in text.missing]
+    changes += [f"{what} {name!r} discarded (new, not in the declaration)"
+                for name in text.extra]
+    text.extra = {}
+    return changes
+
+
+def declared(root: Path) -> dict[str, Contract]:
+    """The contracts a root's ``minilake.toml`` declares, by source (``[contract.<source>]``);
+    a source it does not name keeps its declaration's."""
+    text = policy.settings_text(root)
+    if text is None:
+        return {}
+    where = root / policy.FILE
+    try:
+        settings = tomllib.loads(text).get("contract", {})
+    except tomllib.TOMLDecodeError as error:
+        raise ContractError(f"{where}: not TOML: {error}") from None
+    contracts = {}
+    for name, rules in settings.items():
+        unknown = sorted(set(rules) - {"new_column", "missing_column"}) if isinstance(
+            rules, dict) else ["(not a table)"]
+        if unknown:
+            raise ContractError(f"{where}: [contract.{name}] has no setting {unknown[0]!r} "
+                                f"(new_column, missing_column)")
+        try:
+            contracts[name] = Contract(**rules)
+        except ContractError as error:
+            raise ContractError(f"{where}: [contract.{name}] {error}") from None
+    return contracts

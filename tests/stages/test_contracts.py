@@ -1,0 +1,232 @@
+"""Schema drift by contract (issue 40, docs/contracts.md): a file with a column more or a column
+fewer than its source declares, in each of the three forms (the customer CSV with its header,
+the product JSON, the headerless ``~`` sales by field count), under each rule.
+
+The judge is a run with no drift at all on a copy of the same world: a discarded column leaves
+the tables exactly as the file without it would; a missing column kept (``evolve``) leaves them
+exactly as the file with that column present and empty would. Neither run's code path is the
+other's (the reference is read without drift)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support import forked
+from support import rawfiles as raw
+from support.commands import minilake as cli
+
+import minilake
+from minilake.generate import generate
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_schema_log
+
+DAY = "20241010"            # the drifting day: the second of three
+CUSTOMER, PRODUCT, SALES = (f"customer_{DAY}.csv", f"products_{DAY}.json", f"sales_{DAY}.txt")
+TABLES = ("customer", "product", "sales")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """Three days of a small world, in the landing zone."""
+    root = tmp_path_factory.mktemp("contract_world")
+    generate(root, start="2024-10-09", days=3, customers=200, seed=40, landing_only=True)
+    return root
+
+
+def copy(world: Path, to: Path, contract: str = "") -> Path:
+    shutil.copytree(world / "landing_zone", to / "landing_zone")
+    if contract:
+        (to / "minilake.toml").write_text(contract)
+    return to
+
+
+def rules(new: str | None = None, missing: str | None = None) -> str:
+    """A minilake.toml giving the three sources the same contract."""
+    lines = ([f'new_column = "{new}"'] if new else []) + (
+        [f'missing_column = "{missing}"'] if missing else [])
+    return "".join(f"[contract.{s}]\n" + "\n".join(lines) + "\n" for s in TABLES)
+
+
+def rewrite_csv(path: Path, change) -> None:
+    """The CSV rewritten (every field quoted, as delivered) with ``change`` applied to its
+    header and each row (as dicts, in order)."""
+    rows = list(csv.DictReader(path.open(newline="", encoding="utf-8")))
+    rows = [change(dict(r)) for r in rows]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, list(rows[0]), quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(out.getvalue(), encoding="utf-8")
+
+
+def rewrite_json(path: Path, change) -> None:
+    records = [change(dict(r)) for r in json.loads(path.read_text(encoding="utf-8"))]
+    path.write_text(json.dumps(records, indent=2), encoding="utf-8")
+
+
+def rewrite_tilde(path: Path, change) -> None:
+    lines = [line for line in path.read_bytes().decode().split("\r\n") if line]
+    path.write_bytes("".join("~".join(change(line.split("~"))) + "\r\n"
+                             for line in lines).encode())
+
+
+def add_column(landing: Path) -> None:
+    """Each form's file of the day with one column more: a loyalty tier in the CSV's header
+    and rows, a key in every JSON record, an eighth ``~`` field."""
+    rewrite_csv(landing / CUSTOMER, lambda r: {**r, "loyalty_tier": "gold"})
+    rewrite_json(landing / PRODUCT, lambda r: {**r, "supplier": "ACME"})
+    rewrite_tilde(landing / SALES, lambda f: [*f, "web"])
+
+
+def drop_column(landing: Path) -> None:
+    """Each form's file of the day with one optional column fewer (the customer's job, the
+    product's description); the sales file loses its last field (the required sale date:
+    a headerless file's missing column is told by its field count)."""
+    rewrite_csv(landing / CUSTOMER, lambda r: {k: v for k, v in r.items() if k != "job"})
+    rewrite_json(landing / PRODUCT, lambda r: {k: v for k, v in r.items()
+                                               if k != "description"})
+    rewrite_tilde(landing / SALES, lambda f: f[:-1])
+
+
+def blank_column(landing: Path) -> None:
+    """What a kept missing column stands for: the column present, every value empty (the
+    sales file, which cannot lose a required field, is not delivered)."""
+    rewrite_csv(landing / CUSTOMER, lambda r: {**r, "job": ""})
+    rewrite_json(landing / PRODUCT, lambda r: {**r, "description": None})
+    (landing / SALES).unlink()
+
+
+def tables(root: Path) -> dict[str, pd.DataFrame]:
+    out = {}
+    for name in TABLES:
+        frame = minilake.read_table(name, root=root)
+        out[name] = frame.sort_values([frame.columns[0], "effective_from"]) \
+            .reset_index(drop=True)
+    return out
+
+
+def assert_same_tables(got: Path, want: Path) -> None:
+    mine, theirs = tables(got), tables(want)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(mine[name], theirs[name], obj=name)
+
+
+def outcomes(result) -> dict[str, object]:
+    return {f.file: f for f in result.ingest.files}
+
+
+@pytest.fixture(scope="module")
+def reference(world, tmp_path_factory) -> Path:
+    """The world as delivered, run with no contract."""
+    root = copy(world, tmp_path_factory.mktemp("contract_reference"))
+    assert minilake.run(root).ok
+    return root
+
+
+def test_a_discarded_new_column_leaves_the_tables_as_without_it(world, reference, tmp_path):
+    root = copy(world, tmp_path / "root", rules(new="discard"))
+    add_column(root / "landing_zone")
+    result = minilake.run(root)
+    assert result.ok, [f.line() for f in result.ingest.quarantined]
+    assert_same_tables(root, reference)
+    said = {name: outcomes(result)[name].note for name in (CUSTOMER, PRODUCT, SALES)}
+    assert said == {CUSTOMER: "column 'loyalty_tier' discarded (new, not in the declaration)",
+                    PRODUCT: "key 'supplier' discarded (new, not in the declaration)",
+                    SALES: "column 'field_8' discarded (new, not in the declaration)"}
+    logged = read_schema_log(Layout.of(root))
+    assert sorted(zip(logged["file"], logged["change"], strict=True)) == sorted(
+        (file, note) for file, note in said.items())
+    assert (logged["file_date"].astype(str) == "2024-10-10").all()
+    status = minilake.status(root).set_index("source")["schema_changes"].to_dict()
+    assert status == {"customer": 1, "product": 1, "sales": 1}
+    versions = minilake.versions("customer", root)
+    marked = versions[versions["schema_changes"] != ""]
+    assert list(marked["files"]) == [CUSTOMER], versions
+    assert list(marked["schema_changes"]) == [f"{CUSTOMER}: {said[CUSTOMER]}"]
+
+
+def test_a_missing_column_kept_leaves_the_tables_as_with_it_empty(world, tmp_path):
+    """``evolve``: the tables equal those of the file with the column present and empty (the
+    versions of keys that had a value close, no other key gets a version); a required
+    column cannot be kept empty: the sales file without its sale date is quarantined."""
+    root = copy(world, tmp_path / "root", rules(missing="evolve"))
+    drop_column(root / "landing_zone")
+    want = copy(world, tmp_path / "want")
+    blank_column(want / "landing_zone")
+    assert minilake.run(want).ok
+    result = minilake.run(root)
+    assert [f.file for f in result.ingest.quarantined] == [SALES]
+    assert outcomes(result)[SALES].reason == (
+        "missing column 'sale_date' (required: 'sale_date' cannot be kept empty)")
+    assert_same_tables(root, want)
+    # only the keys that had a job got a version that day (the raw files say which)
+    had_job = raw.customers(world / "landing_zone" / f"customer_{DAY}.csv")
+    before = raw.customers(world / "landing_zone" / "customer_20241009.csv")
+    table = minilake.read_table("customer", root=root)
+    opened = table[table["effective_from"].astype(str) == "2024-10-10"]
+    assert opened["job"].isna().all()
+    changed_only_by_job = set(had_job.loc[had_job["job"] != "", "customer_id"]) & set(
+        before["customer_id"])
+    assert {str(k) for k in opened["customer_id"]} >= {
+        k for k in changed_only_by_job if k in set(had_job["customer_id"])}
+    logged = read_schema_log(Layout.of(root))
+    assert sorted(logged["change"]) == [
+        "column 'job' missing: kept, empty from this file on",
+        "key 'description' missing: kept, empty from this file on"]
+
+
+@pytest.mark.parametrize("drift", ["added", "missing"])
+def test_a_frozen_contract_quarantines_the_file_naming_the_column(world, reference, drift,
+                                                                  tmp_path):
+    """The default (``freeze``, what a source that declares nothing gets): each form's
+    drifting file is quarantined with the columns named; the other days are applied."""
+    root = copy(world, tmp_path / "root")
+    (add_column if drift == "added" else drop_column)(root / "landing_zone")
+    result = minilake.run(root)
+    reasons = {f.file: f.reason for f in result.ingest.quarantined}
+    if drift == "added":
+        assert reasons[CUSTOMER] == "unexpected column 'loyalty_tier'"
+        assert reasons[PRODUCT] == "unexpected key 'supplier'"
+        assert reasons[SALES].startswith("no row can be split into the 7 columns")
+    else:
+        assert reasons[CUSTOMER] == "missing column 'job'"
+        assert reasons[PRODUCT] == "missing key 'description'"
+        assert reasons[SALES].startswith("no row can be split into the 7 columns")
+    assert set(reasons) == {CUSTOMER, PRODUCT, SALES}
+    assert len(read_schema_log(Layout.of(root))) == 0
+    # the other sources' days are applied: the first day's versions are the reference's
+    got = minilake.read_table("sales", root=root)
+    want = minilake.read_table("sales", root=reference)
+    assert set(got["sale_id"]) == set(want.loc[want["effective_from"].astype(str)
+                                               != "2024-10-10", "sale_id"])
+
+
+def test_a_contract_naming_no_source_or_rule_is_a_one_line_error(world, tmp_path):
+    for n, (text, says) in enumerate((
+            ('[contract.orders]\nnew_column = "discard"\n', "[contract.orders]"),
+            ('[contract.customer]\nnew_column = "keep"\n', "new_column = 'keep'"),
+            ('[contract.customer]\ncolumns = "discard"\n', "columns"))):
+        root = copy(world, tmp_path / f"root{n}", text)
+        done = cli("run", "--root", str(root))
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_a_run_killed_after_logging_a_change_logs_it_once(world, reference, tmp_path):
+    root = copy(world, tmp_path / "root", rules(new="discard"))
+    add_column(root / "landing_zone")
+    killed = forked.start("run", "--root", str(root),
+                          env={"MINILAKE_CRASH_AT": "ingest.schema_logged"},
+                          scratch=tmp_path)
+    assert killed.wait(timeout=300) == -signal.SIGKILL, "the hook was not reached"
+    assert minilake.run(root).ok
+    assert_same_tables(root, reference)
+    logged = read_schema_log(Layout.of(root))
+    assert sorted(logged["file"]) == sorted([CUSTOMER, PRODUCT, SALES])
