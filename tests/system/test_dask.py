@@ -16,9 +16,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
+from support import drifting
 from support.commands import finish, start
 from test_crash import assert_same, erasure_outcome, make_erasure_world, make_world, outcome
 
@@ -26,7 +28,7 @@ import minilake
 from minilake.contract.sources import SOURCES
 from minilake.generate import generate
 from minilake.lake.layout import Layout
-from minilake.lake.logs import read_log
+from minilake.lake.logs import read_log, read_schema_log
 from minilake.load import parts
 from minilake.load.distributed import Engine, local_cluster
 from minilake.load.keys import range_codes
@@ -136,6 +138,39 @@ def test_an_erasure_gives_the_same_lake(tmp_path, cluster):
     assert_same(got, want, "dask vs local")
     assert len(want["erasures"]) == 2
     assert got["erasures"].equals(want["erasures"])
+
+
+def test_a_drifting_day_gives_the_same_lake_and_schema_log(tmp_path, cluster):
+    """docs/contracts.md: a column more (discarded) and a column fewer (kept empty) in each
+    form, the contract read on the workers too."""
+    world = tmp_path / "world"
+    generate(world, start="2024-10-09", days=3, customers=300, seed=40, landing_only=True)
+    (world / "minilake.toml").write_text("".join(
+        f'[contract.{s}]\nnew_column = "discard"\nmissing_column = "evolve"\n'
+        for s in SOURCES))
+    drifted = world / "drifted"
+    drifted.mkdir()
+    for path in (world / "landing_zone").glob(f"*{drifting.DAY}*"):
+        shutil.copy(path, drifted / path.name)
+    drifting.add_column(drifted)
+    drifting.drop_column(world / "landing_zone")
+
+    def steps(root, run):
+        run()                                       # the sales file lacks a required field
+        for path in (root / "drifted").iterdir():   # then the day resent, a column more
+            shutil.move(path, root / "landing_zone" / path.name)
+        assert run().ok
+
+    def with_changes(root):
+        found = outcome(root)
+        found["changes"] = read_schema_log(Layout.of(root)).drop(columns=["logged_at"]) \
+            .sort_values(["source", "file", "sha256", "change"]).reset_index(drop=True)
+        return found
+
+    want, got, _ = run_both(world, tmp_path, cluster, steps, of=with_changes)
+    assert_same(got, want, "dask vs local")
+    pd.testing.assert_frame_equal(got["changes"], want["changes"])
+    assert len(want["changes"]) == 5, want["changes"]         # 2 missing, then 3 discarded
 
 
 def test_a_key_repeated_across_a_cut_is_bad_in_every_copy(tmp_path, cluster):

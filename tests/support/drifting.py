@@ -1,0 +1,61 @@
+"""A world's day drifting from its sources' declarations (docs/contracts.md): each form's file
+with a column more or a column fewer, rewritten from the generator's files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+DAY = "20241010"            # the drifting day: the second of a world from 2024-10-09
+CUSTOMER, PRODUCT, SALES = (f"customer_{DAY}.csv", f"products_{DAY}.json", f"sales_{DAY}.txt")
+
+
+def rewrite_csv(path: Path, change) -> None:
+    """The CSV rewritten (every field quoted, as delivered) with ``change`` applied to its
+    header and each row (as dicts, in order)."""
+    rows = list(csv.DictReader(path.open(newline="", encoding="utf-8")))
+    rows = [change(dict(r)) for r in rows]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, list(rows[0]), quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(out.getvalue(), encoding="utf-8")
+
+
+def rewrite_json(path: Path, change) -> None:
+    records = [change(dict(r)) for r in json.loads(path.read_text(encoding="utf-8"))]
+    path.write_text(json.dumps(records, indent=2), encoding="utf-8")
+
+
+def rewrite_tilde(path: Path, change) -> None:
+    lines = [line for line in path.read_bytes().decode().split("\r\n") if line]
+    path.write_bytes("".join("~".join(change(line.split("~"))) + "\r\n"
+                             for line in lines).encode())
+
+
+def add_column(landing: Path) -> None:
+    """Each form's file of the day with one column more: a loyalty tier in the CSV's header
+    and rows, a key in every JSON record, an eighth ``~`` field."""
+    rewrite_csv(landing / CUSTOMER, lambda r: {**r, "loyalty_tier": "gold"})
+    rewrite_json(landing / PRODUCT, lambda r: {**r, "supplier": "ACME"})
+    rewrite_tilde(landing / SALES, lambda f: [*f, "web"])
+
+
+def drop_column(landing: Path) -> None:
+    """Each form's file of the day with one optional column fewer (the customer's job, the
+    product's description); the sales file loses its last field (the required sale date:
+    a headerless file's missing column is told by its field count)."""
+    rewrite_csv(landing / CUSTOMER, lambda r: {k: v for k, v in r.items() if k != "job"})
+    rewrite_json(landing / PRODUCT, lambda r: {k: v for k, v in r.items()
+                                               if k != "description"})
+    rewrite_tilde(landing / SALES, lambda f: f[:-1])
+
+
+def blank_column(landing: Path) -> None:
+    """What a kept missing column stands for: the column present, every value empty (the
+    sales file, which cannot lose a required field, is not delivered)."""
+    rewrite_csv(landing / CUSTOMER, lambda r: {**r, "job": ""})
+    rewrite_json(landing / PRODUCT, lambda r: {**r, "description": None})
+    (landing / SALES).unlink()
