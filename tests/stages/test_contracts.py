@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import forked
+from support import drifting, forked
 from support import rawfiles as raw
 from support.commands import minilake as cli
 from support.drifting import (
@@ -163,11 +163,39 @@ def test_a_frozen_contract_quarantines_the_file_naming_the_column(world, referen
                                                != "2024-10-10", "sale_id"])
 
 
+def test_a_renamed_column_named_so_is_read_as_the_declared_one(world, reference, tmp_path):
+    """A column renamed upstream (the customer's email as ``e_mail``, the product's name as
+    ``title``) is one missing plus one new unless the contract names the rename: then the
+    tables are those of the file as declared, and each file says what it read as what."""
+    renames = ('[contract.customer]\nrenamed = { e_mail = "email" }\n'
+               '[contract.product]\nrenamed = { title = "name" }\n')
+    for contract in ("", renames):
+        root = copy(world, tmp_path / f"root{len(contract)}", contract)
+        landing = root / "landing_zone"
+        drifting.rewrite_csv(landing / CUSTOMER, lambda r: {
+            ("e_mail" if k == "email" else k): v for k, v in r.items()})
+        drifting.rewrite_json(landing / PRODUCT, lambda r: {
+            ("title" if k == "name" else k): v for k, v in r.items()})
+        result = minilake.run(root)
+        reasons = {f.file: f.reason for f in result.ingest.quarantined}
+        if not contract:
+            assert reasons == {CUSTOMER: "missing column 'email'; unexpected column 'e_mail'",
+                               PRODUCT: "missing key 'name'; unexpected key 'title'"}
+    assert not reasons
+    assert_same_tables(root, reference)
+    logged = read_schema_log(Layout.of(root))
+    assert sorted(zip(logged["file"], logged["change"], strict=True)) == [
+        (CUSTOMER, "column 'e_mail' read as 'email' (renamed)"),
+        (PRODUCT, "key 'title' read as 'name' (renamed)")]
+
+
 def test_a_contract_naming_no_source_or_rule_is_a_one_line_error(world, tmp_path):
     for n, (text, says) in enumerate((
             ('[contract.orders]\nnew_column = "discard"\n', "[contract.orders]"),
             ('[contract.customer]\nnew_column = "keep"\n', "new_column = 'keep'"),
-            ('[contract.customer]\ncolumns = "discard"\n', "columns"))):
+            ('[contract.customer]\ncolumns = "discard"\n', "columns"),
+            ('[contract.customer]\nrenamed = { mail = "e_mail" }\n',
+             "'e_mail' is no column of customer"))):
         root = copy(world, tmp_path / f"root{n}", text)
         done = cli("run", "--root", str(root))
         assert done.returncode == 2 and says in done.stderr, done.stderr

@@ -5,9 +5,9 @@ A source's :class:`Contract` says, for a column the file has beyond the declarat
 (``new_column``), ``discard`` it (and say so) or ``freeze`` (quarantine the file, as before
 contracts), and for a declared column the file lacks (``missing_column``), ``evolve`` (the
 column stays in the table, empty from that file on: versions open only for keys that had a
-value) or ``freeze``. A required column cannot be kept empty: a file without it is quarantined
-whatever the contract. The defaults freeze, so a source that declares nothing reads its files
-exactly as before.
+value) or ``freeze``; a column it names as ``renamed`` is read as the declared one. A
+required column cannot be kept empty: a file without it is quarantined whatever the contract.
+The defaults freeze, so a source that declares nothing reads its files exactly as before.
 
 The readers find how a file's columns differ (``TextFrame.extra`` and ``missing``, when asked
 to with ``drift``); :func:`settle` applies the contract to what they found and returns the
@@ -19,6 +19,8 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from minilake.formats.readers import (
     TextFrame,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 NEW_COLUMN = ("discard", "freeze")
 MISSING_COLUMN = ("evolve", "freeze")
+SETTINGS = ("new_column", "missing_column", "renamed")
 
 
 class ContractError(ValueError):
@@ -47,17 +50,26 @@ class Contract:
 
     new_column: str = "freeze"
     missing_column: str = "freeze"
+    # (a name in the file, the declared column it is): a renamed column read as the declared
+    # one, not as one missing and one new (given as a mapping, kept as sorted pairs)
+    renamed: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         for rule, value, allowed in (("new_column", self.new_column, NEW_COLUMN),
                                      ("missing_column", self.missing_column, MISSING_COLUMN)):
             if value not in allowed:
                 raise ContractError(f"{rule} = {value!r}: one of {', '.join(allowed)}")
+        pairs = self.renamed.items() if isinstance(self.renamed, dict) else self.renamed
+        pairs = tuple(sorted((str(k), v) for k, v in pairs))
+        if any(not isinstance(v, str) for _, v in pairs):
+            raise ContractError("renamed: each name must map to a column's name, as text")
+        object.__setattr__(self, "renamed", pairs)
 
     @property
     def drifts(self) -> bool:
         """Whether a file's columns may differ from the declaration (read with ``drift``)."""
-        return self.new_column != "freeze" or self.missing_column != "freeze"
+        return (self.new_column != "freeze" or self.missing_column != "freeze"
+                or bool(self.renamed))
 
 
 def settle(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame,
@@ -67,6 +79,11 @@ def settle(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame,
     UnreadableFile (quarantine) when the contract refuses them, in the words a file read
     without drift gets. ``what`` is what the form calls a column (a JSON key)."""
     problems, changes = [], []
+    for old, declared_as in contract.renamed:
+        if old in text.extra and declared_as in text.missing:
+            text.rows[declared_as] = pd.arrays.ArrowExtensionArray(text.extra.pop(old))
+            text.missing.remove(declared_as)
+            changes.append(f"{what} {old!r} read as {declared_as!r} (renamed)")
     required = [c for c in text.missing if schema.columns[c].metadata["required"]]
     if text.missing and (contract.missing_column == "freeze" or required):
         problems.append(missing_columns(text.missing, what) + (
@@ -97,11 +114,11 @@ def declared(root: Path) -> dict[str, Contract]:
         raise ContractError(f"{where}: not TOML: {error}") from None
     contracts = {}
     for name, rules in settings.items():
-        unknown = sorted(set(rules) - {"new_column", "missing_column"}) if isinstance(
-            rules, dict) else ["(not a table)"]
+        unknown = sorted(set(rules) - set(SETTINGS)) if isinstance(rules, dict) else [
+            "(not a table)"]
         if unknown:
             raise ContractError(f"{where}: [contract.{name}] has no setting {unknown[0]!r} "
-                                f"(new_column, missing_column)")
+                                f"({', '.join(SETTINGS)})")
         try:
             contracts[name] = Contract(**rules)
         except ContractError as error:

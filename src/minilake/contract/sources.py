@@ -140,5 +140,10 @@ def of_root(root) -> dict[str, Source]:
     if unknown:
         raise drift.ContractError(f"{root / policy.FILE}: [contract.{unknown[0]}]: no such "
                                   f"source (sources: {', '.join(SOURCES)})")
+    for name, contract in contracts.items():
+        wrong = [new for _, new in contract.renamed if new not in SOURCES[name].columns]
+        if wrong:
+            raise drift.ContractError(f"{root / policy.FILE}: [contract.{name}] renamed: "
+                                      f"{wrong[0]!r} is no column of {name}")
     return {name: dataclasses.replace(source, contract=contracts.get(name, source.contract))
             for name, source in SOURCES.items()}
