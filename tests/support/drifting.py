@@ -43,14 +43,15 @@ def add_column(landing: Path) -> None:
     rewrite_tilde(landing / SALES, lambda f: [*f, "web"])
 
 
-def drop_column(landing: Path) -> None:
+def drop_column(landing: Path, required: bool = True) -> None:
     """Each form's file of the day with one optional column fewer (the customer's job, the
-    product's description); the sales file loses its last field (the required sale date:
-    a headerless file's missing column is told by its field count)."""
+    product's description); with ``required``, the sales file loses its last field (the
+    required sale date: a headerless file's missing column is told by its field count)."""
     rewrite_csv(landing / CUSTOMER, lambda r: {k: v for k, v in r.items() if k != "job"})
     rewrite_json(landing / PRODUCT, lambda r: {k: v for k, v in r.items()
                                                if k != "description"})
-    rewrite_tilde(landing / SALES, lambda f: f[:-1])
+    if required:
+        rewrite_tilde(landing / SALES, lambda f: f[:-1])
 
 
 def blank_column(landing: Path) -> None:
