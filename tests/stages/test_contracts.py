@@ -10,12 +10,11 @@ other's (the reference is read without drift)."""
 from __future__ import annotations
 
 import shutil
-import signal
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import drifting, forked
+from support import drifting
 from support import rawfiles as raw
 from support.commands import minilake as cli
 from support.drifting import (
@@ -200,16 +199,3 @@ def test_a_contract_naming_no_source_or_rule_is_a_one_line_error(world, tmp_path
         done = cli("run", "--root", str(root))
         assert done.returncode == 2 and says in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-
-
-def test_a_run_killed_after_logging_a_change_logs_it_once(world, reference, tmp_path):
-    root = copy(world, tmp_path / "root", rules(new="discard"))
-    add_column(root / "landing_zone")
-    killed = forked.start("run", "--root", str(root),
-                          env={"MINILAKE_CRASH_AT": "ingest.schema_logged"},
-                          scratch=tmp_path)
-    assert killed.wait(timeout=300) == -signal.SIGKILL, "the hook was not reached"
-    assert minilake.run(root).ok
-    assert_same_tables(root, reference)
-    logged = read_schema_log(Layout.of(root))
-    assert sorted(logged["file"]) == sorted([CUSTOMER, PRODUCT, SALES])

@@ -27,14 +27,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
-from support import forked
+from support import drifting, forked
 from support import rawfiles as raw
 from support.commands import finish, start
 
 import minilake
 from minilake.generate import generate
 from minilake.lake.layout import Layout
-from minilake.lake.logs import read_log
+from minilake.lake.logs import read_log, read_schema_log
 from minilake.pipeline import RunResult
 
 DEEP = os.environ.get("MINILAKE_CRASH_DEEP") == "1"
@@ -250,6 +250,50 @@ def test_crash_anywhere_then_rerun_equals_an_uninterrupted_run(chunk, cases, wor
         shutil.rmtree(root)
     print(f"\ncrash harness chunk {chunk}: {len(survived)} kills survived: {survived}")
     assert len(survived) == len(mine)              # every kill landed, timed ones included
+
+
+# docs/contracts.md: a file's column changes are logged after its commit, once
+DRIFT_HOOKS = ["ingest.after_commit:2", "ingest.schema_logged:1", "ingest.schema_logged:3"]
+
+
+@pytest.fixture(scope="session")
+def drift_world(tmp_path_factory) -> Path:
+    """Three days whose second drifts in each form (a column more, discarded; the customer
+    file a column fewer, kept empty), and the outcome of an uninterrupted run."""
+    root = tmp_path_factory.mktemp("drift_world") / "root"
+    generate(root, start="2024-10-09", days=3, customers=200, seed=40, landing_only=True)
+    (root / "minilake.toml").write_text("".join(
+        f'[contract.{s}]\nnew_column = "discard"\nmissing_column = "evolve"\n'
+        for s in ("customer", "product", "sales")))
+    drifting.add_column(root / "landing_zone")
+    drifting.drop_column(root / "landing_zone", required=False)
+    return root
+
+
+def drift_outcome(root: Path) -> dict:
+    found = outcome(root)
+    found["changes"] = read_schema_log(Layout.of(root)).drop(columns=["logged_at"]) \
+        .sort_values(["source", "file", "change"]).reset_index(drop=True)
+    return found
+
+
+def test_crash_around_a_column_change_then_rerun_equals_an_uninterrupted_run(drift_world,
+                                                                             tmp_path):
+    want_root = tmp_path / "reference"
+    shutil.copytree(drift_world, want_root)
+    assert rerun(want_root) == 0
+    want = drift_outcome(want_root)
+    assert len(want["changes"]) == 5
+    for hook in DRIFT_HOOKS:
+        root = tmp_path / hook.replace(":", "_")
+        shutil.copytree(drift_world, root)
+        assert run_cli(root, {"MINILAKE_CRASH_AT": hook}) == -signal.SIGKILL, \
+            f"{hook}: the hook was not reached"
+        assert rerun(root) == 0, hook
+        got = drift_outcome(root)
+        assert_same(got, want, hook)
+        pd.testing.assert_frame_equal(got["changes"], want["changes"], obj=hook)
+        shutil.rmtree(root)
 
 
 READ_AHEAD = {"MINILAKE_SIDE_BY_SIDE_MB": "0"}     # one source at a time, reading ahead
