@@ -199,3 +199,64 @@ def test_a_contract_naming_no_source_or_rule_is_a_one_line_error(world, tmp_path
         done = cli("run", "--root", str(root))
         assert done.returncode == 2 and says in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def gone_by_day(landing: Path) -> dict[str, set[int]]:
+    """Per snapshot date (ISO), the customers of the snapshot before it that it lacks, from the
+    raw files."""
+    days = raw.days(landing, "customer")
+    ids = [set(raw.customers(p)["customer_id"].astype(int)) for p in days]
+    return {raw.file_date(p).isoformat(): ids[n - 1] - ids[n]
+            for n, p in enumerate(days) if n}
+
+
+def test_a_vanished_key_closed_tombstoned_or_kept(world, reference, tmp_path):
+    """``vanished``: ``tombstone`` gives the table of ``invalidate`` (the default) plus, for
+    each customer a snapshot lacks, its closed version again, begun and ended that day
+    (valid on no day, so ``as_of`` hides the key as before); ``ignore`` closes no version:
+    every customer ever delivered stays current with its last delivered values. In order and
+    with the last day's file late, alike."""
+    gone = gone_by_day(world / "landing_zone")
+    assert all(gone.values()), gone                   # the world deletes customers daily
+    roots = {}
+    for rule in ("tombstone", "ignore"):
+        for order in ("in order", "late"):
+            root = copy(world, tmp_path / f"{rule}-{order.replace(' ', '-')}",
+                        f'[contract.customer]\nvanished = "{rule}"\n')
+            if order == "late":
+                held = root / "held"
+                held.mkdir()
+                for path in (root / "landing_zone").glob("*20241010*"):
+                    shutil.move(path, held / path.name)
+                assert minilake.run(root).ok
+                for path in held.iterdir():
+                    shutil.move(path, root / "landing_zone" / path.name)
+            assert minilake.run(root).ok
+            roots[rule, order] = root
+        pd.testing.assert_frame_equal(tables(roots[rule, "late"])["customer"],
+                                      tables(roots[rule, "in order"])["customer"], obj=rule)
+    want = tables(reference)["customer"]
+    table = tables(roots["tombstone", "in order"])["customer"]
+    dead = table["effective_from"] == table["expiry_date"]
+    stones = {(d.isoformat(), int(k)) for d, k in zip(
+        table.loc[dead, "effective_from"], table.loc[dead, "customer_id"], strict=True)}
+    assert stones == {(day, k) for day, keys in gone.items() for k in keys}
+    pd.testing.assert_frame_equal(table[~dead].reset_index(drop=True), want)
+    closed = want.set_index(["customer_id", "expiry_date"])
+    for row in table[dead].itertuples():              # the closed version again
+        before = closed.loc[(row.customer_id, row.effective_from)]
+        assert before["row_hash"] == row.row_hash and before["email"] == row.email
+    for day, keys in gone.items():
+        valid = minilake.read_table("customer", as_of=day, root=roots["tombstone", "in order"])
+        assert not keys & set(valid["customer_id"]), day
+    # ignore: every customer ever delivered is current, with its last delivered values
+    kept = tables(roots["ignore", "in order"])["customer"]
+    last = pd.concat([raw.customers(p) for p in raw.days(world / "landing_zone", "customer")]
+                     ).drop_duplicates("customer_id", keep="last")
+    current = kept[kept["is_current"]].set_index("customer_id").sort_index()
+    assert list(current.index) == sorted(last["customer_id"].astype(int))
+    last = last.set_index(last["customer_id"].astype(int)).sort_index()
+    assert list(current["email"]) == list(last["email"])
+    closed_then = {(d.isoformat(), int(k)) for d, k in zip(
+        kept["expiry_date"], kept["customer_id"], strict=True)}
+    assert not closed_then & {(day, k) for day, keys in gone.items() for k in keys}

@@ -142,12 +142,12 @@ def test_an_erasure_gives_the_same_lake(tmp_path, cluster):
 
 def test_a_drifting_day_gives_the_same_lake_and_schema_log(tmp_path, cluster):
     """docs/contracts.md: a column more (discarded) and a column fewer (kept empty) in each
-    form, the contract read on the workers too."""
+    form, customers gone tombstoned, the contract followed on the workers too."""
     world = tmp_path / "world"
     generate(world, start="2024-10-09", days=3, customers=300, seed=40, landing_only=True)
     (world / "minilake.toml").write_text("".join(
         f'[contract.{s}]\nnew_column = "discard"\nmissing_column = "evolve"\n'
-        for s in SOURCES))
+        f'vanished = "tombstone"\n' for s in SOURCES))
     drifted = world / "drifted"
     drifted.mkdir()
     for path in (world / "landing_zone").glob(f"*{drifting.DAY}*"):
@@ -171,6 +171,8 @@ def test_a_drifting_day_gives_the_same_lake_and_schema_log(tmp_path, cluster):
     assert_same(got, want, "dask vs local")
     pd.testing.assert_frame_equal(got["changes"], want["changes"])
     assert len(want["changes"]) == 5, want["changes"]         # 2 missing, then 3 discarded
+    customers = want["customer"]
+    assert (customers["effective_from"] == customers["expiry_date"]).any(), "no tombstone"
 
 
 def test_a_key_repeated_across_a_cut_is_bad_in_every_copy(tmp_path, cluster):

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 NEW_COLUMN = ("discard", "freeze")
 MISSING_COLUMN = ("evolve", "freeze")
-SETTINGS = ("new_column", "missing_column", "renamed")
+VANISHED = ("invalidate", "tombstone", "ignore")
+SETTINGS = ("new_column", "missing_column", "renamed", "vanished")
 
 
 class ContractError(ValueError):
@@ -53,10 +54,15 @@ class Contract:
     # (a name in the file, the declared column it is): a renamed column read as the declared
     # one, not as one missing and one new (given as a mapping, kept as sorted pairs)
     renamed: tuple[tuple[str, str], ...] = ()
+    # a key current before a snapshot and absent from it: its version closed (invalidate),
+    # closed with a tombstone beside it (a version of no length, begun and ended that day:
+    # "deleted on" is its effective_from), or left current (ignore)
+    vanished: str = "invalidate"
 
     def __post_init__(self) -> None:
         for rule, value, allowed in (("new_column", self.new_column, NEW_COLUMN),
-                                     ("missing_column", self.missing_column, MISSING_COLUMN)):
+                                     ("missing_column", self.missing_column, MISSING_COLUMN),
+                                     ("vanished", self.vanished, VANISHED)):
             if value not in allowed:
                 raise ContractError(f"{rule} = {value!r}: one of {', '.join(allowed)}")
         pairs = self.renamed.items() if isinstance(self.renamed, dict) else self.renamed

@@ -158,9 +158,11 @@ def write_changes(path: Path, source: Source, changes: Changes, day: dt.date,
     schema = table_schema(source)
     rows = _open_versions(changes.inserts, day).select(schema.names).cast(schema)
     writer = _Files(path, source, schema, ordered)
+    tombstones = (changes.gone if source.contract.vanished == "tombstone"
+                  and changes.gone is not None and len(changes.gone) else None)
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         rewritten = [] if len(changes.expire_keys) == 0 else list(pool.map(
-            lambda f: writer.expire(f, changes.expire_keys, day),
+            lambda f: writer.expire(f, changes.expire_keys, day, tombstones),
             overlapping(files, source, changes.expire_keys)))
         pieces = [p for _, small in rewritten for p in small] + writer.by_partition(rows)
         added = list(pool.map(lambda p: writer.write(*p), writer.pack(pieces)))
@@ -309,11 +311,14 @@ class _Files:
         return AddAction(relative, info.size, partition, info.mtime_ns // 1_000_000,
                          self.data_change, _statistics(rows))
 
-    def expire(self, file: dict, keys: pa.Array, day: dt.date) -> tuple[list, list]:
+    def expire(self, file: dict, keys: pa.Array, day: dt.date,
+               tombstones: pa.Array | None = None) -> tuple[list, list]:
         """Rewrite one current file without the versions of ``keys``, which go, closed on
-        ``day``, to the history partition. Returns (actions, pieces): the file's removal and
-        the files written, and the pieces too small for a file of their own (for
-        :meth:`pack`). ([], []) if the file holds none of the keys."""
+        ``day``, to the history partition, with a tombstone beside each of ``tombstones``'
+        (docs/contracts.md: the closed version again, begun and ended on ``day``). Returns
+        (actions, pieces): the file's removal and the files written, and the pieces too small
+        for a file of their own (for :meth:`pack`). ([], []) if the file holds none of the
+        keys."""
         rows = pq.read_table(f"{self.base}/{file['path']}", filesystem=self.filesystem)
         held = rows[self.source.key].combine_chunks()
         ends = pa.array(found(held, keys.cast(held.type)))
@@ -324,6 +329,13 @@ class _Files:
         closed = rows.filter(ends)
         closed = closed.set_column(closed.schema.get_field_index("expiry_date"), "expiry_date",
                                    pa.repeat(pa.scalar(day, pa.date32()), closed.num_rows))
+        if tombstones is not None:
+            dead = closed.filter(pa.array(found(closed[self.source.key].combine_chunks(),
+                                                tombstones.cast(held.type))))
+            at = dead.schema.get_field_index("effective_from")
+            dead = dead.set_column(at, dead.schema.field(at),
+                                   pa.repeat(pa.scalar(day, pa.date32()), dead.num_rows))
+            closed = pa.concat_tables([closed, dead])
         pieces = [(closed, {**partition, "is_current": "false"})]
         kept = rows.filter(pc.invert(ends))
         if kept.num_rows >= ROWS_PER_FILE // 2 and not self.ordered:

@@ -19,6 +19,7 @@ lost attempt wrote are in no table version (``minilake vacuum`` removes them).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -27,6 +28,7 @@ import time
 
 from deltalake.transaction import RemoveAction
 
+from minilake.contract.drift import Contract
 from minilake.contract.sources import ALL_SOURCES, Source
 from minilake.crashpoints import crashpoint
 from minilake.lake import delta, storage
@@ -111,7 +113,8 @@ class Engine:
         per_range = parts.files_of(files, source, bounds)
         pieces = [submit(_part, split, i, pure=False) for i in range(len(per_range))]
         del split                       # dropped once every piece is taken from it
-        worked = [submit(_work, source.name, table_at, piece, mine, pure=False)
+        worked = [submit(_work, source.name, table_at, piece, mine, source.contract,
+                         pure=False)
                   for piece, mine in zip(pieces, per_range, strict=True)]
         del pieces
         summaries = self._gather([submit(_summary, w, pure=False) for w in worked], where)
@@ -120,7 +123,8 @@ class Engine:
         day = source.file_date(delivery.name)
 
         def write() -> list:
-            done = self._gather([submit(_write, source.name, table_at, w, mine, day, pure=False)
+            done = self._gather([submit(_write, source.name, table_at, w, mine, day,
+                                        source.contract, pure=False)
                                  for w, mine in zip(worked, per_range, strict=True)], where)
             return [_action(action) for actions in done for action in actions]
 
@@ -148,8 +152,14 @@ def _part(split: parts.Split, index: int) -> parts.Part:
     return split.parts[index]
 
 
-def _work(source_name: str, table: str, part: parts.Part, files: list[dict]) -> parts.Worked:
-    source = ALL_SOURCES[source_name]
+def _source(name: str, contract: Contract) -> Source:
+    """A source with its contract as the root declares it (docs/contracts.md)."""
+    return dataclasses.replace(ALL_SOURCES[name], contract=contract)
+
+
+def _work(source_name: str, table: str, part: parts.Part, files: list[dict],
+          contract: Contract) -> parts.Worked:
+    source = _source(source_name, contract)
     t = time.perf_counter()
     validated = parts.check(source, part)
     validate_s, t = time.perf_counter() - t, time.perf_counter()
@@ -164,10 +174,10 @@ def _summary(worked: parts.Worked) -> parts.Worked:
 
 
 def _write(source_name: str, table: str, worked: parts.Worked, files: list[dict],
-           day: dt.date) -> list:
+           day: dt.date, contract: Contract) -> list:
     crashpoint("dask.writing")
     return [_portable(action) for action in datafiles.write_changes(
-        storage.as_path(table), ALL_SOURCES[source_name], worked.changes, day, files,
+        storage.as_path(table), _source(source_name, contract), worked.changes, day, files,
         ordered=True)]
 
 

@@ -179,7 +179,7 @@ def work(source: Source, table: Path, part: Part, validated: Validated,
     current = datafiles.current_versions(table, source, files,
                                       None if source.snapshot else good.column(source.key))
     changes = diff(current, good, source.key, snapshot=source.snapshot,
-                   bad_keys=validated.bad_keys)
+                   bad_keys=validated.bad_keys, vanished=source.contract.vanished)
     at = validated.bad_at if part.at is None else part.at[validated.bad_at]
     return Worked(part.index, changes, validated.bad, at, good.num_rows, current.num_rows,
                   changes.inserted, changes.updated, changes.expired, changes.empty)

@@ -112,6 +112,7 @@ class Changes:
     inserted: int              # keys new to the table
     updated: int               # keys whose current version is replaced
     expired: int               # snapshot keys absent from the file (deleted upstream)
+    gone: pa.Array | None = None    # those keys (the last of ``expire_keys``)
 
     @property
     def empty(self) -> bool:
@@ -119,11 +120,12 @@ class Changes:
 
 
 def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
-         bad_keys: pd.Series | None = None) -> Changes:
+         bad_keys: pd.Series | None = None, vanished: str = "invalidate") -> Changes:
     """Compare a file's good rows with the current versions (a table of ``key``, ``row_hash``).
 
     ``bad_keys`` are keys (as text) of the file's bad rows: in a snapshot they count as present
-    and unchanged, so their current version stays current.
+    and unchanged, so their current version stays current. ``vanished``: what a snapshot's
+    absent keys become (docs/contracts.md); with ``ignore`` they stay current.
     """
     hashes = row_hashes(incoming).to_numpy()
     keys = incoming.column(key).combine_chunks()
@@ -137,7 +139,7 @@ def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
         before = known_hashes[np.where(is_new, 0, at)]
         is_changed = ~is_new & (before != hashes)
     gone = current_keys[:0]
-    if snapshot:
+    if snapshot and vanished != "ignore":
         present = keys
         if bad_keys is not None and len(bad_keys):
             present = pa.concat_arrays([keys, pa.array(_as_key_type(bad_keys, key_type),
@@ -150,7 +152,7 @@ def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
     return Changes(inserts=inserts,
                    expire_keys=pa.concat_arrays([keys.filter(pa.array(is_changed)), gone]),
                    inserted=int(is_new.sum()), updated=int(is_changed.sum()),
-                   expired=len(gone))
+                   expired=len(gone), gone=gone)
 
 
 def _as_key_type(text: pd.Series, key_type: pa.DataType) -> np.ndarray:
