@@ -260,3 +260,53 @@ def test_a_vanished_key_closed_tombstoned_or_kept(world, reference, tmp_path):
     closed_then = {(d.isoformat(), int(k)) for d, k in zip(
         kept["expiry_date"], kept["customer_id"], strict=True)}
     assert not closed_then & {(day, k) for day, keys in gone.items() for k in keys}
+
+
+README_CONTRACT = """[contract.customer]
+new_column = "discard"
+missing_column = "evolve"
+
+[contract.product]
+missing_column = "evolve"
+
+[contract.sales]
+new_column = "discard"
+"""
+
+
+def test_the_sample_drifting_day_as_the_readme_tells_it(small_root, tmp_path):
+    """README, The sample world: the drifting day after the broken day is quarantined whole
+    under the default contract, naming each column; delivered again under the README's
+    contract, it is applied, each change said; its customers who had a job get a version
+    without one, and no other column of any table differs from the raw file's text."""
+    root = tmp_path / "root"
+    for name in ("landing_zone", "samples"):
+        shutil.copytree(small_root / name, root / name)
+    minilake.run(root)
+    minilake.land_sample(root, "broken_day")
+    minilake.run(root)
+    names = minilake.land_sample(root, "drifting_day")
+    result = minilake.run(root)
+    reasons = {f.source: f.reason for f in result.ingest.quarantined}
+    assert reasons == {
+        "customer": "missing column 'job'; unexpected column 'loyalty_tier'",
+        "product": "missing key 'description'",
+        "sales": "no row can be split into the 7 columns: row has 8 fields, expected 7"}
+    (root / "minilake.toml").write_text(README_CONTRACT)
+    for name in names:
+        shutil.copy(root / "samples" / "drifting_day" / name, root / "landing_zone" / name)
+    result = minilake.run(root)
+    said = {f.source: f.note for f in result.ingest.files}
+    assert result.ok and said == {
+        "customer": "column 'job' missing: kept, empty from this file on; column "
+                    "'loyalty_tier' discarded (new, not in the declaration)",
+        "product": "key 'description' missing: kept, empty from this file on",
+        "sales": "column 'field_8' discarded (new, not in the declaration)"}
+    day = next(n for n in names if n.startswith("customer_"))
+    delivered = raw.customers(root / "archive" / "customer" / day).set_index("customer_id")
+    table = minilake.read_table("customer", as_of=raw.file_date(Path(day)), root=root)
+    table = table.set_index(table["customer_id"].astype(str))
+    assert set(table.index) == set(delivered.index) and table["job"].isna().all()
+    for column in ("first_name", "email", "address", "city", "language"):
+        got = table[column].fillna("").loc[delivered.index]
+        assert list(got) == list(delivered[column]), column

@@ -569,6 +569,33 @@ def write_broken_day(world: World, folder: Path) -> pd.DataFrame:
     })
 
 
+# --- the drifting day (docs/contracts.md) -------------------------------------------------------
+
+DRIFT = {"customer": ("loyalty_tier", "job"), "product": (None, "description"),
+         "sales": ("channel", None)}       # per source: (the column added, the column dropped)
+
+
+def write_drifting_day(world: World, folder: Path) -> None:
+    """Advance one more day and write it with each source's columns drifting from the
+    declaration (:data:`DRIFT`): the customer CSV with a loyalty tier more and its job column
+    gone, the product JSON without descriptions, the sales with an eighth field (the channel).
+    No resent corrections, so applying it changes no report of earlier days."""
+    world.advance(corrections=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {k: folder / v for k, v in file_names(world.today).items()}
+    rng = np.random.default_rng(world.seed + 2_000_003)
+    customers = world.customer_table().drop_columns(["job"])
+    tiers = pa.array(["", "silver", "gold"], pa.string()).take(
+        pa.array(rng.choice(3, size=customers.num_rows, p=[0.7, 0.2, 0.1])))
+    write_customers(customers.append_column("loyalty_tier", tiers), names["customer"])
+    write_products([{k: v for k, v in r.items() if k != "description"}
+                    for r in world.product_records()], names["product"])
+    sales = world.sales_table()
+    channels = pa.array(["web", "store"], pa.string()).take(
+        pa.array(rng.choice(2, size=sales.num_rows)))
+    write_sales(sales.append_column("channel", channels), names["sales"])
+
+
 # --- entry point -----------------------------------------------------------------------------
 
 def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
@@ -578,7 +605,9 @@ def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
     """Write ``days`` days of landing files into ``root/landing_zone``.
 
     Unless ``landing_only``, also write the next day with known faults into
-    ``root/samples/broken_day`` and the ground-truth references into ``root/final_results``.
+    ``root/samples/broken_day``, the day after it with its columns drifting into
+    ``root/samples/drifting_day`` (docs/contracts.md) and the ground-truth references into
+    ``root/final_results``.
     ``steady`` keeps daily volumes constant (as many customers arrive as leave, no sales
     growth, no product added to the catalogue: only prices move), for measuring how cost
     grows with history alone. ``crlf_addresses`` is the share of customers (the same ones
@@ -604,4 +633,5 @@ def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
         write_references(world, root / "final_results")
         expected = write_broken_day(world, root / "samples" / "broken_day")
         expected.to_csv(root / "final_results" / "expected_errors.csv", index=False)
+        write_drifting_day(world, root / "samples" / "drifting_day")
     return world
