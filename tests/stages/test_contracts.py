@@ -28,6 +28,7 @@ from support.drifting import (
 )
 
 import minilake
+from minilake.contract.sources import SOURCES
 from minilake.generate import generate
 from minilake.lake.layout import Layout
 from minilake.lake.logs import read_schema_log
@@ -310,3 +311,71 @@ def test_the_sample_drifting_day_as_the_readme_tells_it(small_root, tmp_path):
     for column in ("first_name", "email", "address", "city", "language"):
         got = table[column].fillna("").loc[delivered.index]
         assert list(got) == list(delivered[column]), column
+
+
+def raw_versions(landing: Path, columns: list[str]) -> dict[tuple[int, str], dict]:
+    """The customer versions the raw snapshots call for, computed here: per customer, a new
+    one on each date its row (``columns``, a column a file lacks read as empty) differs from
+    the day before's, or it is back after a day away. (customer, first date) -> the row."""
+    out, before = {}, {}
+    for path in raw.days(landing, "customer"):
+        day = raw.file_date(path).isoformat()
+        frame = raw.customers(path).reindex(columns=columns, fill_value="")
+        today = {int(r["customer_id"]): r for r in frame.to_dict("records")}
+        out |= {(k, day): r for k, r in today.items() if before.get(k) != r}
+        before = today
+    return out
+
+
+@pytest.mark.parametrize("values", ["tiers", "empty"])
+def test_an_evolved_new_column_is_in_the_table_from_its_file_on(world, reference, values,
+                                                               tmp_path):
+    """``evolve``: the customer file of the second day has a loyalty tier more, the third has
+    none again (kept empty). The table gains the column; its versions are exactly those the
+    raw files call for with the column read as text, an empty value as null, and every value
+    is the raw file's; before the column existed ``as_of`` gives it empty. A column added with
+    no value anywhere opens no version: the tables are the reference's plus an empty column.
+    Late and rebuilt alike."""
+    def tier(row: dict) -> str:
+        return ["gold", "", "silver"][int(row["customer_id"]) % 3] if values == "tiers" else ""
+    roots = {}
+    for order in ("in order", "late"):
+        root = copy(world, tmp_path / order.replace(" ", "-"),
+                    '[contract.customer]\nnew_column = "evolve"\nmissing_column = "evolve"\n')
+        drifting.rewrite_csv(root / "landing_zone" / CUSTOMER,
+                             lambda r: {**r, "loyalty_tier": tier(r)})
+        if order == "late":
+            held = root / "held"
+            held.mkdir()
+            for path in (root / "landing_zone").glob(f"*{DAY}*"):
+                shutil.move(path, held / path.name)
+            assert minilake.run(root).ok
+            for path in held.iterdir():
+                shutil.move(path, root / "landing_zone" / path.name)
+        result = minilake.run(root)
+        assert result.ok, [f.line() for f in result.ingest.quarantined]
+        roots[order] = root
+    table = tables(roots["in order"])["customer"]
+    pd.testing.assert_frame_equal(tables(roots["late"])["customer"], table, obj="late")
+    assert table.columns[-1] == "loyalty_tier"
+    logged = read_schema_log(Layout.of(roots["in order"]))
+    assert sorted(zip(logged["file"], logged["change"], strict=True)) == [
+        (CUSTOMER, "column 'loyalty_tier' added to the table (new)"),
+        ("customer_20241011.csv", "column 'loyalty_tier' missing: kept, empty from this file on")]
+    if values == "empty":
+        pd.testing.assert_frame_equal(table.drop(columns=["loyalty_tier"]),
+                                      tables(reference)["customer"])
+        assert table["loyalty_tier"].isna().all()
+    else:
+        every = [*SOURCES["customer"].columns, "loyalty_tier"]
+        want = raw_versions(roots["in order"] / "archive" / "customer", every)
+        shown = ["customer_id", "first_name", "email", "address", "loyalty_tier"]
+        got = {(int(k), d.isoformat()): r for k, d, r in zip(
+            table["customer_id"], table["effective_from"],
+            table[shown].fillna("").astype(str).to_dict("records"), strict=True)}
+        assert set(got) == set(want)
+        assert all(got[k] == {c: want[k][c] for c in shown} for k in want)
+        first = minilake.read_table("customer", as_of="2024-10-09", root=roots["in order"])
+        assert first["loyalty_tier"].isna().all() and len(first)
+    minilake.rebuild("customer", root=roots["late"])
+    pd.testing.assert_frame_equal(tables(roots["late"])["customer"], table, obj="rebuilt")

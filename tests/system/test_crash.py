@@ -253,18 +253,19 @@ def test_crash_anywhere_then_rerun_equals_an_uninterrupted_run(chunk, cases, wor
 
 
 # docs/contracts.md: a file's column changes are logged after its commit, once
-DRIFT_HOOKS = ["ingest.after_commit:2", "ingest.schema_logged:1", "ingest.schema_logged:3"]
+DRIFT_HOOKS = ["commit.columns_added:1", "commit.columns_added:2", "ingest.after_commit:2",
+               "ingest.schema_logged:1", "ingest.schema_logged:3"]
 
 
 @pytest.fixture(scope="session")
 def drift_world(tmp_path_factory) -> Path:
-    """Three days whose second drifts in each form (a column more, discarded; the customer
-    file a column fewer, kept empty), and the outcome of an uninterrupted run."""
+    """Three days whose second drifts in each form (a column more: added to the customer and
+    sales tables, the product's discarded; the customer file a column fewer, kept empty)."""
     root = tmp_path_factory.mktemp("drift_world") / "root"
     generate(root, start="2024-10-09", days=3, customers=200, seed=40, landing_only=True)
     (root / "minilake.toml").write_text("".join(
-        f'[contract.{s}]\nnew_column = "discard"\nmissing_column = "evolve"\n'
-        for s in ("customer", "product", "sales")))
+        f'[contract.{s}]\nnew_column = "{rule}"\nmissing_column = "evolve"\n'
+        for s, rule in (("customer", "evolve"), ("product", "discard"), ("sales", "evolve"))))
     drifting.add_column(root / "landing_zone")
     drifting.drop_column(root / "landing_zone", required=False)
     return root
@@ -283,7 +284,7 @@ def test_crash_around_a_column_change_then_rerun_equals_an_uninterrupted_run(dri
     shutil.copytree(drift_world, want_root)
     assert rerun(want_root) == 0
     want = drift_outcome(want_root)
-    assert len(want["changes"]) == 5
+    assert len(want["changes"]) == 7      # 2 columns added, 1 discarded, 4 missing (kept)
     for hook in DRIFT_HOOKS:
         root = tmp_path / hook.replace(":", "_")
         shutil.copytree(drift_world, root)

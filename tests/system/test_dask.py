@@ -141,13 +141,14 @@ def test_an_erasure_gives_the_same_lake(tmp_path, cluster):
 
 
 def test_a_drifting_day_gives_the_same_lake_and_schema_log(tmp_path, cluster):
-    """docs/contracts.md: a column more (discarded) and a column fewer (kept empty) in each
-    form, customers gone tombstoned, the contract followed on the workers too."""
+    """docs/contracts.md: a column more (added to the customer and sales tables, the
+    product's discarded) and a column fewer (kept empty) in each form, customers gone
+    tombstoned, the contract followed on the workers too."""
     world = tmp_path / "world"
     generate(world, start="2024-10-09", days=3, customers=300, seed=40, landing_only=True)
     (world / "minilake.toml").write_text("".join(
-        f'[contract.{s}]\nnew_column = "discard"\nmissing_column = "evolve"\n'
-        f'vanished = "tombstone"\n' for s in SOURCES))
+        f'[contract.{s}]\nnew_column = "{"discard" if s == "product" else "evolve"}"\n'
+        f'missing_column = "evolve"\nvanished = "tombstone"\n' for s in SOURCES))
     drifted = world / "drifted"
     drifted.mkdir()
     for path in (world / "landing_zone").glob(f"*{drifting.DAY}*"):
@@ -170,7 +171,7 @@ def test_a_drifting_day_gives_the_same_lake_and_schema_log(tmp_path, cluster):
     want, got, _ = run_both(world, tmp_path, cluster, steps, of=with_changes)
     assert_same(got, want, "dask vs local")
     pd.testing.assert_frame_equal(got["changes"], want["changes"])
-    assert len(want["changes"]) == 5, want["changes"]         # 2 missing, then 3 discarded
+    assert len(want["changes"]) == 7, want["changes"]
     customers = want["customer"]
     assert (customers["effective_from"] == customers["expiry_date"]).any(), "no tombstone"
 

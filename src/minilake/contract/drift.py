@@ -2,10 +2,12 @@
 differ from its declaration.
 
 A source's :class:`Contract` says, for a column the file has beyond the declaration
-(``new_column``), ``discard`` it (and say so) or ``freeze`` (quarantine the file, as before
-contracts), and for a declared column the file lacks (``missing_column``), ``evolve`` (the
-column stays in the table, empty from that file on: versions open only for keys that had a
-value) or ``freeze``; a column it names as ``renamed`` is read as the declared one. A
+(``new_column``), ``evolve`` (the table gains it: load/ingest.py), ``discard`` it (and say so)
+or ``freeze`` (quarantine the file, as before contracts), and for a declared column the file
+lacks (``missing_column``), ``evolve`` (the column stays in the table, empty from that file
+on: versions open only for keys that had a value) or ``freeze``; a column it names as
+``renamed`` is read as the declared one; ``vanished`` says what a key a snapshot lacks
+becomes (load/scd2.py, load/datafiles.py). A
 required column cannot be kept empty: a file without it is quarantined whatever the contract.
 The defaults freeze, so a source that declares nothing reads its files exactly as before.
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 
     import pandera.pandas as pa
 
-NEW_COLUMN = ("discard", "freeze")
+NEW_COLUMN = ("evolve", "discard", "freeze")
 MISSING_COLUMN = ("evolve", "freeze")
 VANISHED = ("invalidate", "tombstone", "ignore")
 SETTINGS = ("new_column", "missing_column", "renamed", "vanished")
@@ -101,10 +103,11 @@ def settle(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame,
         raise UnreadableFile("; ".join(problems))
     changes += [f"{what} {name!r} missing: kept, empty from this file on"
                 for name in text.missing]
-    changes += [f"{what} {name!r} discarded (new, not in the declaration)"
-                for name in text.extra]
-    text.extra = {}
-    return changes
+    if contract.new_column == "discard":
+        changes += [f"{what} {name!r} discarded (new, not in the declaration)"
+                    for name in text.extra]
+        text.extra = {}
+    return changes          # evolve: the extra columns stay, for the table (load/ingest.py)
 
 
 def declared(root: Path) -> dict[str, Contract]:

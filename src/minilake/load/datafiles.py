@@ -49,12 +49,39 @@ from minilake.load.scd2 import OPEN_END, Changes
 from minilake.load.validate import arrow_schema
 
 
-def table_schema(source: Source) -> pa.Schema:
+def table_schema(source: Source, added: list[str] = ()) -> pa.Schema:
+    """A source table's columns: the declared ones, the SCD2 ones, then those a contract
+    added (docs/contracts.md: text, in the order the table gained them)."""
     business = arrow_schema(source.schema)
     return pa.schema([*business, pa.field("effective_from", pa.date32(), nullable=False),
                       pa.field("expiry_date", pa.date32(), nullable=False),
                       pa.field("is_current", pa.bool_(), nullable=False),
-                      pa.field("row_hash", pa.int64(), nullable=False)])
+                      pa.field("row_hash", pa.int64(), nullable=False),
+                      *(pa.field(name, pa.string()) for name in added)])
+
+
+def added_of(source: Source, names: list[str]) -> list[str]:
+    """Of a table's column names, those a contract added (docs/contracts.md), in order."""
+    base = set(table_schema(source).names)
+    return [name for name in names if name not in base]
+
+
+def added_columns(table: Opened | Staged, source: Source) -> list[str]:
+    """The columns a contract added to the table (as a repair has staged it): none before
+    its first commit."""
+    if isinstance(table, Staged):
+        return list(table.added)
+    opened = table.table()
+    return [] if opened is None else added_of(source, opened.schema().to_arrow().names)
+
+
+def conformed(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``rows`` in ``schema``'s columns, a column they lack (one added to the table after
+    they were written) empty."""
+    for field in schema:
+        if field.name not in rows.column_names:
+            rows = rows.append_column(field, pa.nulls(rows.num_rows, field.type))
+    return rows.select(schema.names).cast(schema)
 
 
 def partitioning(source: Source) -> list[str]:
@@ -155,7 +182,7 @@ def write_changes(path: Path, source: Source, changes: Changes, day: dt.date,
     expiring keys are read at all. With ``ordered``, rows are written in key order, so that
     the files of a key range do not overlap each other's key statistics (what lets the Dask
     engine cut a table into ranges again, README.md, the Dask engine)."""
-    schema = table_schema(source)
+    schema = table_schema(source, added_of(source, changes.inserts.column_names))
     rows = _open_versions(changes.inserts, day).select(schema.names).cast(schema)
     writer = _Files(path, source, schema, ordered)
     tombstones = (changes.gone if source.contract.vanished == "tombstone"
@@ -169,12 +196,18 @@ def write_changes(path: Path, source: Source, changes: Changes, day: dt.date,
     return [a for done, _ in rewritten for a in done] + added
 
 
-def commit(opened: Opened, source: Source, actions: list, provenance: dict) -> int:
+def commit(opened: Opened, source: Source, actions: list, provenance: dict,
+           columns: list[str] | None = None) -> int:
     """One commit of a file's actions, carrying its provenance; the table's first commit
-    creates it. Returns the new version."""
-    schema = table_schema(source)
+    creates it. ``columns``: the columns a contract added the files hold (the table's
+    before, and any new, docs/contracts.md), the new ones added to the table first.
+    Returns the new version."""
+    added = added_columns(opened, source) if columns is None else columns
+    schema = table_schema(source, added)
     doing = f"committing {source.name}/{provenance['file']}" if "file" in provenance else \
         f"committing to {named(opened.path)}"
+    if opened.table() is not None:
+        add_columns(opened, source, added, provenance)
     table = opened.table()
     properties = fenced(opened.path, table, doing, {COMMIT_KEY: json.dumps(provenance)})
     crashpoint("commit.fenced")
@@ -193,6 +226,46 @@ def commit(opened: Opened, source: Source, actions: list, provenance: dict) -> i
                                            commit_properties=properties,
                                            post_commithook_properties=KEEP_LOG)
     return after_commit(opened)
+
+
+ADDED_KEY = "minilake.columns_added"        # commit metadata of a contract's new columns
+
+
+def add_columns(opened: Opened, source: Source, columns: list[str], provenance: dict) -> None:
+    """Of ``columns``, those the table lacks added to it (docs/contracts.md: nullable text),
+    in one data-unchanged commit naming the file that brought them: a run that stops after
+    it finds them there, and its file's commit carries them."""
+    from deltalake import Field  # on first use: start-up stays light
+
+    table = opened.table()
+    new = [c for c in columns if c not in set(table.schema().to_arrow().names)]
+    if not new:
+        return
+    doing = f"adding the column(s) {', '.join(new)} of {source.name}/" \
+            f"{provenance.get('file', '')} to {named(opened.path)}"
+    properties = fenced(opened.path, table, doing, {ADDED_KEY: json.dumps(
+        {"columns": new, **{k: provenance[k] for k in ("file", "sha256") if k in provenance}})})
+    with refused(opened.path, doing):
+        table.alter.add_columns([Field(c, "string", nullable=True) for c in new],
+                                commit_properties=properties,
+                                post_commithook_properties=KEEP_LOG)
+    after_commit(opened)
+    crashpoint("commit.columns_added")
+
+
+def columns_added_for(opened: Opened, file: str, sha256: str) -> list[str]:
+    """The columns a recent commit added to the table for this delivery (a run stopped
+    between adding them and applying the file)."""
+    table = opened.table()
+    if table is None:
+        return []
+    out = []
+    for entry in table.history(limit=RECENT_COMMITS):
+        if ADDED_KEY in entry:
+            meta = json.loads(entry[ADDED_KEY])
+            if (meta.get("file"), meta.get("sha256")) == (file, sha256):
+                out += meta["columns"]
+    return out
 
 
 def _key_bounds(files: list[dict], source: Source) -> tuple[pa.Array, pa.Array]:
@@ -278,7 +351,7 @@ class _Files:
         groups: dict[tuple, list[pa.Table]] = {}
         for rows, partition in pieces:
             groups.setdefault(tuple(partition.items()), []).append(
-                rows.select(self.stored.names).cast(self.stored))
+                conformed(rows, self.stored))
         packed = []
         for partition, tables in groups.items():
             if self.ordered:            # one sorted run, cut into files: no two overlap
@@ -303,7 +376,7 @@ class _Files:
         relative = f"{folder}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
         target = f"{self.base}/{relative}"
         storage.mkdirs(self.root / folder)
-        rows = rows.select(self.stored.names).cast(self.stored)
+        rows = conformed(rows, self.stored)
         pq.write_table(rows, target, compression="snappy", use_dictionary=self.dictionary,
                        write_statistics=self.statistics, filesystem=self.filesystem,
                        row_group_size=HISTORY_ROW_GROUP if _history(partition) else None)
@@ -320,6 +393,7 @@ class _Files:
         for a file of their own (for :meth:`pack`). ([], []) if the file holds none of the
         keys."""
         rows = pq.read_table(f"{self.base}/{file['path']}", filesystem=self.filesystem)
+        rows = conformed(rows, self.stored)
         held = rows[self.source.key].combine_chunks()
         ends = pa.array(found(held, keys.cast(held.type)))
         if not pc.any(ends).as_py():
@@ -382,17 +456,19 @@ class Staged:
     Files are written into the table's own folders, unreferenced until that commit; one
     written and rewritten again before it is never referenced, and is removed after it."""
 
-    def __init__(self, opened: Opened, files: list[dict]):
+    def __init__(self, opened: Opened, files: list[dict], added: list[str] = ()):
         self.opened, self.path = opened, opened.path
         self.committed = {f["path"]: f for f in files}
         self.live = dict(self.committed)
         self.written: dict[str, AddAction] = {}
+        self.added = list(added)        # the columns a contract added, the staged ones too
 
     def current(self) -> list[dict]:
         return [f for f in self.live.values() if f["partition.is_current"]]
 
-    def stage(self, actions: list) -> None:
-        """Take one delivery's actions as if committed."""
+    def stage(self, actions: list, columns: list[str] = ()) -> None:
+        """Take one delivery's actions as if committed, and the columns it adds."""
+        self.added += [c for c in columns if c not in self.added]
         for action in actions:
             if isinstance(action, RemoveAction):
                 del self.live[action.path]
@@ -458,15 +534,16 @@ def roll_back(opened: Opened, source: Source, day: dt.date) -> Staged:
     if table is None:
         return Staged(opened, [])
     files = pa.table(table.get_add_actions(flatten=True)).to_pylist()
-    staged = Staged(opened, files)
+    added = added_columns(opened, source)
+    staged = Staged(opened, files, added)
     touched = [f for f in files if _changed_from(f, day)]
     if not touched:
         return staged
-    schema = table_schema(source)
+    schema = table_schema(source, added)
     writer = _Files(opened.path, source, schema)
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        rows = pa.concat_tables(list(pool.map(lambda f: _rows_of(opened.path, source, f),
-                                              touched)))
+        rows = pa.concat_tables(list(pool.map(
+            lambda f: _rows_of(opened.path, source, f, schema), touched)))
         edge = pa.scalar(day, pa.date32())
         rows = rows.filter(pc.less(rows["effective_from"], edge))
         reopen = pc.greater_equal(rows["expiry_date"], edge)
@@ -480,15 +557,15 @@ def roll_back(opened: Opened, source: Source, day: dt.date) -> Staged:
     return staged
 
 
-def _rows_of(path: Path, source: Source, file: dict) -> pa.Table:
-    """A data file's rows in the table's columns (its partition values put back)."""
-    schema = table_schema(source)
+def _rows_of(path: Path, source: Source, file: dict, schema: pa.Schema) -> pa.Table:
+    """A data file's rows in the table's columns, ``schema`` (its partition values put
+    back; a column added after it was written, empty)."""
     filesystem, base = storage.arrow(path)
     rows = pq.read_table(f"{base}/{file['path']}", filesystem=filesystem)
     for name in partitioning(source):
         rows = rows.append_column(name, pa.repeat(
             pa.scalar(file[f"partition.{name}"], schema.field(name).type), rows.num_rows))
-    return rows.select(schema.names).cast(schema)
+    return conformed(rows, schema)
 
 
 def compact(opened: Opened, source: Source, groups: list[list[dict]], note: str) -> int:
@@ -496,13 +573,13 @@ def compact(opened: Opened, source: Source, groups: list[list[dict]], note: str)
     (history in the order its versions began, ``HISTORY_ROW_GROUP``), into files of up to
     ``ROWS_PER_FILE`` rows, as one data-unchanged commit (every version
     reads the rows it read; docs/history.md). Returns the new version."""
-    schema = table_schema(source)
+    schema = table_schema(source, added_columns(opened, source))
     writer = _Files(opened.path, source, schema, ordered=True, data_change=False)
     actions: list = []
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         for group in groups:
             rows = pa.concat_tables(list(pool.map(
-                lambda f: _rows_of(opened.path, source, f), group)))
+                lambda f: _rows_of(opened.path, source, f, schema), group)))
             partition = _partition_values(group[0])
             actions += [_removal(f, data_change=False) for f in group]
             actions += list(pool.map(lambda p: writer.write(*p),
@@ -518,6 +595,7 @@ def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -
     removed, so a reader sees the old table or the new one, never a mix."""
     schema = table_schema(source)
     if exists(rebuilt):
+        schema = table_schema(source, added_columns(Opened(rebuilt), source))
         data = dataset(rebuilt).scanner(columns=schema.names).to_reader()
     else:
         data = schema.empty_table()

@@ -107,13 +107,14 @@ class Engine:
         split = submit(parts.read_split, source.name, storage.uri(delivery.path),
                        parts.components(files, source), self.ranges, source.contract,
                        pure=False)
-        bounds, rows_read, changes = self._gather([submit(_outline, split, pure=False)],
-                                                  where)[0]
+        bounds, rows_read, changes, extra = self._gather(
+            [submit(_outline, split, pure=False)], where)[0]
+        added = datafiles.added_columns(table, source)
         clock["read_s"] = time.perf_counter() - t
         per_range = parts.files_of(files, source, bounds)
         pieces = [submit(_part, split, i, pure=False) for i in range(len(per_range))]
         del split                       # dropped once every piece is taken from it
-        worked = [submit(_work, source.name, table_at, piece, mine, source.contract,
+        worked = [submit(_work, source.name, table_at, piece, mine, source.contract, added,
                          pure=False)
                   for piece, mine in zip(pieces, per_range, strict=True)]
         del pieces
@@ -128,7 +129,7 @@ class Engine:
                                  for w, mine in zip(worked, per_range, strict=True)], where)
             return [_action(action) for actions in done for action in actions]
 
-        return parts.merged(rows_read, summaries, write, changes), clock
+        return parts.merged(rows_read, summaries, write, changes, extra), clock
 
     def _gather(self, futures: list, where: str) -> list:
         from distributed import KilledWorker  # on first use: start-up stays light
@@ -145,7 +146,7 @@ class Engine:
 # --- tasks (run on the workers) -----------------------------------------------------------------
 
 def _outline(split: parts.Split) -> tuple:
-    return split.bounds, split.rows_read, split.changes
+    return split.bounds, split.rows_read, split.changes, split.extra
 
 
 def _part(split: parts.Split, index: int) -> parts.Part:
@@ -158,13 +159,13 @@ def _source(name: str, contract: Contract) -> Source:
 
 
 def _work(source_name: str, table: str, part: parts.Part, files: list[dict],
-          contract: Contract) -> parts.Worked:
+          contract: Contract, added: list[str]) -> parts.Worked:
     source = _source(source_name, contract)
     t = time.perf_counter()
     validated = parts.check(source, part)
     validate_s, t = time.perf_counter() - t, time.perf_counter()
     crashpoint("dask.validated")
-    worked = parts.work(source, storage.as_path(table), part, validated, files)
+    worked = parts.work(source, storage.as_path(table), part, validated, files, added)
     worked.seconds = {"validate_s": validate_s, "diff_s": time.perf_counter() - t}
     return worked
 

@@ -280,12 +280,13 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
 
 
 def _typed(name: str, data: pa.Table) -> pa.Table:
-    """A source's table in its declared columns and types, in key order (a correction on the
-    day of the version it corrects closes that version on the day it opened: expiry_date
-    orders such versions too)."""
+    """A source's table in its declared columns and types (then any a contract added), in key
+    order (a correction on the day of the version it corrects closes that version on the day
+    it opened: expiry_date orders such versions too)."""
     if name not in SOURCES:
         return data
-    schema = datafiles.table_schema(SOURCES[name])
+    source = SOURCES[name]      # with the columns a contract added (docs/contracts.md)
+    schema = datafiles.table_schema(source, datafiles.added_of(source, data.column_names))
     data = data.select(schema.names).cast(schema)
     return data.sort_by([(SOURCES[name].key, "ascending"), ("effective_from", "ascending"),
                          ("expiry_date", "ascending")])

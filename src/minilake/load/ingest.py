@@ -41,6 +41,7 @@ from tqdm import tqdm
 from minilake import stopping
 from minilake.contract.sources import Source, of_root
 from minilake.crashpoints import crashpoint
+from minilake.formats import readers
 from minilake.formats.readers import UnreadableFile
 from minilake.lake import delta, files, lock, logs, storage
 from minilake.lake.layout import Layout
@@ -201,6 +202,7 @@ class _Checked:
     rows_read: int
     clock: dict
     changes: list[str] = field(default_factory=list)     # its columns, settled
+    extra: list[str] = field(default_factory=list)       # the columns beyond them it keeps
 
 
 def check_file(source: Source, delivery: Delivery) -> _Checked:
@@ -215,10 +217,10 @@ def check_file(source: Source, delivery: Delivery) -> _Checked:
     clock["read_s"], t = time.perf_counter() - t, time.perf_counter()
     crashpoint("ingest.after_read")
     rows = parts.check(source, parts.Part(0, text))
-    rows_read, changes = text.rows_read, text.changes
+    rows_read, changes, extra = text.rows_read, text.changes, list(text.extra)
     del text                # the file's text is its largest object: let it go before the diff
     clock["validate_s"] = time.perf_counter() - t
-    return _Checked(delivery, rows, rows_read, clock, changes)
+    return _Checked(delivery, rows, rows_read, clock, changes, extra)
 
 
 Table = delta.Opened | datafiles.Staged
@@ -247,16 +249,17 @@ def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Tab
     del checked.rows        # ``rows`` is the only reference left: dropped after the diff
     if (delivery.name, delivery.sha256) in commits:    # applied, not logged: no diff needed
         work = parts.FileWork(checked.rows_read, rows.good.num_rows, rows.bad, 0, 0, 0, 0,
-                              empty=True, changes=checked.changes)
+                              empty=True, changes=checked.changes, extra=checked.extra)
         return _settle(layout, source, delivery, table, commits, allow_mass_delete, work,
                        clock)
     t = time.perf_counter()
     files = datafiles.current_files(table)
-    worked = parts.work(source, table.path, parts.Part(0, None), rows, files)
+    worked = parts.work(source, table.path, parts.Part(0, None), rows, files,
+                        datafiles.added_columns(table, source))
     del rows
     day = source.file_date(delivery.name)
     work = parts.merged(checked.rows_read, [worked], lambda: datafiles.write_changes(
-        table.path, source, worked.changes, day, files), checked.changes)
+        table.path, source, worked.changes, day, files), checked.changes, checked.extra)
     clock["diff_s"] = time.perf_counter() - t
     return _settle(layout, source, delivery, table, commits, allow_mass_delete, work, clock)
 
@@ -269,9 +272,10 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
     path, sha = delivery.path, delivery.sha256
     day = source.file_date(path.name)
     t = time.perf_counter()
+    added, changes = _columns(source, delivery, table, work)
     outcome = FileOutcome(source.name, path.name, "applied", rows_read=work.rows_read,
                           rows_loaded=work.rows_loaded, rows_rejected=len(work.bad),
-                          note="; ".join(work.changes))
+                          note="; ".join(changes))
     report = layout.error_report(source.name, source.report_stamp(path.name))
     if (path.name, sha) in commits:     # applied by a run that stopped before logging it
         meta = commits[path.name, sha]
@@ -279,7 +283,7 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
             meta["inserted"], meta["updated"], meta["expired"])
         clock["table_version"], clock["diff_s"] = meta["table_version"], 0.0
         write_report(work.bad, report)
-        _log_changes(layout, source, delivery, work.changes)
+        _log_changes(layout, source, delivery, changes)
         clock["commit_s"] = time.perf_counter() - t
         return outcome, clock
     crashpoint("ingest.after_diff")
@@ -287,20 +291,45 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
     outcome.inserted, outcome.updated, outcome.expired = (
         work.inserted, work.updated, work.expired)
     write_report(work.bad, report)
+    provenance = {"source": source.name, "file": path.name, "sha256": sha,
+                  "file_date": day.isoformat(), **outcome.counts()}
     if not work.empty:
-        provenance = {"source": source.name, "file": path.name, "sha256": sha,
-                      "file_date": day.isoformat(), **outcome.counts()}
         crashpoint("ingest.before_commit")
         actions = work.write()
         crashpoint("ingest.files_written")
         if isinstance(table, datafiles.Staged):
-            table.stage(actions)
+            table.stage(actions, added)
         else:
-            clock["table_version"] = datafiles.commit(table, source, actions, provenance)
+            clock["table_version"] = datafiles.commit(table, source, actions, provenance,
+                                                      added)
             crashpoint("ingest.after_commit")
-    _log_changes(layout, source, delivery, work.changes)
+    elif isinstance(table, datafiles.Staged):
+        table.stage([], added)
+    elif table.table() is not None:     # a column added, no version changed (all empty)
+        datafiles.add_columns(table, source, added, provenance)
+    _log_changes(layout, source, delivery, changes)
     clock["commit_s"] = time.perf_counter() - t
     return outcome, clock
+
+
+def _columns(source: Source, delivery: Delivery, table: Table, work: parts.FileWork
+             ) -> tuple[list[str], list[str]]:
+    """The columns a contract added (docs/contracts.md) the table holds once this file is
+    applied, and the file's column changes: those its contract settled as it was read, the
+    columns it adds to the table (``new_column = "evolve"``) and the added ones it lacks
+    (empty from it on, or Quarantined when missing columns freeze)."""
+    had = datafiles.added_columns(table, source)
+    if isinstance(table, delta.Opened):     # added for it by a run that stopped after that
+        done = datafiles.columns_added_for(table, delivery.name, delivery.sha256)
+        had = [c for c in had if c not in done]
+    lacking = [c for c in had if c not in work.extra]
+    if lacking and source.contract.missing_column == "freeze":
+        raise Quarantined(readers.missing_columns(lacking))
+    new = sorted(c for c in work.extra if c not in had)
+    return [*had, *new], [*work.changes,
+                          *(f"column {c!r} added to the table (new)" for c in new),
+                          *(f"column {c!r} missing: kept, empty from this file on"
+                            for c in lacking)]
 
 
 def _log_changes(layout: Layout, source: Source, delivery: Delivery, changes: list[str]
@@ -519,10 +548,12 @@ def _repair(layout: Layout, ingest_log: logs.IngestLog, source: Source, day: dt.
     crashpoint("repair.before_commit")
     actions = staged.actions()
     version = None                  # nothing changed: no version made (the log says none)
+    provenance = {"source": source.name, "note": note, "from": day.isoformat(),
+                  "files": done.files}
     if actions:
-        version = datafiles.commit(opened, source, actions, {
-            "source": source.name, "note": note, "from": day.isoformat(),
-            "files": done.files})
+        version = datafiles.commit(opened, source, actions, provenance, staged.added)
+    elif opened.table() is not None:    # a column added, no version changed (all empty)
+        datafiles.add_columns(opened, source, staged.added, provenance)
     crashpoint("repair.after_commit")
     staged.discard()
     return done.log(layout, ingest_log, source, ledger, events, version)

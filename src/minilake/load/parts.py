@@ -58,6 +58,7 @@ class Split:
     parts: list[Part]
     rows_read: int
     changes: list[str] = field(default_factory=list)     # the file's columns, settled
+    extra: list[str] = field(default_factory=list)       # the columns beyond them it keeps
 
 
 def by_value(source: Source) -> bool:
@@ -83,7 +84,8 @@ def read_split(source_name: str, path: str, components: np.ndarray | None,
         source = dataclasses.replace(source, contract=contract)
     text = read(source, storage.as_path(path))
     if ranges <= 1 or components is None or len(text.rows) < ranges:
-        return Split(np.zeros(0, np.int64), [Part(0, text)], text.rows_read, text.changes)
+        return Split(np.zeros(0, np.int64), [Part(0, text)], text.rows_read, text.changes,
+                     list(text.extra))
     codes = range_codes(pa.array(text.rows[source.key]), by_value(source))
     bounds = cuts(codes, components, ranges)
     which = range_of(codes, bounds)
@@ -91,8 +93,9 @@ def read_split(source_name: str, path: str, components: np.ndarray | None,
     for i in range(len(bounds) + 1):
         at = np.flatnonzero(which == i)
         rows = text.rows.iloc[at].reset_index(drop=True)
-        parts.append(Part(i, TextFrame(rows, text.malformed if i == 0 else []), at))
-    return Split(bounds, parts, text.rows_read, text.changes)
+        extra = {name: values.take(pa.array(at)) for name, values in text.extra.items()}
+        parts.append(Part(i, TextFrame(rows, text.malformed if i == 0 else [], extra), at))
+    return Split(bounds, parts, text.rows_read, text.changes, list(text.extra))
 
 
 def cuts(codes: np.ndarray, components: np.ndarray, ranges: int) -> np.ndarray:
@@ -173,13 +176,21 @@ class Worked:
 
 
 def work(source: Source, table: Path, part: Part, validated: Validated,
-         files: list[dict]) -> Worked:
-    """Hash a part's good rows and compare them with the current versions in ``files``."""
+         files: list[dict], added: list[str] = ()) -> Worked:
+    """Hash a part's good rows and compare them with the current versions in ``files``.
+    ``added``: the table's columns beyond the declaration (docs/contracts.md); the rows get
+    those and the new ones a contract keeps (empty where the file has none), in that order."""
     good = validated.good
+    declared = good.num_columns
+    for name in [*added, *sorted(n for n in validated.extra if n not in added)]:
+        good = good.append_column(pa.field(name, pa.string()), validated.extra[name]
+                                  if name in validated.extra
+                                  else pa.nulls(good.num_rows, pa.string()))
     current = datafiles.current_versions(table, source, files,
                                       None if source.snapshot else good.column(source.key))
     changes = diff(current, good, source.key, snapshot=source.snapshot,
-                   bad_keys=validated.bad_keys, vanished=source.contract.vanished)
+                   bad_keys=validated.bad_keys, vanished=source.contract.vanished,
+                   declared=declared)
     at = validated.bad_at if part.at is None else part.at[validated.bad_at]
     return Worked(part.index, changes, validated.bad, at, good.num_rows, current.num_rows,
                   changes.inserted, changes.updated, changes.expired, changes.empty)
@@ -200,10 +211,11 @@ class FileWork:
     empty: bool
     write: Callable[[], list] = field(repr=False, default=list)
     changes: list[str] = field(default_factory=list)     # the file's columns, settled
+    extra: list[str] = field(default_factory=list)       # the columns beyond them it keeps
 
 
 def merged(rows_read: int, worked: list[Worked], write: Callable[[], list],
-           changes: list[str] = ()) -> FileWork:
+           changes: list[str] = (), extra: list[str] = ()) -> FileWork:
     """The parts' outcomes as the file's: bad rows back in file order (those that split),
     then those that did not (part 0's)."""
     if len(worked) == 1:
@@ -218,4 +230,5 @@ def merged(rows_read: int, worked: list[Worked], write: Callable[[], list],
         inserted=sum(w.inserted for w in worked), updated=sum(w.updated for w in worked),
         expired=sum(w.expired for w in worked),
         current_keys=sum(w.current_keys for w in worked),
-        empty=all(w.empty for w in worked), write=write, changes=list(changes))
+        empty=all(w.empty for w in worked), write=write, changes=list(changes),
+        extra=list(extra))

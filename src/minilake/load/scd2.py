@@ -79,22 +79,33 @@ def canonical_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.cast(column, pa.string())
 
 
-def row_hashes(table: pa.Table) -> pa.Array:
+def row_hashes(table: pa.Table, declared: int | None = None) -> pa.Array:
     """A stable hash of each row's business columns (docs/formats.md), as int64.
 
     SipHash-2-4 with the key ``HASH_KEY`` over the UTF-8 canonical texts joined by the unit
     separator, then the splitmix64 finaliser (what ``pandas.util.hash_array`` computes for
     strings, vectorised in C). Both are fixed, published algorithms: the same values give the
     same hash in every version of Python, pandas and pyarrow, which a test checks against an
-    independent implementation. Done in chunks, so memory stays flat for any file size."""
+    independent implementation. Done in chunks, so memory stays flat for any file size.
+
+    Columns after the first ``declared`` (added to the table by a source's contract,
+    docs/contracts.md) count only where they hold a value, each as ``name=value`` after the
+    rest: a row with all of them empty hashes as it did before they existed, so a column
+    added empty opens no version."""
     if table.num_rows == 0:
         return pa.array([], pa.int64())
     out = []
     for start in range(0, table.num_rows, HASH_CHUNK):
         chunk = table.slice(start, HASH_CHUNK)
+        names = chunk.column_names[:declared]
         joined = pc.binary_join_element_wise(
-            *[canonical_text(chunk.column(name)) for name in chunk.column_names], SEPARATOR,
+            *[canonical_text(chunk.column(name)) for name in names], SEPARATOR,
             null_handling="replace", null_replacement=NULL_MARK)
+        for name in chunk.column_names[len(names):]:
+            said = pc.binary_join_element_wise(pa.scalar(f"{SEPARATOR}{name}="),
+                                               canonical_text(chunk.column(name)), "")
+            joined = pc.binary_join_element_wise(joined, said, "", null_handling="replace",
+                                                 null_replacement="")
         # As bytes (the UTF-8 text): pandas hashes them as they are, with no encode per row.
         values = joined.cast(pa.binary()).to_numpy(zero_copy_only=False)
         hashed = pd.util.hash_array(values, encoding="utf8", hash_key=HASH_KEY,
@@ -120,14 +131,16 @@ class Changes:
 
 
 def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
-         bad_keys: pd.Series | None = None, vanished: str = "invalidate") -> Changes:
+         bad_keys: pd.Series | None = None, vanished: str = "invalidate",
+         declared: int | None = None) -> Changes:
     """Compare a file's good rows with the current versions (a table of ``key``, ``row_hash``).
 
     ``bad_keys`` are keys (as text) of the file's bad rows: in a snapshot they count as present
     and unchanged, so their current version stays current. ``vanished``: what a snapshot's
-    absent keys become (docs/contracts.md); with ``ignore`` they stay current.
+    absent keys become (docs/contracts.md); with ``ignore`` they stay current. ``declared``:
+    how many of the columns are declared ones (:func:`row_hashes`).
     """
-    hashes = row_hashes(incoming).to_numpy()
+    hashes = row_hashes(incoming, declared).to_numpy()
     keys = incoming.column(key).combine_chunks()
     key_type = keys.type
     current_keys = current.column(key).combine_chunks().cast(key_type)

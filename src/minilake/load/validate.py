@@ -32,6 +32,9 @@ class Validated:
     # where each bad row that split into fields stands among the rows (``bad`` lists those
     # first, in this order, then the rows that did not split)
     bad_at: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # the good rows' columns beyond the declaration a contract keeps (docs/contracts.md), as
+    # text, empty as null
+    extra: dict[str, pa_.Array] = field(default_factory=dict)
 
     @property
     def rows_rejected(self) -> int:
@@ -139,5 +142,9 @@ def validate(schema: pa.DataFrameSchema, key: str, text: TextFrame) -> Validated
     if text.malformed:
         bad = pd.concat([bad, _malformed_rows(text, columns)], ignore_index=True)
     bad_keys = bad.loc[bad[key] != "", key] if len(bad) else pd.Series(dtype=str)
+    keep = pa_.array(~is_bad)
+    extra = {name: pa_.chunked_array([_blank_as_null(c) for c in _chunks(
+                 pa_.chunked_array(_chunks(values), pa_.string()).filter(keep))], pa_.string())
+             for name, values in text.extra.items()}
     return Validated(good=good, bad=bad.reset_index(drop=True), bad_keys=bad_keys,
-                     bad_at=np.flatnonzero(is_bad))
+                     bad_at=np.flatnonzero(is_bad), extra=extra)

@@ -83,8 +83,9 @@ def avro_schema(name: str, schema: pa.Schema) -> dict:
 def _schema(name: str, data: ds.Dataset) -> pa.Schema:
     """The table's columns as ``read_table`` gives them: a source's declared types and
     nullability (the files' own schema says every column may be null)."""
-    if name in SOURCES:
-        return datafiles.table_schema(SOURCES[name])
+    if name in SOURCES:         # and the columns a contract added (docs/contracts.md)
+        source = SOURCES[name]
+        return datafiles.table_schema(source, datafiles.added_of(source, data.schema.names))
     return data.schema
 
 
