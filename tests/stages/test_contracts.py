@@ -379,3 +379,20 @@ def test_an_evolved_new_column_is_in_the_table_from_its_file_on(world, reference
         assert first["loyalty_tier"].isna().all() and len(first)
     minilake.rebuild("customer", root=roots["late"])
     pd.testing.assert_frame_equal(tables(roots["late"])["customer"], table, obj="rebuilt")
+
+
+def test_an_erasure_erases_a_personal_column_delivered_under_another_name(world, tmp_path):
+    """An email delivered as ``e_mail`` (a rename the contract names) is the customer's email:
+    an erasure request leaves it nowhere in the archive, under either name."""
+    root = copy(world, tmp_path / "root", '[contract.customer]\nrenamed = { e_mail = "email" }\n')
+    drifting.rewrite_csv(root / "landing_zone" / CUSTOMER, lambda r: {
+        ("e_mail" if k == "email" else k): v for k, v in r.items()})
+    assert minilake.run(root).ok
+    day = raw.customers(root / "archive" / "customer" / CUSTOMER)
+    person = day.iloc[3]
+    (root / "landing_zone" / "erasure_requests_20241012.json").write_text(
+        f'[{{"customer_id": "{person["customer_id"]}"}}]')
+    assert minilake.run(root).ok
+    left = [p.name for p in (root / "archive").rglob("*") if p.is_file()
+            and person["e_mail"].encode() in p.read_bytes()]
+    assert left == [] and len(person["e_mail"]) > 3

@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from minilake.contract.sources import of_root
 from minilake.crashpoints import crashpoint
 from minilake.erasure.scrub import (
     CUSTOMER,
@@ -110,8 +111,9 @@ def plan(layout: Layout, request: str, ids: set[int], emails: set[str]) -> Plan:
     found = {i for i in everyone if counts.get(str(i))}
     values = personal_values(layout, everyone)
     files = []
+    renamed = dict(of_root(layout.root)["customer"].contract.renamed)
     for n, path in enumerate(raw_customer_files(layout)):
-        new = scrub_file(path, everyone)
+        new = scrub_file(path, everyone, renamed)
         target = path.relative_to(layout.root).as_posix()
         if new is None:         # a file that cannot be rewritten field by field (quarantined
             #                     or waiting, not read by minilake) goes if it holds the data

@@ -177,8 +177,9 @@ def scrub_pending(layout: Layout, ledger: Ledger, deliveries: list[Delivery]
         return deliveries
     ids = {int(i) for i in erased}
     rewritten = False
+    renamed = dict(of_root(layout.root)["customer"].contract.renamed)
     for delivery in not_applied(layout, SOURCES["customer"], deliveries, ledger):
-        new = scrub.scrub_file(delivery.path, ids)
+        new = scrub.scrub_file(delivery.path, ids, renamed)
         if new is not None:
             storage.write_bytes(delivery.path, new)
             rewritten = True

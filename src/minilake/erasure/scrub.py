@@ -90,12 +90,15 @@ def erased_values(rows: list[dict], columns: list[str], raw_validity: bool) -> l
     return out
 
 
-def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True) -> bytes:
+def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
+              renamed: dict[str, str] | None = None) -> bytes:
     """A CSV file with a header and a ``customer_id`` column, the personal columns of the
-    rows of ``ids`` erased; every other byte as it was."""
+    rows of ``ids`` erased; every other byte as it was. ``renamed``: a column's name in the
+    file -> the declared column it is (the source's contract, docs/contracts.md)."""
     if not ids or not any(str(i).encode() in data for i in ids):
         return data
-    header = [span_text(data, s) for s in next(csv_records(data), [])]
+    header = [(renamed or {}).get(name, name)
+              for name in (span_text(data, s) for s in next(csv_records(data), []))]
     if "customer_id" not in header:
         return data
     at = header.index("customer_id")
@@ -123,15 +126,15 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True) -> bytes:
     return splice(data, edits)
 
 
-def scrub_json(text: str, ids: set[int]) -> str:
+def scrub_json(text: str, ids: set[int], renamed: dict[str, str] | None = None) -> str:
     """A JSON array of customer objects, the personal members of the objects of ``ids``
-    erased; every other character as it was."""
+    erased; every other character as it was (``renamed`` as :func:`scrub_csv` takes it)."""
     if not ids or not any(str(i) in text for i in ids):
         return text
     check_json_depth(text)          # (a JSONDecodeError) before the parser's recursion
     hits = []
     for members in json_members(text):
-        by_key = {m[0]: m for m in members}
+        by_key = {(renamed or {}).get(m[0], m[0]): m for m in members}
         if "customer_id" in by_key and _customer_id(scalar_text(by_key["customer_id"][4])) in ids:
             hits.append(by_key)
     if not hits:
@@ -163,15 +166,18 @@ def _kind(path: Path) -> str:
     return "json" if base.endswith(".json") else "csv"
 
 
-def scrub_file(path: Path, ids: set[int]) -> bytes | None:
-    """A raw customer file's bytes with ``ids`` erased, or None when nothing changes."""
+def scrub_file(path: Path, ids: set[int], renamed: dict[str, str] | None = None
+               ) -> bytes | None:
+    """A raw customer file's bytes with ``ids`` erased, or None when nothing changes;
+    ``renamed``: the customer contract's renames (docs/contracts.md), so that a personal
+    column delivered under another name is erased too."""
     data = path.read_bytes()
     try:
         if _kind(path) == "json":
             text = data.decode("utf-8")
-            new = scrub_json(text, ids).encode("utf-8")
+            new = scrub_json(text, ids, renamed).encode("utf-8")
         else:
-            new = scrub_csv(data, ids)
+            new = scrub_csv(data, ids, renamed=renamed)
     except (Unparseable, UnicodeDecodeError, json.JSONDecodeError, IndexError) as error:
         log.warning("%s: %s; the erased customers' values are replaced where found instead",
                     path.name, error)
