@@ -144,7 +144,7 @@ def test_same_seed_gives_byte_identical_trees_and_another_seed_differs(tmp_path)
     generate(tmp_path / "b", seed=1, **args)
     generate(tmp_path / "c", seed=2, **args)
     a, b, c = (tree_digest(tmp_path / x) for x in "abc")
-    assert a == b and len(a) == 9 + 3 + 8
+    assert a == b and len(a) == 9 + 3 + 3 + 8      # days, broken day, drifting day, refs
     assert a.keys() == c.keys()
     assert all(a[k] != c[k] for k in a if k.startswith("landing_zone/"))
 
