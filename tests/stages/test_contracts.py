@@ -9,6 +9,7 @@ other's (the reference is read without drift)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -396,3 +397,31 @@ def test_an_erasure_erases_a_personal_column_delivered_under_another_name(world,
     left = [p.name for p in (root / "archive").rglob("*") if p.is_file()
             and person["e_mail"].encode() in p.read_bytes()]
     assert left == [] and len(person["e_mail"]) > 3
+
+
+def test_extra_fields_kept_in_one_json_column(world, tmp_path):
+    """``keep_extra``: the second day's customer file has two columns more, the third none.
+    The table gains one column, ``_extra``: per version, the extra fields that hold a value as
+    one JSON object, empty where none does; versions are exactly those the raw files call for
+    with the extra fields as columns (a file without them: empty)."""
+    root = copy(world, tmp_path / "root",
+                '[contract.customer]\nnew_column = "keep_extra"\n')
+    drifting.rewrite_csv(root / "landing_zone" / CUSTOMER, lambda r: {
+        **r, "loyalty_tier": ["gold", "", "silver"][int(r["customer_id"]) % 3],
+        "referrer": "a \"friend\"" if int(r["customer_id"]) % 5 == 0 else ""})
+    result = minilake.run(root)
+    assert result.ok, [f.line() for f in result.ingest.quarantined]
+    assert outcomes(result)[CUSTOMER].note == (
+        "columns 'loyalty_tier', 'referrer' kept in '_extra'; "
+        "column '_extra' added to the table (new)")
+    table = tables(root)["customer"]
+    assert table.columns[-1] == "_extra"
+    extras = ["loyalty_tier", "referrer"]
+    want = raw_versions(root / "archive" / "customer", [*SOURCES["customer"].columns, *extras])
+    got = {(int(k), d.isoformat()): e for k, d, e in zip(
+        table["customer_id"], table["effective_from"], table["_extra"], strict=True)}
+    assert set(got) == set(want)
+    for version, row in want.items():
+        held = {c: row[c] for c in extras if row[c]}
+        kept = got[version]
+        assert (json.loads(kept) if isinstance(kept, str) else {}) == held, version

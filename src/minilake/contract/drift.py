@@ -18,11 +18,13 @@ changes, one line each, which the run says and the schema log records.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pyarrow as pa_
 
 from minilake.formats.readers import (
     TextFrame,
@@ -37,7 +39,8 @@ if TYPE_CHECKING:
 
     import pandera.pandas as pa
 
-NEW_COLUMN = ("evolve", "discard", "freeze")
+NEW_COLUMN = ("evolve", "keep_extra", "discard", "freeze")
+EXTRA = "_extra"        # the column ``keep_extra`` keeps a row's extra fields in, as JSON
 MISSING_COLUMN = ("evolve", "freeze")
 VANISHED = ("invalidate", "tombstone", "ignore")
 SETTINGS = ("new_column", "missing_column", "renamed", "vanished")
@@ -107,7 +110,23 @@ def settle(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame,
         changes += [f"{what} {name!r} discarded (new, not in the declaration)"
                     for name in text.extra]
         text.extra = {}
+    elif contract.new_column == "keep_extra" and text.extra:
+        said = what + ("s" if len(text.extra) > 1 else "")
+        changes.append(f"{said} {', '.join(map(repr, text.extra))} kept in {EXTRA!r}")
+        text.extra = {EXTRA: _as_json(text.extra)}
     return changes          # evolve: the extra columns stay, for the table (load/ingest.py)
+
+
+def _as_json(extra: dict[str, pa_.Array | pa_.ChunkedArray]) -> pa_.Array:
+    """Per row, its extra fields that hold a value as one JSON object (keys sorted, values
+    as the text they arrived as); empty (null) where none does."""
+    names = sorted(extra)
+    columns = [extra[n].to_pylist() for n in names]
+    out = []
+    for values in zip(*columns, strict=True):
+        held = {n: v for n, v in zip(names, values, strict=True) if v not in (None, "")}
+        out.append(json.dumps(held, ensure_ascii=False, sort_keys=True) if held else "")
+    return pa_.array(out, pa_.string())
 
 
 def declared(root: Path) -> dict[str, Contract]:

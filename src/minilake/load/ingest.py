@@ -39,6 +39,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from minilake import stopping
+from minilake.contract import drift
 from minilake.contract.sources import Source, of_root
 from minilake.crashpoints import crashpoint
 from minilake.formats import readers
@@ -322,7 +323,8 @@ def _columns(source: Source, delivery: Delivery, table: Table, work: parts.FileW
     if isinstance(table, delta.Opened):     # added for it by a run that stopped after that
         done = datafiles.columns_added_for(table, delivery.name, delivery.sha256)
         had = [c for c in had if c not in done]
-    lacking = [c for c in had if c not in work.extra]
+    lacking = [c for c in had if c not in work.extra
+               and not (c == drift.EXTRA and source.contract.new_column == "keep_extra")]
     if lacking and source.contract.missing_column == "freeze":
         raise Quarantined(readers.missing_columns(lacking))
     new = sorted(c for c in work.extra if c not in had)
