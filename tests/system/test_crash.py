@@ -518,6 +518,7 @@ def erasure_outcome(root: Path) -> dict:
     return out
 
 
+@pytest.mark.long
 def test_crash_during_an_erasure_then_rerun_equals_an_uninterrupted_run(erasure_world,
                                                                         tmp_path):
     want_root = tmp_path / "reference"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-pytestmark = pytest.mark.xdist_group("readme")
+pytestmark = [pytest.mark.xdist_group("readme"), pytest.mark.long]
 BLOCK = re.compile(r"^```(sh|python|text)?\n(.*?)^```", re.M | re.S)
 # a block's background servers go with it, whatever happens
 PREAMBLE = "set -eo pipefail\ntrap 'set +e; kill $(jobs -p) 2>/dev/null; wait' EXIT\n"

@@ -248,6 +248,7 @@ def test_json_records_that_cannot_be_rows_are_malformed_and_named(record, proble
 
 # --- at scale -------------------------------------------------------------------------------------
 
+@pytest.mark.long
 def test_a_100x_world_with_crlf_addresses_keeps_every_address(tmp_path):
     """The issue's case at the size it was seen: 500,000 customers on day one (100x the sample),
     half of them with CRLF inside their address, three days, read as users run it (1 MiB
