@@ -282,3 +282,22 @@ def test_explain_analyze_of_a_write_is_refused(lake):
         assert len(done.stderr.strip().splitlines()) == 1
     ok = cli("sql", "EXPLAIN ANALYZE SELECT count(*) FROM customer", "--root", str(lake))
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_request_resent_with_other_names_erases_them_too(lake):
+    """A second request of the same date arrives as the first resent with other content: the
+    customers it names are erased as well (it once changed nothing and said so)."""
+    table = minilake.read_table("customer", root=lake)
+    current = table.loc[table["is_current"], "customer_id"].drop_duplicates()
+    first, second = (str(c) for c in current.iloc[:2])
+    request(lake, "20241020", [{"customer_id": first}])
+    assert "(1 customer(s) erased" in cli("run", "--root", str(lake)).stdout
+    request(lake, "20241020", [{"customer_id": second}])
+    done = cli("run", "--root", str(lake))
+    assert done.returncode == 0 and "(1 customer(s) erased" in done.stdout, done.stdout
+    table = minilake.read_table("customer", root=lake)
+    for erased in (first, second):
+        rows = table[table["customer_id"] == int(erased)]
+        assert len(rows) and (rows["first_name"] == "[erased]").all(), erased
+    logged = logs.read_erasure_log(Layout.of(lake))
+    assert sorted(logged["customer_id"].astype(str)) == sorted([first, second])

@@ -66,6 +66,16 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
     source, name = ERASURE_REQUESTS, delivery.name
     logged = logs.read_erasure_log(layout)
     logged = logged[logged["request_file"] == name]
+    # a request resent with other content (a second request of that date) is applied too:
+    # the erasure log's rows of its name from before its earlier content was logged applied
+    # are that content's, not this one's (a run killed after logging this one's erasure
+    # left rows after it)
+    earlier = logs.read_log(layout)
+    earlier = earlier.loc[(earlier["source"] == source.name) & (earlier["file"] == name)
+                          & (earlier["status"] == "applied")
+                          & (earlier["sha256"] != delivery.sha256), "finished_at"]
+    if len(earlier) and len(logged):
+        logged = logged[logged["erased_at"] > earlier.max()]
     plan = erasure_plan.manifest(layout, name)
     if plan is None and not len(logged):
         try:
