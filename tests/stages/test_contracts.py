@@ -425,3 +425,36 @@ def test_extra_fields_kept_in_one_json_column(world, tmp_path):
         held = {c: row[c] for c in extras if row[c]}
         kept = got[version]
         assert (json.loads(kept) if isinstance(kept, str) else {}) == held, version
+
+
+def test_a_world_generated_drifting_is_quarantined_by_default_and_loaded_by_contract(tmp_path):
+    """``generate --drift``: from the middle day the customer files carry a loyalty tier,
+    from the day after the product files no descriptions. By default each such file is
+    quarantined naming the column; under a contract that evolves both, every file is applied,
+    the tier is in the table from its first file on (as the raw files hold it), and the
+    products' descriptions are empty from the day they stopped."""
+    world = tmp_path / "world"
+    done = cli("generate", "--root", str(world), "--days", "5", "--customers", "150",
+               "--landing-only", "--drift")
+    assert done.returncode == 0, done.stderr
+    days = sorted({raw.file_date(p) for p in (world / "landing_zone").iterdir()})
+    for contract in ("", '[contract.customer]\nnew_column = "evolve"\n'
+                         '[contract.product]\nmissing_column = "evolve"\n'):
+        root = copy(world, tmp_path / f"root{len(contract)}", contract)
+        result = minilake.run(root)
+        reasons = {f.file: f.reason for f in result.ingest.quarantined}
+        if not contract:
+            assert reasons == {
+                **{f"customer_{d:%Y%m%d}.csv": "unexpected column 'loyalty_tier'"
+                   for d in days[2:]},
+                **{f"products_{d:%Y%m%d}.json": "missing key 'description'" for d in days[3:]}}
+    assert not reasons
+    table = minilake.read_table("customer", as_of=days[-1], root=root)
+    delivered = raw.customers(world / "landing_zone" / f"customer_{days[-1]:%Y%m%d}.csv")
+    got = dict(zip(table["customer_id"].astype(str), table["loyalty_tier"].fillna(""),
+                   strict=True))
+    assert got == dict(zip(delivered["customer_id"], delivered["loyalty_tier"], strict=True))
+    assert minilake.read_table("customer", as_of=days[1], root=root)["loyalty_tier"].isna().all()
+    products = minilake.read_table("product", as_of=days[-1], root=root)
+    assert len(products) and products["description"].isna().all()
+    assert minilake.read_table("product", as_of=days[2], root=root)["description"].notna().any()

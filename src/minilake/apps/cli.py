@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only landing_zone/ (no broken day, no final_results/)")
     p.add_argument("--steady", action="store_true",
                    help="constant daily volumes (for measuring cost against history)")
+    p.add_argument("--drift", action="store_true",
+                   help="the sources' columns change mid-way: customers gain a loyalty tier, "
+                        "products lose their descriptions (docs/contracts.md)")
     p.add_argument("--crlf-addresses", type=_share, default=0.0, metavar="SHARE",
                    help="share of customers whose address holds CRLF, not LF (default 0)")
     return parser
@@ -274,7 +277,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "generate":
         minilake.generate(args.root, start=args.start, days=args.days, customers=args.customers,
                           seed=args.seed, landing_only=args.landing_only, steady=args.steady,
-                          crlf_addresses=args.crlf_addresses, progress=progress)
+                          crlf_addresses=args.crlf_addresses, progress=progress,
+                          drift=args.drift)
         return 0
     if args.command == "split":
         _print(minilake.split(args.root).lines())

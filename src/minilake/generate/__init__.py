@@ -19,12 +19,12 @@ from minilake.defaults import SAMPLE
 def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
              days: int = SAMPLE["days"], customers: int = SAMPLE["customers"],
              seed: int = SAMPLE["seed"], landing_only: bool = False, steady: bool = False,
-             crlf_addresses: float = 0.0, progress: bool = False):
+             crlf_addresses: float = 0.0, progress: bool = False, drift: bool = False):
     """Write ``days`` days of landing files into ``root/landing_zone`` (and, unless
     ``landing_only``, the broken day and ``final_results/``): see :func:`world.generate`."""
     world = importlib.import_module("minilake.generate.world")
     return world.generate(root, start, days, customers, seed, landing_only, steady,
-                          crlf_addresses, progress)
+                          crlf_addresses, progress, drift)
 
 
 def __getattr__(name: str) -> object:

@@ -410,13 +410,27 @@ def write_sales(table: pa.Table, path: Path) -> None:
         include_header=False, delimiter="~", quoting_style="none", eol="\r\n"))
 
 
-def write_day(world: World, folder: Path) -> dict[str, Path]:
+def write_day(world: World, folder: Path, added: bool = False, dropped: bool = False
+              ) -> dict[str, Path]:
+    """The day's three files; ``added``: the customers with a loyalty tier more, ``dropped``:
+    the products without descriptions (docs/contracts.md, ``generate --drift``)."""
     folder.mkdir(parents=True, exist_ok=True)
     names = {k: folder / v for k, v in file_names(world.today).items()}
-    write_customers(world.customer_table(), names["customer"])
-    write_products(world.product_records(), names["product"])
+    customers = world.customer_table()
+    write_customers(_with_tiers(world, customers) if added else customers, names["customer"])
+    records = world.product_records()
+    write_products([{k: v for k, v in r.items() if k != "description"} for r in records]
+                   if dropped else records, names["product"])
     write_sales(world.sales_table(), names["sales"])
     return names
+
+
+def _with_tiers(world: World, customers: pa.Table) -> pa.Table:
+    """The customers with a ``loyalty_tier`` column more (most empty), drawn for the day."""
+    rng = np.random.default_rng([world.seed, 2_000_003, world.today.toordinal()])
+    tiers = pa.array(["", "silver", "gold"], pa.string()).take(
+        pa.array(rng.choice(3, size=customers.num_rows, p=[0.7, 0.2, 0.1])))
+    return customers.append_column("loyalty_tier", tiers)
 
 
 # --- ground truth (docs/formats.md and MIDP-307, from the model alone) ----------------------------
@@ -601,7 +615,8 @@ def write_drifting_day(world: World, folder: Path) -> None:
 def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
              days: int = SAMPLE["days"], customers: int = SAMPLE["customers"],
              seed: int = SAMPLE["seed"], landing_only: bool = False, steady: bool = False,
-             crlf_addresses: float = 0.0, progress: bool = False) -> World:
+             crlf_addresses: float = 0.0, progress: bool = False, drift: bool = False
+             ) -> World:
     """Write ``days`` days of landing files into ``root/landing_zone``.
 
     Unless ``landing_only``, also write the next day with known faults into
@@ -612,7 +627,9 @@ def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
     growth, no product added to the catalogue: only prices move), for measuring how cost
     grows with history alone. ``crlf_addresses`` is the share of customers (the same ones
     every day) whose address holds CRLF instead of LF inside its quotes, as some exports
-    write it. Same arguments, byte-identical files.
+    write it. ``drift``: the sources' columns change mid-way (docs/contracts.md): the customer
+    files gain a loyalty tier from the middle day on, the product files lose their
+    descriptions from the day after. Same arguments, byte-identical files.
     """
     from tqdm.auto import tqdm  # on first use: start-up stays light
 
@@ -624,9 +641,10 @@ def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
     world = World(seed=seed, start=start, customers_day_one=customers, steady=steady,
                   crlf_addresses=crlf_addresses)
     landing = root / "landing_zone"
-    for _ in tqdm(range(days), desc="generate", unit="day", disable=not progress):
+    middle = days // 2
+    for n in tqdm(range(days), desc="generate", unit="day", disable=not progress):
         world.advance()
-        write_day(world, landing)
+        write_day(world, landing, added=drift and n >= middle, dropped=drift and n > middle)
         log.info("generated %s: %d customers, %d products, %d sales", world.today,
                  len(world.customers), len(world.products), len(world.sales[-1]))
     if not landing_only:
