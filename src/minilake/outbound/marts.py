@@ -651,7 +651,11 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
         sales = lake.read("sales", [("is_current", "=", True), ("sale_date", "=", date)],
                           SALE_COLUMNS)
         state = _with_state(con, CUSTOMERS_THEN_A_LATER_DATE, state, _sales=sales)
-        per_date = _by_date(con, sales, members_then, products)
+        # and only the product versions valid on the date: every version of the months
+        # recomputed meant, for a product repriced daily, each sale matched against every
+        # day's price (at 10x after three years, 283 ms a date against 93 ms at day 200)
+        per_date = _by_date(con, sales, members_then, _valid_within(
+            products, date, date + dt.timedelta(days=1)))
         del sales                       # before the next date's are read
         days.append(per_date[PRODUCT_DAYS])
         daily.append(per_date["daily_sales"])
