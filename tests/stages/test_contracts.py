@@ -458,3 +458,31 @@ def test_a_world_generated_drifting_is_quarantined_by_default_and_loaded_by_cont
     products = minilake.read_table("product", as_of=days[-1], root=root)
     assert len(products) and products["description"].isna().all()
     assert minilake.read_table("product", as_of=days[2], root=root)["description"].notna().any()
+
+
+def test_a_late_file_from_before_a_column_existed_is_applied_as_in_order(world, tmp_path):
+    """The first day's customer file arrives after the two that added a column: the repair
+    from its date replays it as the table stood then, without the column (it is no file
+    lacking an added column, which this contract would quarantine), and the tables and the
+    schema log are those of in-order arrival."""
+    roots = {}
+    for order in ("in order", "late"):
+        root = copy(world, tmp_path / order.replace(" ", "-"),
+                    '[contract.customer]\nnew_column = "evolve"\n')
+        for day in (DAY, "20241011"):
+            drifting.rewrite_csv(root / "landing_zone" / f"customer_{day}.csv",
+                                 lambda r: {**r, "loyalty_tier": r["customer_id"][-1]})
+        if order == "late":
+            first = root / "landing_zone" / "customer_20241009.csv"
+            held = tmp_path / "held.csv"
+            shutil.move(first, held)
+            assert minilake.run(root).ok
+            shutil.move(held, first)
+        result = minilake.run(root)
+        assert result.ok, [f.line() for f in result.ingest.quarantined]
+        roots[order] = root
+    pd.testing.assert_frame_equal(tables(roots["late"])["customer"],
+                                  tables(roots["in order"])["customer"])
+    changes = [read_schema_log(Layout.of(r))[["file", "change"]].sort_values("file")
+               .reset_index(drop=True) for r in (roots["late"], roots["in order"])]
+    pd.testing.assert_frame_equal(*changes)

@@ -202,7 +202,8 @@ def commit(opened: Opened, source: Source, actions: list, provenance: dict,
     creates it. ``columns``: the columns a contract added the files hold (the table's
     before, and any new, docs/contracts.md), the new ones added to the table first.
     Returns the new version."""
-    added = added_columns(opened, source) if columns is None else columns
+    added = added_columns(opened, source)      # never fewer than the table has
+    added += [c for c in columns or () if c not in added]
     schema = table_schema(source, added)
     doing = f"committing {source.name}/{provenance['file']}" if "file" in provenance else \
         f"committing to {named(opened.path)}"

@@ -313,6 +313,18 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
     return outcome, clock
 
 
+ADDED = "column {!r} added to the table (new)"     # a schema log line (docs/contracts.md)
+
+
+def _added_from(layout: Layout, source: Source, day: dt.date) -> set[str]:
+    """The columns a contract added to the source's table for files dated ``day`` or later,
+    by the schema log."""
+    logged = logs.read_schema_log(layout)
+    logged = logged[(logged["source"] == source.name) & (logged["file_date"] >= day)]
+    said = logged["change"].str.extract(r"^column '(.+)' added to the table \(new\)$")[0]
+    return set(said.dropna())
+
+
 def _columns(source: Source, delivery: Delivery, table: Table, work: parts.FileWork
              ) -> tuple[list[str], list[str]]:
     """The columns a contract added (docs/contracts.md) the table holds once this file is
@@ -328,8 +340,7 @@ def _columns(source: Source, delivery: Delivery, table: Table, work: parts.FileW
     if lacking and source.contract.missing_column == "freeze":
         raise Quarantined(readers.missing_columns(lacking))
     new = sorted(c for c in work.extra if c not in had)
-    return [*had, *new], [*work.changes,
-                          *(f"column {c!r} added to the table (new)" for c in new),
+    return [*had, *new], [*work.changes, *(ADDED.format(c) for c in new),
                           *(f"column {c!r} missing: kept, empty from this file on"
                             for c in lacking)]
 
@@ -544,6 +555,10 @@ def _repair(layout: Layout, ingest_log: logs.IngestLog, source: Source, day: dt.
     log.warning("%s: repairing from %s, replaying %d file(s): %s", source.name,
                 day.isoformat(), len(deliveries), note)
     staged = datafiles.roll_back(opened, source, day)
+    # the columns a contract added from that date on go with the versions: a file from
+    # before them is replayed as the table stood then, not as one that lacks them
+    gone = _added_from(layout, source, day)
+    staged.added = [c for c in staged.added if c not in gone]
     crashpoint("repair.rolled_back")
     done = _replay(layout, ingest_log, source, deliveries, ledger, events, note,
                    allow_mass_delete, bar, staged, "repair")
