@@ -486,3 +486,27 @@ def test_a_late_file_from_before_a_column_existed_is_applied_as_in_order(world, 
     changes = [read_schema_log(Layout.of(r))[["file", "change"]].sort_values("file")
                .reset_index(drop=True) for r in (roots["late"], roots["in order"])]
     pd.testing.assert_frame_equal(*changes)
+
+
+def test_a_file_resent_without_the_column_it_added_leaves_it_empty(world, reference, tmp_path):
+    """The second day's customer file added a column, then is resent without it: the repair
+    from its date gives the tables of the files as last sent (the reference run's), the
+    column left in the table empty (a Delta table keeps every column it had), and the schema
+    log keeps what the earlier content did."""
+    root = copy(world, tmp_path / "root", '[contract.customer]\nnew_column = "evolve"\n'
+                                          'missing_column = "evolve"\n')
+    original = (root / "landing_zone" / CUSTOMER).read_bytes()
+    drifting.rewrite_csv(root / "landing_zone" / CUSTOMER,
+                         lambda r: {**r, "loyalty_tier": r["customer_id"][-1]})
+    assert minilake.run(root).ok
+    (root / "landing_zone" / CUSTOMER).write_bytes(original)
+    result = minilake.run(root)
+    assert result.ok and "resent" in {f.event for f in result.ingest.files}
+    table = tables(root)["customer"]
+    assert table["loyalty_tier"].isna().all()
+    pd.testing.assert_frame_equal(table.drop(columns=["loyalty_tier"]),
+                                  tables(reference)["customer"])
+    logged = read_schema_log(Layout.of(root))
+    assert list(logged["change"]) == [
+        "column 'loyalty_tier' added to the table (new)",
+        "column 'loyalty_tier' missing: kept, empty from this file on"]
