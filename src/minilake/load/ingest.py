@@ -26,6 +26,7 @@ import csv
 import datetime as dt
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -314,6 +315,8 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
 
 
 ADDED = "column {!r} added to the table (new)"     # a schema log line (docs/contracts.md)
+# the same line read back: the column's name where ``{!r}`` stands
+_ADDED_LINE = "^" + re.escape(ADDED).replace(re.escape("{!r}"), "'(.+)'") + "$"
 
 
 def _added_from(layout: Layout, source: Source, day: dt.date) -> set[str]:
@@ -321,8 +324,7 @@ def _added_from(layout: Layout, source: Source, day: dt.date) -> set[str]:
     by the schema log."""
     logged = logs.read_schema_log(layout)
     logged = logged[(logged["source"] == source.name) & (logged["file_date"] >= day)]
-    said = logged["change"].str.extract(r"^column '(.+)' added to the table \(new\)$")[0]
-    return set(said.dropna())
+    return set(logged["change"].str.extract(_ADDED_LINE)[0].dropna())
 
 
 def _columns(source: Source, delivery: Delivery, table: Table, work: parts.FileWork
@@ -332,7 +334,8 @@ def _columns(source: Source, delivery: Delivery, table: Table, work: parts.FileW
     columns it adds to the table (``new_column = "evolve"``) and the added ones it lacks
     (empty from it on, or Quarantined when missing columns freeze)."""
     had = datafiles.added_columns(table, source)
-    if isinstance(table, delta.Opened):     # added for it by a run that stopped after that
+    if isinstance(table, delta.Opened) and set(had) & set(work.extra):
+        # added for it by a run that stopped after that (read only when it may have been)
         done = datafiles.columns_added_for(table, delivery.name, delivery.sha256)
         had = [c for c in had if c not in done]
     lacking = [c for c in had if c not in work.extra
@@ -557,8 +560,9 @@ def _repair(layout: Layout, ingest_log: logs.IngestLog, source: Source, day: dt.
     staged = datafiles.roll_back(opened, source, day)
     # the columns a contract added from that date on go with the versions: a file from
     # before them is replayed as the table stood then, not as one that lacks them
-    gone = _added_from(layout, source, day)
-    staged.added = [c for c in staged.added if c not in gone]
+    if staged.added:
+        gone = _added_from(layout, source, day)
+        staged.added = [c for c in staged.added if c not in gone]
     crashpoint("repair.rolled_back")
     done = _replay(layout, ingest_log, source, deliveries, ledger, events, note,
                    allow_mass_delete, bar, staged, "repair")

@@ -142,7 +142,7 @@ def validate(schema: pa.DataFrameSchema, key: str, text: TextFrame) -> Validated
     if text.malformed:
         bad = pd.concat([bad, _malformed_rows(text, columns)], ignore_index=True)
     bad_keys = bad.loc[bad[key] != "", key] if len(bad) else pd.Series(dtype=str)
-    keep = pa_.array(~is_bad)
+    keep = pa_.array(~is_bad) if text.extra else None
     extra = {name: pa_.chunked_array([_blank_as_null(c) for c in _chunks(
                  pa_.chunked_array(_chunks(values), pa_.string()).filter(keep))], pa_.string())
              for name, values in text.extra.items()}
