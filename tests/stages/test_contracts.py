@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import drifting
+from support import arrivals, drifting, landing
 from support import rawfiles as raw
 from support.commands import minilake as cli
 from support.drifting import (
@@ -226,13 +226,7 @@ def test_a_vanished_key_closed_tombstoned_or_kept(world, reference, tmp_path):
             root = copy(world, tmp_path / f"{rule}-{order.replace(' ', '-')}",
                         f'[contract.customer]\nvanished = "{rule}"\n')
             if order == "late":
-                held = root / "held"
-                held.mkdir()
-                for path in (root / "landing_zone").glob("*20241010*"):
-                    shutil.move(path, held / path.name)
-                assert minilake.run(root).ok
-                for path in held.iterdir():
-                    shutil.move(path, root / "landing_zone" / path.name)
+                landing.run_without(root, f"*{DAY}*")
             assert minilake.run(root).ok
             roots[rule, order] = root
         pd.testing.assert_frame_equal(tables(roots[rule, "late"])["customer"],
@@ -314,18 +308,16 @@ def test_the_sample_drifting_day_as_the_readme_tells_it(small_root, tmp_path):
         assert list(got) == list(delivered[column]), column
 
 
-def raw_versions(landing: Path, columns: list[str]) -> dict[tuple[int, str], dict]:
-    """The customer versions the raw snapshots call for, computed here: per customer, a new
-    one on each date its row (``columns``, a column a file lacks read as empty) differs from
-    the day before's, or it is back after a day away. (customer, first date) -> the row."""
-    out, before = {}, {}
-    for path in raw.days(landing, "customer"):
-        day = raw.file_date(path).isoformat()
-        frame = raw.customers(path).reindex(columns=columns, fill_value="")
-        today = {int(r["customer_id"]): r for r in frame.to_dict("records")}
-        out |= {(k, day): r for k, r in today.items() if before.get(k) != r}
-        before = today
-    return out
+def raw_versions(archive: Path, columns: list[str]) -> dict[tuple[int, str], dict]:
+    """The customer versions the archived raw snapshots call for (``support.arrivals``' oracle),
+    with ``columns`` as text (a column a file lacks: empty), by (customer, first date)."""
+    days = [(day, frame.reindex(columns=columns, fill_value=""))
+            for day, frame in arrivals.days_of(archive, "customer", archived=True)]
+    made = arrivals.versions(days, "customer_id", snapshot=True)
+    made = made.astype({c: object for c in columns}).where(made.notna(), "")
+    return {(int(r["customer_id"]), r["effective_from"].isoformat()):
+            {c: str(r[c]) if c != "customer_id" else str(int(r[c])) for c in columns}
+            for r in made.to_dict("records")}
 
 
 @pytest.mark.parametrize("values", ["tiers", "empty"])
@@ -346,13 +338,7 @@ def test_an_evolved_new_column_is_in_the_table_from_its_file_on(world, reference
         drifting.rewrite_csv(root / "landing_zone" / CUSTOMER,
                              lambda r: {**r, "loyalty_tier": tier(r)})
         if order == "late":
-            held = root / "held"
-            held.mkdir()
-            for path in (root / "landing_zone").glob(f"*{DAY}*"):
-                shutil.move(path, held / path.name)
-            assert minilake.run(root).ok
-            for path in held.iterdir():
-                shutil.move(path, root / "landing_zone" / path.name)
+            landing.run_without(root, f"*{DAY}*")
         result = minilake.run(root)
         assert result.ok, [f.line() for f in result.ingest.quarantined]
         roots[order] = root
@@ -369,7 +355,7 @@ def test_an_evolved_new_column_is_in_the_table_from_its_file_on(world, reference
         assert table["loyalty_tier"].isna().all()
     else:
         every = [*SOURCES["customer"].columns, "loyalty_tier"]
-        want = raw_versions(roots["in order"] / "archive" / "customer", every)
+        want = raw_versions(roots["in order"] / "archive", every)
         shown = ["customer_id", "first_name", "email", "address", "loyalty_tier"]
         got = {(int(k), d.isoformat()): r for k, d, r in zip(
             table["customer_id"], table["effective_from"],
@@ -417,7 +403,7 @@ def test_extra_fields_kept_in_one_json_column(world, tmp_path):
     table = tables(root)["customer"]
     assert table.columns[-1] == "_extra"
     extras = ["loyalty_tier", "referrer"]
-    want = raw_versions(root / "archive" / "customer", [*SOURCES["customer"].columns, *extras])
+    want = raw_versions(root / "archive", [*SOURCES["customer"].columns, *extras])
     got = {(int(k), d.isoformat()): e for k, d, e in zip(
         table["customer_id"], table["effective_from"], table["_extra"], strict=True)}
     assert set(got) == set(want)
@@ -473,11 +459,7 @@ def test_a_late_file_from_before_a_column_existed_is_applied_as_in_order(world, 
             drifting.rewrite_csv(root / "landing_zone" / f"customer_{day}.csv",
                                  lambda r: {**r, "loyalty_tier": r["customer_id"][-1]})
         if order == "late":
-            first = root / "landing_zone" / "customer_20241009.csv"
-            held = tmp_path / "held.csv"
-            shutil.move(first, held)
-            assert minilake.run(root).ok
-            shutil.move(held, first)
+            landing.run_without(root, "customer_20241009.csv")
         result = minilake.run(root)
         assert result.ok, [f.line() for f in result.ingest.quarantined]
         roots[order] = root

@@ -8,6 +8,12 @@ import io
 import json
 from pathlib import Path
 
+import pandas as pd
+
+from minilake.generate import generate
+from minilake.lake.layout import Layout
+from minilake.lake.logs import read_schema_log
+
 DAY = "20241010"            # the drifting day: the second of a world from 2024-10-09
 CUSTOMER, PRODUCT, SALES = (f"customer_{DAY}.csv", f"products_{DAY}.json", f"sales_{DAY}.txt")
 
@@ -60,3 +66,26 @@ def blank_column(landing: Path) -> None:
     rewrite_csv(landing / CUSTOMER, lambda r: {**r, "job": ""})
     rewrite_json(landing / PRODUCT, lambda r: {**r, "description": None})
     (landing / SALES).unlink()
+
+
+# per source, what its contract does with a new column (a missing one is kept empty)
+RULES = {"customer": "evolve", "product": "discard", "sales": "evolve"}
+
+
+def world(root: Path) -> Path:
+    """Three days of a small world whose second drifts in each form, under a contract that
+    adds the new column to the customer and sales tables, discards the product's, and keeps
+    the customer's missing column empty: 7 column changes in all."""
+    generate(root, start="2024-10-09", days=3, customers=200, seed=40, landing_only=True)
+    (root / "minilake.toml").write_text("".join(
+        f'[contract.{source}]\nnew_column = "{rule}"\nmissing_column = "evolve"\n'
+        for source, rule in RULES.items()))
+    add_column(root / "landing_zone")
+    drop_column(root / "landing_zone", required=False)
+    return root
+
+
+def schema_changes(root: Path) -> pd.DataFrame:
+    """The root's schema log without when each row was logged, in a canonical order."""
+    return read_schema_log(Layout.of(root)).drop(columns=["logged_at"]).sort_values(
+        ["source", "file", "sha256", "change"]).reset_index(drop=True)

@@ -22,19 +22,20 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
-from support import drifting, forked
+from support import drifting, forked, landing
 from support import rawfiles as raw
 from support.commands import finish, start
 
 import minilake
 from minilake.generate import generate
 from minilake.lake.layout import Layout
-from minilake.lake.logs import read_log, read_schema_log
+from minilake.lake.logs import read_log
 from minilake.pipeline import RunResult
 
 DEEP = os.environ.get("MINILAKE_CRASH_DEEP") == "1"
@@ -261,40 +262,37 @@ DRIFT_HOOKS = ["commit.columns_added:1", "commit.columns_added:2", "ingest.after
 def drift_world(tmp_path_factory) -> Path:
     """Three days whose second drifts in each form (a column more: added to the customer and
     sales tables, the product's discarded; the customer file a column fewer, kept empty)."""
-    root = tmp_path_factory.mktemp("drift_world") / "root"
-    generate(root, start="2024-10-09", days=3, customers=200, seed=40, landing_only=True)
-    (root / "minilake.toml").write_text("".join(
-        f'[contract.{s}]\nnew_column = "{rule}"\nmissing_column = "evolve"\n'
-        for s, rule in (("customer", "evolve"), ("product", "discard"), ("sales", "evolve"))))
-    drifting.add_column(root / "landing_zone")
-    drifting.drop_column(root / "landing_zone", required=False)
-    return root
+    return drifting.world(tmp_path_factory.mktemp("drift_world") / "root")
 
 
 def drift_outcome(root: Path) -> dict:
-    found = outcome(root)
-    found["changes"] = read_schema_log(Layout.of(root)).drop(columns=["logged_at"]) \
-        .sort_values(["source", "file", "change"]).reset_index(drop=True)
-    return found
+    return {**outcome(root), "changes": drifting.schema_changes(root)}
+
+
+def killed_then_rerun(world: Path, hooks: list[str], tmp_path: Path, of) -> Iterator[tuple]:
+    """``of`` (an outcome) of an uninterrupted run on a copy of ``world``, then, for each
+    hook, of a copy killed there (SIGKILL) and run again: (hook, got, want), each."""
+    want_root = tmp_path / "reference"
+    shutil.copytree(world, want_root)
+    assert rerun(want_root) == 0
+    want = of(want_root)
+    for hook in hooks:
+        root = tmp_path / hook.replace(":", "_")
+        shutil.copytree(world, root)
+        assert run_cli(root, {"MINILAKE_CRASH_AT": hook}) == -signal.SIGKILL, \
+            f"{hook}: the hook was not reached"
+        assert rerun(root) == 0, hook
+        yield hook, of(root), want
+        shutil.rmtree(root)
 
 
 def test_crash_around_a_column_change_then_rerun_equals_an_uninterrupted_run(drift_world,
                                                                              tmp_path):
-    want_root = tmp_path / "reference"
-    shutil.copytree(drift_world, want_root)
-    assert rerun(want_root) == 0
-    want = drift_outcome(want_root)
-    assert len(want["changes"]) == 7      # 2 columns added, 1 discarded, 4 missing (kept)
-    for hook in DRIFT_HOOKS:
-        root = tmp_path / hook.replace(":", "_")
-        shutil.copytree(drift_world, root)
-        assert run_cli(root, {"MINILAKE_CRASH_AT": hook}) == -signal.SIGKILL, \
-            f"{hook}: the hook was not reached"
-        assert rerun(root) == 0, hook
-        got = drift_outcome(root)
+    for hook, got, want in killed_then_rerun(drift_world, DRIFT_HOOKS, tmp_path,
+                                             drift_outcome):
+        assert len(want["changes"]) == 7  # 2 columns added, 1 discarded, 4 missing (kept)
         assert_same(got, want, hook)
         pd.testing.assert_frame_equal(got["changes"], want["changes"], obj=hook)
-        shutil.rmtree(root)
 
 
 READ_AHEAD = {"MINILAKE_SIDE_BY_SIDE_MB": "0"}     # one source at a time, reading ahead
@@ -328,14 +326,7 @@ def one_day_waiting(root: Path, seed: int, waiting: str) -> Path:
     """Four generated days applied but the one dated ``waiting`` (YYYYMMDD), which then
     waits in the landing zone."""
     generate(root, start="2024-10-09", days=4, customers=200, seed=seed, landing_only=True)
-    held = root / "held"
-    held.mkdir()
-    for path in (root / "landing_zone").glob(f"*{waiting}*"):
-        shutil.move(path, held / path.name)
-    assert minilake.run(root).ok
-    for path in held.iterdir():
-        shutil.move(path, root / "landing_zone" / path.name)
-    held.rmdir()
+    landing.run_without(root, f"*{waiting}*")
     return root
 
 
@@ -521,22 +512,12 @@ def erasure_outcome(root: Path) -> dict:
 @pytest.mark.long
 def test_crash_during_an_erasure_then_rerun_equals_an_uninterrupted_run(erasure_world,
                                                                         tmp_path):
-    want_root = tmp_path / "reference"
-    shutil.copytree(erasure_world, want_root)
-    assert rerun(want_root) == 0
-    want = erasure_outcome(want_root)
-    assert len(want["erasures"]) == 2 and want["left"] == []
-    for hook in ERASURE_HOOKS:
-        root = tmp_path / hook.replace(":", "_")
-        shutil.copytree(erasure_world, root)
-        killed = run_cli(root, {"MINILAKE_CRASH_AT": hook})
-        assert killed == -signal.SIGKILL, f"{hook}: the hook was not reached"
-        assert rerun(root) == 0, hook
-        got = erasure_outcome(root)
+    for hook, got, want in killed_then_rerun(erasure_world, ERASURE_HOOKS, tmp_path,
+                                             erasure_outcome):
+        assert len(want["erasures"]) == 2 and want["left"] == []
         assert_same(got, want, hook)
         pd.testing.assert_frame_equal(got["erasures"], want["erasures"], obj=hook)
         assert got["left"] == [], hook
-        shutil.rmtree(root)
 
 
 def marts_of(root: Path) -> dict:
@@ -601,13 +582,7 @@ def gone_world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("gone_world")
     generate(root, start="2024-10-27", days=7, customers=300, seed=21, landing_only=True)
     raw.gone_before_november(root / "landing_zone")
-    held = root / "held"
-    held.mkdir()
-    for path in (root / "landing_zone").glob("*20241102*"):
-        shutil.move(path, held / path.name)
-    assert minilake.run(root).ok
-    for path in held.iterdir():
-        shutil.move(path, root / "landing_zone" / path.name)
+    landing.run_without(root, "*20241102*")
     return root
 
 

@@ -28,7 +28,7 @@ import minilake
 from minilake.contract.sources import SOURCES
 from minilake.generate import generate
 from minilake.lake.layout import Layout
-from minilake.lake.logs import read_log, read_schema_log
+from minilake.lake.logs import read_log
 from minilake.load import parts
 from minilake.load.distributed import Engine, local_cluster
 from minilake.load.keys import range_codes
@@ -163,10 +163,7 @@ def test_a_drifting_day_gives_the_same_lake_and_schema_log(tmp_path, cluster):
         assert run().ok
 
     def with_changes(root):
-        found = outcome(root)
-        found["changes"] = read_schema_log(Layout.of(root)).drop(columns=["logged_at"]) \
-            .sort_values(["source", "file", "sha256", "change"]).reset_index(drop=True)
-        return found
+        return {**outcome(root), "changes": drifting.schema_changes(root)}
 
     want, got, _ = run_both(world, tmp_path, cluster, steps, of=with_changes)
     assert_same(got, want, "dask vs local")

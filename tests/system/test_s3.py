@@ -37,9 +37,6 @@ from test_crash import (
 )
 
 import minilake as ml
-from minilake.generate import generate
-from minilake.lake.layout import Layout
-from minilake.lake.logs import read_schema_log
 
 pytestmark = pytest.mark.xdist_group("s3-a")
 
@@ -143,27 +140,17 @@ def test_a_drifting_day_on_s3_gives_the_local_outcome(s3, tmp_path):
     """docs/contracts.md: the contract read from the bucket's minilake.toml; a column more
     (added to the customer and sales tables, the product's discarded) and one fewer (kept
     empty) give the tables and schema log of a local run."""
-    world = tmp_path / "world"
-    generate(world, start="2024-10-09", days=3, customers=200, seed=40, landing_only=True)
-    (world / "minilake.toml").write_text("".join(
-        f'[contract.{s}]\nnew_column = "{rule}"\nmissing_column = "evolve"\n'
-        for s, rule in (("customer", "evolve"), ("product", "discard"), ("sales", "evolve"))))
-    drifting.add_column(world / "landing_zone")
-    drifting.drop_column(world / "landing_zone", required=False)
+    world = drifting.world(tmp_path / "world")
     local = tmp_path / "local"
     shutil.copytree(world, local)
     assert ml.run(local).ok
-
-    def changes(root: Path) -> pd.DataFrame:
-        return read_schema_log(Layout.of(root)).drop(columns=["logged_at"]).sort_values(
-            ["source", "file", "change"]).reset_index(drop=True)
-
     root = s3.new_root("drift", world)
     assert run(root, s3).returncode == 0
     got = s3.mirror(root, tmp_path / "mirror")
     assert_same(comparable(outcome(got)), comparable(outcome(local)), "drift on s3")
-    pd.testing.assert_frame_equal(changes(got), changes(local))
-    assert len(changes(local)) == 7
+    changes = drifting.schema_changes(local)
+    pd.testing.assert_frame_equal(drifting.schema_changes(got), changes)
+    assert len(changes) == 7
 
 
 def test_days_arriving_in_another_order_on_s3_give_the_same_tables(s3, crash_world,
