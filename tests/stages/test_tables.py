@@ -146,3 +146,57 @@ def test_no_python_runs_inside_a_read(tmp_path, monkeypatch):
     assert sorted(f.event for f in rebuilt.files) == ["rebuild"] * 3
     assert len(minilake.status(tmp_path)) == 3
     assert opened == []
+
+
+def test_a_run_opens_each_table_once(tmp_path, monkeypatch):
+    """A run keeps one handle per table (docs/architecture.md, lake/delta.py): each open lists
+    the table's whole log and reads its checkpoint, which grew a daily run with the lake's
+    age. Counted on a second day's run, every table already there."""
+    from deltalake import DeltaTable
+
+    opens = []
+    real = DeltaTable.__init__
+
+    def counted(self, uri, *args, **kwargs):
+        opens.append(str(uri))
+        real(self, uri, *args, **kwargs)
+
+    for day in ("2024-01-01", "2024-01-02"):
+        products_file(tmp_path, day, [("P1", "A", 10.0 if day.endswith("1") else 11.0)])
+        sales_file(tmp_path, day, [(f"00{day[-1]}", 2, "5.00", day)])
+    monkeypatch.setattr(DeltaTable, "__init__", counted)
+    assert minilake.run(tmp_path).ok
+    opens.clear()
+    products_file(tmp_path, "2024-01-03", [("P1", "A", 12.0)])
+    sales_file(tmp_path, "2024-01-03", [("003", 1, "2.50", "2024-01-03")])
+    assert minilake.run(tmp_path).ok
+    twice = {uri for uri in opens if opens.count(uri) > 1}
+    assert opens and not twice, sorted(opens)
+
+
+def test_the_runs_handle_follows_other_writers_and_a_table_made_again(tmp_path):
+    """The run's handle is brought up to date when a commit follows it (made by anyone), and
+    let go when the table was made again with fewer versions."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from minilake.lake import delta, storage
+    from minilake.lake.layout import Layout
+    from minilake.lake.lock import hold
+
+    (tmp_path / "landing_zone").mkdir()
+    layout = Layout.of(tmp_path)
+    path = layout.table("handles")
+    rows = pa.table({"n": pa.array([1], pa.int64())})
+    with hold(layout.root, "test"):
+        delta.write(path, rows)
+        delta.write(path, rows, mode="append")
+        mine = delta.delta(path)
+        assert mine.version() == 1 and delta.delta(path) is mine
+        write_deltalake(DeltaTable(str(path)), rows, mode="append")     # another writer
+        assert delta.delta(path) is mine and mine.version() == 2
+        assert delta.dataset(path).count_rows() == 3
+        storage.remove_tree(path)                                      # made again
+        write_deltalake(str(path), pa.table({"n": pa.array([7, 8], pa.int64())}))
+        again = delta.delta(path)
+        assert again.version() == 0 and again.to_pyarrow_table()["n"].to_pylist() == [7, 8]

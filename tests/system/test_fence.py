@@ -235,7 +235,7 @@ def _txn_cases(root) -> None:
     """A table's own refusal of commits whose txn it holds, the lease intact: after another
     writer's commit since the snapshot (delta-rs's conflict check), and on a snapshot that
     holds a txn version at or above the commit's (minilake's check on that snapshot)."""
-    from deltalake import CommitProperties, write_deltalake
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
     from deltalake.transaction import Transaction
 
     rows = pa.table({"n": pa.array([1], pa.int64())})
@@ -248,8 +248,11 @@ def _txn_cases(root) -> None:
         assert first == claim.epoch * VERSIONS_PER_EPOCH + 1
 
         def other_writer(version: int) -> None:
-            """A commit carrying minilake's application id, made around the fence."""
-            write_deltalake(delta.delta(path), rows, mode="append",
+            """A commit carrying minilake's application id, made around the fence by a
+            writer of its own (not through this run's handle on the table)."""
+            write_deltalake(DeltaTable(storage.uri(path),
+                                       storage_options=storage.delta_options(path)), rows,
+                            mode="append",
                             storage_options=storage.delta_options(path),
                             commit_properties=CommitProperties(
                                 app_transactions=[Transaction(app, version)]))

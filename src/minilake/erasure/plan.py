@@ -168,5 +168,6 @@ def purge_history(path: Path) -> int:
         stem = entry.name.split(".")[0]
         if stem.isdigit() and int(stem) < version:
             storage.remove(entry)
+    delta.forget(path)
     delta.remove_orphans(path, keep_versions=[version])
     return version

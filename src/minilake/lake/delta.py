@@ -1,6 +1,7 @@
 """Delta tables under a root, read and written the one way minilake does it (docs/architecture.md):
-opened local or on S3 with the storage seam's settings, read by Arrow's own filesystems, and
-every commit fenced (docs/guarantees.md).
+opened local or on S3 with the storage seam's settings, once a run (the run holding a root keeps
+one handle per table, brought up to date only when a commit followed it), read by Arrow's own
+filesystems, and every commit fenced (docs/guarantees.md).
 
 Every commit minilake makes carries Delta's transaction identifier, ``txn`` (application id
 ``minilake.<table>``, a version from the writing run's epoch and its count of commits to the
@@ -60,9 +61,50 @@ def exists(path: Path) -> bool:
 
 
 def delta(path: Path, version: int | None = None) -> DeltaTable:
-    """The Delta table at ``path`` (local or on S3), at ``version`` or the latest."""
+    """The Delta table at ``path`` (local or on S3), at ``version`` or the latest.
+
+    While this process holds the table's root (a run), the latest is the run's one handle on
+    the table, brought up to date if a commit followed it: a table is opened once a run, not
+    by every stage and step that reads it (each open lists the whole log and reads its
+    checkpoint, which grew a daily run with the lake's age, benchmarks/README.md). A handle
+    is shared by the run's threads (delta-rs serialises the calls on one handle)."""
+    claim = lock.claim_of(path) if version is None else None
+    if claim is None:
+        return _open(path, version)
+    table = claim.handles.get(str(path))
+    if table is None or not _fresh(path, table):
+        table = claim.handles[str(path)] = _open(path)
+    return table
+
+
+def forget(path: Path) -> None:
+    """Let go of the run's handle on the table at ``path`` once entries of its log are
+    removed (an erasure's purge, the history policy): the handle may still refer to them."""
+    claim = lock.claim_of(path)
+    if claim is not None:
+        claim.handles.pop(str(path), None)
+
+
+def _open(path: Path, version: int | None = None) -> DeltaTable:
     return DeltaTable(storage.uri(path), version=version,
                       storage_options=storage.delta_options(path))
+
+
+def _fresh(path: Path, table: DeltaTable) -> bool:
+    """Whether ``table``, a handle on the table at ``path``, is at its latest version, after
+    bringing it there if commits followed it; False when the table was made again since (its
+    handle's version is gone from the log: to be opened afresh). Locally two ``stat`` calls
+    answer when nothing followed, where ``update_incremental`` lists the whole log (a few ms
+    a call for a log of a thousand versions). Every commit is a file of its own, whatever
+    checkpoints there are; on S3 the handle is brought up to date."""
+    if storage.is_local(path):
+        log, version = os.path.join(path, "_delta_log"), table.version()
+        if not os.path.exists(os.path.join(log, f"{version:020d}.json")):
+            return False
+        if not os.path.exists(os.path.join(log, f"{version + 1:020d}.json")):
+            return True
+    table.update_incremental()
+    return True
 
 
 # After a commit, delta-rs checkpoints by the table's interval but never cleans up the log on
@@ -210,14 +252,17 @@ class Opened:
 
     def table(self) -> DeltaTable | None:
         """The table at its latest version, or None before its first commit."""
-        if self._table is not None:
-            self._table.update_incremental()
-        elif exists(self.path):
+        if self._table is None and not exists(self.path):
+            return None
+        if (self._table is None or lock.claim_of(self.path) is not None   # the run's handle
+                or not _fresh(self.path, self._table)):
             self._table = delta(self.path)
         return self._table
 
     def snapshot(self) -> DeltaTable:
-        """The table as it was when first asked for (it must exist)."""
+        """The table as it was when first asked for (it must exist). While the root is held
+        this is the run's handle (:func:`delta`), which only a commit to the table moves on:
+        a marts refresh commits to none of the tables it reads."""
         if self._table is None:
             self._table = delta(self.path)
         return self._table

@@ -89,6 +89,8 @@ class Claim:
         self.text = str(root).rstrip("/")
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        # the one handle on each table this run reads or writes (minilake.lake.delta.delta)
+        self.handles: dict[str, object] = {}
 
     @property
     def epoch(self) -> int:

@@ -118,6 +118,7 @@ def enforce(layout: Layout) -> list[str]:
         for version, entry in files:
             if version < start:
                 storage.remove(entry)
+        delta.forget(path)
         delta.remove_orphans(path, keep_versions=list(range(start, max(commits) + 1)))
         said.append(f"history: {_name(path)}: versions {first}-{start - 1} removed (older "
                     f"than {keep} day(s), the root's history policy)")
