@@ -164,10 +164,5 @@ def purge_history(path: Path) -> int:
     version = table.version()
     table.create_checkpoint()
     crashpoint("erasure.checkpointed")
-    for entry in storage.files(path / "_delta_log"):
-        stem = entry.name.split(".")[0]
-        if stem.isdigit() and int(stem) < version:
-            storage.remove(entry)
-    delta.forget(path)
-    delta.remove_orphans(path, keep_versions=[version])
+    delta.remove_versions_before(path, version)
     return version

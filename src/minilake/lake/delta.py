@@ -77,14 +77,6 @@ def delta(path: Path, version: int | None = None) -> DeltaTable:
     return table
 
 
-def forget(path: Path) -> None:
-    """Let go of the run's handle on the table at ``path`` once entries of its log are
-    removed (an erasure's purge, the history policy): the handle may still refer to them."""
-    claim = lock.claim_of(path)
-    if claim is not None:
-        claim.handles.pop(str(path), None)
-
-
 def _open(path: Path, version: int | None = None) -> DeltaTable:
     return DeltaTable(storage.uri(path), version=version,
                       storage_options=storage.delta_options(path))
@@ -296,6 +288,24 @@ def versions(path: Path) -> pd.DataFrame:
                      "note": what})
     return pd.DataFrame(rows, columns=["version", "committed_at", "operation", "files", "note"]
                         ).sort_values("version").reset_index(drop=True)
+
+
+def remove_versions_before(path: Path, start: int) -> None:
+    """The versions of the table at ``path`` before ``start`` removed (a checkpoint at
+    ``start`` must be there): their log entries, then the data files only they referred to.
+    What an erasure's purge and the history policy do; the run's handle on the table, which
+    may still refer to the entries removed, is let go."""
+    last = start
+    for entry in storage.files(path / "_delta_log"):
+        stem = entry.name.split(".", 1)[0]
+        if stem.isdigit():
+            last = max(last, int(stem))
+            if int(stem) < start:
+                storage.remove(entry)
+    claim = lock.claim_of(path)
+    if claim is not None:
+        claim.handles.pop(str(path), None)
+    remove_orphans(path, keep_versions=list(range(start, last + 1)))
 
 
 def remove_orphans(path: Path, dry_run: bool = False,

@@ -79,21 +79,19 @@ def bring_to_policy(layout: Layout) -> list[str]:
             f"({wanted.describe()}): {', '.join(brought)}"]
 
 
-def _log_entries(path: Path) -> tuple[dict[int, int], list[int], list[tuple[int, Path]]]:
-    """A table's commit versions (version -> modification time, ms), checkpoint versions, and
-    every versioned file of its log (version, path)."""
-    commits, checkpoints, files = {}, set(), []
+def _log_entries(path: Path) -> tuple[dict[int, int], list[int]]:
+    """A table's commit versions (version -> modification time, ms) and checkpoint
+    versions."""
+    commits, checkpoints = {}, set()
     for entry, _, mtime_ns in storage.listing(path / "_delta_log"):
         stem = entry.name.split(".", 1)[0]
         if not stem.isdigit():
             continue
-        version = int(stem)
-        files.append((version, entry))
         if entry.name.endswith(".json") and entry.name.count(".") == 1:
-            commits[version] = mtime_ns // 1_000_000
+            commits[int(stem)] = mtime_ns // 1_000_000
         elif ".checkpoint." in entry.name:
-            checkpoints.add(version)
-    return commits, sorted(checkpoints), files
+            checkpoints.add(int(stem))
+    return commits, sorted(checkpoints)
 
 
 def enforce(layout: Layout) -> list[str]:
@@ -107,7 +105,7 @@ def enforce(layout: Layout) -> list[str]:
     cutoff = time.time() * 1000 - keep * 86_400_000
     said = []
     for path in all_tables(layout):
-        commits, checkpoints, files = _log_entries(path)
+        commits, checkpoints = _log_entries(path)
         first = min(commits, default=0)
         start = first
         for checkpoint in checkpoints:          # the latest one all before it is older
@@ -115,11 +113,7 @@ def enforce(layout: Layout) -> list[str]:
                 start = checkpoint
         if start <= first:
             continue
-        for version, entry in files:
-            if version < start:
-                storage.remove(entry)
-        delta.forget(path)
-        delta.remove_orphans(path, keep_versions=list(range(start, max(commits) + 1)))
+        delta.remove_versions_before(path, start)
         said.append(f"history: {_name(path)}: versions {first}-{start - 1} removed (older "
                     f"than {keep} day(s), the root's history policy)")
     return said
