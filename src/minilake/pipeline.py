@@ -120,15 +120,18 @@ def _engine(name: str, cluster: str | None, ranges: int | None) -> Iterator[Engi
 def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None,
             engine: Engine | None, say: Say = _quiet) -> IngestResult:
     brought = _said(say, history.bring_to_policy(layout))
-    ledger, ingest_log = Ledger(logs.read_log(layout)), logs.IngestLog(layout)
+    ledger = Ledger(logs.read_log(layout))
     bar = Progress(progress, say)
-    erased = erasures_stage.apply_requests(layout, ingest_log, ledger, allow_mass_delete, bar,
-                                           engine)
-    if erased:
-        ledger = Ledger(logs.read_log(layout))
-    listed = archived_of(layout, list(SOURCES.values()), ledger)
-    listed["customer"] = erasures_stage.scrub_pending(layout, ledger, listed["customer"])
-    loaded = load_sources(layout, ingest_log, ledger, allow_mass_delete, bar, engine, listed)
+    with logs.IngestLog(layout) as ingest_log:
+        erased = erasures_stage.apply_requests(layout, ingest_log, ledger, allow_mass_delete,
+                                               bar, engine)
+        if erased:
+            ingest_log.flush()
+            ledger = Ledger(logs.read_log(layout))
+        listed = archived_of(layout, list(SOURCES.values()), ledger)
+        listed["customer"] = erasures_stage.scrub_pending(layout, ledger, listed["customer"])
+        loaded = load_sources(layout, ingest_log, ledger, allow_mass_delete, bar, engine,
+                              listed)
     bar.close()
     files = erased + loaded
     if not files:
@@ -147,12 +150,14 @@ def rebuild(source: str | None = None, root: str | Path = ".", *,
     say = say or _quiet
     with hold(layout.root, "rebuild"):
         result = IngestResult(history=_said(say, history.bring_to_policy(layout)))
-        ledger, ingest_log = Ledger(logs.read_log(layout)), logs.IngestLog(layout)
+        ledger = Ledger(logs.read_log(layout))
         bar = Progress(progress, say)
         sources = of_root(layout.root)
-        for name in [source] if source else list(sources):
-            result.files += ingest_source(layout, ingest_log, sources[name], ledger,
-                                           allow_mass_delete, bar, rebuild="rebuild requested")
+        with logs.IngestLog(layout) as ingest_log:
+            for name in [source] if source else list(sources):
+                result.files += ingest_source(layout, ingest_log, sources[name], ledger,
+                                               allow_mass_delete, bar,
+                                               rebuild="rebuild requested")
         bar.close()
         return result
 

@@ -102,7 +102,7 @@ def test_an_aged_lake_keeps_every_version_of_every_table(world, tmp_path):
     root = lake(world, tmp_path / "root")
     apply_days(root, DAYS[:6])
     before = snapshot(root)
-    assert len(before["customer"]) == 6 and len(before["_ingest_log"]) > 10
+    assert len(before["customer"]) == 6 and len(before["_ingest_log"]) >= 6  # one a run
     listed = {s: minilake.versions(s, root=root)["files"].tolist() for s in SOURCES}
     age(root, 40)
     apply_days(root, DAYS[6:])

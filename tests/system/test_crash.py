@@ -46,9 +46,10 @@ VOLATILE_LOG = ["started_at", "finished_at", "read_s", "validate_s", "diff_s", "
 # hook -> how many times one run passes it in the world below
 HOOKS = {"split.before_move": 12, "split.after_move": 12, "ingest.after_read": 11,
          "ingest.after_diff": 11, "ingest.report_written": 10, "ingest.before_commit": 10,
-         "ingest.files_written": 10, "ingest.after_commit": 10, "ingest.after_log": 10,
+         "ingest.files_written": 10, "ingest.after_commit": 10, "ingest.logged": 1,
          "quarantine.after_log": 2, "quarantine.after_reason": 2}
-SPREAD = {12: [1, 4, 8, 12], 11: [1, 3, 5, 7, 9, 11], 10: [1, 2, 3, 4, 6, 8, 10], 2: [1, 2]}
+SPREAD = {12: [1, 4, 8, 12], 11: [1, 3, 5, 7, 9, 11], 10: [1, 2, 3, 4, 6, 8, 10], 2: [1, 2],
+          1: [1]}
 TIMED_KILLS = 12
 
 
@@ -297,7 +298,7 @@ def test_crash_around_a_column_change_then_rerun_equals_an_uninterrupted_run(dri
 
 READ_AHEAD = {"MINILAKE_SIDE_BY_SIDE_MB": "0"}     # one source at a time, reading ahead
 READ_AHEAD_HOOKS = ["ingest.after_read:2", "ingest.after_read:6", "ingest.after_diff:3",
-                    "ingest.before_commit:4", "ingest.after_commit:5", "ingest.after_log:7",
+                    "ingest.before_commit:4", "ingest.after_commit:5", "ingest.logged:1",
                     "quarantine.after_log:1", "quarantine.after_reason:2"]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from deltalake import DeltaTable
 from support.commands import HUNG_AFTER, finish, start
 from support.commands import minilake as cli
 
@@ -49,6 +50,19 @@ def applied(root: Path) -> set[tuple[str, str]]:
                    strict=True))
 
 
+def committed(root: Path) -> set[tuple[str, str]]:
+    """(source, file) of every file a commit of its table names (docs/guarantees.md: the
+    commit metadata ``minilake``): applied, whether the ingest log says so yet or not (a run
+    logs its files when they are done)."""
+    out = set()
+    for source in SOURCES:
+        table = Layout.of(root).table(source)
+        if (table / "_delta_log").is_dir():
+            out |= {(source, json.loads(entry["minilake"])["file"])
+                    for entry in DeltaTable(table).history() if "minilake" in entry}
+    return out
+
+
 @pytest.mark.parametrize(("sent", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_run_at_the_next_file_and_the_rerun_finishes_it(
         bigger, uninterrupted, tmp_path, sent, status):
@@ -67,7 +81,7 @@ def test_a_signal_stops_the_run_at_the_next_file_and_the_rerun_finishes_it(
         assert time.monotonic() < deadline, f"not paused after {HUNG_AFTER} s (a hang)"
         time.sleep(0.05)
     process.send_signal(sent)                 # held by the kernel until the run goes on
-    before = applied(root)
+    before = committed(root)
     process.send_signal(signal.SIGCONT)
     done = finish(process)
     assert done.returncode == status, done.stderr
@@ -76,7 +90,8 @@ def test_a_signal_stops_the_run_at_the_next_file_and_the_rerun_finishes_it(
     stop = re.fullmatch(rf"minilake run: interrupted \({signal.Signals(sent).name}\): stopped "
                         r"before applying (\w+)/(\S+); .*", last)
     assert stop, last
-    after = applied(root)
+    after = applied(root)                     # logged as the run stopped
+    assert after == committed(root)
     finished = sorted(after - before)
     assert len({source for source, _ in finished}) == len(finished), finished
     assert stop.groups() not in after

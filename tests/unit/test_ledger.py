@@ -21,13 +21,14 @@ T0 = pd.Timestamp("2024-10-10T08:00:00", tz="UTC")
 
 def row(file: str, sha: str, status: str, minute: int, *, source: str = "customer",
         day: str | None = None, reason: str = "", size: float | None = 100,
-        mtime_ns: float | None = 5) -> dict:
+        mtime_ns: float | None = 5, version: float | None = None) -> dict:
     """One ingest log row, as tables.read_log gives it (the columns the ledger reads)."""
     digits = file.split("_")[1][:8]
     day = day or f"{digits[:4]}-{digits[4:6]}-{digits[6:]}"
     return {"source": source, "file": file, "file_date": dt.date.fromisoformat(day),
             "sha256": sha, "status": status, "reason": reason, "size": size,
-            "mtime_ns": mtime_ns, "finished_at": T0 + pd.Timedelta(minutes=minute)}
+            "mtime_ns": mtime_ns, "table_version": version,
+            "finished_at": T0 + pd.Timedelta(minutes=minute)}
 
 
 def ledger(*rows: dict) -> Ledger:
@@ -159,3 +160,18 @@ def test_an_empty_log_knows_nothing():
     assert got.applied_sha("customer_20241009.csv") is None
     assert got.last_applied("customer") is None
     assert got.trusted_sha(Path("customer_20241009.csv"), 100, 5) is None
+
+
+def test_last_version_is_the_highest_a_row_of_the_source_names():
+    """The commits after it are those a stopped run left unlogged: the highest version, not
+    the last row's (a repair that changed nothing names none), per source."""
+    got = ledger(row("customer_20241009.csv", "aa", "applied", 1, version=3),
+                 row("customer_20241011.csv", "cc", "applied", 2, version=7),
+                 row("customer_20241010.csv", "bb", "applied", 3, version=5),
+                 row("customer_20241012.csv", "dd", "applied", 4),
+                 row("products_20241009.json", "ee", "applied", 5, source="product",
+                     version=1),
+                 row("sales_20241009.txt", "ff", "quarantined", 6, source="sales"))
+    assert got.last_version("customer") == 7
+    assert got.last_version("product") == 1
+    assert got.last_version("sales") is None

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minilake import stopping
-from minilake.contract.sources import source_of
+from minilake.contract.sources import Source, source_of
 from minilake.crashpoints import crashpoint
-from minilake.lake import files, storage
+from minilake.lake import files, lock, storage
 from minilake.lake.layout import Layout
-from minilake.lake.lock import hold
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class SplitResult:
 def split(root: str | Path = ".") -> SplitResult:
     """Move every landing file that matches a source into ``archive/<source>/``."""
     layout = Layout.of(root)
-    with hold(layout.root, "split"):
+    with lock.hold(layout.root, "split"):
         return _split(layout)
 
 
@@ -72,26 +71,38 @@ def _split(layout: Layout) -> SplitResult:
             result.unmatched.append(path)
             continue
         stopping.check(f"archiving {path.name}")
-        target = layout.archive(source.name) / path.name
-        if target.exists():
-            if storage.same_bytes(path, target):
-                storage.remove(path)
-                log.warning("%s/%s: delivered again, identical to the archived copy; dropped "
-                            "from landing_zone/", source.name, path.name)
-                result.dropped.append(target)
-                continue
-            kept = files.superseded_name(target)
-            storage.move(target, kept)            # a resent file: keep the earlier one
-            crashpoint("split.superseded")
-            log.warning("%s/%s: resent with other content; the earlier one is kept as %s",
-                        source.name, path.name, kept.name)
-            result.superseded.append((target, kept))
-        crashpoint("split.before_move")
-        storage.move(path, target)
-        crashpoint("split.after_move")
-        log.info("%s/%s: archived", source.name, path.name)
-        result.moved.append(target)
+        try:
+            _archive(layout, source, path, result)
+        except FileNotFoundError:
+            # gone from under a run paused past its lease: the run that took the root over
+            # archived it; that is what to say, not which file went missing
+            lock.fence(layout.root, f"archiving {path.name}")
+            raise
     return result
+
+
+def _archive(layout: Layout, source: Source, path: Path, result: SplitResult) -> None:
+    """One landing file into ``archive/<source>/``: dropped if identical to the archived one,
+    the earlier one kept beside it if resent with other content."""
+    target = layout.archive(source.name) / path.name
+    if target.exists():
+        if storage.same_bytes(path, target):
+            storage.remove(path)
+            log.warning("%s/%s: delivered again, identical to the archived copy; dropped "
+                        "from landing_zone/", source.name, path.name)
+            result.dropped.append(target)
+            return
+        kept = files.superseded_name(target)
+        storage.move(target, kept)            # a resent file: keep the earlier one
+        crashpoint("split.superseded")
+        log.warning("%s/%s: resent with other content; the earlier one is kept as %s",
+                    source.name, path.name, kept.name)
+        result.superseded.append((target, kept))
+    crashpoint("split.before_move")
+    storage.move(path, target)
+    crashpoint("split.after_move")
+    log.info("%s/%s: archived", source.name, path.name)
+    result.moved.append(target)
 
 
 # --- back to the checked-out state (README.md, the sample world) ----------------------------------
@@ -139,7 +150,7 @@ def reset(root: str | Path = ".") -> ResetResult:
     copies of files in samples/), then delete tables, error reports, reports, exports,
     quarantine and archive: the root is left as checked out."""
     layout = Layout.of(root)
-    with hold(layout.root, "reset"):
+    with lock.hold(layout.root, "reset"):
         return _reset(layout)
 
 
@@ -180,7 +191,7 @@ def land_sample(root: str | Path = ".", sample: str = "broken_day") -> list[str]
     """Copy ``samples/<sample>/`` into landing_zone/ (files already archived identically are
     not copied again); return the names of the sample's files."""
     layout = Layout.of(root)
-    with hold(layout.root, "land_sample"):
+    with lock.hold(layout.root, "land_sample"):
         return _land_sample(layout, sample)
 
 

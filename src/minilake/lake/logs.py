@@ -12,6 +12,7 @@ first.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from minilake.crashpoints import crashpoint
 from minilake.lake import delta
 from minilake.lake.layout import Layout
+from minilake.lake.lock import LeaseLost
+
+log = logging.getLogger(__name__)
 
 INGEST_SCHEMA = pa.schema([
     ("source", pa.string()), ("file", pa.string()), ("file_date", pa.date32()),
@@ -101,20 +106,61 @@ LOG_SCHEMA = INGEST_SCHEMA
 
 class IngestLog:
     """A root's ingest log, opened once for a run (which holds the root's lock: no other
-    writer) rather than on every file's row; the sources' threads append one at a time."""
+    writer) rather than on every file's row; the sources' threads append one at a time.
+
+    The row of a file applied in order waits for the run's one commit of such rows
+    (:meth:`later`, then :meth:`flush` when the run's files are done, as the ``with`` block
+    ends): its table's commit names it already, so a run that stops before the log's commit
+    leaves nothing unknown, and the next run logs it from the table's history
+    (docs/guarantees.md). Every other row (a quarantined file, before the file moves; a
+    repair's files) is committed at once, with the waiting rows before it."""
 
     def __init__(self, layout: Layout):
         self.layout = layout
         self._opened = delta.Opened(layout.ingest_log)
         self._lock = threading.Lock()
+        self._waiting: list[dict] = []
+
+    def __enter__(self) -> IngestLog:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        """The waiting rows committed, unless the root is no longer this run's (the run that
+        took it over logs them from the tables' history); after another error, a log commit
+        that fails too is said, not raised over it."""
+        if kind is not None and issubclass(kind, LeaseLost):
+            return
+        if kind is None:
+            self.flush()
+            crashpoint("ingest.logged")
+            return
+        try:
+            self.flush()
+        except Exception as failed:     # noqa: BLE001 - the run's own error is the one raised
+            log.warning("%s: the rows of %d applied file(s) are not logged yet (%s); the next "
+                        "run logs them from the tables' history", delta.named(
+                            self.layout.ingest_log), len(self._waiting), failed)
+
+    def later(self, rows: list[dict]) -> None:
+        """Rows (one per file) for the run's one commit of waiting rows."""
+        with self._lock:
+            self._waiting += rows
 
     def append(self, rows: list[dict]) -> None:
-        """Add rows (one per file)."""
-        files = ", ".join(f"{r['source']}/{r['file']}" for r in rows[:3])
+        """Rows committed now (one per file), after those waiting."""
         with self._lock:
-            INGEST.append(self.layout, rows, table=self._opened.table(),
-                          doing=f"logging {files}{' …' if len(rows) > 3 else ''} in the "
-                                f"ingest log")
+            everything = self._waiting + rows
+            if not everything:
+                return
+            files = ", ".join(f"{r['source']}/{r['file']}" for r in everything[:3])
+            INGEST.append(self.layout, everything, table=self._opened.table(),
+                          doing=f"logging {files}{' …' if len(everything) > 3 else ''} in "
+                                f"the ingest log")
+            self._waiting = []
+
+    def flush(self) -> None:
+        """The waiting rows committed (nothing if none wait)."""
+        self.append([])
 
 
 def append_pull_log(layout: Layout, row: dict) -> None:
@@ -187,6 +233,10 @@ class Ledger:
         for source, day, name in zip(rows["source"], rows["file_date"], rows["file"],
                                      strict=True):
             self._last[source] = max(self._last.get(source, (day, name)), (day, name))
+        # source -> the latest table version a row names: the commits after it are the
+        # ones a stopped run made and did not log (docs/guarantees.md)
+        versions = log_rows.dropna(subset=["table_version"]).groupby("source")["table_version"]
+        self._version = {source: int(v) for source, v in versions.max().items()}
         # (file, size, mtime_ns) -> sha256 of the latest applied row
         self._trusted = {(name, int(size), int(mtime)): sha for name, sha, size, mtime in zip(
             rows["file"], rows["sha256"], rows["size"], rows["mtime_ns"], strict=True)
@@ -204,6 +254,10 @@ class Ledger:
     def last_applied(self, source: str) -> tuple[dt.date, str] | None:
         """(file date, name) of the source's last applied file in replay order."""
         return self._last.get(source)
+
+    def last_version(self, source: str) -> int | None:
+        """The latest version of the source's table that the log names (None: none)."""
+        return self._version.get(source)
 
     def trusted_sha(self, path: Path, size: int, mtime_ns: int) -> str | None:
         """The sha256 logged for an applied file that has not changed since (same name, size

@@ -140,20 +140,20 @@ def row_counts(path: Path) -> tuple[int, int]:
             data.count_rows())
 
 
-RECENT_COMMITS = 10
+def applied_commits(opened: Opened, logged: int | None) -> dict[tuple[str, str], dict]:
+    """The files the table's history says were applied after version ``logged`` (the latest
+    the ingest log names; None: the whole history): (file, sha256) -> that file's counts and
+    the table version. A rebuild's commit names every file it replayed.
 
-
-def applied_commits(opened: Opened) -> dict[tuple[str, str], dict]:
-    """The files the table's recent history says were applied: (file, sha256) -> that file's
-    counts and the table version. A rebuild's commit names every file it replayed.
-
-    Only the last few commits are read: a source commits a file, then logs it, one file at a
-    time, so a run that stopped in between left at most its latest commit unlogged."""
+    A run logs the files it applied in order once, when they are done (docs/guarantees.md):
+    a run that stopped before that left its commits since the last logged one unlogged."""
     table = opened.table()
     if table is None:
         return {}
+    version = table.version()
+    unlogged = version + 1 if logged is None or logged > version else version - logged
     out = {}
-    for entry in reversed(table.history(limit=RECENT_COMMITS)):
+    for entry in reversed(table.history(limit=unlogged) if unlogged else []):
         if COMMIT_KEY in entry:
             meta = json.loads(entry[COMMIT_KEY])
             for applied in meta.get("files", [meta] if "file" in meta else []):
@@ -252,6 +252,10 @@ def add_columns(opened: Opened, source: Source, columns: list[str], provenance: 
                                 post_commithook_properties=KEEP_LOG)
     after_commit(opened)
     crashpoint("commit.columns_added")
+
+
+# the columns a file brought are added in the commit just before the file's own
+RECENT_COMMITS = 10
 
 
 def columns_added_for(opened: Opened, file: str, sha256: str) -> list[str]:

@@ -274,13 +274,17 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
     path, sha = delivery.path, delivery.sha256
     day = source.file_date(path.name)
     t = time.perf_counter()
-    added, changes = _columns(source, delivery, table, work)
+    meta = commits.get((path.name, sha))     # applied by a run that stopped before logging it
+    if meta is not None and "changes" in meta:
+        # its column changes as they were then: the table may have gained columns since
+        added, changes = [], meta["changes"]
+    else:
+        added, changes = _columns(source, delivery, table, work)
     outcome = FileOutcome(source.name, path.name, "applied", rows_read=work.rows_read,
                           rows_loaded=work.rows_loaded, rows_rejected=len(work.bad),
                           note="; ".join(changes))
     report = layout.error_report(source.name, source.report_stamp(path.name))
-    if (path.name, sha) in commits:     # applied by a run that stopped before logging it
-        meta = commits[path.name, sha]
+    if meta is not None:
         outcome.inserted, outcome.updated, outcome.expired = (
             meta["inserted"], meta["updated"], meta["expired"])
         clock["table_version"], clock["diff_s"] = meta["table_version"], 0.0
@@ -294,7 +298,7 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
         work.inserted, work.updated, work.expired)
     write_report(work.bad, report)
     provenance = {"source": source.name, "file": path.name, "sha256": sha,
-                  "file_date": day.isoformat(), **outcome.counts()}
+                  "file_date": day.isoformat(), **outcome.counts(), "changes": changes}
     if not work.empty:
         crashpoint("ingest.before_commit")
         actions = work.write()
@@ -416,16 +420,17 @@ class Progress:
 
 
 def _apply_in_order(layout: Layout, ingest_log: logs.IngestLog, source: Source,
-                    pending: list[Delivery], allow_mass_delete: bool, bar: Progress,
-                    read_ahead: bool = False, engine: Engine | None = None
+                    pending: list[Delivery], ledger: Ledger, allow_mass_delete: bool,
+                    bar: Progress, read_ahead: bool = False, engine: Engine | None = None
                     ) -> list[FileOutcome]:
-    """The usual case: new files dated on or after everything applied, one commit each.
+    """The usual case: new files dated on or after everything applied, one commit each (and
+    their log rows one commit for the run, :class:`logs.IngestLog`).
 
     With ``read_ahead``, the next file is read and validated while this one is compared and
     committed (files are still applied one at a time, in order): for when sources run one
     at a time and a core would otherwise wait."""
     table = delta.Opened(layout.table(source.name))
-    commits = datafiles.applied_commits(table)
+    commits = datafiles.applied_commits(table, ledger.last_version(source.name))
     outcomes = []
     with ThreadPoolExecutor(max_workers=1) as ahead:
         checks = (_checks_in_order(source, pending, ahead if read_ahead else None)
@@ -440,8 +445,7 @@ def _apply_in_order(layout: Layout, ingest_log: logs.IngestLog, source: Source,
                     outcome, clock = _apply_checked(layout, source, check(), table, commits,
                                                     allow_mass_delete)
                 log.info("%s", outcome.line())
-                ingest_log.append([log_row(source, delivery, outcome, clock)])
-                crashpoint("ingest.after_log")
+                ingest_log.later([log_row(source, delivery, outcome, clock)])
             except Quarantined as reason:
                 outcome = quarantine(layout, ingest_log, source, delivery, str(reason))
             outcomes += bar.tell([outcome])
@@ -670,7 +674,7 @@ def ingest_source(layout: Layout, ingest_log: logs.IngestLog, source: Source,
             events[delivery.name] = "late"
     bar.tell(refused)
     if rebuild is None and not events:
-        return refused + _apply_in_order(layout, ingest_log, source, pending,
+        return refused + _apply_in_order(layout, ingest_log, source, pending, ledger,
                                          allow_mass_delete, bar, read_ahead, engine)
     why = [f"{kind} file {name}" for name, kind in events.items()]
     if events and (rebuild is None or erased):
