@@ -58,23 +58,9 @@ class Run(NamedTuple):
     output: str
 
 
-def dag_run(env: dict, root: Path | None, day: str, *, variables: dict[str, str] | None = None,
-            environ: dict[str, str] | None = None) -> Run:
-    """One ``dag.test()`` in a child process, given Airflow Variables (as ``AIRFLOW_VAR_*``)
-    and environment variables. A child still running after DAG_HUNG_AFTER seconds (a hang:
-    ``dag.test()`` waits out retry delays and ignores SIGTERM, so a task retried for ever
-    would hang the suite) fails the test with its threads' stacks."""
-    env = {**env, **(environ or {}), "PYTHONFAULTHANDLER": "1",
-           **{f"AIRFLOW_VAR_{k.upper()}": v for k, v in (variables or {}).items()}}
-    if root is not None:
-        env["MINILAKE_ROOT"] = str(root)
-    stdout, stderr = runner(env, day)
-    return parsed(stdout, stdout + stderr)
-
-
 def runner(env: dict, *args: str, hung_after: float = DAG_HUNG_AFTER) -> tuple[str, str]:
     """tests/support/airflow_runner.py with ``args`` in a child process: its stdout and
-    stderr. A child still running after ``hung_after`` seconds fails the test (dag_run)."""
+    stderr. A child still running after ``hung_after`` seconds fails the test (dag_runs)."""
     child = subprocess.Popen([sys.executable, str(REPO / "tests" / "support" / "airflow_runner.py"),
                               str(DAG_FILE), *args], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -141,40 +127,7 @@ def test_the_dag_file_loads_nothing_but_the_standard_library_beside_airflow():
     assert json.loads(done.stdout.splitlines()[-1]) == ["minilake_daily", []]
 
 
-def test_the_dag_applies_the_sample_week_then_skips_a_day_with_nothing_new(
-        airflow_env, committed, tmp_path):
-    by_dag, by_hand = tmp_path / "dag", tmp_path / "plain"
-    for root in (by_dag, by_hand):
-        shutil.copytree(committed / "landing_zone", root / "landing_zone")
-    # both days' runs by one process (Airflow starts once); the second, all skipped (checked
-    # below), leaves the root as the first left it
-    runs = dag_runs({**airflow_env, "PYTHONFAULTHANDLER": "1", "MINILAKE_ROOT": str(by_dag)},
-                    {day: {"day": day, "environ": {}} for day in ("2024-10-15", "2024-10-16")},
-                    tmp_path / "cases.json")
-    run = runs["2024-10-15"]
-    assert run.states == dict.fromkeys(TASKS, "success"), run.output[-3000:]
-    assert minilake.run(by_hand).ok
-    for name in ("customer", "product", "sales"):
-        pd.testing.assert_frame_equal(minilake.read_table(name, root=by_dag),
-                                      minilake.read_table(name, root=by_hand), obj=name)
-    assert (by_dag / "reports" / "customer_growth.csv").is_file()
-
-    run = runs["2024-10-16"]                              # nothing arrived
-    assert set(run.states.values()) == {"skipped"}
-
-
-def test_a_truncated_snapshot_fails_the_run_task_with_the_reason(airflow_env, committed,
-                                                                 tmp_path):
-    root = tmp_path / "root"
-    shutil.copytree(committed / "landing_zone", root / "landing_zone")
-    last = root / "landing_zone" / "customer_20241015.csv"
-    last.write_bytes(last.read_bytes()[:30000])
-    run = dag_run(airflow_env, root, "2024-10-15")
-    assert run.states["run"] == "failed" and run.states["write_reports"] == "upstream_failed"
-    assert "customer/customer_20241015.csv: quarantined: would expire" in run.output
-
-
-# --- settings that are missing or wrong: the task that reads one fails at once ----------------
+# --- the DAG's runs: every case below by one child process, Airflow started once ----------
 
 class Wrong(NamedTuple):
     variables: dict[str, str]         # Airflow Variables
@@ -201,26 +154,65 @@ WRONG = {
         {}, "nowhere", "wait_for_deliveries",
         ("does not exist", "minilake_root", "MINILAKE_ROOT")),
 }
+# what a case may set; each case sets its own and leaves the others' out
+SETTINGS = ["MINILAKE_ROOT", "MINILAKE_API_TOKEN", "AIRFLOW_VAR_MINILAKE_API_SOURCES",
+            "AIRFLOW_VAR_MINILAKE_API_URL"]
+
+
+class Cases(NamedTuple):
+    runs: dict[str, Run]              # case -> its DAG run
+    roots: dict[str, Path]            # case -> the root it ran on (or was given)
+    served: list[dict]                # the records the sample API served for the pulled day
+    pulled_day: str                   # YYYYMMDD
+
+
+def case(day: str, **settings: str | None) -> dict:
+    """A runner case: ``settings`` (names of SETTINGS) set, every other one left out."""
+    unknown = set(settings) - set(SETTINGS)
+    assert not unknown, unknown
+    return {"day": day, "environ": dict.fromkeys(SETTINGS) | settings}
 
 
 @pytest.fixture(scope="session")
-def wrong_runs(airflow_env, tmp_path_factory) -> dict[str, Run]:
-    """The DAG run of every WRONG case, as :func:`dag_run` would give it (the case's own
-    temporary folder; its Variables, root and token set, the other cases' unset), all run by
-    one child process, one after the other, so that Airflow starts once, not once a case."""
-    base = tmp_path_factory.mktemp("wrong_settings")
-    names = {f"AIRFLOW_VAR_{k.upper()}" for wrong in WRONG.values() for k in wrong.variables}
-    cases = {}
-    for case, wrong in WRONG.items():
-        (base / case / "folder" / "landing_zone").mkdir(parents=True)
-        environ = dict.fromkeys([*names, "MINILAKE_ROOT", "MINILAKE_API_TOKEN"])
-        environ |= {f"AIRFLOW_VAR_{k.upper()}": v for k, v in wrong.variables.items()}
+def dag_cases(airflow_env, committed, small_root, tmp_path_factory) -> Cases:
+    """The DAG run of every case of this module, all by one child process, one after the
+    other: Airflow starts once, not once a test (each start-up is ~10 s of a test worker).
+    Each case has its own root, Variables and token; the sample API serves the pulled day
+    while they run, and what it served is kept for the test."""
+    base = tmp_path_factory.mktemp("dag_cases")
+    roots, cases = {}, {}
+    roots["week"] = base / "week"
+    shutil.copytree(committed / "landing_zone", roots["week"] / "landing_zone")
+    # both days' runs on one root; the second, all skipped (checked), leaves it as it was
+    for day in ("2024-10-15", "2024-10-16"):
+        cases[f"week {day}"] = case(day, MINILAKE_ROOT=str(roots["week"]))
+    roots["truncated"] = base / "truncated"
+    shutil.copytree(committed / "landing_zone", roots["truncated"] / "landing_zone")
+    last = roots["truncated"] / "landing_zone" / "customer_20241015.csv"
+    last.write_bytes(last.read_bytes()[:30000])
+    cases["truncated"] = case("2024-10-15", MINILAKE_ROOT=str(roots["truncated"]))
+    for name, wrong in WRONG.items():
+        (base / name / "folder" / "landing_zone").mkdir(parents=True)
+        settings = {f"AIRFLOW_VAR_{k.upper()}": v for k, v in wrong.variables.items()}
         if wrong.root is not None:
-            environ["MINILAKE_ROOT"] = str(base / case / wrong.root)
+            settings["MINILAKE_ROOT"] = str(base / name / wrong.root)
         if wrong.token:
-            environ["MINILAKE_API_TOKEN"] = TOKEN
-        cases[case] = {"day": "2024-10-15", "environ": environ}
-    return dag_runs({**airflow_env, "PYTHONFAULTHANDLER": "1"}, cases, base / "cases.json")
+            settings["MINILAKE_API_TOKEN"] = TOKEN
+        cases[name] = case("2024-10-15", **settings)
+    with serving_sample_api(small_root / "landing_zone", base / "world", TOKEN) as (world, url):
+        day = max(p.name[6:14] for p in (world / "landing_zone").glob("sales_*.txt"))
+        date = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+        roots["pull"] = base / "pull"
+        shutil.copytree(world / "landing_zone", roots["pull"] / "landing_zone")
+        (roots["pull"] / "landing_zone" / f"sales_{day}.txt").unlink()
+        cases["pull"] = case(date, MINILAKE_ROOT=str(roots["pull"]), MINILAKE_API_TOKEN=TOKEN,
+                             AIRFLOW_VAR_MINILAKE_API_SOURCES="sales",
+                             AIRFLOW_VAR_MINILAKE_API_URL=url)
+        runs = dag_runs({**airflow_env, "PYTHONFAULTHANDLER": "1"}, cases,
+                        base / "cases.json")
+        records = served(url, "sales", date)
+    roots["world"] = world
+    return Cases(runs, roots, records, day)
 
 
 def dag_runs(env: dict, cases: dict[str, dict], file: Path) -> dict[str, Run]:
@@ -230,20 +222,44 @@ def dag_runs(env: dict, cases: dict[str, dict], file: Path) -> dict[str, Run]:
     file.write_text(json.dumps(cases))
     stdout, stderr = runner(env, "--cases", str(file), hung_after=DAG_HUNG_AFTER * len(cases))
     runs = {}
-    for case in cases:
-        begin, end = f"CASE {case}\n", f"END {case}\n"
-        assert begin in stdout and end in stdout, f"{case}: {(stdout + stderr)[-3000:]}"
+    for name in cases:
+        begin, end = f"CASE {name}\n", f"END {name}\n"
+        assert begin in stdout and end in stdout, f"{name}: {(stdout + stderr)[-3000:]}"
         own = stdout.partition(begin)[2].partition(end)[0]
-        runs[case] = parsed(own, own)
+        runs[name] = parsed(own, own)
     return runs
 
 
-@pytest.mark.parametrize("case", WRONG)
-def test_a_wrong_setting_fails_its_task_at_once_naming_it(wrong_runs, case):
+def test_the_dag_applies_the_sample_week_then_skips_a_day_with_nothing_new(
+        dag_cases, committed, tmp_path):
+    by_dag, by_hand = dag_cases.roots["week"], tmp_path / "plain"
+    shutil.copytree(committed / "landing_zone", by_hand / "landing_zone")
+    run = dag_cases.runs["week 2024-10-15"]
+    assert run.states == dict.fromkeys(TASKS, "success"), run.output[-3000:]
+    assert minilake.run(by_hand).ok
+    for name in ("customer", "product", "sales"):
+        pd.testing.assert_frame_equal(minilake.read_table(name, root=by_dag),
+                                      minilake.read_table(name, root=by_hand), obj=name)
+    assert (by_dag / "reports" / "customer_growth.csv").is_file()
+
+    run = dag_cases.runs["week 2024-10-16"]                   # nothing arrived
+    assert set(run.states.values()) == {"skipped"}
+
+
+def test_a_truncated_snapshot_fails_the_run_task_with_the_reason(dag_cases):
+    run = dag_cases.runs["truncated"]
+    assert run.states["run"] == "failed" and run.states["write_reports"] == "upstream_failed"
+    assert "customer/customer_20241015.csv: quarantined: would expire" in run.output
+
+
+# --- settings that are missing or wrong: the task that reads one fails at once ----------------
+
+@pytest.mark.parametrize("name", WRONG)
+def test_a_wrong_setting_fails_its_task_at_once_naming_it(dag_cases, name):
     """Without retries (a retry would find the same setting), so that the run, and
     ``airflow dags test`` with it, ends failed instead of waiting for retries."""
-    wrong = WRONG[case]
-    run = wrong_runs[case]
+    wrong = WRONG[name]
+    run = dag_cases.runs[name]
     assert run.states[wrong.failing] == "failed", run.output[-3000:]    # not up_for_retry
     assert run.tries[wrong.failing] == 1 and run.retried[wrong.failing] == 0   # no retry
     after = TASKS[TASKS.index(wrong.failing) + 1:]
@@ -253,12 +269,6 @@ def test_a_wrong_setting_fails_its_task_at_once_naming_it(wrong_runs, case):
 
 
 # --- a day pulled from an API on this machine -----------------------------------------------
-
-@pytest.fixture
-def sample_api(small_root, tmp_path):
-    with serving_sample_api(small_root / "landing_zone", tmp_path / "world", TOKEN) as served:
-        yield served
-
 
 def served(url: str, source: str, day: str) -> list[dict]:
     """Every record the API serves for that day, page by page until a 404."""
@@ -273,21 +283,14 @@ def served(url: str, source: str, day: str) -> list[dict]:
     raise AssertionError("the API never ran out of pages")
 
 
-def test_the_dag_pulls_the_day_from_the_api_and_applies_it(airflow_env, sample_api, tmp_path):
+def test_the_dag_pulls_the_day_from_the_api_and_applies_it(dag_cases, tmp_path):
     """The day's sales come only from the API: the pull lands them and ``run`` applies them,
     to the same table as the day's file gives."""
-    world, url = sample_api
-    day = max(p.name[6:14] for p in (world / "landing_zone").glob("sales_*.txt"))
-    date = f"{day[:4]}-{day[4:6]}-{day[6:]}"
-    by_dag, by_hand = tmp_path / "dag", tmp_path / "plain"
-    for root in (by_dag, by_hand):
-        shutil.copytree(world / "landing_zone", root / "landing_zone")
-    (by_dag / "landing_zone" / f"sales_{day}.txt").unlink()
-
-    run = dag_run(airflow_env, by_dag, date, environ={"MINILAKE_API_TOKEN": TOKEN},
-                  variables={"minilake_api_sources": "sales", "minilake_api_url": url})
+    by_dag, by_hand, day = dag_cases.roots["pull"], tmp_path / "plain", dag_cases.pulled_day
+    shutil.copytree(dag_cases.roots["world"] / "landing_zone", by_hand / "landing_zone")
+    run = dag_cases.runs["pull"]
     assert run.states == dict.fromkeys(TASKS, "success"), run.output[-3000:]
-    records = served(url, "sales", date)
+    records = dag_cases.served
     pulls = minilake.pulls(by_dag)
     assert list(pulls["outcome"]) == ["landed"] and pulls["pages"].iloc[0] > 1
     assert pulls["records"].iloc[0] == len(records) > 0
