@@ -50,7 +50,7 @@ HOOKS = {"split.before_move": 12, "split.after_move": 12, "ingest.after_read": 1
          "quarantine.after_log": 2, "quarantine.after_reason": 2}
 SPREAD = {12: [1, 4, 8, 12], 11: [1, 3, 5, 7, 9, 11], 10: [1, 2, 3, 4, 6, 8, 10], 2: [1, 2],
           1: [1]}
-TIMED_KILLS = 12
+TIMED_KILLS = 6
 
 
 def file_contents(root: Path) -> list[str]:
