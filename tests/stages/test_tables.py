@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 from support.landing import products_file, sales_file
 
@@ -172,6 +173,48 @@ def test_a_run_opens_each_table_once(tmp_path, monkeypatch):
     assert minilake.run(tmp_path).ok
     twice = {uri for uri in opens if opens.count(uri) > 1}
     assert opens and not twice, sorted(opens)
+
+
+def test_a_run_reads_the_ingest_log_once_and_what_it_keeps_is_what_the_log_holds(
+        tmp_path, monkeypatch):
+    """The ingest log is read at a run's start (what is applied) and by its marts (what they
+    have not seen): once, the run keeping the rows it read and those it appended. Counted
+    on a second day's run, with a quarantined file (a commit of its own) among its files;
+    then what the run would read again equals a read by another process's means."""
+    from minilake.lake import delta, logs
+    from minilake.lake.layout import Layout
+    from minilake.lake.lock import hold
+
+    reads = []
+    real = delta.dataset
+
+    def counted(path, *args, **kwargs):
+        reads.append(str(path))
+        return real(path, *args, **kwargs)
+
+    for day in ("2024-01-01", "2024-01-02"):
+        products_file(tmp_path, day, [("P1", "A", 10.0 if day.endswith("1") else 11.0)])
+        sales_file(tmp_path, day, [(f"00{day[-1]}", 2, "5.00", day)])
+    assert minilake.run(tmp_path).ok
+    layout = Layout.of(tmp_path)
+    products_file(tmp_path, "2024-01-03", [("P1", "A", 12.0)])
+    sales_file(tmp_path, "2024-01-03", [("003", 1, "2.50", "2024-01-03")])
+    (tmp_path / "landing_zone" / "products_20240104.json").write_text("{")   # quarantined
+    monkeypatch.setattr(delta, "dataset", counted)
+    result = minilake.run(tmp_path)
+    assert [f.file for f in result.ingest.quarantined] == ["products_20240104.json"]
+    assert reads.count(str(layout.ingest_log)) == 1, reads
+    with hold(layout.root, "test"):
+        kept = logs.read_log(layout)
+        row = dict.fromkeys(logs.INGEST_SCHEMA.names) | {
+            "source": "product", "file": "x", "file_date": dt.date(2024, 1, 5),
+            "status": "applied", "inserted": 1, "finished_at": dt.datetime.now(dt.UTC)}
+        logs.INGEST.append(layout, [row], doing="a test row")
+        kept = logs.read_log(layout)                # the rows read, with the one appended
+    assert reads.count(str(layout.ingest_log)) == 2, reads
+    fresh = logs.read_log(layout)                   # not held: read from the files
+    assert len(fresh) == 8 and list(fresh["file"])[-1] == "x"
+    pd.testing.assert_frame_equal(kept, fresh)
 
 
 def test_the_runs_handle_follows_other_writers_and_a_table_made_again(tmp_path):

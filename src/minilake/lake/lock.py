@@ -91,6 +91,9 @@ class Claim:
         self._lock = threading.Lock()
         # the one handle on each table this run reads or writes (minilake.lake.delta.delta)
         self.handles: dict[str, object] = {}
+        # each log's rows as this run last read or wrote them, by the log's version
+        # (minilake.lake.logs.Log.read)
+        self.logs: dict[str, tuple[int, object]] = {}
 
     @property
     def epoch(self) -> int:

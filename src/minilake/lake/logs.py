@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from minilake.crashpoints import crashpoint
-from minilake.lake import delta
+from minilake.lake import delta, lock
 from minilake.lake.layout import Layout
 from minilake.lake.lock import LeaseLost
 
@@ -80,20 +80,42 @@ class Log:
 
     def append(self, layout: Layout, rows: list[dict], doing: str,
                table=None) -> None:
-        """One commit of ``rows`` (fenced), then compaction when its turn comes."""
+        """One commit of ``rows`` (fenced), then compaction when its turn comes. A run that
+        holds the root and has read the log keeps its rows with the new ones (:meth:`read`)."""
         path = self.path(layout)
-        delta.write(path, pa.Table.from_pylist(rows, self.schema), mode="append",
-                    table=table, doing=doing)
+        data = pa.Table.from_pylist(rows, self.schema)
+        claim = lock.claim_of(path)
+        kept = claim.logs.pop(str(path), None) if claim is not None else None
+        if kept is not None and kept[0] != delta.delta(path).version():
+            kept = None
+        delta.write(path, data, mode="append", table=table, doing=doing)
         delta.compact(path, table if table is not None else delta.delta(path))
+        if kept is not None:
+            claim.logs[str(path)] = (delta.delta(path).version(), self._ordered(
+                pd.concat([kept[1], self._frame(data)], ignore_index=True)))
 
     def read(self, layout: Layout) -> pd.DataFrame:
-        """Every row, oldest first; empty, with its columns, before the first."""
+        """Every row, oldest first; empty, with its columns, before the first. Read once a
+        run: while this process holds the root, the rows it read (and appended since) are
+        kept with the log's version, and given again while the log is at that version."""
         path = self.path(layout)
         if not delta.exists(path):
             return self.schema.empty_table().to_pandas()
-        data = delta.dataset(path).to_table().select(self.schema.names).cast(self.schema)
+        claim = lock.claim_of(path)
+        if claim is None:
+            return self._ordered(self._frame(delta.dataset(path).to_table()))
+        version = delta.delta(path).version()
+        kept = claim.logs.get(str(path))
+        if kept is None or kept[0] != version:
+            kept = claim.logs[str(path)] = (version, self._ordered(self._frame(
+                delta.dataset(path).to_table())))
+        return kept[1].copy()
+
+    def _frame(self, data: pa.Table) -> pd.DataFrame:
         mapper = {pa.int64(): pd.Int64Dtype()}.get if self.nullable_ints else None
-        frame = data.to_pandas(types_mapper=mapper)
+        return data.select(self.schema.names).cast(self.schema).to_pandas(types_mapper=mapper)
+
+    def _ordered(self, frame: pd.DataFrame) -> pd.DataFrame:
         return frame.sort_values(self.order_by, kind="stable").reset_index(drop=True)
 
 
