@@ -59,8 +59,9 @@ def _latest_commit(table: Path) -> str:
 def signature(root: Path) -> dict | None:
     """What the root looks like now, or None when ``landing_zone/`` holds something."""
     try:
-        if any(os.scandir(root / "landing_zone")):
-            return None
+        with os.scandir(root / "landing_zone") as landed:
+            if any(landed):
+                return None
     except FileNotFoundError:
         pass
     tables = root / "tables"
