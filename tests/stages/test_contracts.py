@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+import fastavro
 import pandas as pd
 import pytest
 from support import arrivals, drifting, landing
@@ -196,7 +197,10 @@ def test_a_contract_naming_no_source_or_rule_is_a_one_line_error(world, tmp_path
             ('[contract.customer]\nnew_column = "keep"\n', "new_column = 'keep'"),
             ('[contract.customer]\ncolumns = "discard"\n', "columns"),
             ('[contract.customer]\nrenamed = { mail = "e_mail" }\n',
-             "'e_mail' is no column of customer"))):
+             "'e_mail' is no column of customer"),
+            ('[contract.sales]\npersonal = ["buyer"]\n', "erases customers' rows only"),
+            ('[contract.customer]\npersonal = ["email"]\n', "'email' is a declared column"),
+            ('[contract.customer]\npersonal = [1]\n', "personal: a list of column names"))):
         root = copy(world, tmp_path / f"root{n}", text)
         done = cli("run", "--root", str(root))
         assert done.returncode == 2 and says in done.stderr, done.stderr
@@ -383,6 +387,41 @@ def test_an_erasure_erases_a_personal_column_delivered_under_another_name(world,
     left = [p.name for p in (root / "archive").rglob("*") if p.is_file()
             and person["e_mail"].encode() in p.read_bytes()]
     assert left == [] and len(person["e_mail"]) > 3
+
+
+@pytest.mark.parametrize("new", ["evolve", "keep_extra"])
+def test_an_erasure_erases_a_personal_column_the_contract_adds(world, tmp_path, new):
+    """Customer files gain a ``mobile`` column, which the contract adds (as a column, or in
+    ``_extra``) and names personal: an erasure leaves the erased customer's mobile number in
+    no raw file, no version of the table and no export made before it, as ``[erased]``;
+    every other customer's stays as delivered."""
+    root = copy(world, tmp_path / "root",
+                f'[contract.customer]\nnew_column = "{new}"\npersonal = ["mobile"]\n')
+    mobile = {}
+    for path in sorted((root / "landing_zone").glob("customer_*.csv")):
+        drifting.rewrite_csv(path, lambda r: {
+            **r, "mobile": mobile.setdefault(r["customer_id"],
+                                             f"+44 7700 {900000 + len(mobile):06d}")})
+    assert minilake.run(root).ok
+    minilake.export("customer", root=root)
+    day = raw.customers(root / "archive" / "customer" / CUSTOMER)
+    person, other = str(day.iloc[3]["customer_id"]), str(day.iloc[4]["customer_id"])
+    (root / "landing_zone" / "erasure_requests_20241012.json").write_text(
+        f'[{{"customer_id": "{person}"}}]')
+    assert minilake.run(root).ok
+    left = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+            and "tables" not in p.parts and mobile[person].encode() in p.read_bytes()]
+    assert left == []
+    table = minilake.read_table("customer", root=root)
+    held = (table["mobile"] if new == "evolve" else table["_extra"].map(
+        lambda text: json.loads(text).get("mobile") if isinstance(text, str) and text else None))
+    mine = set(held[table["customer_id"].astype(str) == person])
+    assert mine == {"[erased]"}
+    assert set(held[table["customer_id"].astype(str) == other]) == {mobile[other]}
+    with (root / "exports" / "customer.avro").open("rb") as handle:
+        exported = pd.DataFrame(fastavro.reader(handle))
+    assert mobile[person] not in exported.to_csv()
+    assert mobile[other] in exported.to_csv()
 
 
 def test_extra_fields_kept_in_one_json_column(world, tmp_path):

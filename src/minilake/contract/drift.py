@@ -43,7 +43,7 @@ NEW_COLUMN = ("evolve", "keep_extra", "discard", "freeze")
 EXTRA = "_extra"        # the column ``keep_extra`` keeps a row's extra fields in, as JSON
 MISSING_COLUMN = ("evolve", "freeze")
 VANISHED = ("invalidate", "tombstone", "ignore")
-SETTINGS = ("new_column", "missing_column", "renamed", "vanished")
+SETTINGS = ("new_column", "missing_column", "renamed", "vanished", "personal")
 
 
 class ContractError(ValueError):
@@ -63,6 +63,9 @@ class Contract:
     # closed with a tombstone beside it (a version of no length, begun and ended that day:
     # "deleted on" is its effective_from), or left current (ignore)
     vanished: str = "invalidate"
+    # columns the contract may add (new_column evolve or keep_extra) that hold personal data:
+    # an erasure erases them as it erases the declared personal columns (docs/contracts.md)
+    personal: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for rule, value, allowed in (("new_column", self.new_column, NEW_COLUMN),
@@ -75,6 +78,11 @@ class Contract:
         if any(not isinstance(v, str) for _, v in pairs):
             raise ContractError("renamed: each name must map to a column's name, as text")
         object.__setattr__(self, "renamed", pairs)
+        personal = (self.personal,) if isinstance(self.personal, str) else self.personal
+        if not isinstance(personal, list | tuple) or any(
+                not isinstance(c, str) or not c for c in personal):
+            raise ContractError("personal: a list of column names, as text")
+        object.__setattr__(self, "personal", tuple(sorted(set(personal))))
 
     @property
     def drifts(self) -> bool:

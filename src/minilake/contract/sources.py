@@ -145,5 +145,14 @@ def of_root(root) -> dict[str, Source]:
         if wrong:
             raise drift.ContractError(f"{root / policy.FILE}: [contract.{name}] renamed: "
                                       f"{wrong[0]!r} is no column of {name}")
+        if contract.personal and name != "customer":
+            raise drift.ContractError(f"{root / policy.FILE}: [contract.{name}] personal: "
+                                      f"an erasure erases customers' rows only; only "
+                                      f"[contract.customer] names personal columns")
+        declared = [c for c in contract.personal if c in SOURCES[name].columns]
+        if declared:
+            raise drift.ContractError(f"{root / policy.FILE}: [contract.{name}] personal: "
+                                      f"{declared[0]!r} is a declared column (an erasure "
+                                      f"erases the declared personal columns already)")
     return {name: dataclasses.replace(source, contract=contracts.get(name, source.contract))
             for name, source in SOURCES.items()}

@@ -109,11 +109,12 @@ def plan(layout: Layout, request: str, ids: set[int], emails: set[str]) -> Plan:
         held = held.filter(pc.is_in(held, value_set=pa.array(sorted(everyone), pa.int64())))
         counts = {str(k): int(v) for k, v in pd.Series(held.to_numpy()).value_counts().items()}
     found = {i for i in everyone if counts.get(str(i))}
-    values = personal_values(layout, everyone)
+    contract = of_root(layout.root)["customer"].contract
+    values = personal_values(layout, everyone, contract.personal)
     files = []
-    renamed = dict(of_root(layout.root)["customer"].contract.renamed)
+    renamed = dict(contract.renamed)
     for n, path in enumerate(raw_customer_files(layout)):
-        new = scrub_file(path, everyone, renamed)
+        new = scrub_file(path, everyone, renamed, contract.personal)
         target = path.relative_to(layout.root).as_posix()
         if new is None:         # a file that cannot be rewritten field by field (quarantined
             #                     or waiting, not read by minilake) goes if it holds the data

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from minilake.contract.drift import EXTRA
 from minilake.contract.schemas import EMAIL
 from minilake.contract.sources import SOURCES
 from minilake.formats.readers import TEXT, TextFrame, check_json_depth
@@ -72,16 +73,21 @@ def _invalid_fields(rows: list[dict]) -> list[set[str]]:
     return out
 
 
-def erased_values(rows: list[dict], columns: list[str], raw_validity: bool) -> list[dict]:
-    """The replacement of each personal column of each row (see the module's docstring)."""
+def erased_values(rows: list[dict], columns: list[str], raw_validity: bool,
+                  personal: tuple[str, ...] = ()) -> list[dict]:
+    """The replacement of each personal column of each row (see the module's docstring).
+    ``personal``: columns the customer contract adds that hold personal data (text nothing
+    validates): a value becomes ``[erased]``, an empty one stays empty."""
     invalid = _invalid_fields(rows) if raw_validity else [set() for _ in rows]
     out = []
     for row, failing in zip(rows, invalid, strict=True):
         new = {}
         for column in columns:
+            value = row.get(column, "")
+            if column in personal:
+                new[column] = "" if value == "" else INVALID
             if column not in PLACEHOLDERS:
                 continue
-            value = row.get(column, "")
             if value == "" or PLACEHOLDERS[column] == "":
                 new[column] = ""
             else:
@@ -91,10 +97,12 @@ def erased_values(rows: list[dict], columns: list[str], raw_validity: bool) -> l
 
 
 def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
-              renamed: dict[str, str] | None = None) -> bytes:
+              renamed: dict[str, str] | None = None, personal: tuple[str, ...] = ()
+              ) -> bytes:
     """A CSV file with a header and a ``customer_id`` column, the personal columns of the
     rows of ``ids`` erased; every other byte as it was. ``renamed``: a column's name in the
-    file -> the declared column it is (the source's contract, docs/contracts.md)."""
+    file -> the declared column it is; ``personal``: the columns it may add that hold
+    personal data (the source's contract, docs/contracts.md)."""
     if not ids or not any(str(i).encode() in data for i in ids):
         return data
     header = [(renamed or {}).get(name, name)
@@ -116,7 +124,8 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
     rows = [{header[i]: span_text(data, s) for i, s in enumerate(spans) if i < len(header)}
             for spans in hits]
     edits = []
-    for spans, new in zip(hits, erased_values(rows, header, raw_validity), strict=True):
+    for spans, new in zip(hits, erased_values(rows, header, raw_validity, personal),
+                          strict=True):
         for column, value in new.items():
             i = header.index(column)
             if i < len(spans):
@@ -126,9 +135,11 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
     return splice(data, edits)
 
 
-def scrub_json(text: str, ids: set[int], renamed: dict[str, str] | None = None) -> str:
+def scrub_json(text: str, ids: set[int], renamed: dict[str, str] | None = None,
+               personal: tuple[str, ...] = ()) -> str:
     """A JSON array of customer objects, the personal members of the objects of ``ids``
-    erased; every other character as it was (``renamed`` as :func:`scrub_csv` takes it)."""
+    erased; every other character as it was (``renamed`` and ``personal`` as
+    :func:`scrub_csv` takes them)."""
     if not ids or not any(str(i) in text for i in ids):
         return text
     check_json_depth(text)          # (a JSONDecodeError) before the parser's recursion
@@ -141,7 +152,8 @@ def scrub_json(text: str, ids: set[int], renamed: dict[str, str] | None = None) 
         return text
     rows = [{k: scalar_text(m[4]) for k, m in hit.items()} for hit in hits]
     edits = []
-    for hit, new in zip(hits, erased_values(rows, CUSTOMER.columns, True), strict=True):
+    for hit, new in zip(hits, erased_values(rows, [*CUSTOMER.columns, *personal], True,
+                                            personal), strict=True):
         for column, value in new.items():
             if column in hit and hit[column][4] is not None:
                 edits.append((hit[column][2], hit[column][3], json.dumps(value)))
@@ -166,18 +178,19 @@ def _kind(path: Path) -> str:
     return "json" if base.endswith(".json") else "csv"
 
 
-def scrub_file(path: Path, ids: set[int], renamed: dict[str, str] | None = None
-               ) -> bytes | None:
+def scrub_file(path: Path, ids: set[int], renamed: dict[str, str] | None = None,
+               personal: tuple[str, ...] = ()) -> bytes | None:
     """A raw customer file's bytes with ``ids`` erased, or None when nothing changes;
     ``renamed``: the customer contract's renames (docs/contracts.md), so that a personal
-    column delivered under another name is erased too."""
+    column delivered under another name is erased too; ``personal``: the columns it may add
+    that hold personal data."""
     data = path.read_bytes()
     try:
         if _kind(path) == "json":
             text = data.decode("utf-8")
-            new = scrub_json(text, ids, renamed).encode("utf-8")
+            new = scrub_json(text, ids, renamed, personal).encode("utf-8")
         else:
-            new = scrub_csv(data, ids, renamed=renamed)
+            new = scrub_csv(data, ids, renamed=renamed, personal=personal)
     except (Unparseable, UnicodeDecodeError, json.JSONDecodeError, IndexError) as error:
         log.warning("%s: %s; the erased customers' values are replaced where found instead",
                     path.name, error)
@@ -255,7 +268,8 @@ def holds(path: Path, values: list[bytes]) -> bool:
     return any(v in data for v in values)
 
 
-def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[str]:
+def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes],
+                  personal: tuple[str, ...] = ()) -> list[str]:
     """Reports and exports under the root: CSVs rewritten like raw files (their values were
     valid), Avro and Parquet exports rewritten with placeholders, and any other file that
     still holds an erased value (a saved notebook, an HTML export) removed. Pull scratch of
@@ -268,11 +282,11 @@ def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[st
             new = None
             if path.suffix == ".csv":
                 try:
-                    new = scrub_csv(data, ids, raw_validity=False)
+                    new = scrub_csv(data, ids, raw_validity=False, personal=personal)
                 except Unparseable:
                     new = data
             elif path.suffix in (".avro", ".parquet"):
-                new = _scrub_columnar(path, ids)
+                new = _scrub_columnar(path, ids, personal)
             if new is not None and new != data:
                 storage.write_bytes(path, new)
                 done.append(f"rewrote {rel}")
@@ -286,9 +300,11 @@ def scrub_outputs(layout: Layout, ids: set[int], values: list[bytes]) -> list[st
     return done
 
 
-def _scrub_columnar(path: Path, ids: set[int]) -> bytes | None:
+def _scrub_columnar(path: Path, ids: set[int], personal: tuple[str, ...] = ()
+                    ) -> bytes | None:
     """An Avro or Parquet export with the personal columns of ``ids`` set to placeholders
-    (the exported values were valid ones)."""
+    (the exported values were valid ones; a contract's added ones: ``[erased]``)."""
+    placeholders = PLACEHOLDERS | dict.fromkeys(personal, INVALID)
     import io  # on first use: start-up stays light
 
     if path.suffix == ".parquet":
@@ -302,11 +318,17 @@ def _scrub_columnar(path: Path, ids: set[int]) -> bytes | None:
                                                                        pa.int64()))
         if not pc.any(mask).as_py():
             return None
-        for column in PERSONAL:
+        if personal and EXTRA in data.column_names:
+            i = data.column_names.index(EXTRA)
+            data = data.set_column(i, data.schema.field(EXTRA), pa.array(
+                [_erased_extra(v, personal) if hit else v for v, hit in zip(
+                    data.column(EXTRA).to_pylist(), mask.to_pylist(), strict=True)],
+                data.schema.field(EXTRA).type))
+        for column in placeholders:
             if column in data.column_names:
                 i = data.column_names.index(column)
                 kind = data.schema.field(column).type
-                value = PLACEHOLDERS[column] or None
+                value = placeholders[column] or None
                 if value is not None and pa.types.is_date32(kind):
                     value = dt.date.fromisoformat(value)
                 data = data.set_column(i, data.schema.field(column), pc.if_else(
@@ -323,9 +345,11 @@ def _scrub_columnar(path: Path, ids: set[int]) -> bytes | None:
     for record in records:
         if record.get("customer_id") in ids:
             changed = True
-            for column in PERSONAL:
+            if personal and record.get(EXTRA):
+                record[EXTRA] = _erased_extra(record[EXTRA], personal)
+            for column in placeholders:
                 if column in record and record[column] not in (None, ""):
-                    value = PLACEHOLDERS[column] or None
+                    value = placeholders[column] or None
                     record[column] = (dt.date.fromisoformat(value) if column == "date_of_birth"
                                       else value)
     if not changed:
@@ -335,17 +359,38 @@ def _scrub_columnar(path: Path, ids: set[int]) -> bytes | None:
     return out.getvalue()
 
 
-def personal_values(layout: Layout, ids: set[int]) -> list[bytes]:
-    """The distinctive personal values (email, phone, address) the erased customers had, as
-    they would appear in a file: to find files nothing else knows how to rewrite."""
+def _erased_extra(text: str | None, personal: tuple[str, ...]) -> str | None:
+    """A ``keep_extra`` column's JSON object (docs/contracts.md) with the values of the
+    ``personal`` fields erased, written as the contract writes it."""
+    try:
+        held = json.loads(text) if text else None
+    except ValueError:
+        return text
+    if not isinstance(held, dict):
+        return text
+    held = {k: INVALID if k in personal and v not in (None, "") else v for k, v in held.items()}
+    return json.dumps(held, ensure_ascii=False, sort_keys=True)
+
+
+def personal_values(layout: Layout, ids: set[int], personal: tuple[str, ...] = ()
+                    ) -> list[bytes]:
+    """The distinctive personal values (email, phone, address, and those of the columns a
+    contract added that hold personal data, ``personal``) the erased customers had, as they
+    would appear in a file: to find files nothing else knows how to rewrite."""
     values: set[str] = set()
     path = layout.table(CUSTOMER.name)
     if delta.exists(path) and ids:
-        data = delta.dataset(path).to_table(columns=["customer_id", "email", "phone_number",
-                                                      "address"])
+        dataset = delta.dataset(path)
+        columns = ["email", "phone_number", "address",
+                   *(c for c in personal if c in dataset.schema.names)]
+        extra = [EXTRA] if personal and EXTRA in dataset.schema.names else []
+        data = dataset.to_table(columns=["customer_id", *columns, *extra])
         mask = pc.is_in(data.column("customer_id"), value_set=pa.array(sorted(ids), pa.int64()))
-        for column in ("email", "phone_number", "address"):
-            values |= {v for v in data.column(column).filter(mask).to_pylist() if v}
+        for column in columns:
+            values |= {str(v) for v in data.column(column).filter(mask).to_pylist() if v}
+        for text in data.column(EXTRA).filter(mask).to_pylist() if extra else []:
+            held = json.loads(text) if text else {}
+            values |= {str(held[k]) for k in personal if held.get(k)}
     for value in list(values):
         values.add(json.dumps(value)[1:-1])             # as JSON writes it
         values.add(value.replace('"', '""'))            # as CSV writes it
