@@ -38,10 +38,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake.contract.sources import of_root
 from minilake.crashpoints import crashpoint
 from minilake.erasure.scrub import (
     CUSTOMER,
+    customer_contract,
     emails_to_ids,
     holds,
     personal_values,
@@ -109,12 +109,11 @@ def plan(layout: Layout, request: str, ids: set[int], emails: set[str]) -> Plan:
         held = held.filter(pc.is_in(held, value_set=pa.array(sorted(everyone), pa.int64())))
         counts = {str(k): int(v) for k, v in pd.Series(held.to_numpy()).value_counts().items()}
     found = {i for i in everyone if counts.get(str(i))}
-    contract = of_root(layout.root)["customer"].contract
+    contract = customer_contract(layout)
     values = personal_values(layout, everyone, contract.personal)
     files = []
-    renamed = dict(contract.renamed)
     for n, path in enumerate(raw_customer_files(layout)):
-        new = scrub_file(path, everyone, renamed, contract.personal)
+        new = scrub_file(path, everyone, contract)
         target = path.relative_to(layout.root).as_posix()
         if new is None:         # a file that cannot be rewritten field by field (quarantined
             #                     or waiting, not read by minilake) goes if it holds the data

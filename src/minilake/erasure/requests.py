@@ -98,7 +98,7 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
     elif plan is not None and not len(logged):
         erasure_plan.put_in_place(layout, plan)
         ids = set(plan.ids)
-        personal = of_root(layout.root)["customer"].contract.personal
+        personal = scrub.customer_contract(layout).personal
         said = scrub.scrub_outputs(layout, ids, scrub.personal_values(layout, ids, personal),
                                    personal)
         for line in said:
@@ -189,9 +189,9 @@ def scrub_pending(layout: Layout, ledger: Ledger, deliveries: list[Delivery]
         return deliveries
     ids = {int(i) for i in erased}
     rewritten = False
-    contract = of_root(layout.root)["customer"].contract
+    contract = scrub.customer_contract(layout)
     for delivery in not_applied(layout, SOURCES["customer"], deliveries, ledger):
-        new = scrub.scrub_file(delivery.path, ids, dict(contract.renamed), contract.personal)
+        new = scrub.scrub_file(delivery.path, ids, contract)
         if new is not None:
             storage.write_bytes(delivery.path, new)
             rewritten = True

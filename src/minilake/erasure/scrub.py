@@ -18,9 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from minilake.contract.drift import EXTRA
+from minilake.contract.drift import EXTRA, Contract
 from minilake.contract.schemas import EMAIL
-from minilake.contract.sources import SOURCES
+from minilake.contract.sources import SOURCES, of_root
 from minilake.formats.readers import TEXT, TextFrame, check_json_depth
 from minilake.formats.spans import (
     Unparseable,
@@ -178,13 +178,18 @@ def _kind(path: Path) -> str:
     return "json" if base.endswith(".json") else "csv"
 
 
-def scrub_file(path: Path, ids: set[int], renamed: dict[str, str] | None = None,
-               personal: tuple[str, ...] = ()) -> bytes | None:
+def customer_contract(layout: Layout) -> Contract:
+    """The customer contract the root declares (docs/contracts.md): its renames and the
+    personal columns it may add are erased like the declared personal columns."""
+    return of_root(layout.root)[CUSTOMER.name].contract
+
+
+def scrub_file(path: Path, ids: set[int], contract: Contract) -> bytes | None:
     """A raw customer file's bytes with ``ids`` erased, or None when nothing changes;
-    ``renamed``: the customer contract's renames (docs/contracts.md), so that a personal
-    column delivered under another name is erased too; ``personal``: the columns it may add
-    that hold personal data."""
+    ``contract``: the customer contract (:func:`customer_contract`), so that a personal
+    column delivered under another name, or added by the contract, is erased too."""
     data = path.read_bytes()
+    renamed, personal = dict(contract.renamed), contract.personal
     try:
         if _kind(path) == "json":
             text = data.decode("utf-8")

@@ -78,8 +78,7 @@ class Log:
     def path(self, layout: Layout) -> Path:
         return getattr(layout, self.name)
 
-    def append(self, layout: Layout, rows: list[dict], doing: str,
-               table=None) -> None:
+    def append(self, layout: Layout, rows: list[dict], doing: str) -> None:
         """One commit of ``rows`` (fenced), then compaction when its turn comes. A run that
         holds the root and has read the log keeps its rows with the new ones (:meth:`read`)."""
         path = self.path(layout)
@@ -88,8 +87,8 @@ class Log:
         kept = claim.logs.pop(str(path), None) if claim is not None else None
         if kept is not None and kept[0] != delta.delta(path).version():
             kept = None
-        delta.write(path, data, mode="append", table=table, doing=doing)
-        delta.compact(path, table if table is not None else delta.delta(path))
+        delta.write(path, data, mode="append", doing=doing)
+        delta.compact(path, delta.delta(path))
         if kept is not None:
             claim.logs[str(path)] = (delta.delta(path).version(), self._ordered(
                 pd.concat([kept[1], self._frame(data)], ignore_index=True)))
@@ -127,8 +126,8 @@ LOG_SCHEMA = INGEST_SCHEMA
 
 
 class IngestLog:
-    """A root's ingest log, opened once for a run (which holds the root's lock: no other
-    writer) rather than on every file's row; the sources' threads append one at a time.
+    """A root's ingest log for a run (which holds the root's lock: no other writer, and one
+    handle on the log, :func:`delta.delta`); the sources' threads append one at a time.
 
     The row of a file applied in order waits for the run's one commit of such rows
     (:meth:`later`, then :meth:`flush` when the run's files are done, as the ``with`` block
@@ -139,7 +138,6 @@ class IngestLog:
 
     def __init__(self, layout: Layout):
         self.layout = layout
-        self._opened = delta.Opened(layout.ingest_log)
         self._lock = threading.Lock()
         self._waiting: list[dict] = []
 
@@ -175,9 +173,9 @@ class IngestLog:
             if not everything:
                 return
             files = ", ".join(f"{r['source']}/{r['file']}" for r in everything[:3])
-            INGEST.append(self.layout, everything, table=self._opened.table(),
-                          doing=f"logging {files}{' …' if len(everything) > 3 else ''} in "
-                                f"the ingest log")
+            more = " …" if len(everything) > 3 else ""
+            INGEST.append(self.layout, everything,
+                          doing=f"logging {files}{more} in the ingest log")
             self._waiting = []
 
     def flush(self) -> None:
