@@ -4,6 +4,10 @@
 # requirements-dist.txt, requirements-lab.txt). `make lab` opens the notebooks in JupyterLab.
 # Nothing is installed by hand.
 PYTHON ?= python3.11
+# Python's bytecode is cached (__pycache__/, ignored by git) even where the environment says not
+# to: the suite starts some hundreds of processes that import minilake, and compiling it took
+# ~0.17 s of each
+unexport PYTHONDONTWRITEBYTECODE
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check

@@ -6,9 +6,10 @@ writers for the three file formats of docs/formats.md and computes the reference
 (docs/formats.md, MIDP-307) from its own in-memory state of each day. Nothing here imports the
 pipeline's readers, SCD2 or report code, so a bug there cannot hide behind the same bug here.
 
-It is vectorised: Faker fills pools of names, streets, jobs, … once per seed; every customer
-attribute is an integer code into its pool, drawn with numpy, and strings are only materialised
-(with pyarrow ``take``) when a file is written.
+It is vectorised: Faker fills pools of names, streets, jobs, … once per process (the same
+vocabulary for every seed: the seed decides which of them each customer has, and everything
+else); every customer attribute is an integer code into its pool, drawn with numpy, and strings
+are only materialised (with pyarrow ``take``) when a file is written.
 
 Longer than most because the model of the three source systems, their file writers and the
 ground truth computed from the model are one thing: the references must follow the rules the
@@ -18,6 +19,7 @@ files were written by.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -129,12 +131,15 @@ def _share_of(ids: np.ndarray, share: float) -> np.ndarray:
     return (mixed >> np.uint64(11)).astype(np.float64) / 2.0**53 < share
 
 
-def _build_pools(seed: int) -> dict[str, pa.Array]:
-    """Faker fills each pool once; a trailing '' serves code -1 (missing)."""
+@functools.cache
+def _build_pools() -> dict[str, pa.Array]:
+    """Faker fills each pool once a process (~3 s: Faker formats each value afresh), with the
+    sample world's seed, whatever the world's; a trailing '' serves code -1 (missing). The
+    arrays are immutable; a world takes a copy of the dict."""
     from faker import Faker  # on first use: start-up stays light
 
     fake = Faker("en_US")
-    fake.seed_instance(seed)
+    fake.seed_instance(SAMPLE["seed"])
     pools = {}
     for column, (method, size) in POOLED.items():
         make = getattr(fake, method)
@@ -171,7 +176,7 @@ class World:
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
-        self.pools = _build_pools(self.seed)
+        self.pools = dict(_build_pools())
         self.customers = self._new_customers(0)
         self.deleted = self.customers.iloc[0:0].copy()
         self.products = pd.DataFrame(
