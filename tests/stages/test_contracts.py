@@ -9,6 +9,7 @@ other's (the reference is read without drift)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -200,7 +201,10 @@ def test_a_contract_naming_no_source_or_rule_is_a_one_line_error(world, tmp_path
              "'e_mail' is no column of customer"),
             ('[contract.sales]\npersonal = ["buyer"]\n', "erases customers' rows only"),
             ('[contract.customer]\npersonal = ["email"]\n', "'email' is a declared column"),
-            ('[contract.customer]\npersonal = [1]\n', "personal: a list of column names"))):
+            ('[contract.customer]\npersonal = [1]\n', "personal: a list of column names"),
+            ('[contract.product]\nin_place = ["product_id"]\n', "'product_id' is the key"),
+            ('[contract.sales]\nin_place = ["seen_at"]\n', "'seen_at' is no column of sales"),
+            ('[contract.customer]\nin_place = [true]\n', "in_place: a list of column names"))):
         root = copy(world, tmp_path / f"root{n}", text)
         done = cli("run", "--root", str(root))
         assert done.returncode == 2 and says in done.stderr, done.stderr
@@ -531,3 +535,70 @@ def test_a_file_resent_without_the_column_it_added_leaves_it_empty(world, refere
     assert list(logged["change"]) == [
         "column 'loyalty_tier' added to the table (new)",
         "column 'loyalty_tier' missing: kept, empty from this file on"]
+
+
+def test_a_change_only_in_columns_updated_in_place_opens_no_version(world, tmp_path):
+    """``in_place = ["phone_number"]``: the second day gives some customers only a new phone
+    number, others only a new job; the third gives the first a phone number again and the
+    others their first job back. A phone number change opens no version (the current one
+    takes it: one version, with the last number), a job A -> B -> A opens three; every
+    version is what the raw files make with phone number changes written onto the open
+    version (the oracle of support/arrivals.py); the run says how many were updated in
+    place. Late, and rebuilt, alike."""
+    days = list(raw.days(world / "landing_zone", "customer"))
+    frames = [raw.customers(p).set_index("customer_id") for p in days]
+    steady = sorted(set.intersection(*[set(f.index) for f in frames]),
+                    key=int)                          # in every file, the same row in each
+    steady = [k for k in steady if all(frames[0].loc[k].equals(f.loc[k]) for f in frames)]
+    phones, jobs = steady[0:40:2], steady[1:40:2]
+    assert len(jobs) >= 10, "the world keeps too few customers unchanged"
+
+    def change(day: int):
+        def row(r: dict) -> dict:
+            if r["customer_id"] in phones:
+                return {**r, "phone_number": f"555-010{day}-{r['customer_id'][-4:]}"}
+            if r["customer_id"] in jobs and day == 1:
+                return {**r, "job": "Juggler"}
+            return r
+        return row
+
+    roots, notes = {}, {}
+    for order in ("in order", "late"):
+        root = copy(world, tmp_path / order.replace(" ", "-"),
+                    '[contract.customer]\nin_place = ["phone_number"]\n')
+        for n in (1, 2):
+            drifting.rewrite_csv(root / "landing_zone" / days[n].name, change(n))
+        if order == "late":
+            landing.run_without(root, f"*{DAY}*")
+        result = minilake.run(root)
+        assert result.ok, [f.line() for f in result.ingest.quarantined]
+        roots[order], notes[order] = root, {f.file: f.note for f in result.ingest.files}
+    said = notes["in order"]
+    for before, after in itertools.pairwise(days):      # counted from the raw files
+        old, new = (raw.customers(roots["in order"] / "archive" / "customer" / p.name
+                                  ).set_index("customer_id") for p in (before, after))
+        both = old.index.intersection(new.index)
+        differ = old.loc[both] != new.loc[both]
+        phone_only = differ["phone_number"] & ~differ.drop(columns="phone_number").any(axis=1)
+        assert phone_only.sum() >= 20 and said[after.name] == f"{phone_only.sum()} updated " \
+            "in place", said
+    table = tables(roots["in order"])["customer"]
+    pd.testing.assert_frame_equal(tables(roots["late"])["customer"], table, obj="late")
+    minilake.rebuild("customer", root=roots["late"])
+    pd.testing.assert_frame_equal(tables(roots["late"])["customer"], table, obj="rebuilt")
+
+    per_key = table.groupby(table["customer_id"].astype(str)).size()
+    assert set(per_key[phones]) == {1} and set(per_key[jobs]) == {3}
+    current = table[table["is_current"]]
+    current = current.set_index(current["customer_id"].astype(str))
+    assert all(current.loc[k, "phone_number"] == f"555-0102-{k[-4:]}" for k in phones)
+    assert all(current.loc[k, "effective_from"].isoformat() == "2024-10-09" for k in phones)
+    archived = arrivals.days_of(roots["in order"] / "archive", "customer", archived=True)
+    want = arrivals.versions(archived, "customer_id", snapshot=True,
+                             in_place=("phone_number",))
+    shown = ["customer_id", "first_name", "email", "phone_number", "job", "effective_from",
+             "expiry_date", "is_current"]
+    got = table[shown].astype(object).where(table[shown].notna(), None)
+    want = want[shown].astype(object).where(want[shown].notna(), None)
+    assert sorted(map(tuple, got.to_numpy().tolist()), key=str) == \
+        sorted(map(tuple, want.to_numpy().tolist()), key=str)

@@ -81,23 +81,28 @@ def days_of(folder: Path, source: str, archived: bool) -> list[tuple[dt.date, pd
     return [(raw.file_date(path), reader(path)) for path in files]
 
 
-def versions(days: list[tuple[dt.date, pd.DataFrame]], key: str, snapshot: bool
-             ) -> pd.DataFrame:
+def versions(days: list[tuple[dt.date, pd.DataFrame]], key: str, snapshot: bool,
+             in_place: tuple[str, ...] = ()) -> pd.DataFrame:
     """The SCD2 versions the files make, in date order: a key's version lasts while its
     files bring the same values; a changed row closes it on the date of its file and opens
     the next; in a snapshot, a key missing from a day's file is closed that day. What is
-    still open is current, to OPEN_END."""
+    still open is current, to OPEN_END. A row that differs from its open version only in
+    columns of ``in_place`` writes their values onto that version, which stays open."""
     opened: dict = {}                                   # key -> (values, effective_from)
     closed: list[tuple] = []
     columns: list[str] = []
     for day, frame in days:
         columns = list(frame.columns)
+        tracked = [i for i, c in enumerate(columns) if c not in in_place]
         seen = set()
         for record in frame.itertuples(index=False):
             values = tuple(typed(c, v) for c, v in zip(columns, record, strict=True))
             name = values[columns.index(key)]
             seen.add(name)
             if name in opened and opened[name][0] == values:
+                continue
+            if name in opened and all(opened[name][0][i] == values[i] for i in tracked):
+                opened[name] = (values, opened[name][1])
                 continue
             if name in opened:
                 closed.append((*opened[name][0], opened[name][1], day, False))

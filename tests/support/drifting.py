@@ -72,17 +72,32 @@ def blank_column(landing: Path) -> None:
 RULES = {"customer": "evolve", "product": "discard", "sales": "evolve"}
 
 
+IN_PLACE = 12       # customers whose phone number alone changes (:func:`new_phones`)
+IN_PLACE_COLUMNS = ["job", "loyalty_tier", "phone_number"]   # the drift world's customer's
+
+
 def world(root: Path) -> Path:
     """Three days of a small world whose second drifts in each form, under a contract that
     adds the new column to the customer and sales tables, discards the product's, and keeps
-    the customer's missing column empty: 7 column changes in all."""
+    the customer's missing column empty: 7 column changes in all. The customer's columns
+    that come and go (and its phone numbers) are updated in place: on the second and third
+    days, a customer whose row differs only in them keeps its version."""
     generate(root, start="2024-10-09", days=3, customers=200, seed=40, landing_only=True)
     (root / "minilake.toml").write_text("".join(
         f'[contract.{source}]\nnew_column = "{rule}"\nmissing_column = "evolve"\n'
+        + (f"in_place = {json.dumps(IN_PLACE_COLUMNS)}\n" if source == "customer" else "")
         for source, rule in RULES.items()))
     add_column(root / "landing_zone")
     drop_column(root / "landing_zone", required=False)
     return root
+
+
+def new_phones(landing: Path, day: str = "20241011") -> None:
+    """``IN_PLACE`` customers of the customer file of ``day`` given a new phone number."""
+    changed = iter(range(IN_PLACE))
+    rewrite_csv(landing / f"customer_{day}.csv",
+                lambda r: {**r, "phone_number": f"555-0199-{r['customer_id'][-4:]}"}
+                if int(r["customer_id"]) % 5 == 0 and next(changed, None) is not None else r)
 
 
 def schema_changes(root: Path) -> pd.DataFrame:

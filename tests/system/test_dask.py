@@ -143,12 +143,14 @@ def test_an_erasure_gives_the_same_lake(tmp_path, cluster):
 def test_a_drifting_day_gives_the_same_lake_and_schema_log(tmp_path, cluster):
     """docs/contracts.md: a column more (added to the customer and sales tables, the
     product's discarded) and a column fewer (kept empty) in each form, customers gone
-    tombstoned, the contract followed on the workers too."""
+    tombstoned, phone numbers updated in place, the contract followed on the workers too."""
     world = tmp_path / "world"
     generate(world, start="2024-10-09", days=3, customers=300, seed=40, landing_only=True)
     (world / "minilake.toml").write_text("".join(
         f'[contract.{s}]\nnew_column = "{"discard" if s == "product" else "evolve"}"\n'
-        f'missing_column = "evolve"\nvanished = "tombstone"\n' for s in SOURCES))
+        f'missing_column = "evolve"\nvanished = "tombstone"\n'
+        + ('in_place = ["phone_number"]\n' if s == "customer" else "") for s in SOURCES))
+    drifting.new_phones(world / "landing_zone")
     drifted = world / "drifted"
     drifted.mkdir()
     for path in (world / "landing_zone").glob(f"*{drifting.DAY}*"):
@@ -171,6 +173,9 @@ def test_a_drifting_day_gives_the_same_lake_and_schema_log(tmp_path, cluster):
     assert len(want["changes"]) == 7, want["changes"]
     customers = want["customer"]
     assert (customers["effective_from"] == customers["expiry_date"]).any(), "no tombstone"
+    log = want["log"]
+    assert log.loc[log["file"] == "customer_20241011.csv", "note"].str.contains(
+        "updated in place").any()
 
 
 def test_a_key_repeated_across_a_cut_is_bad_in_every_copy(tmp_path, cluster):

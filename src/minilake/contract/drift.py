@@ -7,7 +7,8 @@ or ``freeze`` (quarantine the file, as before contracts), and for a declared col
 lacks (``missing_column``), ``evolve`` (the column stays in the table, empty from that file
 on: versions open only for keys that had a value) or ``freeze``; a column it names as
 ``renamed`` is read as the declared one; ``vanished`` says what a key a snapshot lacks
-becomes (load/scd2.py, load/datafiles.py). A
+becomes (load/scd2.py, load/datafiles.py); a change only in the columns it names ``in_place``
+rewrites the current version instead of opening one (load/scd2.py). A
 required column cannot be kept empty: a file without it is quarantined whatever the contract.
 The defaults freeze, so a source that declares nothing reads its files exactly as before.
 
@@ -43,7 +44,7 @@ NEW_COLUMN = ("evolve", "keep_extra", "discard", "freeze")
 EXTRA = "_extra"        # the column ``keep_extra`` keeps a row's extra fields in, as JSON
 MISSING_COLUMN = ("evolve", "freeze")
 VANISHED = ("invalidate", "tombstone", "ignore")
-SETTINGS = ("new_column", "missing_column", "renamed", "vanished", "personal")
+SETTINGS = ("new_column", "missing_column", "renamed", "vanished", "personal", "in_place")
 
 
 class ContractError(ValueError):
@@ -66,6 +67,9 @@ class Contract:
     # columns the contract may add (new_column evolve or keep_extra) that hold personal data:
     # an erasure erases them as it erases the declared personal columns (docs/contracts.md)
     personal: tuple[str, ...] = ()
+    # columns whose changes update the current version in place instead of opening a new one
+    # (a last-seen time): a key whose row differs only in them keeps its version
+    in_place: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for rule, value, allowed in (("new_column", self.new_column, NEW_COLUMN),
@@ -78,11 +82,13 @@ class Contract:
         if any(not isinstance(v, str) for _, v in pairs):
             raise ContractError("renamed: each name must map to a column's name, as text")
         object.__setattr__(self, "renamed", pairs)
-        personal = (self.personal,) if isinstance(self.personal, str) else self.personal
-        if not isinstance(personal, list | tuple) or any(
-                not isinstance(c, str) or not c for c in personal):
-            raise ContractError("personal: a list of column names, as text")
-        object.__setattr__(self, "personal", tuple(sorted(set(personal))))
+        for rule in ("personal", "in_place"):
+            names = getattr(self, rule)
+            names = (names,) if isinstance(names, str) else names
+            if not isinstance(names, list | tuple) or any(
+                    not isinstance(c, str) or not c for c in names):
+                raise ContractError(f"{rule}: a list of column names, as text")
+            object.__setattr__(self, rule, tuple(sorted(set(names))))
 
     @property
     def drifts(self) -> bool:

@@ -154,5 +154,15 @@ def of_root(root) -> dict[str, Source]:
             raise drift.ContractError(f"{root / policy.FILE}: [contract.{name}] personal: "
                                       f"{declared[0]!r} is a declared column (an erasure "
                                       f"erases the declared personal columns already)")
+        for column in contract.in_place:
+            if column == SOURCES[name].key:
+                raise drift.ContractError(f"{root / policy.FILE}: [contract.{name}] in_place: "
+                                          f"{column!r} is the key: a key is never updated")
+            addable = (contract.new_column == "evolve" or column == drift.EXTRA
+                       and contract.new_column == "keep_extra")
+            if column not in SOURCES[name].columns and not addable:
+                raise drift.ContractError(
+                    f"{root / policy.FILE}: [contract.{name}] in_place: {column!r} is no "
+                    f"column of {name} (nor one its contract may add)")
     return {name: dataclasses.replace(source, contract=contracts.get(name, source.contract))
             for name, source in SOURCES.items()}

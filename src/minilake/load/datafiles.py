@@ -21,6 +21,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -44,8 +45,8 @@ from minilake.lake.delta import (
     refused,
     write,
 )
-from minilake.load.keys import found
-from minilake.load.scd2 import OPEN_END, Changes
+from minilake.load.keys import found, positions
+from minilake.load.scd2 import OPEN_END, SCD2_COLUMNS, Changes
 from minilake.load.validate import arrow_schema
 
 
@@ -131,6 +132,31 @@ def current_versions(path: Path, source: Source, files: list[dict],
     return data.to_table(columns=schema.names, filter=where).cast(schema)
 
 
+def current_rows(path: Path, source: Source, files: list[dict], keys: pa.Array,
+                 added: list[str] = ()) -> pa.Table:
+    """The current versions of ``keys`` held in ``files``, whole: business columns (partition
+    ones from the files' partition values), then ``effective_from``. For an in-place update
+    (docs/contracts.md), which compares them with a file's rows; read only when the contract
+    has columns updated in place and a file changes keys."""
+    schema = table_schema(source, added)
+    wanted = [n for n in schema.names if n not in SCD2_COLUMNS] + ["effective_from"]
+    stored = pa.schema([f for f in schema if f.name not in partitioning(source)])
+    filesystem, base = storage.arrow(path)
+    pieces = []
+    for file in overlapping(files, source, keys):
+        rows = conformed(pq.read_table(f"{base}/{file['path']}", filesystem=filesystem,
+                                       filters=pc.field(source.key).isin(
+                                           keys.cast(stored.field(source.key).type))),
+                         stored)
+        for name in source.partition_by:
+            value = pa.scalar(file[f"partition.{name}"]).cast(schema.field(name).type)
+            rows = rows.append_column(schema.field(name), pa.repeat(value, rows.num_rows))
+        pieces.append(rows.select(wanted))
+    if not pieces:
+        return pa.schema([schema.field(n) for n in wanted]).empty_table()
+    return pa.concat_tables(pieces)
+
+
 def row_counts(path: Path) -> tuple[int, int]:
     """(current versions, all versions) of a table; (0, 0) before its first file."""
     if not exists(path):
@@ -162,10 +188,18 @@ def applied_commits(opened: Opened, logged: int | None) -> dict[tuple[str, str],
     return out
 
 
-def _open_versions(table: pa.Table, day: dt.date) -> pa.Table:
-    """New versions: valid from ``day`` until further notice."""
+def _open_versions(table: pa.Table, day: dt.date, changes: Changes | None = None,
+                   key: str | None = None) -> pa.Table:
+    """New versions: valid from ``day`` until further notice; a version rewritten in place
+    (``changes.replaced``, by ``key``) from the day its current one began."""
     n = table.num_rows
-    table = table.append_column("effective_from", pa.repeat(pa.scalar(day, pa.date32()), n))
+    begins = pa.repeat(pa.scalar(day, pa.date32()), n)
+    if changes is not None and changes.in_place:
+        at = positions(table.column(key).combine_chunks(),
+                       changes.replaced.cast(table.column(key).type))
+        kept = changes.replaced_from.cast(pa.date32()).take(pa.array(np.maximum(at, 0)))
+        begins = pc.if_else(pa.array(at >= 0), kept, begins)
+    table = table.append_column("effective_from", begins)
     table = table.append_column("expiry_date", pa.repeat(pa.scalar(OPEN_END, pa.date32()), n))
     return table.append_column("is_current", pa.repeat(pa.scalar(True), n))
 
@@ -183,14 +217,18 @@ def write_changes(path: Path, source: Source, changes: Changes, day: dt.date,
     the files of a key range do not overlap each other's key statistics (what lets the Dask
     engine cut a table into ranges again, README.md, the Dask engine)."""
     schema = table_schema(source, added_of(source, changes.inserts.column_names))
-    rows = _open_versions(changes.inserts, day).select(schema.names).cast(schema)
+    rows = _open_versions(changes.inserts, day, changes, source.key).select(
+        schema.names).cast(schema)
     writer = _Files(path, source, schema, ordered)
     tombstones = (changes.gone if source.contract.vanished == "tombstone"
                   and changes.gone is not None and len(changes.gone) else None)
+    replaced = changes.replaced if changes.in_place else None
+    ending = changes.expire_keys if replaced is None else pa.concat_arrays(
+        [changes.expire_keys, replaced.cast(changes.expire_keys.type)])
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        rewritten = [] if len(changes.expire_keys) == 0 else list(pool.map(
-            lambda f: writer.expire(f, changes.expire_keys, day, tombstones),
-            overlapping(files, source, changes.expire_keys)))
+        rewritten = [] if len(ending) == 0 else list(pool.map(
+            lambda f: writer.expire(f, changes.expire_keys, day, tombstones, replaced),
+            overlapping(files, source, ending)))
         pieces = [p for _, small in rewritten for p in small] + writer.by_partition(rows)
         added = list(pool.map(lambda p: writer.write(*p), writer.pack(pieces)))
     return [a for done, _ in rewritten for a in done] + added
@@ -390,18 +428,22 @@ class _Files:
                          self.data_change, _statistics(rows))
 
     def expire(self, file: dict, keys: pa.Array, day: dt.date,
-               tombstones: pa.Array | None = None) -> tuple[list, list]:
+               tombstones: pa.Array | None = None, replaced: pa.Array | None = None
+               ) -> tuple[list, list]:
         """Rewrite one current file without the versions of ``keys``, which go, closed on
         ``day``, to the history partition, with a tombstone beside each of ``tombstones``'
-        (docs/contracts.md: the closed version again, begun and ended on ``day``). Returns
-        (actions, pieces): the file's removal and the files written, and the pieces too small
-        for a file of their own (for :meth:`pack`). ([], []) if the file holds none of the
-        keys."""
+        (docs/contracts.md: the closed version again, begun and ended on ``day``), and without
+        those of ``replaced``, which go nowhere (rewritten in place: their new rows are among
+        the new versions). Returns (actions, pieces): the file's removal and the files
+        written, and the pieces too small for a file of their own (for :meth:`pack`).
+        ([], []) if the file holds none of the keys."""
         rows = pq.read_table(f"{self.base}/{file['path']}", filesystem=self.filesystem)
         rows = conformed(rows, self.stored)
         held = rows[self.source.key].combine_chunks()
         ends = pa.array(found(held, keys.cast(held.type)))
-        if not pc.any(ends).as_py():
+        drops = ends if replaced is None else pc.or_(
+            ends, pa.array(found(held, replaced.cast(held.type))))
+        if not pc.any(drops).as_py():
             return [], []
         partition = _partition_values(file)
         actions = [_removal(file)]
@@ -415,8 +457,8 @@ class _Files:
             dead = dead.set_column(at, dead.schema.field(at),
                                    pa.repeat(pa.scalar(day, pa.date32()), dead.num_rows))
             closed = pa.concat_tables([closed, dead])
-        pieces = [(closed, {**partition, "is_current": "false"})]
-        kept = rows.filter(pc.invert(ends))
+        pieces = [(closed, {**partition, "is_current": "false"})] if closed.num_rows else []
+        kept = rows.filter(pc.invert(drops))
         if kept.num_rows >= ROWS_PER_FILE // 2 and not self.ordered:
             actions.append(self.write(kept, partition))
         elif kept.num_rows:

@@ -280,9 +280,11 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
         added, changes = [], meta["changes"]
     else:
         added, changes = _columns(source, delivery, table, work)
+    in_place = work.in_place if meta is None else meta.get("in_place", 0)
     outcome = FileOutcome(source.name, path.name, "applied", rows_read=work.rows_read,
                           rows_loaded=work.rows_loaded, rows_rejected=len(work.bad),
-                          note="; ".join(changes))
+                          note="; ".join([*changes, *([IN_PLACE.format(in_place)]
+                                                     if in_place else [])]))
     report = layout.error_report(source.name, source.report_stamp(path.name))
     if meta is not None:
         outcome.inserted, outcome.updated, outcome.expired = (
@@ -298,7 +300,8 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
         work.inserted, work.updated, work.expired)
     write_report(work.bad, report)
     provenance = {"source": source.name, "file": path.name, "sha256": sha,
-                  "file_date": day.isoformat(), **outcome.counts(), "changes": changes}
+                  "file_date": day.isoformat(), **outcome.counts(), "changes": changes,
+                  **({"in_place": in_place} if in_place else {})}
     if not work.empty:
         crashpoint("ingest.before_commit")
         actions = work.write()
@@ -318,6 +321,7 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
     return outcome, clock
 
 
+IN_PLACE = "{} updated in place"   # keys whose current version took the file's values
 ADDED = "column {!r} added to the table (new)"     # a schema log line (docs/contracts.md)
 # the same line read back: the column's name where ``{!r}`` stands
 _ADDED_LINE = "^" + re.escape(ADDED).replace(re.escape("{!r}"), "'(.+)'") + "$"

@@ -31,7 +31,7 @@ from minilake.contract.drift import Contract
 from minilake.contract.sources import ALL_SOURCES, Source
 from minilake.formats.readers import TextFrame, UnreadableFile
 from minilake.lake import storage
-from minilake.load import datafiles
+from minilake.load import datafiles, scd2
 from minilake.load.keys import range_codes, range_of
 from minilake.load.scd2 import Changes, diff
 from minilake.load.validate import Validated, validate
@@ -169,6 +169,7 @@ class Worked:
     expired: int = 0
     empty: bool = True
     seconds: dict = field(default_factory=dict)     # where a worker's time went
+    in_place: int = 0               # keys updated in place (docs/contracts.md)
 
     def summary(self) -> Worked:
         """All but the changes (which stay where they were computed, to be written there)."""
@@ -191,9 +192,15 @@ def work(source: Source, table: Path, part: Part, validated: Validated,
     changes = diff(current, good, source.key, snapshot=source.snapshot,
                    bad_keys=validated.bad_keys, vanished=source.contract.vanished,
                    declared=declared)
+    if source.contract.in_place and changes.updated:
+        changed = changes.expire_keys[:changes.updated]     # the updated keys come first
+        changes = scd2.in_place(changes, datafiles.current_rows(
+            table, source, files, changed, datafiles.added_of(source, good.column_names)),
+            source.key, source.contract.in_place, declared)
     at = validated.bad_at if part.at is None else part.at[validated.bad_at]
     return Worked(part.index, changes, validated.bad, at, good.num_rows, current.num_rows,
-                  changes.inserted, changes.updated, changes.expired, changes.empty)
+                  changes.inserted, changes.updated, changes.expired, changes.empty,
+                  in_place=changes.in_place)
 
 
 @dataclass
@@ -210,6 +217,7 @@ class FileWork:
     current_keys: int
     empty: bool
     write: Callable[[], list] = field(repr=False, default=list)
+    in_place: int = 0
     changes: list[str] = field(default_factory=list)     # the file's columns, settled
     extra: list[str] = field(default_factory=list)       # the columns beyond them it keeps
 
@@ -231,4 +239,4 @@ def merged(rows_read: int, worked: list[Worked], write: Callable[[], list],
         expired=sum(w.expired for w in worked),
         current_keys=sum(w.current_keys for w in worked),
         empty=all(w.empty for w in worked), write=write, changes=list(changes),
-        extra=list(extra))
+        extra=list(extra), in_place=sum(w.in_place for w in worked))

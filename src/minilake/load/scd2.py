@@ -9,6 +9,7 @@ the key of a bad row) is expired.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -124,6 +125,15 @@ class Changes:
     updated: int               # keys whose current version is replaced
     expired: int               # snapshot keys absent from the file (deleted upstream)
     gone: pa.Array | None = None    # those keys (the last of ``expire_keys``)
+    # keys whose current version is rewritten in place (docs/contracts.md: only columns the
+    # contract updates in place changed), and the effective_from each keeps; their new rows
+    # are among ``inserts``, their keys not among ``expire_keys``
+    replaced: pa.Array | None = None
+    replaced_from: pa.Array | None = None
+
+    @property
+    def in_place(self) -> int:
+        return 0 if self.replaced is None else len(self.replaced)
 
     @property
     def empty(self) -> bool:
@@ -166,6 +176,39 @@ def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
                    expire_keys=pa.concat_arrays([keys.filter(pa.array(is_changed)), gone]),
                    inserted=int(is_new.sum()), updated=int(is_changed.sum()),
                    expired=len(gone), gone=gone)
+
+
+def in_place(changes: Changes, current: pa.Table, key: str, columns: tuple[str, ...],
+             declared: int) -> Changes:
+    """``changes`` with the updated keys whose rows differ from their current version
+    (``current``: those versions' business columns, ``effective_from`` and ``key``) only in
+    ``columns`` rewritten in place (docs/contracts.md): no version expires or opens for them;
+    the new row replaces the current one and keeps its ``effective_from``. The others stay
+    updates. ``declared``: how many of the rows' columns are declared ones."""
+    if changes.updated == 0 or current.num_rows == 0:
+        return changes
+    keys = changes.inserts.column(key).combine_chunks()
+    at = positions(keys, current.column(key).combine_chunks().cast(keys.type))
+    was = at >= 0                               # an update, not a new key
+    if not was.any():
+        return changes
+    names = [n for n in changes.inserts.column_names if n != "row_hash"]
+    tracked = [n for n in names if n not in columns]
+    tracked_declared = sum(1 for n in names[:declared] if n not in columns)
+    new = changes.inserts.filter(pa.array(was)).select(tracked)
+    old = current.take(pa.array(at[was])).select(tracked).cast(new.schema)
+    same = (row_hashes(new, tracked_declared).to_numpy()
+            == row_hashes(old, tracked_declared).to_numpy())
+    if not same.any():
+        return changes
+    rows = np.flatnonzero(was)[same]
+    replaced = keys.take(pa.array(rows))
+    replaced_from = current.column("effective_from").combine_chunks().take(
+        pa.array(at[rows]))
+    expire = changes.expire_keys
+    expire = expire.filter(pa.array(~found(expire, replaced)))
+    return dataclasses.replace(changes, expire_keys=expire, updated=changes.updated - len(rows),
+                               replaced=replaced, replaced_from=replaced_from)
 
 
 def _as_key_type(text: pd.Series, key_type: pa.DataType) -> np.ndarray:
