@@ -29,7 +29,7 @@ from minilake.lake.layout import Layout
 from minilake.lake.logs import read_log
 from minilake.load import maintain as upkeep
 
-ORDERS = 20
+ORDERS = 12
 
 
 @pytest.fixture(scope="module")
