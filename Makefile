@@ -11,6 +11,10 @@ unexport PYTHONDONTWRITEBYTECODE
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+UV     := uv==0.13.9
+# uv (pinned, installed into the venv by pip) installs the pinned sets: ~18 s for make test's,
+# where pip took ~95 s. The same versions either way (all are pinned); pip does it if uv fails.
+install = $(VENV)/bin/uv pip install --python $(PY) --quiet --compile-bytecode $(1) || $(PIP) $(1)
 STAMP  := $(VENV)/.installed
 TESTED := $(VENV)/.installed-test
 LABBED := $(VENV)/.installed-lab
@@ -21,18 +25,19 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -r requirements.txt
-	$(PIP) --no-deps --no-build-isolation -e .
+	test -x $(VENV)/bin/uv || $(PIP) $(UV)
+	$(call install,-r requirements.txt)
+	$(call install,--no-deps --no-build-isolation -e .)
 	touch $(STAMP)
 
 $(TESTED): $(STAMP) requirements-test.txt requirements-airflow.txt requirements-dist.txt \
 		requirements-lab.txt
-	$(PIP) -r requirements-test.txt -r requirements-airflow.txt -r requirements-dist.txt \
-		-r requirements-lab.txt
+	$(call install,-r requirements-test.txt -r requirements-airflow.txt \
+		-r requirements-dist.txt -r requirements-lab.txt)
 	touch $(TESTED) $(LABBED)
 
 $(LABBED): $(STAMP) requirements-lab.txt
-	$(PIP) -r requirements-lab.txt
+	$(call install,-r requirements-lab.txt)
 	touch $(LABBED)
 
 run: $(STAMP)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,11 @@ def test_minilake_lab_serves_the_workbook_on_127_0_0_1(tmp_path):
     port = free_port()
     env = {name: str(tmp_path / name) for name in
            ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")}
-    process = start("lab", "--root", str(REPO), "--port", str(port), "--no-browser",
+    root = tmp_path / "root"            # a copy: the checkout is never served, nor written
+    root.mkdir()
+    for name in ("workbook.ipynb", "reload.ipynb"):
+        shutil.copy(REPO / name, root / name)
+    process = start("lab", "--root", str(root), "--port", str(port), "--no-browser",
                     env={**env, "HOME": str(tmp_path)}, fresh=True)   # stderr read as it runs
     try:
         deadline, said = time.monotonic() + 180, ""
