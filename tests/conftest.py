@@ -14,6 +14,11 @@ from support import forked
 from minilake.generate import SAMPLE, generate
 
 REPO = Path(__file__).resolve().parents[1]
+# Dask workers (the session's LocalCluster, a run's own, a worker its nanny starts again) are
+# forked from a server that has imported the libraries once (distributed's own choice for its
+# test suite), not spawned as interpreters that import them each: ~3 s of CPU a worker. Real
+# processes either way; a user's runs keep Dask's default.
+os.environ.setdefault("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", "forkserver")
 
 # Property tests: a fixed, quick set of examples by default; HYPOTHESIS_PROFILE=deep for a long
 # run (tests that ask for more examples ask for a multiple of the profile's).
