@@ -9,6 +9,7 @@ other's (the reference is read without drift)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import shutil
@@ -204,7 +205,10 @@ def test_a_contract_naming_no_source_or_rule_is_a_one_line_error(world, tmp_path
             ('[contract.customer]\npersonal = [1]\n', "personal: a list of column names"),
             ('[contract.product]\nin_place = ["product_id"]\n', "'product_id' is the key"),
             ('[contract.sales]\nin_place = ["seen_at"]\n', "'seen_at' is no column of sales"),
-            ('[contract.customer]\nin_place = [true]\n', "in_place: a list of column names"))):
+            ('[contract.customer]\nin_place = [true]\n', "in_place: a list of column names"),
+            ('[contract.sales]\nwiden = ["sale_date"]\n', "'sale_date' is a partition column"),
+            ('[contract.sales]\nwiden = ["quantity"]\n', "only a date widens"),
+            ('[contract.product]\nwiden = ["launch"]\n', "'launch' is no column of product"))):
         root = copy(world, tmp_path / f"root{n}", text)
         done = cli("run", "--root", str(root))
         assert done.returncode == 2 and says in done.stderr, done.stderr
@@ -272,6 +276,7 @@ missing_column = "evolve"
 
 [contract.product]
 missing_column = "evolve"
+widen = ["creation_date"]
 
 [contract.sales]
 new_column = "discard"
@@ -304,8 +309,16 @@ def test_the_sample_drifting_day_as_the_readme_tells_it(small_root, tmp_path):
     assert result.ok and said == {
         "customer": "column 'job' missing: kept, empty from this file on; column "
                     "'loyalty_tier' discarded (new, not in the declaration)",
-        "product": "key 'description' missing: kept, empty from this file on",
+        "product": "key 'description' missing: kept, empty from this file on; column "
+                   "'creation_date' widened from date to timestamp (values with a time of "
+                   "day)",
         "sales": "column 'field_8' discarded (new, not in the declaration)"}
+    day = next(n for n in names if n.startswith("products_"))
+    delivered = raw.products(root / "archive" / "product" / day)
+    table = minilake.read_table("product", as_of=raw.file_date(Path(day)), root=root)
+    assert dict(zip(table["product_id"], instants(table, "creation_date"), strict=True)) == {
+        r.product_id: arrivals.typed("creation_date", r.creation_date)
+        for r in delivered.itertuples()}
     day = next(n for n in names if n.startswith("customer_"))
     delivered = raw.customers(root / "archive" / "customer" / day).set_index("customer_id")
     table = minilake.read_table("customer", as_of=raw.file_date(Path(day)), root=root)
@@ -457,18 +470,21 @@ def test_extra_fields_kept_in_one_json_column(world, tmp_path):
 
 
 def test_a_world_generated_drifting_is_quarantined_by_default_and_loaded_by_contract(tmp_path):
-    """``generate --drift``: from the middle day the customer files carry a loyalty tier,
-    from the day after the product files no descriptions. By default each such file is
-    quarantined naming the column; under a contract that evolves both, every file is applied,
-    the tier is in the table from its first file on (as the raw files hold it), and the
-    products' descriptions are empty from the day they stopped."""
+    """``generate --drift``: from the middle day the customer files carry a loyalty tier and
+    the product files creation times, from the day after the product files no descriptions.
+    By default each file with a column more or fewer is quarantined naming the column, and a
+    creation time is a bad row; under a contract that evolves both and widens the date, every
+    file is applied, the tier is in the table from its first file on (as the raw files hold
+    it), the creation dates are the raw files' instants from the middle day (dates before),
+    and the products' descriptions are empty from the day they stopped."""
     world = tmp_path / "world"
     done = cli("generate", "--root", str(world), "--days", "5", "--customers", "150",
                "--landing-only", "--drift")
     assert done.returncode == 0, done.stderr
     days = sorted({raw.file_date(p) for p in (world / "landing_zone").iterdir()})
     for contract in ("", '[contract.customer]\nnew_column = "evolve"\n'
-                         '[contract.product]\nmissing_column = "evolve"\n'):
+                         '[contract.product]\nmissing_column = "evolve"\n'
+                         'widen = ["creation_date"]\n'):
         root = copy(world, tmp_path / f"root{len(contract)}", contract)
         result = minilake.run(root)
         reasons = {f.file: f.reason for f in result.ingest.quarantined}
@@ -477,7 +493,19 @@ def test_a_world_generated_drifting_is_quarantined_by_default_and_loaded_by_cont
                 **{f"customer_{d:%Y%m%d}.csv": "unexpected column 'loyalty_tier'"
                    for d in days[2:]},
                 **{f"products_{d:%Y%m%d}.json": "missing key 'description'" for d in days[3:]}}
+            middle = next(f for f in result.ingest.files
+                          if f.file == f"products_{days[2]:%Y%m%d}.json")
+            timed = raw.products(world / "landing_zone" / middle.file)["creation_date"]
+            assert middle.rows_rejected == (timed.str.len() > 10).sum() > 0
     assert not reasons
+    products = minilake.read_table("product", as_of=days[-1], root=root)
+    delivered = raw.products(world / "landing_zone" / f"products_{days[-1]:%Y%m%d}.json")
+    assert dict(zip(products["product_id"], instants(products, "creation_date"),
+                    strict=True)) == {
+        r.product_id: arrivals.typed("creation_date", r.creation_date)
+        for r in delivered.itertuples()}
+    before = minilake.read_table("product", as_of=days[1], root=root)
+    assert all(type(c) is dt.date for c in instants(before, "creation_date"))
     table = minilake.read_table("customer", as_of=days[-1], root=root)
     delivered = raw.customers(world / "landing_zone" / f"customer_{days[-1]:%Y%m%d}.csv")
     got = dict(zip(table["customer_id"].astype(str), table["loyalty_tier"].fillna(""),
@@ -602,3 +630,68 @@ def test_a_change_only_in_columns_updated_in_place_opens_no_version(world, tmp_p
     want = want[shown].astype(object).where(want[shown].notna(), None)
     assert sorted(map(tuple, got.to_numpy().tolist()), key=str) == \
         sorted(map(tuple, want.to_numpy().tolist()), key=str)
+
+
+def instants(frame: pd.DataFrame, column: str) -> list:
+    """A widened column's values as the oracle's: a date, or a date and time where it has a
+    time of day (UTC, the zone minilake keeps)."""
+    out = []
+    for value in frame[column]:
+        if isinstance(value, pd.Timestamp):
+            value = value.tz_convert("UTC").tz_localize(None).to_pydatetime()
+            value = value.date() if value.time() == dt.time() else value
+        out.append(value)
+    return out
+
+
+def test_a_date_column_widened_to_a_date_and_time_keeps_every_value(world, tmp_path):
+    """``widen = ["creation_date"]``: the second day's product file gives some products a
+    creation time (``2024-03-01 14:30:00``) and writes others' dates at midnight
+    (``2024-03-01T00:00:00``); the third day has dates again. The table's column becomes a
+    date and time in one commit of its own (the schema log says so, once); a midnight is its
+    date (no version opens for it); every version is the one the raw files make (the oracle,
+    support/arrivals.py, reads a time where there is one); late, and rebuilt, alike; a
+    version read before the widening is a date. Without the rule, the values with a time are
+    bad rows, as before contracts."""
+    def timed(n: int):
+        def record(r: dict) -> dict:
+            if n % 3 == 0:
+                return {**r, "creation_date": r["creation_date"] + " 14:30:00"}
+            return {**r, "creation_date": r["creation_date"] + "T00:00:00"} if n % 3 == 1 \
+                else r
+        return record
+    roots = {}
+    for order in ("in order", "late", "frozen"):
+        root = copy(world, tmp_path / order.replace(" ", "-"), "" if order == "frozen" else
+                    '[contract.product]\nwiden = ["creation_date"]\n')
+        path = root / "landing_zone" / PRODUCT
+        records = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps([timed(n)(r) for n, r in enumerate(records)]))
+        if order == "late":
+            landing.run_without(root, f"*{DAY}*")
+        result = minilake.run(root)
+        assert result.ok, [f.line() for f in result.ingest.quarantined]
+        roots[order] = root
+    table = tables(roots["in order"])["product"]
+    assert str(table["creation_date"].dtype) == "datetime64[us, UTC]"
+    pd.testing.assert_frame_equal(tables(roots["late"])["product"], table, obj="late")
+    minilake.rebuild("product", root=roots["late"])
+    pd.testing.assert_frame_equal(tables(roots["late"])["product"], table, obj="rebuilt")
+    logged = read_schema_log(Layout.of(roots["in order"]))
+    assert list(zip(logged["file"], logged["change"], strict=True)) == [
+        (PRODUCT, "column 'creation_date' widened from date to timestamp (values with a time "
+                  "of day)")]
+    days = arrivals.days_of(roots["in order"] / "archive", "product", archived=True)
+    want = arrivals.versions(days, "product_id", snapshot=True)
+    got = {(r.product_id, r.effective_from, r.expiry_date): (r.name, r.price, c)
+           for r, c in zip(table.itertuples(), instants(table, "creation_date"), strict=True)}
+    assert got == {(r.product_id, r.effective_from, r.expiry_date):
+                   (r.name, r.price, r.creation_date) for r in want.itertuples()}
+    assert any(isinstance(c, dt.datetime) for c in instants(table, "creation_date"))
+    first = minilake.read_table("product", root=roots["in order"], version=0)
+    assert all(type(c) is dt.date for c in first["creation_date"])
+    report = Layout.of(roots["frozen"]).error_report("product", DAY)
+    bad = pd.read_csv(report, dtype=str, keep_default_na=False)
+    assert len(bad) == sum(1 for n in range(len(json.loads((world / "landing_zone" / PRODUCT)
+                                                        .read_text()))) if n % 3 < 2)
+    assert bad.iloc[:, -1].str.contains("not a date").all(), bad

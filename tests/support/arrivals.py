@@ -66,7 +66,10 @@ def typed(column: str, text: str):
         return int(text)
     if column in DECIMALS:
         return float(text)
-    if column in DATES:
+    if column in DATES:             # a widened date (docs/contracts.md) may have a time;
+        if len(text) > 10:          # its midnight is the date itself
+            stamp = dt.datetime.fromisoformat(text)
+            return stamp.date() if stamp.time() == dt.time() else stamp
         return dt.date.fromisoformat(text)
     return text
 

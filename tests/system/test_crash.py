@@ -255,8 +255,9 @@ def test_crash_anywhere_then_rerun_equals_an_uninterrupted_run(chunk, cases, wor
 
 
 # docs/contracts.md: a file's column changes are logged after its commit, once
-DRIFT_HOOKS = ["commit.columns_added:1", "commit.columns_added:2", "ingest.after_commit:2",
-               "ingest.after_commit:8", "ingest.schema_logged:1", "ingest.schema_logged:3"]
+DRIFT_HOOKS = ["commit.columns_added:1", "commit.columns_added:2", "commit.widening:1",
+               "commit.widened:1", "ingest.after_commit:2", "ingest.after_commit:8",
+               "ingest.schema_logged:1", "ingest.schema_logged:3"]
 
 
 @pytest.fixture(scope="session")
@@ -291,7 +292,8 @@ def test_crash_around_a_column_change_then_rerun_equals_an_uninterrupted_run(dri
                                                                              tmp_path):
     for hook, got, want in killed_then_rerun(drift_world, DRIFT_HOOKS, tmp_path,
                                              drift_outcome):
-        assert len(want["changes"]) == 7  # 2 columns added, 1 discarded, 4 missing (kept)
+        # 2 columns added, 1 discarded, 4 missing (kept), 1 widened
+        assert len(want["changes"]) == 8, want["changes"]
         notes = want["log"].set_index("file")["note"]
         assert all("updated in place" in notes[f"customer_2024101{d}.csv"] for d in (0, 1))
         assert_same(got, want, hook)

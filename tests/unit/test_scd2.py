@@ -194,6 +194,16 @@ def test_row_hash_floats_use_the_shortest_round_trip_text(value, text):
     assert row_hashes(pa.table({"f": [value]})).to_pylist() == [expected_hash(text)]
 
 
+@pytest.mark.parametrize("value,text", [
+    (dt.datetime(2024, 4, 4, 3, 3, 53), "2024-04-04 03:03:53"),
+    (dt.datetime(2024, 4, 4), "2024-04-04"),                 # midnight: the date itself
+    (dt.datetime(1999, 12, 31, 23, 59, 59), "1999-12-31 23:59:59")])
+def test_row_hash_of_a_date_and_time_is_its_iso_text_and_at_midnight_its_date(value, text):
+    """docs/contracts.md: a date column widened hashes its old values as it did."""
+    stamp = pa.array([value], pa.timestamp("us", "UTC"))
+    assert row_hashes(pa.table({"t": stamp})).to_pylist() == [expected_hash(text)]
+
+
 @given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                           st.integers(-10**15, 10**15).map(lambda c: c / 100)),
                 min_size=1, max_size=50))

@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="constant daily volumes (for measuring cost against history)")
     p.add_argument("--drift", action="store_true",
                    help="the sources' columns change mid-way: customers gain a loyalty tier, "
-                        "products lose their descriptions (docs/contracts.md)")
+                        "products a creation time, then lose their descriptions "
+                        "(docs/contracts.md)")
     p.add_argument("--crlf-addresses", type=_share, default=0.0, metavar="SHARE",
                    help="share of customers whose address holds CRLF, not LF (default 0)")
     return parser

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa_
+import pyarrow.compute as pc
 
 from minilake.formats.readers import (
     TextFrame,
@@ -44,7 +45,8 @@ NEW_COLUMN = ("evolve", "keep_extra", "discard", "freeze")
 EXTRA = "_extra"        # the column ``keep_extra`` keeps a row's extra fields in, as JSON
 MISSING_COLUMN = ("evolve", "freeze")
 VANISHED = ("invalidate", "tombstone", "ignore")
-SETTINGS = ("new_column", "missing_column", "renamed", "vanished", "personal", "in_place")
+SETTINGS = ("new_column", "missing_column", "renamed", "vanished", "personal", "in_place",
+            "widen")
 
 
 class ContractError(ValueError):
@@ -70,6 +72,9 @@ class Contract:
     # columns whose changes update the current version in place instead of opening a new one
     # (a last-seen time): a key whose row differs only in them keeps its version
     in_place: tuple[str, ...] = ()
+    # declared columns whose type may widen (a date column that gains a time of day): a file
+    # with wider values widens the table's column, in one commit of its own
+    widen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for rule, value, allowed in (("new_column", self.new_column, NEW_COLUMN),
@@ -82,7 +87,7 @@ class Contract:
         if any(not isinstance(v, str) for _, v in pairs):
             raise ContractError("renamed: each name must map to a column's name, as text")
         object.__setattr__(self, "renamed", pairs)
-        for rule in ("personal", "in_place"):
+        for rule in ("personal", "in_place", "widen"):
             names = getattr(self, rule)
             names = (names,) if isinstance(names, str) else names
             if not isinstance(names, list | tuple) or any(
@@ -129,6 +134,28 @@ def settle(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame,
         changes.append(f"{said} {', '.join(map(repr, text.extra))} kept in {EXTRA!r}")
         text.extra = {EXTRA: _as_json(text.extra)}
     return changes          # evolve: the extra columns stay, for the table (load/ingest.py)
+
+
+def widenings(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame
+              ) -> dict[str, str]:
+    """The columns of ``contract.widen`` whose text in the file holds a value of the wider
+    kind that the declared kind does not read (a date with a time of day), each with that
+    kind: what the table must widen to before the file applies (docs/contracts.md). A value
+    neither kind reads stays a bad row."""
+    from minilake.contract.schemas import WIDER
+    from minilake.contract.text import as_arrow, is_blank, parse_date, parse_timestamp
+
+    needs = {}
+    for name in contract.widen:
+        if name not in text.rows:
+            continue
+        values = as_arrow(text.rows[name])
+        narrow = parse_date(values, schema.columns[name].metadata["date_format"])
+        wider = pc.and_(pc.and_(pc.is_null(narrow), pc.invert(is_blank(values))),
+                        pc.is_valid(parse_timestamp(values)))
+        if pc.any(wider).as_py():
+            needs[name] = WIDER[schema.columns[name].metadata["kind"]]
+    return needs
 
 
 def _as_json(extra: dict[str, pa_.Array | pa_.ChunkedArray]) -> pa_.Array:

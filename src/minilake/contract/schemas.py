@@ -72,6 +72,9 @@ def field(kind: str = "text", *, required: bool = False, one_of: list[str] | Non
     elif kind == "date":
         checks.append(_check(lambda t: pc.is_valid(parsed(t, "date", date_format)),
                              f"not a date ({_readable(date_format)})", on_series=True))
+    elif kind == "timestamp":           # a date column widened (docs/contracts.md)
+        checks.append(_check(lambda t: pc.is_valid(parsed(t, "timestamp")),
+                             "not a date and time (YYYY-MM-DD[ HH:MM:SS])", on_series=True))
     if one_of is not None:
         allowed = pa_.array(one_of, pa_.string())
         checks.append(_check(lambda a: pc.is_in(a, value_set=allowed),
@@ -88,8 +91,26 @@ def field(kind: str = "text", *, required: bool = False, one_of: list[str] | Non
     # No pandera dtype: every column is text by construction (``validate`` asserts it once per
     # frame). pandera's string dtype check is element-wise and formats its empty failure
     # cases, ~1.5 ms per column per file: half of all validation on the sample week.
+    args = {"required": required, "one_of": one_of, "pattern": pattern,
+            "looks_like": looks_like, "gt": gt, "ge": ge, "date_format": date_format}
     return pa.Column(None, checks=checks, nullable=False,
-                     metadata={"kind": kind, "required": required, "date_format": date_format})
+                     metadata={"kind": kind, "required": required, "date_format": date_format,
+                               "args": args})
+
+
+# docs/contracts.md: the safe widenings of a column's kind
+WIDER = {"date": "timestamp"}
+
+
+def widened(schema: pa.DataFrameSchema, kinds: dict[str, str]) -> pa.DataFrameSchema:
+    """``schema`` with the columns of ``kinds`` made again as those kinds, with their rules
+    (a contract's widened columns, docs/contracts.md); the others as they are."""
+    if not kinds:
+        return schema
+    columns = {name: field(kinds[name], **column.metadata["args"]) if name in kinds
+               else column for name, column in schema.columns.items()}
+    return pa.DataFrameSchema(columns, checks=schema.checks, name=schema.name, strict=True,
+                              ordered=False)
 
 
 def _occurs_once(by_value: bool):

@@ -93,14 +93,26 @@ class Source:
         return stamp if form == self.forms[0] else f"{stamp}_{form.extension}"
 
     def read(self, path: Path) -> readers.TextFrame:
-        """A file's rows as text, its columns settled by the contract (``changes``)."""
+        """A file's rows as text, its columns settled by the contract (``changes``), and the
+        columns it needs wider than declared (``widened``)."""
         form = self.form(path.name)
         if not self.contract.drifts:
-            return form.reader(path, self.columns)
-        text = form.reader(path, self.columns, drift=True)
-        text.changes = drift.settle(self.schema, self.contract, text,
-                                    "key" if form.reader is readers.read_json_array else "column")
+            text = form.reader(path, self.columns)
+        else:
+            text = form.reader(path, self.columns, drift=True)
+            text.changes = drift.settle(
+                self.schema, self.contract, text,
+                "key" if form.reader is readers.read_json_array else "column")
+        if self.contract.widen:
+            text.widened = drift.widenings(self.schema, self.contract, text)
         return text
+
+    def widened(self, kinds: dict[str, str]) -> Source:
+        """The source with the columns of ``kinds`` (a table's widened columns, or a file's,
+        docs/contracts.md) of those kinds: what validates, types and stores them."""
+        if not kinds:
+            return self
+        return dataclasses.replace(self, schema=schemas.widened(self.schema, kinds))
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in [
@@ -154,6 +166,18 @@ def of_root(root) -> dict[str, Source]:
             raise drift.ContractError(f"{root / policy.FILE}: [contract.{name}] personal: "
                                       f"{declared[0]!r} is a declared column (an erasure "
                                       f"erases the declared personal columns already)")
+        for column in contract.widen:
+            source = SOURCES[name]
+            kind = (source.schema.columns[column].metadata["kind"]
+                    if column in source.columns else None)
+            why = ("is no column of " + name if kind is None
+                   else "is the key" if column == source.key
+                   else "is a partition column" if column in source.partition_by
+                   else None if kind in schemas.WIDER
+                   else f"is of kind {kind}: only a date widens (to a date and time) today")
+            if why:
+                raise drift.ContractError(f"{root / policy.FILE}: [contract.{name}] widen: "
+                                          f"{column!r} {why}")
         for column in contract.in_place:
             if column == SOURCES[name].key:
                 raise drift.ContractError(f"{root / policy.FILE}: [contract.{name}] in_place: "

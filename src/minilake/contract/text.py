@@ -60,8 +60,9 @@ def parsing_once() -> Iterator[None]:
 
 
 def parsed(text: pd.Series, kind: str, date_format: str = ISO_DATE) -> pa_.Array:
-    """A text column parsed as integers ('int'), numbers ('float') or dates ('date'); null
-    where it does not parse. Remembered by column name inside :func:`parsing_once`."""
+    """A text column parsed as integers ('int'), numbers ('float'), dates ('date') or dates
+    with a time ('timestamp'); null where it does not parse. Remembered by column name inside
+    :func:`parsing_once`."""
     cache = _parsed.get()
     key = (text.name, kind, date_format)
     if cache is not None and key in cache:
@@ -70,7 +71,8 @@ def parsed(text: pd.Series, kind: str, date_format: str = ISO_DATE) -> pa_.Array
         out = parse_integer(as_arrow(text))
     else:
         values = contiguous(as_arrow(text))
-        out = parse_number(values) if kind == "float" else parse_date(values, date_format)
+        out = (parse_number(values) if kind == "float" else parse_timestamp(values)
+               if kind == "timestamp" else parse_date(values, date_format))
     if cache is not None:
         cache[key] = out
     return out
@@ -120,6 +122,27 @@ def parse_date(text: pa_.Array, date_format: str) -> pa_.Array:
     same = pc.equal(pc.strftime(stamp, date_format), distinct)
     dates = pc.if_else(same, pc.cast(stamp, pa_.date32()), pa_.scalar(None, pa_.date32()))
     return dates.take(encoded.indices)
+
+
+# A timestamp's forms (docs/contracts.md, a widened date): an ISO date, with a time of day to
+# the second after a space or a T
+TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", ISO_DATE)
+TIMESTAMP = pa_.timestamp("us", "UTC")   # Delta's timestamp: UTC (no zone needs a table feature)
+
+
+def parse_timestamp(text: pa_.Array) -> pa_.Array:
+    """Text -> timestamp (microseconds, no zone); null unless the text is exactly one of
+    ``TIMESTAMP_FORMATS`` with a real date and time (it must print back the same: strptime
+    rolls 2024-02-30 over to March). Each distinct text is parsed once."""
+    encoded = contiguous(pc.dictionary_encode(text))
+    distinct = pc.cast(encoded.dictionary, pa_.string())
+    found = pa_.nulls(len(distinct), TIMESTAMP)
+    for form in TIMESTAMP_FORMATS:
+        stamp = pc.strptime(distinct, form, "s", error_is_null=True)
+        same = pc.equal(pc.strftime(stamp, form), distinct)
+        found = pc.coalesce(found, pc.if_else(same, stamp.cast(TIMESTAMP),
+                                              pa_.scalar(None, TIMESTAMP)))
+    return found.take(encoded.indices)
 
 
 def parse_integer(text: pa_.Array | pa_.ChunkedArray) -> pa_.Array:

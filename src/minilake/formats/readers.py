@@ -59,6 +59,7 @@ class TextFrame:
     extra: dict[str, pa.ChunkedArray | pa.Array] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)    # what the contract made of them
+    widened: dict[str, str] = field(default_factory=dict)   # columns it needs wider: kind
 
     @property
     def rows_read(self) -> int:

@@ -415,19 +415,30 @@ def write_sales(table: pa.Table, path: Path) -> None:
         include_header=False, delimiter="~", quoting_style="none", eol="\r\n"))
 
 
-def write_day(world: World, folder: Path, added: bool = False, dropped: bool = False
-              ) -> dict[str, Path]:
+def write_day(world: World, folder: Path, added: bool = False, dropped: bool = False,
+              widened: bool = False) -> dict[str, Path]:
     """The day's three files; ``added``: the customers with a loyalty tier more, ``dropped``:
-    the products without descriptions (docs/contracts.md, ``generate --drift``)."""
+    the products without descriptions, ``widened``: the products' creation dates with a time
+    of day (docs/contracts.md, ``generate --drift``)."""
     folder.mkdir(parents=True, exist_ok=True)
     names = {k: folder / v for k, v in file_names(world.today).items()}
     customers = world.customer_table()
     write_customers(_with_tiers(world, customers) if added else customers, names["customer"])
-    records = world.product_records()
+    records = [_with_time(r) for r in world.product_records()] if widened else \
+        world.product_records()
     write_products([{k: v for k, v in r.items() if k != "description"} for r in records]
                    if dropped else records, names["product"])
     write_sales(world.sales_table(), names["sales"])
     return names
+
+
+def _with_time(record: dict) -> dict:
+    """A product record whose creation date has a time of day, the product's own (from its
+    id: the same every day; one product in five at midnight, which is its date)."""
+    code = int(record["product_id"][1:]) * 2654435761 % 2**32
+    seconds = 0 if code % 5 == 0 else code % 86_400
+    time = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return {**record, "creation_date": f"{record['creation_date']} {time}"}
 
 
 def _with_tiers(world: World, customers: pa.Table) -> pa.Table:
@@ -597,8 +608,9 @@ DRIFT = {"customer": ("loyalty_tier", "job"), "product": (None, "description"),
 def write_drifting_day(world: World, folder: Path) -> None:
     """Advance one more day and write it with each source's columns drifting from the
     declaration (:data:`DRIFT`): the customer CSV with a loyalty tier more and its job column
-    gone, the product JSON without descriptions, the sales with an eighth field (the channel).
-    No resent corrections, so applying it changes no report of earlier days."""
+    gone, the product JSON without descriptions and with creation times (a date widened), the
+    sales with an eighth field (the channel). No resent corrections, so applying it changes
+    no report of earlier days."""
     world.advance(corrections=False)
     folder.mkdir(parents=True, exist_ok=True)
     names = {k: folder / v for k, v in file_names(world.today).items()}
@@ -607,7 +619,7 @@ def write_drifting_day(world: World, folder: Path) -> None:
     tiers = pa.array(["", "silver", "gold"], pa.string()).take(
         pa.array(rng.choice(3, size=customers.num_rows, p=[0.7, 0.2, 0.1])))
     write_customers(customers.append_column("loyalty_tier", tiers), names["customer"])
-    write_products([{k: v for k, v in r.items() if k != "description"}
+    write_products([{k: v for k, v in _with_time(r).items() if k != "description"}
                     for r in world.product_records()], names["product"])
     sales = world.sales_table()
     channels = pa.array(["web", "store"], pa.string()).take(
@@ -633,8 +645,9 @@ def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
     grows with history alone. ``crlf_addresses`` is the share of customers (the same ones
     every day) whose address holds CRLF instead of LF inside its quotes, as some exports
     write it. ``drift``: the sources' columns change mid-way (docs/contracts.md): the customer
-    files gain a loyalty tier from the middle day on, the product files lose their
-    descriptions from the day after. Same arguments, byte-identical files.
+    files gain a loyalty tier from the middle day on, the product files a time of day in
+    their creation dates (a date widened) from then on, and lose their descriptions from the
+    day after. Same arguments, byte-identical files.
     """
     from tqdm.auto import tqdm  # on first use: start-up stays light
 
@@ -649,7 +662,8 @@ def generate(root: str | Path = ".", start: str | dt.date = SAMPLE["start"],
     middle = days // 2
     for n in tqdm(range(days), desc="generate", unit="day", disable=not progress):
         world.advance()
-        write_day(world, landing, added=drift and n >= middle, dropped=drift and n > middle)
+        write_day(world, landing, added=drift and n >= middle, dropped=drift and n > middle,
+                  widened=drift and n >= middle)
         log.info("generated %s: %d customers, %d products, %d sales", world.today,
                  len(world.customers), len(world.products), len(world.sales[-1]))
     if not landing_only:

@@ -30,6 +30,7 @@ from deltalake import CommitProperties
 from deltalake import Schema as DeltaSchema
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
+from minilake.contract.schemas import WIDER
 from minilake.contract.sources import Source
 from minilake.crashpoints import crashpoint
 from minilake.lake import delta, storage
@@ -47,7 +48,7 @@ from minilake.lake.delta import (
 )
 from minilake.load.keys import found, positions
 from minilake.load.scd2 import OPEN_END, SCD2_COLUMNS, Changes
-from minilake.load.validate import arrow_schema
+from minilake.load.validate import ARROW_TYPES, arrow_schema
 
 
 def table_schema(source: Source, added: list[str] = ()) -> pa.Schema:
@@ -65,6 +66,30 @@ def added_of(source: Source, names: list[str]) -> list[str]:
     """Of a table's column names, those a contract added (docs/contracts.md), in order."""
     base = set(table_schema(source).names)
     return [name for name in names if name not in base]
+
+
+def widened_of(table: Opened | Staged | pa.Schema, source: Source) -> dict[str, str]:
+    """The declared columns the table (or a table's ``pa.Schema``) holds wider than declared
+    (docs/contracts.md), each with its kind: none before its first commit."""
+    if isinstance(table, Staged):
+        return dict(table.widened)
+    if not isinstance(table, pa.Schema):
+        opened = table.table()
+        if opened is None:
+            return {}
+        table = pa.schema(opened.schema().to_arrow())
+    out = {}
+    for name, column in source.schema.columns.items():
+        wider = WIDER.get(column.metadata["kind"])
+        if wider and name in table.names and table.field(name).type == ARROW_TYPES[wider]:
+            out[name] = wider
+    return out
+
+
+def of_table(table: Opened | Staged | pa.Schema, source: Source) -> Source:
+    """``source`` with the columns the table widened of their wider kind (what types and
+    stores its rows)."""
+    return source.widened(widened_of(table, source))
 
 
 def added_columns(table: Opened | Staged, source: Source) -> list[str]:
@@ -235,13 +260,16 @@ def write_changes(path: Path, source: Source, changes: Changes, day: dt.date,
 
 
 def commit(opened: Opened, source: Source, actions: list, provenance: dict,
-           columns: list[str] | None = None) -> int:
+           columns: list[str] | None = None, overwrite: bool = False) -> int:
     """One commit of a file's actions, carrying its provenance; the table's first commit
     creates it. ``columns``: the columns a contract added the files hold (the table's
     before, and any new, docs/contracts.md), the new ones added to the table first.
-    Returns the new version."""
+    ``overwrite``: the actions add every file the table is to hold, and the schema changes
+    with them (a repair that widened a column, :meth:`Staged.widen`). Returns the new
+    version."""
     added = added_columns(opened, source)      # never fewer than the table has
     added += [c for c in columns or () if c not in added]
+    source = of_table(opened, source)
     schema = table_schema(source, added)
     doing = f"committing {source.name}/{provenance['file']}" if "file" in provenance else \
         f"committing to {named(opened.path)}"
@@ -260,11 +288,87 @@ def commit(opened: Opened, source: Source, actions: list, provenance: dict,
                 storage_options=storage.delta_options(opened.path),
                 commit_properties=properties, post_commithook_properties=KEEP_LOG)
         else:
-            table.create_write_transaction(actions, mode="append", schema=schema,
-                                           partition_by=partitioning(source),
-                                           commit_properties=properties,
-                                           post_commithook_properties=KEEP_LOG)
+            table.create_write_transaction(
+                [a for a in actions if not isinstance(a, RemoveAction)] if overwrite
+                else actions, mode="overwrite" if overwrite else "append", schema=schema,
+                partition_by=partitioning(source), commit_properties=properties,
+                post_commithook_properties=KEEP_LOG)
     return after_commit(opened)
+
+
+WIDENED_KEY = "minilake.columns_widened"    # commit metadata of a widening (docs/contracts.md)
+
+
+def widen(opened: Opened, source: Source, kinds: dict[str, str], provenance: dict) -> None:
+    """Of ``kinds``, the columns the table holds narrower widened (docs/contracts.md), in one
+    commit of their own naming the file that needs them: every data file rewritten with
+    those columns wider (the same rows, a data-unchanged rewrite), the schema changed with
+    them (delta-rs changes a column's type only by an overwrite). A run that stops after it
+    finds them wide; the file's commit follows. Cost: the whole table, once a column."""
+    table = opened.table()
+    have = widened_of(opened, source)
+    new = {c: k for c, k in kinds.items() if have.get(c) != k}
+    if table is None or not new:
+        return
+    wide = source.widened({**have, **new})
+    schema = table_schema(wide, added_columns(opened, source))
+    files = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    writer = _Files(opened.path, wide, schema, data_change=False)
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        adds = list(pool.map(lambda f: writer.write(_rows_of(opened.path, wide, f, schema),
+                                                    _partition_values(f)), files))
+    crashpoint("commit.widening")
+    doing = f"widening {', '.join(new)} of {source.name} for {provenance.get('file', '')}"
+    properties = fenced(opened.path, table, doing, {WIDENED_KEY: json.dumps(
+        {"columns": new, **{k: provenance[k] for k in ("file", "sha256") if k in provenance}})})
+    with refused(opened.path, doing):
+        table.create_write_transaction(adds, mode="overwrite", schema=schema,
+                                       partition_by=partitioning(source),
+                                       commit_properties=properties,
+                                       post_commithook_properties=KEEP_LOG)
+    after_commit(opened)
+    crashpoint("commit.widened")
+
+
+WIDENED = "column {!r} widened from {} to {} (values with a time of day)"   # schema log
+
+
+def widen_for(table: Opened | Staged, source: Source, needs: dict[str, str], file: str,
+              sha256: str) -> tuple[Source, list[str]]:
+    """The table's columns widened as far as the file ``needs`` (docs/contracts.md: a commit
+    of its own before the file's, or staged in a repair); the source as the table then holds
+    it (what types and stores the file's rows), and the file's schema log lines: the
+    columns it widened (a run stopped after the widening finds them in the table's
+    history)."""
+    if not needs:
+        return of_table(table, source), []
+    before = widened_of(table, source)
+    if isinstance(table, Staged):
+        table.widen(source, needs)
+    else:
+        widen(table, source, needs, {"file": file, "sha256": sha256})
+    after = widened_of(table, source)
+    done = {c: k for c, k in after.items() if before.get(c) != k}
+    if not done and isinstance(table, Opened):
+        done = {c: k for c, k in widened_for(table, file, sha256).items() if c in needs}
+    kinds = {c: source.schema.columns[c].metadata["kind"] for c in done}
+    return of_table(table, source), [WIDENED.format(c, kinds[c], k)
+                                     for c, k in sorted(done.items())]
+
+
+def widened_for(opened: Opened, file: str, sha256: str) -> dict[str, str]:
+    """The columns a recent commit widened for this delivery (a run stopped between the
+    widening and the file's commit)."""
+    table = opened.table()
+    if table is None:
+        return {}
+    out = {}
+    for entry in table.history(limit=RECENT_COMMITS):
+        if WIDENED_KEY in entry:
+            meta = json.loads(entry[WIDENED_KEY])
+            if (meta.get("file"), meta.get("sha256")) == (file, sha256):
+                out |= meta["columns"]
+    return out
 
 
 ADDED_KEY = "minilake.columns_added"        # commit metadata of a contract's new columns
@@ -503,12 +607,33 @@ class Staged:
     Files are written into the table's own folders, unreferenced until that commit; one
     written and rewritten again before it is never referenced, and is removed after it."""
 
-    def __init__(self, opened: Opened, files: list[dict], added: list[str] = ()):
+    def __init__(self, opened: Opened, files: list[dict], added: list[str] = (),
+                 widened: dict[str, str] | None = None):
         self.opened, self.path = opened, opened.path
         self.committed = {f["path"]: f for f in files}
         self.live = dict(self.committed)
         self.written: dict[str, AddAction] = {}
         self.added = list(added)        # the columns a contract added, the staged ones too
+        self.widened = dict(widened or {})      # the columns widened, the staged ones too
+        self.reshaped = False           # a column widened here: the commit is an overwrite
+
+    def widen(self, source: Source, kinds: dict[str, str]) -> None:
+        """Of ``kinds``, the columns not yet as wide widened (:func:`widen`), staged: every
+        live file rewritten, so that the one commit can be an overwrite that changes the
+        schema (it adds every file the table is to hold)."""
+        new = {c: k for c, k in kinds.items() if self.widened.get(c) != k}
+        if not new:
+            return
+        self.widened |= new
+        self.reshaped = True
+        wide = source.widened(self.widened)
+        schema = table_schema(wide, self.added)
+        writer = _Files(self.path, wide, schema, data_change=False)
+        live = list(self.live.values())
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            adds = list(pool.map(lambda f: writer.write(_rows_of(self.path, wide, f, schema),
+                                                        _partition_values(f)), live))
+        self.stage([_removal(f) for f in live] + adds)
 
     def current(self) -> list[dict]:
         return [f for f in self.live.values() if f["partition.is_current"]]
@@ -582,10 +707,11 @@ def roll_back(opened: Opened, source: Source, day: dt.date) -> Staged:
         return Staged(opened, [])
     files = pa.table(table.get_add_actions(flatten=True)).to_pylist()
     added = added_columns(opened, source)
-    staged = Staged(opened, files, added)
+    staged = Staged(opened, files, added, widened_of(opened, source))
     touched = [f for f in files if _changed_from(f, day)]
     if not touched:
         return staged
+    source = of_table(opened, source)
     schema = table_schema(source, added)
     writer = _Files(opened.path, source, schema)
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
@@ -620,6 +746,7 @@ def compact(opened: Opened, source: Source, groups: list[list[dict]], note: str)
     (history in the order its versions began, ``HISTORY_ROW_GROUP``), into files of up to
     ``ROWS_PER_FILE`` rows, as one data-unchanged commit (every version
     reads the rows it read; docs/history.md). Returns the new version."""
+    source = of_table(opened, source)
     schema = table_schema(source, added_columns(opened, source))
     writer = _Files(opened.path, source, schema, ordered=True, data_change=False)
     actions: list = []
@@ -642,7 +769,8 @@ def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -
     removed, so a reader sees the old table or the new one, never a mix."""
     schema = table_schema(source)
     if exists(rebuilt):
-        schema = table_schema(source, added_columns(Opened(rebuilt), source))
+        made = Opened(rebuilt)
+        schema = table_schema(of_table(made, source), added_columns(made, source))
         data = dataset(rebuilt).scanner(columns=schema.names).to_reader()
     else:
         data = schema.empty_table()

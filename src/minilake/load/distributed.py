@@ -107,15 +107,21 @@ class Engine:
         split = submit(parts.read_split, source.name, storage.uri(delivery.path),
                        parts.components(files, source), self.ranges, source.contract,
                        pure=False)
-        bounds, rows_read, changes, extra = self._gather(
+        bounds, rows_read, changes, extra, needs = self._gather(
             [submit(_outline, split, pure=False)], where)[0]
+        if needs:                       # the table widened first (its files rewritten)
+            widened = datafiles.widen_for(table, source, needs, delivery.name,
+                                          delivery.sha256)[1]
+            changes = [*changes, *widened]
+            files = datafiles.current_files(table)
+        kinds = datafiles.widened_of(table, source)
         added = datafiles.added_columns(table, source)
         clock["read_s"] = time.perf_counter() - t
         per_range = parts.files_of(files, source, bounds)
         pieces = [submit(_part, split, i, pure=False) for i in range(len(per_range))]
         del split                       # dropped once every piece is taken from it
         worked = [submit(_work, source.name, table_at, piece, mine, source.contract, added,
-                         pure=False)
+                         needs, kinds, pure=False)
                   for piece, mine in zip(pieces, per_range, strict=True)]
         del pieces
         summaries = self._gather([submit(_summary, w, pure=False) for w in worked], where)
@@ -125,7 +131,7 @@ class Engine:
 
         def write() -> list:
             done = self._gather([submit(_write, source.name, table_at, w, mine, day,
-                                        source.contract, pure=False)
+                                        source.contract, kinds, pure=False)
                                  for w, mine in zip(worked, per_range, strict=True)], where)
             return [_action(action) for actions in done for action in actions]
 
@@ -146,7 +152,7 @@ class Engine:
 # --- tasks (run on the workers) -----------------------------------------------------------------
 
 def _outline(split: parts.Split) -> tuple:
-    return split.bounds, split.rows_read, split.changes, split.extra
+    return split.bounds, split.rows_read, split.changes, split.extra, split.widened
 
 
 def _part(split: parts.Split, index: int) -> parts.Part:
@@ -159,13 +165,17 @@ def _source(name: str, contract: Contract) -> Source:
 
 
 def _work(source_name: str, table: str, part: parts.Part, files: list[dict],
-          contract: Contract, added: list[str]) -> parts.Worked:
+          contract: Contract, added: list[str], needs: dict[str, str],
+          kinds: dict[str, str]) -> parts.Worked:
+    """A part validated (its file's ``needs``: the columns it reads wider) and compared
+    with the current versions of its range (the table's widened columns, ``kinds``)."""
     source = _source(source_name, contract)
     t = time.perf_counter()
-    validated = parts.check(source, part)
+    validated = parts.check(source.widened(needs), part)
     validate_s, t = time.perf_counter() - t, time.perf_counter()
     crashpoint("dask.validated")
-    worked = parts.work(source, storage.as_path(table), part, validated, files, added)
+    worked = parts.work(source.widened(kinds), storage.as_path(table), part, validated, files,
+                        added)
     worked.seconds = {"validate_s": validate_s, "diff_s": time.perf_counter() - t}
     return worked
 
@@ -175,11 +185,11 @@ def _summary(worked: parts.Worked) -> parts.Worked:
 
 
 def _write(source_name: str, table: str, worked: parts.Worked, files: list[dict],
-           day: dt.date, contract: Contract) -> list:
+           day: dt.date, contract: Contract, kinds: dict[str, str]) -> list:
     crashpoint("dask.writing")
     return [_portable(action) for action in datafiles.write_changes(
-        storage.as_path(table), _source(source_name, contract), worked.changes, day, files,
-        ordered=True)]
+        storage.as_path(table), _source(source_name, contract).widened(kinds), worked.changes,
+        day, files, ordered=True)]
 
 
 def _portable(action):

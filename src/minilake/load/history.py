@@ -280,7 +280,8 @@ def _typed(name: str, data: pa.Table) -> pa.Table:
     it opened: expiry_date orders such versions too)."""
     if name not in SOURCES:
         return data
-    source = SOURCES[name]      # with the columns a contract added (docs/contracts.md)
+    # with the columns a contract added, and those it widened (docs/contracts.md)
+    source = datafiles.of_table(data.schema, SOURCES[name])
     schema = datafiles.table_schema(source, datafiles.added_of(source, data.column_names))
     data = data.select(schema.names).cast(schema)
     return data.sort_by([(SOURCES[name].key, "ascending"), ("effective_from", "ascending"),

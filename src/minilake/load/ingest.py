@@ -205,6 +205,7 @@ class _Checked:
     clock: dict
     changes: list[str] = field(default_factory=list)     # its columns, settled
     extra: list[str] = field(default_factory=list)       # the columns beyond them it keeps
+    widened: dict[str, str] = field(default_factory=dict)   # the columns it needs wider
 
 
 def check_file(source: Source, delivery: Delivery) -> _Checked:
@@ -218,11 +219,12 @@ def check_file(source: Source, delivery: Delivery) -> _Checked:
         raise Quarantined(str(error)) from None
     clock["read_s"], t = time.perf_counter() - t, time.perf_counter()
     crashpoint("ingest.after_read")
-    rows = parts.check(source, parts.Part(0, text))
+    rows = parts.check(source.widened(text.widened), parts.Part(0, text))
     rows_read, changes, extra = text.rows_read, text.changes, list(text.extra)
+    widened = text.widened
     del text                # the file's text is its largest object: let it go before the diff
     clock["validate_s"] = time.perf_counter() - t
-    return _Checked(delivery, rows, rows_read, clock, changes, extra)
+    return _Checked(delivery, rows, rows_read, clock, changes, extra, widened)
 
 
 Table = delta.Opened | datafiles.Staged
@@ -255,13 +257,16 @@ def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Tab
         return _settle(layout, source, delivery, table, commits, allow_mass_delete, work,
                        clock)
     t = time.perf_counter()
+    source, widened = datafiles.widen_for(table, source, checked.widened, delivery.name,
+                                          delivery.sha256)
     files = datafiles.current_files(table)
     worked = parts.work(source, table.path, parts.Part(0, None), rows, files,
                         datafiles.added_columns(table, source))
     del rows
     day = source.file_date(delivery.name)
     work = parts.merged(checked.rows_read, [worked], lambda: datafiles.write_changes(
-        table.path, source, worked.changes, day, files), checked.changes, checked.extra)
+        table.path, source, worked.changes, day, files), [*checked.changes, *widened],
+        checked.extra)
     clock["diff_s"] = time.perf_counter() - t
     return _settle(layout, source, delivery, table, commits, allow_mass_delete, work, clock)
 
@@ -580,7 +585,8 @@ def _repair(layout: Layout, ingest_log: logs.IngestLog, source: Source, day: dt.
     provenance = {"source": source.name, "note": note, "from": day.isoformat(),
                   "files": done.files}
     if actions:
-        version = datafiles.commit(opened, source, actions, provenance, staged.added)
+        version = datafiles.commit(opened, source.widened(staged.widened), actions,
+                                   provenance, staged.added, overwrite=staged.reshaped)
     elif opened.table() is not None:    # a column added, no version changed (all empty)
         datafiles.add_columns(opened, source, staged.added, provenance)
     crashpoint("repair.after_commit")

@@ -59,6 +59,7 @@ class Split:
     rows_read: int
     changes: list[str] = field(default_factory=list)     # the file's columns, settled
     extra: list[str] = field(default_factory=list)       # the columns beyond them it keeps
+    widened: dict[str, str] = field(default_factory=dict)   # the columns it needs wider
 
 
 def by_value(source: Source) -> bool:
@@ -85,7 +86,7 @@ def read_split(source_name: str, path: str, components: np.ndarray | None,
     text = read(source, storage.as_path(path))
     if ranges <= 1 or components is None or len(text.rows) < ranges:
         return Split(np.zeros(0, np.int64), [Part(0, text)], text.rows_read, text.changes,
-                     list(text.extra))
+                     list(text.extra), text.widened)
     codes = range_codes(pa.array(text.rows[source.key]), by_value(source))
     bounds = cuts(codes, components, ranges)
     which = range_of(codes, bounds)
@@ -95,7 +96,8 @@ def read_split(source_name: str, path: str, components: np.ndarray | None,
         rows = text.rows.iloc[at].reset_index(drop=True)
         extra = {name: values.take(pa.array(at)) for name, values in text.extra.items()}
         parts.append(Part(i, TextFrame(rows, text.malformed if i == 0 else [], extra), at))
-    return Split(bounds, parts, text.rows_read, text.changes, list(text.extra))
+    return Split(bounds, parts, text.rows_read, text.changes, list(text.extra),
+                 text.widened)
 
 
 def cuts(codes: np.ndarray, components: np.ndarray, ranges: int) -> np.ndarray:

@@ -65,10 +65,13 @@ def float_text(values: np.ndarray) -> pa.Array:
 
 def canonical_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     """A value's canonical text: integers in decimal, floats as Python's ``repr`` (the shortest
-    text that reads back to the same double), dates ISO, text as is; null stays null (it is
-    written ``\\N`` when a row's texts are joined)."""
+    text that reads back to the same double), dates ISO, dates and times ISO with a space (at
+    midnight, the date alone), text as is; null stays null (it is written ``\\N`` when a row's
+    texts are joined)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if pa.types.is_timestamp(column.type):
+        return _timestamp_text(column)
     if pa.types.is_floating(column.type) or pa.types.is_date(column.type):
         # Few distinct prices and dates: format each once (nulls stay null; distinct bit
         # patterns stay distinct, so -0.0 is not 0.0).
@@ -78,6 +81,16 @@ def canonical_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
                 if pa.types.is_floating(column.type) else distinct.cast(pa.string()))
         return text.take(encoded.indices)
     return pc.cast(column, pa.string())
+
+
+def _timestamp_text(column: pa.Array) -> pa.Array:
+    """A date and time as ``YYYY-MM-DD HH:MM:SS``; at midnight, as its date alone: a date
+    column widened to timestamps (docs/contracts.md) hashes its old values as it did."""
+    days = pc.cast(column, pa.date32())
+    midnight = pc.equal(pc.cast(days, column.type), column)
+    seconds = pc.cast(column, pa.timestamp("s"), safe=False)
+    return pc.if_else(midnight, days.cast(pa.string()),
+                      pc.strftime(seconds, "%Y-%m-%d %H:%M:%S"))
 
 
 def row_hashes(table: pa.Table, declared: int | None = None) -> pa.Array:

@@ -21,7 +21,7 @@ from minilake.contract.text import is_blank, parsed, parsing_once
 from minilake.formats.readers import TEXT, TextFrame
 
 ARROW_TYPES = {"int": pa_.int64(), "float": pa_.float64(), "date": pa_.date32(),
-               "text": pa_.string()}
+               "timestamp": pa_.timestamp("us", "UTC"), "text": pa_.string()}
 
 
 @dataclass
@@ -55,7 +55,7 @@ def to_typed(schema: pa.DataFrameSchema, frame: pd.DataFrame, keep: np.ndarray) 
     arrays = []
     for name, column in schema.columns.items():
         kind = column.metadata["kind"]
-        if kind in ("int", "float", "date"):
+        if kind in ("int", "float", "date", "timestamp"):
             array = parsed(frame[name], kind, column.metadata["date_format"])
             array = array if rows is None else array.filter(rows)
         else:   # the readers' text is ``string`` already (a filter copies the characters)

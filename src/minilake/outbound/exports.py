@@ -84,7 +84,7 @@ def _schema(name: str, data: ds.Dataset) -> pa.Schema:
     """The table's columns as ``read_table`` gives them: a source's declared types and
     nullability (the files' own schema says every column may be null)."""
     if name in SOURCES:         # and the columns a contract added (docs/contracts.md)
-        source = SOURCES[name]
+        source = datafiles.of_table(data.schema, SOURCES[name])     # and those it widened
         return datafiles.table_schema(source, datafiles.added_of(source, data.schema.names))
     return data.schema
 
