@@ -62,8 +62,10 @@ def test_arrow_returns_freed_memory_at_once_unless_the_environment_says(lake, gi
     the environment wins."""
     land_next_day(lake)
     # None: unset (this process imported minilake, so its environment has minilake's value);
-    # mimalloc prints its options as it starts when verbose
-    done = finish(start("run", "--root", str(lake),
+    # mimalloc prints its options as it starts when verbose. A new interpreter, not a forked
+    # one: a fork server may have started Arrow's allocator already (Dask's, in a worker
+    # that ran the Dask tests first, imports pandas and pyarrow with its own environment)
+    done = finish(start("run", "--root", str(lake), fresh=True,
                         env={"MIMALLOC_PURGE_DELAY": given, "MIMALLOC_VERBOSE": "1"}))
     assert done.returncode == 0, done.stderr
     said = [line.rsplit(":", 1)[-1].strip() for line in done.stderr.splitlines()

@@ -116,18 +116,18 @@ def start(*args: str, scratch: Path, cwd: Path | None = None, env: dict | None =
 
 
 def stop() -> None:
-    """The fork server stopped and its socket's folder removed, if one was started: the end of
-    the session removes its temporary folder, where they are (else the standard library's own
+    """The fork server stopped and its socket's folder removed, if one was started (here, or
+    by Dask for the workers of a cluster the tests started in this process): the end of the
+    session removes its temporary folder, where they are (else the standard library's own
     clean-up at exit finds the folder gone, and says so with a traceback)."""
     global _context
-    if _context is None:
-        return
     from multiprocessing import forkserver, util
 
     for left in list(_running):         # a test that failed between start and finish
         left.send_signal(signal.SIGKILL)
         left.wait(60)
-    forkserver._forkserver._stop()      # waits for every process holding its "alive" pipe
+    if getattr(forkserver._forkserver, "_forkserver_pid", None) is not None:
+        forkserver._forkserver._stop()  # waits for every process holding its "alive" pipe
     for finalizer in list(util._finalizer_registry.values()):
         if getattr(finalizer, "_callback", None) is util._remove_temp_dir:
             finalizer()
