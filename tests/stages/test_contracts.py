@@ -55,6 +55,19 @@ def copy(world: Path, to: Path, contract: str = "") -> Path:
     return to
 
 
+def applied(world: Path, to: Path, contract: str, change, order: str = "in order"):
+    """A copy of ``world`` at ``to`` under ``contract``, its landing files changed by
+    ``change(landing_zone)``, run (``order`` "late": the drifting day a run late); the root
+    and the last run's result, which applied every file."""
+    root = copy(world, to, contract)
+    change(root / "landing_zone")
+    if order == "late":
+        landing.run_without(root, f"*{DAY}*")
+    result = minilake.run(root)
+    assert result.ok, [f.line() for f in result.ingest.quarantined]
+    return root, result
+
+
 def rules(new: str | None = None, missing: str | None = None) -> str:
     """A minilake.toml giving the three sources the same contract."""
     lines = ([f'new_column = "{new}"'] if new else []) + (
@@ -352,17 +365,12 @@ def test_an_evolved_new_column_is_in_the_table_from_its_file_on(world, reference
     Late and rebuilt alike."""
     def tier(row: dict) -> str:
         return ["gold", "", "silver"][int(row["customer_id"]) % 3] if values == "tiers" else ""
-    roots = {}
-    for order in ("in order", "late"):
-        root = copy(world, tmp_path / order.replace(" ", "-"),
-                    '[contract.customer]\nnew_column = "evolve"\nmissing_column = "evolve"\n')
-        drifting.rewrite_csv(root / "landing_zone" / CUSTOMER,
-                             lambda r: {**r, "loyalty_tier": tier(r)})
-        if order == "late":
-            landing.run_without(root, f"*{DAY}*")
-        result = minilake.run(root)
-        assert result.ok, [f.line() for f in result.ingest.quarantined]
-        roots[order] = root
+    roots = {order: applied(
+        world, tmp_path / order.replace(" ", "-"),
+        '[contract.customer]\nnew_column = "evolve"\nmissing_column = "evolve"\n',
+        lambda landing_zone: drifting.rewrite_csv(landing_zone / CUSTOMER,
+                                                  lambda r: {**r, "loyalty_tier": tier(r)}),
+        order)[0] for order in ("in order", "late")}
     table = tables(roots["in order"])["customer"]
     pd.testing.assert_frame_equal(tables(roots["late"])["customer"], table, obj="late")
     assert table.columns[-1] == "loyalty_tier"
@@ -590,18 +598,15 @@ def test_a_change_only_in_columns_updated_in_place_opens_no_version(world, tmp_p
             return r
         return row
 
-    roots, notes = {}, {}
-    for order in ("in order", "late"):
-        root = copy(world, tmp_path / order.replace(" ", "-"),
-                    '[contract.customer]\nin_place = ["phone_number"]\n')
+    def phones_and_jobs(landing_zone: Path) -> None:
         for n in (1, 2):
-            drifting.rewrite_csv(root / "landing_zone" / days[n].name, change(n))
-        if order == "late":
-            landing.run_without(root, f"*{DAY}*")
-        result = minilake.run(root)
-        assert result.ok, [f.line() for f in result.ingest.quarantined]
-        roots[order], notes[order] = root, {f.file: f.note for f in result.ingest.files}
-    said = notes["in order"]
+            drifting.rewrite_csv(landing_zone / days[n].name, change(n))
+    roots, results = {}, {}
+    for order in ("in order", "late"):
+        roots[order], results[order] = applied(
+            world, tmp_path / order.replace(" ", "-"),
+            '[contract.customer]\nin_place = ["phone_number"]\n', phones_and_jobs, order)
+    said = {f.file: f.note for f in results["in order"].ingest.files}
     for before, after in itertools.pairwise(days):      # counted from the raw files
         old, new = (raw.customers(roots["in order"] / "archive" / "customer" / p.name
                                   ).set_index("customer_id") for p in (before, after))
@@ -660,18 +665,15 @@ def test_a_date_column_widened_to_a_date_and_time_keeps_every_value(world, tmp_p
             return {**r, "creation_date": r["creation_date"] + "T00:00:00"} if n % 3 == 1 \
                 else r
         return record
-    roots = {}
-    for order in ("in order", "late", "frozen"):
-        root = copy(world, tmp_path / order.replace(" ", "-"), "" if order == "frozen" else
-                    '[contract.product]\nwiden = ["creation_date"]\n')
-        path = root / "landing_zone" / PRODUCT
+    def with_times(landing_zone: Path) -> None:
+        path = landing_zone / PRODUCT
         records = json.loads(path.read_text(encoding="utf-8"))
         path.write_text(json.dumps([timed(n)(r) for n, r in enumerate(records)]))
-        if order == "late":
-            landing.run_without(root, f"*{DAY}*")
-        result = minilake.run(root)
-        assert result.ok, [f.line() for f in result.ingest.quarantined]
-        roots[order] = root
+    roots = {order: applied(world, tmp_path / order.replace(" ", "-"),
+                            "" if order == "frozen" else
+                            '[contract.product]\nwiden = ["creation_date"]\n', with_times,
+                            order)[0]
+             for order in ("in order", "late", "frozen")}
     table = tables(roots["in order"])["product"]
     assert str(table["creation_date"].dtype) == "datetime64[us, UTC]"
     pd.testing.assert_frame_equal(tables(roots["late"])["product"], table, obj="late")
