@@ -27,7 +27,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(VENV)/bin/uv || $(PIP) $(UV)
 	$(call install,-r requirements.txt)
-	$(call install,--no-deps --no-build-isolation -e .)
+	$(PIP) --no-deps --no-build-isolation -e .     # pip: uv's build leaves a lock in /tmp
 	touch $(STAMP)
 
 $(TESTED): $(STAMP) requirements-test.txt requirements-airflow.txt requirements-dist.txt \
