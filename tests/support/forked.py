@@ -11,6 +11,7 @@ entry point, ``minilake.apps.cli.run_and_exit``.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import multiprocessing
 import os
@@ -73,11 +74,23 @@ class Forked:
         _running.add(self)
         self.pid = self._process.pid
         self.returncode: int | None = None
+        # Signals go through a pidfd: they reach this process or none. It is the fork
+        # server's child, not this process's: once it has ended and the server has reaped it
+        # (before its exit status reaches us), its pid may be another process's already
+        # (threads take pids too; this machine's 32,768 wrap many times in a suite), and a
+        # kill by pid would reach that one (a paused run of another test, say).
+        try:
+            self._pidfd: int | None = os.pidfd_open(self.pid)
+        except ProcessLookupError:      # ended already
+            self._pidfd = None
 
     def poll(self) -> int | None:
         self.returncode = self._process.exitcode
         if self.returncode is not None:
             _running.discard(self)
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -86,9 +99,10 @@ class Forked:
             raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
 
-    def send_signal(self, signal: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signal)
+    def send_signal(self, sent: int) -> None:
+        if self.poll() is None and self._pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, sent)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
