@@ -339,3 +339,25 @@ def test_a_row_breaking_a_rule_is_bad_with_a_reason_naming_its_column(rule):
     assert out.good.num_rows == len(rows) - len(bad_at)
     for errors in out.bad["errors"]:
         assert any(p.startswith(reason) for p in errors.split("; ")), (reason, errors)
+
+
+@pytest.mark.parametrize("text,want", [
+    ("2024-04-04", "2024-04-04 00:00:00"),
+    ("2024-04-04 03:03:53", "2024-04-04 03:03:53"),
+    ("2024-04-04T03:03:53", "2024-04-04 03:03:53"),
+    ("2024-02-29 23:59:59", "2024-02-29 23:59:59"),          # a leap day
+    ("2024-02-30 10:00:00", None),                           # no such day: not rolled over
+    ("2024-04-04 24:00:00", None),
+    ("2024-04-04 03:03", None),                              # to the second, always
+    ("2024-04-04 03:03:53.5", None),
+    ("2024-04-04 03:03:53Z", None),
+    ("04/04/2024", None),
+    ("", None),
+])
+def test_a_date_and_time_is_read_in_its_three_forms_only(text, want):
+    """docs/contracts.md, a type that widens: a date, or a date and a time to the second after
+    a space or a T; anything else is not one (a bad row)."""
+    from minilake.contract.text import parse_timestamp
+
+    got = parse_timestamp(pa.array([text], pa.string())).to_pylist()[0]
+    assert (None if got is None else got.strftime("%Y-%m-%d %H:%M:%S")) == want
