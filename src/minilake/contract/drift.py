@@ -28,6 +28,8 @@ import pandas as pd
 import pyarrow as pa_
 import pyarrow.compute as pc
 
+from minilake.contract.schemas import WIDER
+from minilake.contract.text import as_arrow, is_blank, parse_date, parse_timestamp
 from minilake.formats.readers import (
     TextFrame,
     UnreadableFile,
@@ -142,9 +144,6 @@ def widenings(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame
     kind that the declared kind does not read (a date with a time of day), each with that
     kind: what the table must widen to before the file applies (docs/contracts.md). A value
     neither kind reads stays a bad row."""
-    from minilake.contract.schemas import WIDER
-    from minilake.contract.text import as_arrow, is_blank, parse_date, parse_timestamp
-
     needs = {}
     for name in contract.widen:
         if name not in text.rows:

@@ -159,27 +159,17 @@ def current_versions(path: Path, source: Source, files: list[dict],
 
 def current_rows(path: Path, source: Source, files: list[dict], keys: pa.Array,
                  added: list[str] = ()) -> pa.Table:
-    """The current versions of ``keys`` held in ``files``, whole: business columns (partition
-    ones from the files' partition values), then ``effective_from``. For an in-place update
-    (docs/contracts.md), which compares them with a file's rows; read only when the contract
-    has columns updated in place and a file changes keys."""
+    """The current versions of ``keys`` held in ``files``, whole: business columns, then
+    ``effective_from``. For an in-place update (docs/contracts.md), which compares them with
+    a file's rows; read only when the contract has columns updated in place and a file
+    changes keys."""
     schema = table_schema(source, added)
     wanted = [n for n in schema.names if n not in SCD2_COLUMNS] + ["effective_from"]
-    stored = pa.schema([f for f in schema if f.name not in partitioning(source)])
-    filesystem, base = storage.arrow(path)
-    pieces = []
-    for file in overlapping(files, source, keys):
-        rows = conformed(pq.read_table(f"{base}/{file['path']}", filesystem=filesystem,
-                                       filters=pc.field(source.key).isin(
-                                           keys.cast(stored.field(source.key).type))),
-                         stored)
-        for name in source.partition_by:
-            value = pa.scalar(file[f"partition.{name}"]).cast(schema.field(name).type)
-            rows = rows.append_column(schema.field(name), pa.repeat(value, rows.num_rows))
-        pieces.append(rows.select(wanted))
-    if not pieces:
-        return pa.schema([schema.field(n) for n in wanted]).empty_table()
-    return pa.concat_tables(pieces)
+    held = pc.field(source.key).isin(keys.cast(schema.field(source.key).type))
+    pieces = [_rows_of(path, source, f, schema, held).select(wanted)
+              for f in overlapping(files, source, keys)]
+    return pa.concat_tables(pieces) if pieces else \
+        pa.schema([schema.field(n) for n in wanted]).empty_table()
 
 
 def row_counts(path: Path) -> tuple[int, int]:
@@ -299,61 +289,62 @@ def commit(opened: Opened, source: Source, actions: list, provenance: dict,
 WIDENED_KEY = "minilake.columns_widened"    # commit metadata of a widening (docs/contracts.md)
 
 
-def widen(opened: Opened, source: Source, kinds: dict[str, str], provenance: dict) -> None:
-    """Of ``kinds``, the columns the table holds narrower widened (docs/contracts.md), in one
-    commit of their own naming the file that needs them: every data file rewritten with
-    those columns wider (the same rows, a data-unchanged rewrite), the schema changed with
-    them (delta-rs changes a column's type only by an overwrite). A run that stops after it
-    finds them wide; the file's commit follows. Cost: the whole table, once a column."""
+def widen(opened: Opened, wide: Source, new: dict[str, str], provenance: dict) -> None:
+    """The table's columns ``new`` widened (docs/contracts.md; ``wide``: the source as the
+    table is to hold it), in one commit of their own naming the file that needs them: every
+    data file rewritten (:func:`_rewritten`), the schema changed with them (delta-rs changes
+    a column's type only by an overwrite). A run that stops after it finds them wide; the
+    file's commit follows. Cost: the whole table, once a column."""
     table = opened.table()
-    have = widened_of(opened, source)
-    new = {c: k for c, k in kinds.items() if have.get(c) != k}
-    if table is None or not new:
-        return
-    wide = source.widened({**have, **new})
-    schema = table_schema(wide, added_columns(opened, source))
-    files = pa.table(table.get_add_actions(flatten=True)).to_pylist()
-    writer = _Files(opened.path, wide, schema, data_change=False)
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        adds = list(pool.map(lambda f: writer.write(_rows_of(opened.path, wide, f, schema),
-                                                    _partition_values(f)), files))
+    added = added_columns(opened, wide)
+    adds = _rewritten(opened.path, wide, added,
+                      pa.table(table.get_add_actions(flatten=True)).to_pylist())
     crashpoint("commit.widening")
-    doing = f"widening {', '.join(new)} of {source.name} for {provenance.get('file', '')}"
+    doing = f"widening {', '.join(new)} of {wide.name} for {provenance.get('file', '')}"
     properties = fenced(opened.path, table, doing, {WIDENED_KEY: json.dumps(
         {"columns": new, **{k: provenance[k] for k in ("file", "sha256") if k in provenance}})})
     with refused(opened.path, doing):
-        table.create_write_transaction(adds, mode="overwrite", schema=schema,
-                                       partition_by=partitioning(source),
+        table.create_write_transaction(adds, mode="overwrite", schema=table_schema(wide, added),
+                                       partition_by=partitioning(wide),
                                        commit_properties=properties,
                                        post_commithook_properties=KEEP_LOG)
     after_commit(opened)
     crashpoint("commit.widened")
 
 
+def _rewritten(path: Path, wide: Source, added: list[str], files: list[dict]) -> list:
+    """Each of ``files`` written again, the same rows (data unchanged), in the table's
+    columns as ``wide`` types them: what a widening adds back."""
+    schema = table_schema(wide, added)
+    writer = _Files(path, wide, schema, data_change=False)
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        return list(pool.map(lambda f: writer.write(_rows_of(path, wide, f, schema),
+                                                    _partition_values(f)), files))
+
+
 WIDENED = "column {!r} widened from {} to {} (values with a time of day)"   # schema log
 
 
 def widen_for(table: Opened | Staged, source: Source, needs: dict[str, str], file: str,
-              sha256: str) -> tuple[Source, list[str]]:
+              sha256: str) -> tuple[dict[str, str], list[str]]:
     """The table's columns widened as far as the file ``needs`` (docs/contracts.md: a commit
-    of its own before the file's, or staged in a repair); the source as the table then holds
-    it (what types and stores the file's rows), and the file's schema log lines: the
-    columns it widened (a run stopped after the widening finds them in the table's
-    history)."""
-    if not needs:
-        return of_table(table, source), []
-    before = widened_of(table, source)
+    of its own before the file's, or staged in a repair); the table's widened columns then
+    (``source.widened`` of them types and stores the file's rows), and the file's schema log
+    lines: the columns it widened (a run stopped after the widening finds them in the
+    table's history)."""
+    have = widened_of(table, source)
+    new = {c: k for c, k in needs.items() if have.get(c) != k}
     if isinstance(table, Staged):
-        table.widen(source, needs)
-    else:
-        widen(table, source, needs, {"file": file, "sha256": sha256})
-    after = widened_of(table, source)
-    done = {c: k for c, k in after.items() if before.get(c) != k}
-    if not done and isinstance(table, Opened):
-        done = {c: k for c, k in widened_for(table, file, sha256).items() if c in needs}
-    kinds = {c: source.schema.columns[c].metadata["kind"] for c in done}
-    return of_table(table, source), [WIDENED.format(c, kinds[c], k)
-                                     for c, k in sorted(done.items())]
+        if new:
+            table.widen(source.widened(have | new), new)
+    elif table.table() is None:
+        new = {}
+    elif new:
+        widen(table, source.widened(have | new), new, {"file": file, "sha256": sha256})
+    elif needs:
+        new = {c: k for c, k in widened_for(table, file, sha256).items() if c in needs}
+    return have | new, [WIDENED.format(c, source.schema.columns[c].metadata["kind"], k)
+                        for c, k in sorted(new.items())]
 
 
 def widened_for(opened: Opened, file: str, sha256: str) -> dict[str, str]:
@@ -617,23 +608,14 @@ class Staged:
         self.widened = dict(widened or {})      # the columns widened, the staged ones too
         self.reshaped = False           # a column widened here: the commit is an overwrite
 
-    def widen(self, source: Source, kinds: dict[str, str]) -> None:
-        """Of ``kinds``, the columns not yet as wide widened (:func:`widen`), staged: every
-        live file rewritten, so that the one commit can be an overwrite that changes the
-        schema (it adds every file the table is to hold)."""
-        new = {c: k for c, k in kinds.items() if self.widened.get(c) != k}
-        if not new:
-            return
+    def widen(self, wide: Source, new: dict[str, str]) -> None:
+        """The columns ``new`` widened (:func:`widen`; ``wide``: the source as the table is
+        to hold it), staged: every live file rewritten, so that the one commit can be an
+        overwrite that changes the schema (it adds every file the table is to hold)."""
         self.widened |= new
         self.reshaped = True
-        wide = source.widened(self.widened)
-        schema = table_schema(wide, self.added)
-        writer = _Files(self.path, wide, schema, data_change=False)
         live = list(self.live.values())
-        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-            adds = list(pool.map(lambda f: writer.write(_rows_of(self.path, wide, f, schema),
-                                                        _partition_values(f)), live))
-        self.stage([_removal(f) for f in live] + adds)
+        self.stage([_removal(f) for f in live] + _rewritten(self.path, wide, self.added, live))
 
     def current(self) -> list[dict]:
         return [f for f in self.live.values() if f["partition.is_current"]]
@@ -730,14 +712,17 @@ def roll_back(opened: Opened, source: Source, day: dt.date) -> Staged:
     return staged
 
 
-def _rows_of(path: Path, source: Source, file: dict, schema: pa.Schema) -> pa.Table:
+def _rows_of(path: Path, source: Source, file: dict, schema: pa.Schema,
+             where: pc.Expression | None = None) -> pa.Table:
     """A data file's rows in the table's columns, ``schema`` (its partition values put
-    back; a column added after it was written, empty)."""
+    back, as the log lists them or as a repair stages them; a column added after it was
+    written, empty); with ``where``, only the rows it keeps."""
     filesystem, base = storage.arrow(path)
-    rows = pq.read_table(f"{base}/{file['path']}", filesystem=filesystem)
+    rows = pq.read_table(f"{base}/{file['path']}", filesystem=filesystem, filters=where)
     for name in partitioning(source):
         rows = rows.append_column(name, pa.repeat(
-            pa.scalar(file[f"partition.{name}"], schema.field(name).type), rows.num_rows))
+            pa.scalar(file[f"partition.{name}"]).cast(schema.field(name).type),
+            rows.num_rows))
     return conformed(rows, schema)
 
 

@@ -109,12 +109,11 @@ class Engine:
                        pure=False)
         bounds, rows_read, changes, extra, needs = self._gather(
             [submit(_outline, split, pure=False)], where)[0]
-        if needs:                       # the table widened first (its files rewritten)
-            widened = datafiles.widen_for(table, source, needs, delivery.name,
-                                          delivery.sha256)[1]
+        kinds, widened = datafiles.widen_for(table, source, needs, delivery.name,
+                                             delivery.sha256)
+        if widened:                     # the table widened first: its files rewritten
             changes = [*changes, *widened]
             files = datafiles.current_files(table)
-        kinds = datafiles.widened_of(table, source)
         added = datafiles.added_columns(table, source)
         clock["read_s"] = time.perf_counter() - t
         per_range = parts.files_of(files, source, bounds)

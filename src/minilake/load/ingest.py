@@ -257,8 +257,9 @@ def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Tab
         return _settle(layout, source, delivery, table, commits, allow_mass_delete, work,
                        clock)
     t = time.perf_counter()
-    source, widened = datafiles.widen_for(table, source, checked.widened, delivery.name,
-                                          delivery.sha256)
+    kinds, widened = datafiles.widen_for(table, source, checked.widened, delivery.name,
+                                         delivery.sha256)
+    source = source.widened(kinds)
     files = datafiles.current_files(table)
     worked = parts.work(source, table.path, parts.Part(0, None), rows, files,
                         datafiles.added_columns(table, source))
