@@ -237,3 +237,22 @@ def test_each_drift_in_each_form_under_each_rule(tmp_path, form, drift, contract
             delivered = text.get(column, text.get(renamed.get(column, column), ""))
             assert as_text(row[column]) == str(delivered if delivered is not None else ""), \
                 (row[key], row["effective_from"], column)
+
+
+@pytest.mark.parametrize("form", ["csv", "json"])
+def test_a_table_made_by_a_file_with_times_holds_them(tmp_path, form):
+    """``widen``: the first file of a table already has times (A's; B's at midnight). The
+    table is made wide by that file's commit, every value its raw text (not the date alone),
+    and the file says it widened the column."""
+    a, b = (ROW[form](k) for k in KEYS[form])
+    write(tmp_path, form, DAYS[0], [drifted(form, "widened", a, True),
+                                    drifted(form, "widened", b, False)])
+    (tmp_path / "minilake.toml").write_text(
+        f'[contract.{SOURCE[form]}]\nwiden = ["{WIDENED[form]}"]\n')
+    result = minilake.run(tmp_path)
+    assert result.ok and "widened from date to timestamp" in result.ingest.files[0].note
+    table = minilake.read_table(SOURCE[form], root=tmp_path)
+    key = {"csv": "customer_id", "json": "product_id"}[form]
+    got = {str(k): as_text(v) for k, v in zip(table[key], table[WIDENED[form]], strict=True)}
+    day = a[WIDENED[form]]
+    assert got == {KEYS[form][0]: f"{day} 10:20:30", KEYS[form][1]: day}

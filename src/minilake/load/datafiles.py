@@ -331,16 +331,16 @@ def widen_for(table: Opened | Staged, source: Source, needs: dict[str, str], fil
     of its own before the file's, or staged in a repair); the table's widened columns then
     (``source.widened`` of them types and stores the file's rows), and the file's schema log
     lines: the columns it widened (a run stopped after the widening finds them in the
-    table's history)."""
+    table's history; a table the file creates is created wide, and the file said to widen
+    it)."""
     have = widened_of(table, source)
     new = {c: k for c, k in needs.items() if have.get(c) != k}
     if isinstance(table, Staged):
         if new:
             table.widen(source.widened(have | new), new)
-    elif table.table() is None:
-        new = {}
     elif new:
-        widen(table, source.widened(have | new), new, {"file": file, "sha256": sha256})
+        if table.table() is not None:   # else the file's commit creates the table wide
+            widen(table, source.widened(have | new), new, {"file": file, "sha256": sha256})
     elif needs:
         new = {c: k for c, k in widened_for(table, file, sha256).items() if c in needs}
     return have | new, [WIDENED.format(c, source.schema.columns[c].metadata["kind"], k)

@@ -134,7 +134,9 @@ class Engine:
                                  for w, mine in zip(worked, per_range, strict=True)], where)
             return [_action(action) for actions in done for action in actions]
 
-        return parts.merged(rows_read, summaries, write, changes, extra), clock
+        work = parts.merged(rows_read, summaries, write, changes, extra)
+        work.kinds = kinds              # what the commit's schema holds (a table it creates)
+        return work, clock
 
     def _gather(self, futures: list, where: str) -> list:
         from distributed import KilledWorker  # on first use: start-up stays light

@@ -243,7 +243,8 @@ def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Table
         work, clock = engine.file_work(source, delivery, table)
     except UnreadableFile as error:
         raise Quarantined(str(error)) from None
-    return _settle(layout, source, delivery, table, commits, allow_mass_delete, work, clock)
+    return _settle(layout, source.widened(work.kinds), delivery, table, commits,
+                   allow_mass_delete, work, clock)
 
 
 def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Table,

@@ -220,6 +220,7 @@ class FileWork:
     empty: bool
     write: Callable[[], list] = field(repr=False, default=list)
     in_place: int = 0
+    kinds: dict[str, str] = field(default_factory=dict)     # the table's widened columns
     changes: list[str] = field(default_factory=list)     # the file's columns, settled
     extra: list[str] = field(default_factory=list)       # the columns beyond them it keeps
 
