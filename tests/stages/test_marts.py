@@ -11,16 +11,19 @@ import shutil
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from support import rawfiles as raw
 from support.commands import minilake as cli
 
 import minilake
 from minilake.generate import generate
 from minilake.lake.layout import MARTS
-from minilake.outbound import marts
+from minilake.outbound import marts, reports
 
 
 @pytest.fixture(scope="module")
@@ -464,3 +467,170 @@ def test_an_erasure_recomputes_the_marts_once_and_the_files_after_it_move_them_o
         names = monthly.loc[monthly["customer_id"] == erased, ["first_name", "last_name"]]
         assert len(names) and (names == "[erased]").all().all(), names
         assert_equal_to_a_full_recompute(root, tmp_path / f"full_{n}")
+
+
+QUANTITY_TABLES = ["customer_monthly", "product_monthly", "_customer_state", "_product_daily"]
+
+
+def quantity_types(root: Path) -> dict[str, pa.DataType]:
+    """The type of ``total_quantity`` in each mart and kept table that has one, as stored."""
+    return {name: pa.schema(DeltaTable(str(root / "tables" / "marts" / name)).schema()
+                            .to_arrow()).field("total_quantity").type
+            for name in QUANTITY_TABLES}
+
+
+def widen_quantities(root: Path, every: int = 5) -> None:
+    """The sales table as a contract's widening leaves it: rewritten by one overwrite with
+    ``quantity`` a double; then, as later files may bring, every ``every``-th current sale
+    half a unit more (its total with it)."""
+    path = root / "tables" / "sales"
+    table = DeltaTable(str(path))
+    sales = pa.table(table.to_pyarrow_table())
+    picked = pc.and_(sales.column("is_current"),
+                     pa.array(np.arange(sales.num_rows) % every == 0))
+    quantity = pc.cast(sales.column("quantity"), pa.float64())
+    total = pc.round(pc.add(sales.column("total_price"),
+                            pc.divide(sales.column("price_per_unit"), 2.0)), 2)
+    for name, values in (("quantity", pc.if_else(picked, pc.add(quantity, 0.5), quantity)),
+                         ("total_price", pc.if_else(picked, total,
+                                                    sales.column("total_price")))):
+        sales = sales.set_column(sales.schema.get_field_index(name), name, values)
+    write_deltalake(str(path), sales, mode="overwrite", schema_mode="overwrite",
+                    partition_by=table.metadata().partition_columns)
+
+
+def from_tables(root: Path) -> dict[str, pd.DataFrame]:
+    """The marts' and kept tables' rows computed here from the Delta tables alone (deltalake
+    and pandas, no minilake code): each current sale meets the customer and product versions
+    valid on its date; a customer's month takes names from their latest version begun by its
+    last sale, membership only while that version is valid then."""
+    def table(name: str) -> pd.DataFrame:
+        return DeltaTable(str(root / "tables" / name)).to_pandas()
+
+    def valid_on_sale_date(sales, versions, key, columns):
+        both = sales[["sale_id", key, "sale_date"]].merge(
+            versions[[key, "effective_from", "expiry_date", *columns]], on=key)
+        both = both[(both["effective_from"] <= both["sale_date"])
+                    & (both["sale_date"] < both["expiry_date"])]
+        return sales.merge(both[["sale_id", *columns]], on="sale_id", how="left",
+                           validate="one_to_one")
+
+    sales = table("sales")
+    sales = sales[sales["is_current"]].copy()
+    sales["month"] = sales["sale_date"].map(lambda d: d.replace(day=1))
+    sales["money"] = [Decimal(repr(p)) for p in sales["total_price"].tolist()]
+    customers, products = table("customer"), table("product")
+    sales = valid_on_sale_date(sales, customers, "customer_id", ["membership_status"])
+    sales = valid_on_sale_date(sales, products, "product_id", ["name"])
+    sales[["membership_status", "name"]] = sales[["membership_status", "name"]].fillna("(none)")
+
+    def cents(values) -> float:
+        return float(sum(values, Decimal(0)).quantize(Decimal("0.01"), ROUND_HALF_EVEN))
+
+    per_customer = sales.groupby(["month", "customer_id"]).agg(
+        orders=("sale_id", "count"), total_quantity=("quantity", "sum"),
+        total_spent=("money", cents), last_sale=("sale_date", "max")).reset_index()
+    per_customer["last_count"] = [
+        int(((sales["customer_id"] == row.customer_id) & (sales["sale_date"] == row.last_sale))
+            .sum()) for row in per_customer.itertuples()]
+    begun = per_customer.merge(customers, on="customer_id", suffixes=("", "_v"))
+    begun = begun[begun["effective_from"] <= begun["last_sale"]].sort_values("effective_from")
+    latest = begun.groupby(["month", "customer_id"]).tail(1).copy()
+    latest["membership_status"] = latest["membership_status"].where(
+        latest["last_sale"] < latest["expiry_date"])
+    customer = per_customer.merge(
+        latest[["month", "customer_id", "first_name", "last_name", "membership_status"]],
+        on=["month", "customer_id"], how="left", validate="one_to_one")
+    product = sales.groupby(["month", "product_id", "name", "membership_status"]).agg(
+        orders=("sale_id", "count"), total_quantity=("quantity", "sum"),
+        revenue=("money", cents), money=("money", "sum")).reset_index()
+    product["avg_unit_price"] = [m / Decimal(q) for m, q in zip(
+        product["money"], product["total_quantity"].tolist(), strict=True)]
+    daily = sales.groupby(["month", "sale_date", "membership_status"]).agg(
+        orders=("sale_id", "count"), revenue=("money", cents),
+        customers=("customer_id", "nunique")).reset_index()
+    days = sales.groupby(["sale_date", "product_id", "name", "membership_status"]).agg(
+        orders=("sale_id", "count"), total_quantity=("quantity", "sum")).reset_index()
+    return {"customer_monthly": customer.fillna({"membership_status": "(none)"}),
+            "product_monthly": product, "daily_sales": daily, "_customer_state": customer,
+            "_product_daily": days, "sales": sales}
+
+
+def check_against_tables(root: Path) -> None:
+    """Every column of every mart, and the kept tables' sums, equal :func:`from_tables`; the
+    MIDP-307 report's quantities are the per-customer sums too."""
+    want = from_tables(root)
+    for name, keys in KEYS.items():
+        got = mart(root, name)
+        exact = [c for c in got.columns if c not in keys and c != "avg_unit_price"]
+        compare(got.fillna("(none)"), want[name].fillna("(none)"), keys, exact)
+    keys = KEYS["product_monthly"]
+    got = mart(root, "product_monthly").sort_values(keys).reset_index(drop=True)
+    exact = want["product_monthly"].sort_values(keys).reset_index(drop=True)["avg_unit_price"]
+    assert all(abs(Decimal(repr(g)) - e) <= Decimal("0.005") and round(g, 2) == g
+               for g, e in zip(got["avg_unit_price"].tolist(), exact, strict=True))
+    kept = {"_customer_state": (["month", "customer_id"],
+                                ["orders", "total_quantity", "last_sale", "last_count"]),
+            "_product_daily": (["sale_date", "product_id", "name", "membership_status"],
+                               ["orders", "total_quantity"])}
+    for name, (keys, columns) in kept.items():
+        got = DeltaTable(str(root / "tables" / "marts" / name)).to_pandas()
+        for column in ("month", "sale_date", "last_sale"):
+            if column in got:
+                got[column] = pd.to_datetime(got[column]).dt.date
+        compare(got.fillna("(none)"), want[name].fillna("(none)"), keys, columns)
+    sales = want["sales"]
+    top = reports.top_customers(root).set_index("customer_id")
+    sums = sales.groupby("customer_id")["quantity"].sum()
+    active = sales[sales["membership_status"] == "active"].groupby("customer_id")[
+        "quantity"].sum().reindex(sums.index, fill_value=0)
+    assert list(top.index) == list(sums.rename("q").reset_index().sort_values(
+        ["q", "customer_id"], ascending=[False, True])["customer_id"][:10])
+    assert list(top["total_quantity"]) == list(sums[top.index])
+    assert list(top["active_quantity"]) == list(active[top.index])
+
+
+class Killed(BaseException):
+    """A run stopped at a crash point (raised past every ``except Exception``)."""
+
+
+def test_quantities_widened_to_doubles_remake_the_marts_in_full_once(world, tmp_path,
+                                                                     monkeypatch):
+    """Marts made while the sales' quantities are whole numbers keep today's types (decimal
+    sums in the marts, integers in the kept tables). Then the sales table is widened (its
+    quantity a double, some sales with half units) before a day's files: that run remakes
+    every mart and kept table with double quantities, killed once after its first commit and
+    run again; the next day moves them on. After each run every mart equals what is computed
+    here from the tables (and a full recompute), and the MIDP-307 report sums the halves."""
+    root = tmp_path / "root"
+    held = world / "landing_zone"
+    (root / "landing_zone").mkdir(parents=True)
+    days = sorted({raw.file_date(p) for p in held.iterdir()})
+    for n, run in enumerate([days[:-2], days[-2:-1], days[-1:]]):
+        for day in run:
+            for path in held.glob(f"*_{day:%Y%m%d}.*"):
+                shutil.copy(path, root / "landing_zone" / path.name)
+        if n == 1:
+            widen_quantities(root)
+            with monkeypatch.context() as patched:
+                def killed(name):
+                    if name == "marts.kept":
+                        raise Killed(name)
+                patched.setattr(marts, "crashpoint", killed)
+                with pytest.raises(Killed):
+                    minilake.run(root)
+            assert set(quantity_types(root).values()) == {pa.int64(), pa.decimal128(38, 0),
+                                                          pa.float64()}
+        result = minilake.run(root)
+        assert result.ok and result.marts, run
+        if n == 0:
+            assert quantity_types(root) == {
+                "customer_monthly": pa.decimal128(38, 0), "product_monthly":
+                pa.decimal128(38, 0), "_customer_state": pa.int64(), "_product_daily":
+                pa.int64()}
+        else:
+            assert set(quantity_types(root).values()) == {pa.float64()}
+            assert (result.months is None) == (n == 1), result.months
+        check_against_tables(root)
+        assert_equal_to_a_full_recompute(root, tmp_path / f"full_{n}")
+    assert (from_tables(root)["sales"]["quantity"] % 1 == 0.5).sum() > 50

@@ -31,7 +31,11 @@ the months it changed, in full. A rebuild, an erasure, or marts not made yet: in
 - ``daily_sales``: per day and membership: orders, revenue, distinct customers.
 
 Money is rounded to two decimals after summing; every mart's money sums to the current sales of
-its months.
+its months. Quantities are of the sales' type (:func:`schemas`): whole numbers (the marts'
+decimal sums, as DuckDB sums integers; integers in the kept tables), or doubles once a contract
+widened the sales' ``quantity`` (docs/contracts.md); marts and kept tables made before a widening
+are then remade in full, each overwritten with its new schema in one commit (delta-rs changes a
+column's type only so).
 
 Longer than most because the three marts and the state they are kept from move on together,
 from the same per-date queries; split apart, each would need the others' internals.
@@ -40,6 +44,7 @@ from the same per-date queries; split apart, each would need the others' interna
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +102,20 @@ SCHEMAS = {
         ("last_name", pa.string()), ("membership_status", pa.string()),
         ("effective_from", pa.date32()), ("expiry_date", pa.date32())]),
 }
+QUANTITY = "total_quantity"      # the one column whose type follows the sales' (``schemas``)
+
+
+def schemas(quantity: pa.DataType) -> dict[str, pa.Schema]:
+    """The marts' and kept tables' schemas for sales whose ``quantity`` is of type ``quantity``:
+    ``SCHEMAS`` for integers; for a floating quantity (widened by a contract,
+    docs/contracts.md) every quantity a double, as DuckDB sums them (a sum of whole numbers
+    stays exact to 2**53)."""
+    if not pa.types.is_floating(quantity):
+        return SCHEMAS
+    return {name: pa.schema([f.with_type(pa.float64()) if f.name == QUANTITY else f
+                             for f in schema]) for name, schema in SCHEMAS.items()}
+
+
 MONTH = "CAST(date_trunc('month', sale_date) AS DATE)"
 
 # The current sales of some dates with the customer and product versions valid on each
@@ -382,10 +401,12 @@ def touched_months(layout: Layout) -> list[dt.date] | None:
     ingest log, so a run killed before its marts were refreshed is caught up by the next."""
     log_rows = logs.read_log(layout)
     todo = pending(log_rows, refreshed_through(layout))
+    if todo is not None and not todo:
+        return []
+    if Lake(layout).retyped:            # quantities kept in another type than the sales' now
+        return None
     if todo is None:
         return repaired_months(Lake(layout), log_rows, _since(layout))
-    if not todo:
-        return []
     changed = _changed_sales(Lake(layout), todo.sales_days, ["sale_date"])
     # a day's million sales fall on a few dates: Python sees only the distinct ones
     months = {d.replace(day=1) for d in pc.unique(changed.column("sale_date")).to_pylist()}
@@ -427,16 +448,18 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
     todo = pending(log_rows, refreshed_through(layout)) if incremental else None
     if todo is not None and not todo:
         return [], {}
+    customers = log_rows.loc[(log_rows["status"] == "applied")
+                             & (log_rows["source"] == "customer"), "file_date"]
+    lake = Lake(layout, max(customers) if len(customers) else None)
+    if lake.retyped:                    # quantities kept in another type than the sales' now
+        todo = None                     # (widened since): every month in full
     # the files the customer state has not added yet (since the marts' mark, or fewer)
     kept = pending(log_rows, _state_through(layout)) if todo is not None else None
     if kept is None:
         todo = None                     # in full (the customer state too)
-    customers = log_rows.loc[(log_rows["status"] == "applied")
-                             & (log_rows["source"] == "customer"), "file_date"]
-    lake = Lake(layout, max(customers) if len(customers) else None)
     # a repair since: only the months it (and the files beside it) changed, in full
     repaired = (repaired_months(lake, log_rows, _since(layout))
-                if incremental and todo is None else None)
+                if incremental and todo is None and not lake.retyped else None)
     with duck.connected() as con:
         if todo is not None:
             months, written = _moved_on(lake, con, todo, kept.sales_days, through)
@@ -446,9 +469,10 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
             months = repaired
         else:
             every = sales_months(layout)
-            touched = sorted(set(every if months is None else months) & set(every))
+            touched = sorted(set(every if months is None or lake.retyped else months)
+                             & set(every))
             written = _in_full(lake, con, touched, through) if touched else {}
-            months = None if incremental else months
+            months = None if incremental or lake.retyped else months
     # the marts and what they are kept from exist (or a repair changed no month)
     if through is not None and (todo is not None or written or repaired is not None):
         _mark_refreshed(layout, through)
@@ -475,13 +499,37 @@ class Lake:
         opened = self._opened.setdefault(name, delta.Opened(self.layout.table(name)))
         return delta.read(opened.path, filters, columns, also, table=opened.snapshot())
 
+    @functools.cached_property
+    def schemas(self) -> dict[str, pa.Schema]:
+        """The marts' and kept tables' schemas for the sales' ``quantity`` type."""
+        opened = self._opened.setdefault("sales", delta.Opened(self.table("sales")))
+        sales = pa.schema(opened.snapshot().schema().to_arrow())   # the snapshot read
+        return schemas(sales.field("quantity").type)
 
-def _read(path: Path, name: str, months: list[dt.date], dates: pa.Array | None = None
+    @functools.cached_property
+    def retyped(self) -> bool:
+        """Whether a mart or kept table holds its quantities in another type than
+        :attr:`schemas` (made before the sales' quantity widened, by the file that did, which
+        the marts then have to catch up with): then every one is remade in full, each
+        overwritten with its schema. As the tables stood when first asked (a refresh asks
+        before it writes)."""
+        if not delta.exists(self.table("sales")):
+            return False
+        for name, schema in SCHEMAS.items():
+            path = self.layout.mart(name)
+            if QUANTITY in schema.names and delta.exists(path):
+                kept = pa.schema(delta.delta(path).schema().to_arrow()).field(QUANTITY).type
+                if kept != self.schemas[name].field(QUANTITY).type:
+                    return True
+        return False
+
+
+def _read(path: Path, schema: pa.Schema, months: list[dt.date], dates: pa.Array | None = None
           ) -> pa.Table:
     """A kept table's or mart's rows of ``months`` (bar those of ``dates``)."""
     rows = delta.read(path, [("month", "in", months)],
                        also=None if dates is None else ~pc.field("sale_date").isin(dates))
-    return rows.select(SCHEMAS[name].names).cast(SCHEMAS[name])
+    return rows.select(schema.names).cast(schema)
 
 
 def _day(value: dt.date) -> pa.Scalar:
@@ -501,19 +549,19 @@ def _versions(lake: Lake, name: str, first: dt.date, end: dt.date,
     return lake.read(name, _within(first, end), columns)
 
 
-def _by_date(con, sales: pa.Table, customers: pa.Table, products: pa.Table
-             ) -> dict[str, pa.Table]:
+def _by_date(con, schemas: dict[str, pa.Schema], sales: pa.Table, customers: pa.Table,
+             products: pa.Table) -> dict[str, pa.Table]:
     """The per-date rows (product days, daily sales) of the current sales given, with the
     customer and product versions valid at some moment of their dates."""
     if not len(sales):
-        return {n: SCHEMAS[n].empty_table() for n in BY_DATE}
+        return {n: schemas[n].empty_table() for n in BY_DATE}
     con.register("_sales", sales)
     con.register("_versions", customers)
     con.register("_products", products)
     con.execute(JOINED)
     for name in ("_sales", "_versions", "_products"):
         con.unregister(name)
-    out = {n: con.sql(q).to_arrow_table().cast(SCHEMAS[n]) for n, q in BY_DATE.items()}
+    out = {n: con.sql(q).to_arrow_table().cast(schemas[n]) for n, q in BY_DATE.items()}
     con.execute("DROP TABLE j")
     return out
 
@@ -583,17 +631,17 @@ def _made_marts(lake: Lake, con, months: list[dt.date], state: pa.Table,
             "product_monthly": con.sql(PRODUCT_MONTHLY).to_arrow_table(),
             "daily_sales": daily.sort_by([("sale_date", "ascending"),
                                           ("membership_status", "ascending")])}
-    made = {name: rows.cast(SCHEMAS[name]) for name, rows in made.items()}
+    made = {name: rows.cast(lake.schemas[name]) for name, rows in made.items()}
     for name in ("_state", "_versions", "_days"):
         con.unregister(name)
     return made
 
 
-def _write_marts(lake: Lake, months: list[dt.date], made: dict[str, pa.Table]
+def _write_marts(lake: Lake, months: list[dt.date] | None, made: dict[str, pa.Table]
                  ) -> dict[str, int]:
-    """The marts' partitions of ``months`` replaced by ``made``, a commit each. The callers
-    let go of what the rows were made of first: at 1000x the customer versions and state
-    are as large as the rows written."""
+    """The marts' partitions of ``months`` (None: the whole tables) replaced by ``made``, a
+    commit each. The callers let go of what the rows were made of first: at 1000x the
+    customer versions and state are as large as the rows written."""
     written = {}
     for name in MARTS:
         _replace_months(lake.layout.mart(name), made[name], months)
@@ -637,7 +685,7 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
     # dates (at 1000x, 0.2 GB less beside a date's sales and DuckDB's joins).
     members = _versions(lake, "customer", first, end, MEMBER_COLUMNS)
     products = _versions(lake, "product", first, end)
-    state, days, daily = SCHEMAS[CUSTOMER_STATE].empty_table(), [], []
+    state, days, daily = lake.schemas[CUSTOMER_STATE].empty_table(), [], []
     finished = []                       # the state's rows of the months before the date's
     month = members_then = None
     for date in (d for d in _sale_dates(lake) if _month(d) in wanted):
@@ -647,27 +695,29 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
             # and move on only its month's customer rows: the months before are done (at
             # 10x after three years, 1.8 M rows joined to each date's sales, not 50,000)
             finished.append(state)
-            state = SCHEMAS[CUSTOMER_STATE].empty_table()
+            state = lake.schemas[CUSTOMER_STATE].empty_table()
         sales = lake.read("sales", [("is_current", "=", True), ("sale_date", "=", date)],
                           SALE_COLUMNS)
-        state = _with_state(con, CUSTOMERS_THEN_A_LATER_DATE, state, _sales=sales)
+        state = _with_state(lake, con, CUSTOMERS_THEN_A_LATER_DATE, state, _sales=sales)
         # and only the product versions valid on the date: every version of the months
         # recomputed meant, for a product repriced daily, each sale matched against every
         # day's price (at 10x after three years, 283 ms a date against 93 ms at day 200)
-        per_date = _by_date(con, sales, members_then, _valid_within(
+        per_date = _by_date(con, lake.schemas, sales, members_then, _valid_within(
             products, date, date + dt.timedelta(days=1)))
         del sales                       # before the next date's are read
         days.append(per_date[PRODUCT_DAYS])
         daily.append(per_date["daily_sales"])
     del members
     state = pa.concat_tables([*finished, state])
-    days = pa.concat_tables(days or [SCHEMAS[PRODUCT_DAYS].empty_table()])
-    daily = pa.concat_tables(daily or [SCHEMAS["daily_sales"].empty_table()])
-    _write_kept(lake, months, state, days, through)
+    days = pa.concat_tables(days or [lake.schemas[PRODUCT_DAYS].empty_table()])
+    daily = pa.concat_tables(daily or [lake.schemas["daily_sales"].empty_table()])
+    # quantities of another type kept (a widening since): every month, so the whole tables
+    replaced = None if lake.retyped else months
+    _write_kept(lake, replaced, state, days, through)
     customers = _versions(lake, "customer", first, end)
     made = _made_marts(lake, con, months, state, days, daily, customers)
     del state, days, daily, customers, products
-    return _write_marts(lake, months, made)
+    return _write_marts(lake, replaced, made)
 
 
 def _valid_within(versions: pa.Table, first: dt.date, end: dt.date) -> pa.Table:
@@ -686,20 +736,22 @@ def _month_versions(lake: Lake, months: list[dt.date]) -> tuple[pa.Table, pa.Tab
     return _versions(lake, "customer", first, end), _versions(lake, "product", first, end)
 
 
-def _with_state(con, query: str, state: pa.Table, **rows: pa.Table) -> pa.Table:
+def _with_state(lake: Lake, con, query: str, state: pa.Table, **rows: pa.Table) -> pa.Table:
     """The customer state's rows moved on by ``query`` over ``state`` and ``rows`` (by the
     names the query reads them by)."""
     tables_in = {"_state": state, **rows}
     for name, table in tables_in.items():
         con.register(name, table)
-    moved = con.sql(query).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
+    moved = con.sql(query).to_arrow_table().cast(lake.schemas[CUSTOMER_STATE])
     for name in tables_in:
         con.unregister(name)
     return moved
 
 
-def _write_kept(lake: Lake, months: list[dt.date], state: pa.Table, days: pa.Table,
+def _write_kept(lake: Lake, months: list[dt.date] | None, state: pa.Table, days: pa.Table,
                 through) -> None:
+    """The kept tables' partitions of ``months`` (None: the whole tables) replaced, a commit
+    each, the customer state's carrying ``through``."""
     from deltalake import CommitProperties  # on first use: start-up stays light
 
     mark = {THROUGH: json.dumps(None if through is None else through.isoformat())}
@@ -734,15 +786,15 @@ def _moved_on(lake: Lake, con, todo: Pending, state_days: list[dt.date],
     if not months:
         return [], {}
     customers, products = _month_versions(lake, months)
-    per_date = _by_date(con, sales, customers, products)
+    per_date = _by_date(con, lake.schemas, sales, customers, products)
     del sales
     state = _moved_on_state(lake, con, changed, months, state_days)
     # the months' rows of the dates not recomputed, and the recomputed ones
     on, mart = pa.array(sorted(dates), pa.date32()), lake.layout.mart
-    days = pa.concat_tables([_read(mart(PRODUCT_DAYS), PRODUCT_DAYS, months, on),
+    days = pa.concat_tables([_read(mart(PRODUCT_DAYS), lake.schemas[PRODUCT_DAYS], months, on),
                              per_date[PRODUCT_DAYS]])
-    daily = pa.concat_tables([_read(mart("daily_sales"), "daily_sales", months, on),
-                              per_date["daily_sales"]])
+    daily = pa.concat_tables([_read(mart("daily_sales"), lake.schemas["daily_sales"], months,
+                                    on), per_date["daily_sales"]])
     _write_kept(lake, months, state, days, through)
     made = _made_marts(lake, con, months, state, days, daily, customers)
     del state, days, daily, customers, products, per_date, changed
@@ -760,8 +812,8 @@ def _moved_on_state(lake: Lake, con, changed: pa.Table, months: list[dt.date],
                            | (pc.field("expiry_date").isin(days) & ~opened))
     sign = pc.if_else(pc.is_in(delta.column("effective_from"), value_set=days), 1, -1)
     delta = delta.select(SALE_COLUMNS).append_column("sign", pc.cast(sign, pa.int64()))
-    state = _read(lake.layout.mart(CUSTOMER_STATE), CUSTOMER_STATE, months)
-    moved = _with_state(con, CUSTOMERS_MOVED_ON, state, _delta=delta)
+    state = _read(lake.layout.mart(CUSTOMER_STATE), lake.schemas[CUSTOMER_STATE], months)
+    moved = _with_state(lake, con, CUSTOMERS_MOVED_ON, state, _delta=delta)
     unknown = pc.is_null(moved.column("last_sale"))
     if pc.any(unknown).as_py():
         moved = _last_sales_again(lake, con, moved, unknown)
@@ -778,23 +830,30 @@ def _last_sales_again(lake: Lake, con, moved: pa.Table, unknown) -> pa.Table:
     sales = lake.read("sales", in_months, SALE_COLUMNS,
                       also=pc.field("customer_id").isin(pc.unique(lost.column("customer_id"))))
     con.register("_sales", sales)
-    again = con.sql(CUSTOMERS_IN_FULL).to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
+    again = con.sql(CUSTOMERS_IN_FULL).to_arrow_table().cast(lake.schemas[CUSTOMER_STATE])
     con.unregister("_sales")
     con.register("_lost", lost)
     con.register("_again", again)
     found = con.sql("SELECT l.month, l.customer_id, l.orders, l.total_quantity, l.spent, "
                     "a.last_sale, a.last_count FROM _lost AS l JOIN _again AS a "
-                    "USING (month, customer_id)").to_arrow_table().cast(SCHEMAS[CUSTOMER_STATE])
+                    "USING (month, customer_id)").to_arrow_table().cast(
+                        lake.schemas[CUSTOMER_STATE])
     con.unregister("_lost")
     con.unregister("_again")
     return pa.concat_tables([moved.filter(pc.invert(unknown)), found])
 
 
-def _replace_months(path: Path, rows: pa.Table, months: list[dt.date], **kwargs) -> None:
-    """One commit: the months' partitions replaced by ``rows`` (the other months kept)."""
+def _replace_months(path: Path, rows: pa.Table, months: list[dt.date] | None,
+                    **kwargs) -> None:
+    """One commit: the months' partitions replaced by ``rows`` (the other months kept); None:
+    the whole table, with the rows' schema (a quantity's type changed: :func:`schemas`)."""
     if not delta.exists(path):          # a commit a day: checkpoints keep opening it quick
         delta.write(path, rows, partition_by=["month"], mode="overwrite", configuration={
             "delta.checkpointInterval": str(delta.CHECKPOINT_EVERY)}, **kwargs)
+        return
+    if months is None:
+        delta.write(path, rows, partition_by=["month"], mode="overwrite",
+                    schema_mode="overwrite", **kwargs)
         return
     listed = ", ".join(f"'{m.isoformat()}'" for m in months)
     delta.write(path, rows, partition_by=["month"], mode="overwrite",

@@ -138,7 +138,7 @@ def top_customers(root: str | Path = ".", until: dt.date | str | None = None, *,
     totals = pd.DataFrame({
         "total_quantity": joined.groupby("customer_id")["quantity"].sum(),
         "active_quantity": joined[active].groupby("customer_id")["quantity"].sum(),
-    }).fillna(0).astype("int64").reset_index()
+    }).fillna(0).astype(joined["quantity"].dtype).reset_index()   # a widened quantity: float
     by = "active_quantity" if active_only else "total_quantity"
     top = totals.sort_values([by, "customer_id"], ascending=[False, True]).head(n)
     versions = _scan(layout, "customer", ["customer_id", "first_name", "last_name", "email",
