@@ -220,7 +220,9 @@ def test_a_contract_naming_no_source_or_rule_is_a_one_line_error(world, tmp_path
             ('[contract.sales]\nin_place = ["seen_at"]\n', "'seen_at' is no column of sales"),
             ('[contract.customer]\nin_place = [true]\n', "in_place: a list of column names"),
             ('[contract.sales]\nwiden = ["sale_date"]\n', "'sale_date' is a partition column"),
-            ('[contract.sales]\nwiden = ["quantity"]\n', "only a date widens"),
+            ('[contract.sales]\nwiden = ["customer_id"]\n',
+             "'customer_id' is the customer's key, which the marts join on"),
+            ('[contract.customer]\nwiden = ["job"]\n', "'job' is of kind text: only a date"),
             ('[contract.product]\nwiden = ["launch"]\n', "'launch' is no column of product"))):
         root = copy(world, tmp_path / f"root{n}", text)
         done = cli("run", "--root", str(root))
@@ -697,3 +699,64 @@ def test_a_date_column_widened_to_a_date_and_time_keeps_every_value(world, tmp_p
     assert len(bad) == sum(1 for n in range(len(json.loads((world / "landing_zone" / PRODUCT)
                                                         .read_text()))) if n % 3 < 2)
     assert bad.iloc[:, -1].str.contains("not a date").all(), bad
+
+
+def test_an_integer_column_widened_to_numbers_keeps_every_value(world, tmp_path):
+    """``widen = ["quantity"]``: the second day's sales bring quantities with a fraction
+    (``2.5``, the total priced so) and whole ones written as numbers (``3.0``); the third
+    day's file sends some of the first day's sales again with their quantity as a number.
+    The column becomes a number in one commit of its own (the schema log says so, once); a
+    whole number is the integer it was, so the resent sales open no version; every version
+    is the one the raw files make (the oracle reads ``2.5`` as a number and ``3.0`` as 3);
+    late, and rebuilt, alike; a version read before the widening holds integers. Without
+    the rule, the quantities with a fraction are bad rows, as before contracts."""
+    first, third = (f"sales_{d}.txt" for d in ("20241009", "20241011"))
+    resent = 5
+
+    def with_fractions(landing_zone: Path) -> None:
+        lines = (landing_zone / SALES).read_text().splitlines()
+        out = []
+        for n, line in enumerate(lines):
+            f = line.split("~")
+            if n % 3 == 0:                  # sale_id~customer~product~quantity~price~total~date
+                f[3] = f"{int(f[3])}.5"
+                f[5] = f"{float(f[3]) * float(f[4]):.2f}"
+            elif n % 3 == 1:
+                f[3] = f"{int(f[3])}.0"
+            out.append("~".join(f))
+        (landing_zone / SALES).write_text("\n".join(out) + "\n")
+        again = []
+        for line in (landing_zone / first).read_text().splitlines()[:resent]:
+            f = line.split("~")
+            again.append("~".join([*f[:3], f"{f[3]}.0", *f[4:]]))
+        with (landing_zone / third).open("a") as sent:
+            sent.write("\n".join(again) + "\n")
+
+    roots = {order: applied(world, tmp_path / order.replace(" ", "-"),
+                            "" if order == "frozen" else
+                            '[contract.sales]\nwiden = ["quantity"]\n', with_fractions, order)[0]
+             for order in ("in order", "late", "frozen")}
+    table = tables(roots["in order"])["sales"]
+    assert str(table["quantity"].dtype) == "float64"
+    assert (table["quantity"] % 1 == 0.5).sum() == len(
+        (world / "landing_zone" / SALES).read_text().splitlines()[::3])
+    pd.testing.assert_frame_equal(tables(roots["late"])["sales"], table, obj="late")
+    minilake.rebuild("sales", root=roots["late"])
+    pd.testing.assert_frame_equal(tables(roots["late"])["sales"], table, obj="rebuilt")
+    logged = read_schema_log(Layout.of(roots["in order"]))
+    assert list(zip(logged["file"], logged["change"], strict=True)) == [
+        (SALES, "column 'quantity' widened from int to float (numbers that are not integers)")]
+    days = arrivals.days_of(roots["in order"] / "archive", "sales", archived=True)
+    want = arrivals.versions(days, "sale_id", snapshot=False)
+    assert len(want) == len(table)              # the resent sales made no version
+    got = {(r.sale_id, r.effective_from, r.expiry_date): (r.quantity, r.total_price)
+           for r in table.itertuples()}
+    assert got == {(r.sale_id, r.effective_from, r.expiry_date):
+                   (r.quantity, r.total_price) for r in want.itertuples()}
+    first_version = minilake.read_table("sales", root=roots["in order"], version=0)
+    assert str(first_version["quantity"].dtype) == "int64"
+    report = Layout.of(roots["frozen"]).error_report("sales", DAY)
+    bad = pd.read_csv(report, dtype=str, keep_default_na=False)
+    assert len(bad) == len((world / "landing_zone" / SALES).read_text().splitlines()[::3]) \
+        + len((world / "landing_zone" / SALES).read_text().splitlines()[1::3])
+    assert bad.iloc[:, -1].str.contains("not an integer").all(), bad

@@ -58,12 +58,12 @@ def deliver(files: list[str], batches: list[int]) -> dict[str, pd.DataFrame]:
 
 def typed(column: str, text: str):
     """A raw field as the tables type it (docs/architecture.md): whole numbers, decimals, ISO
-    dates, text;
-    an empty field is a null. Two rows are the same version when their typed values are."""
+    dates, text; an empty field is a null. Two rows are the same version when their typed
+    values are."""
     if text == "":
         return None
-    if column in INTEGERS:
-        return int(text)
+    if column in INTEGERS:          # a widened integer (docs/contracts.md) may have a
+        return int(text) if text.lstrip("-").isdigit() else float(text)    # fraction
     if column in DECIMALS:
         return float(text)
     if column in DATES:             # a widened date (docs/contracts.md) may have a time;

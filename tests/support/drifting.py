@@ -50,11 +50,19 @@ def add_column(landing: Path) -> None:
 
 
 def widen_column(landing: Path) -> None:
-    """The day's product file with a creation time for every other product (a date column
-    widened to a date and time, docs/contracts.md)."""
+    """The day's product file with a creation time for every other product, its sales file
+    with half a unit more in every other sale, priced so (a date column widened to a date
+    and time, an integer one to numbers: docs/contracts.md)."""
     n = iter(range(1 << 30))
     rewrite_json(landing / PRODUCT, lambda r: {
         **r, "creation_date": r["creation_date"] + " 09:15:00"} if next(n) % 2 == 0 else r)
+
+    def half_more(f: list[str]) -> list[str]:     # sale_id~customer~product~quantity~price~total
+        if int(f[0]) % 2:
+            return f
+        quantity = int(f[3]) + 0.5
+        return [*f[:3], str(quantity), f[4], f"{quantity * float(f[4]):.2f}", *f[6:]]
+    rewrite_tilde(landing / SALES, half_more)
 
 
 def drop_column(landing: Path, required: bool = True) -> None:
@@ -88,14 +96,15 @@ def world(root: Path) -> Path:
     """Three days of a small world whose second drifts in each form, under a contract that
     adds the new column to the customer and sales tables, discards the product's, and keeps
     the customer's missing column empty, and widens the product's creation date to a date
-    and time: 8 column changes in all. The customer's columns that come and go (and its
-    phone numbers) are updated in place: on the second and third days, a customer whose row
-    differs only in them keeps its version."""
+    and time and the sales' quantity to numbers: 9 column changes in all. The customer's
+    columns that come and go (and its phone numbers) are updated in place: on the second
+    and third days, a customer whose row differs only in them keeps its version."""
     generate(root, start="2024-10-09", days=3, customers=200, seed=40, landing_only=True)
     (root / "minilake.toml").write_text("".join(
         f'[contract.{source}]\nnew_column = "{rule}"\nmissing_column = "evolve"\n'
         + (f"in_place = {json.dumps(IN_PLACE_COLUMNS)}\n" if source == "customer" else "")
         + ('widen = ["creation_date"]\n' if source == "product" else "")
+        + ('widen = ["quantity"]\n' if source == "sales" else "")
         for source, rule in RULES.items()))
     add_column(root / "landing_zone")
     drop_column(root / "landing_zone", required=False)

@@ -143,15 +143,16 @@ def test_an_erasure_gives_the_same_lake(tmp_path, cluster):
 def test_a_drifting_day_gives_the_same_lake_and_schema_log(tmp_path, cluster):
     """docs/contracts.md: a column more (added to the customer and sales tables, the
     product's discarded) and a column fewer (kept empty) in each form, customers gone
-    tombstoned, phone numbers updated in place, a date widened to a date and time, the
-    contract followed on the workers too."""
+    tombstoned, phone numbers updated in place, a date widened to a date and time and a
+    quantity to numbers, the contract followed on the workers too."""
     world = tmp_path / "world"
     generate(world, start="2024-10-09", days=3, customers=300, seed=40, landing_only=True)
     (world / "minilake.toml").write_text("".join(
         f'[contract.{s}]\nnew_column = "{"discard" if s == "product" else "evolve"}"\n'
         f'missing_column = "evolve"\nvanished = "tombstone"\n'
         + ('in_place = ["phone_number"]\n' if s == "customer" else "")
-        + ('widen = ["creation_date"]\n' if s == "product" else "") for s in SOURCES))
+        + ('widen = ["creation_date"]\n' if s == "product" else "")
+        + ('widen = ["quantity"]\n' if s == "sales" else "") for s in SOURCES))
     drifting.new_phones(world / "landing_zone")
     drifted = world / "drifted"
     drifted.mkdir()
@@ -173,7 +174,7 @@ def test_a_drifting_day_gives_the_same_lake_and_schema_log(tmp_path, cluster):
     want, got, _ = run_both(world, tmp_path, cluster, steps, of=with_changes)
     assert_same(got, want, "dask vs local")
     pd.testing.assert_frame_equal(got["changes"], want["changes"])
-    assert len(want["changes"]) == 8, want["changes"]    # 7, and the widened date
+    assert len(want["changes"]) == 9, want["changes"]    # 7, and the two widened
     customers = want["customer"]
     assert (customers["effective_from"] == customers["expiry_date"]).any(), "no tombstone"
     log = want["log"]

@@ -204,6 +204,22 @@ def test_row_hash_of_a_date_and_time_is_its_iso_text_and_at_midnight_its_date(va
     assert row_hashes(pa.table({"t": stamp})).to_pylist() == [expected_hash(text)]
 
 
+@pytest.mark.parametrize("value,text", [
+    (3.0, "3"), (-0.0, "0"), (0.0, "0"), (-7.0, "-7"),            # whole: the integer it was
+    (2.0 ** 53, "9007199254740992"), (2.5, "2.5"), (0.1 + 0.2, "0.30000000000000004"),
+    (2.0 ** 53 * 2, "1.8014398509481984e+16"), (1e20, "1e+20"),    # beyond 2^53: a float
+    (float("inf"), "inf"), (float("nan"), "nan")])
+def test_row_hash_of_a_number_widened_from_an_integer_writes_whole_values_as_integers(
+        value, text):
+    """docs/contracts.md: an integer column widened to numbers hashes its old values (now
+    whole numbers) as it did, and only those columns (``whole``)."""
+    row = pa.table({"q": [value], "f": [value]})
+    assert row_hashes(row, whole=("q",)).to_pylist() == [
+        expected_hash(f"{text}\x1f{repr(value)}")]
+    if text.lstrip("-").isdigit():          # as the integer column hashed it before
+        assert row_hashes(pa.table({"q": [int(text)]})).to_pylist() == [expected_hash(text)]
+
+
 @given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                           st.integers(-10**15, 10**15).map(lambda c: c / 100)),
                 min_size=1, max_size=50))

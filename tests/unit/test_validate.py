@@ -361,3 +361,33 @@ def test_a_date_and_time_is_read_in_its_three_forms_only(text, want):
 
     got = parse_timestamp(pa.array([text], pa.string())).to_pylist()[0]
     assert (None if got is None else got.strftime("%Y-%m-%d %H:%M:%S")) == want
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"quantity": "2.5", "total_price": "6.25"}, None),
+    ({"quantity": "3.0", "total_price": "7.50"}, None),
+    ({"quantity": "1e1", "total_price": "25.00"}, None),
+    ({"quantity": "9007199254740991", "price_per_unit": "0", "total_price": "0"}, None),
+    *(({"quantity": q, "price_per_unit": "0", "total_price": "0"},   # 2^53 + 1 reads as 2^53
+       "quantity: 2^53 or more, which a number widened from an integer cannot hold exactly")
+      for q in ("9007199254740992", "9007199254740993")),
+    ({"quantity": "-9007199254740993", "price_per_unit": "0", "total_price": "0"},
+     "quantity: must be > 0; quantity: 2^53 or more, which a number widened from an integer "
+     "cannot hold exactly"),
+    ({"quantity": "two"}, "quantity: not a number 'two'"),
+    ({"quantity": "-0.5", "price_per_unit": "0", "total_price": "0"},
+     "quantity: must be > 0"),
+])
+def test_an_integer_column_widened_to_numbers_keeps_its_rules(change, message):
+    """docs/contracts.md, a type that widens: ``quantity`` widened reads numbers, keeps its
+    rules (> 0, the total's check), and holds no integer a float64 would round."""
+    from minilake.contract.schemas import widened
+
+    s = SOURCES["sales"]
+    out = validate(widened(s.schema, {"quantity": "float"}), s.key, sales(change))
+    if message is None:
+        assert out.bad.empty, out.bad["errors"].tolist()
+        assert out.good.schema.field("quantity").type == pa.float64()
+        assert out.good.column("quantity")[0].as_py() == float(change["quantity"])
+    else:
+        assert out.bad["errors"].tolist() == [message]

@@ -29,7 +29,14 @@ import pyarrow as pa_
 import pyarrow.compute as pc
 
 from minilake.contract.schemas import WIDER
-from minilake.contract.text import as_arrow, is_blank, parse_date, parse_timestamp
+from minilake.contract.text import (
+    as_arrow,
+    is_blank,
+    parse_date,
+    parse_integer,
+    parse_number,
+    parse_timestamp,
+)
 from minilake.formats.readers import (
     TextFrame,
     UnreadableFile,
@@ -141,19 +148,22 @@ def settle(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame,
 def widenings(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame
               ) -> dict[str, str]:
     """The columns of ``contract.widen`` whose text in the file holds a value of the wider
-    kind that the declared kind does not read (a date with a time of day), each with that
-    kind: what the table must widen to before the file applies (docs/contracts.md). A value
-    neither kind reads stays a bad row."""
+    kind that the declared kind does not read (a date with a time of day; a number that is
+    no integer, ``2.5``), each with that kind: what the table must widen to before the file
+    applies (docs/contracts.md). A value neither kind reads stays a bad row."""
     needs = {}
     for name in contract.widen:
         if name not in text.rows:
             continue
         values = as_arrow(text.rows[name])
-        narrow = parse_date(values, schema.columns[name].metadata["date_format"])
+        declared = schema.columns[name].metadata
+        narrow = (parse_integer(values) if declared["kind"] == "int"
+                  else parse_date(values, declared["date_format"]))
+        wide = parse_number if declared["kind"] == "int" else parse_timestamp
         wider = pc.and_(pc.and_(pc.is_null(narrow), pc.invert(is_blank(values))),
-                        pc.is_valid(parse_timestamp(values)))
+                        pc.is_valid(wide(values)))
         if pc.any(wider).as_py():
-            needs[name] = WIDER[schema.columns[name].metadata["kind"]]
+            needs[name] = WIDER[declared["kind"]]
     return needs
 
 

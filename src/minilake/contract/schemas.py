@@ -99,18 +99,42 @@ def field(kind: str = "text", *, required: bool = False, one_of: list[str] | Non
 
 
 # docs/contracts.md: the safe widenings of a column's kind
-WIDER = {"date": "timestamp"}
+WIDER = {"date": "timestamp", "int": "float"}
+EXACT = 2.0 ** 53       # a float64 holds every integer below this, and not every one beyond
 
 
 def widened(schema: pa.DataFrameSchema, kinds: dict[str, str]) -> pa.DataFrameSchema:
     """``schema`` with the columns of ``kinds`` made again as those kinds, with their rules
-    (a contract's widened columns, docs/contracts.md); the others as they are."""
+    (a contract's widened columns, docs/contracts.md); the others as they are. Each keeps
+    its declared kind in its metadata (``declared``): a number widened from an integer
+    hashes its whole values as integers (load/scd2.py), and holds none from 2^53 on, where
+    a float64 rounds them (2^53 + 1 reads as 2^53)."""
     if not kinds:
         return schema
-    columns = {name: field(kinds[name], **column.metadata["args"]) if name in kinds
-               else column for name, column in schema.columns.items()}
+    columns = {}
+    for name, column in schema.columns.items():
+        if name in kinds:
+            declared = column.metadata.get("declared", column.metadata["kind"])
+            column = field(kinds[name], **column.metadata["args"])
+            checks = column.checks
+            if declared == "int":
+                checks = [*checks, _check(lambda t: _unknown_or(
+                    parsed(t, "float"), lambda n: pc.less(pc.abs(n), EXACT)),
+                    "2^53 or more, which a number widened from an integer cannot hold "
+                    "exactly", on_series=True)]
+            column = pa.Column(None, checks=checks, nullable=False,
+                               metadata={**column.metadata, "declared": declared})
+        columns[name] = column
     return pa.DataFrameSchema(columns, checks=schema.checks, name=schema.name, strict=True,
                               ordered=False)
+
+
+def whole(schema: pa.DataFrameSchema) -> tuple[str, ...]:
+    """The columns declared integers and widened to numbers: their whole values hash as the
+    integers they were (docs/contracts.md)."""
+    return tuple(name for name, column in schema.columns.items()
+                 if column.metadata.get("declared") == "int"
+                 and column.metadata["kind"] == "float")
 
 
 def _occurs_once(by_value: bool):

@@ -144,6 +144,21 @@ def source_of(name: str) -> Source | None:
     return None
 
 
+def _cannot_widen(source: Source, column: str) -> str | None:
+    """Why ``column`` of ``source`` cannot be named in ``widen`` (docs/contracts.md), or
+    None: only a declared date or integer column that no table is keyed or partitioned by."""
+    if column not in source.columns:
+        return f"is no column of {source.name}"
+    kind = source.schema.columns[column].metadata["kind"]
+    keyed = [s.name for s in SOURCES.values() if s.key == column and s is not source]
+    return ("is the key" if column == source.key
+            else "is a partition column" if column in source.partition_by
+            else f"is the {keyed[0]}'s key, which the marts join on" if keyed
+            else None if kind in schemas.WIDER
+            else f"is of kind {kind}: only a date (to a date and time) or an integer (to a "
+                 f"number) widens")
+
+
 def of_root(root) -> dict[str, Source]:
     """The sources as ``root`` declares them: each with the contract its ``minilake.toml``
     gives it (``[contract.<source>]``, docs/contracts.md), else its declaration's."""
@@ -167,14 +182,7 @@ def of_root(root) -> dict[str, Source]:
                                       f"{declared[0]!r} is a declared column (an erasure "
                                       f"erases the declared personal columns already)")
         for column in contract.widen:
-            source = SOURCES[name]
-            kind = (source.schema.columns[column].metadata["kind"]
-                    if column in source.columns else None)
-            why = ("is no column of " + name if kind is None
-                   else "is the key" if column == source.key
-                   else "is a partition column" if column in source.partition_by
-                   else None if kind in schemas.WIDER
-                   else f"is of kind {kind}: only a date widens (to a date and time) today")
+            why = _cannot_widen(SOURCES[name], column)
             if why:
                 raise drift.ContractError(f"{root / policy.FILE}: [contract.{name}] widen: "
                                           f"{column!r} {why}")

@@ -289,6 +289,10 @@ def commit(opened: Opened, source: Source, actions: list, provenance: dict,
 WIDENED_KEY = "minilake.columns_widened"    # commit metadata of a widening (docs/contracts.md)
 
 
+class Unwidenable(ValueError):
+    """A column the table cannot widen: it holds a value the wider type would change."""
+
+
 def widen(opened: Opened, wide: Source, new: dict[str, str], provenance: dict) -> None:
     """The table's columns ``new`` widened (docs/contracts.md; ``wide``: the source as the
     table is to hold it), in one commit of their own naming the file that needs them: every
@@ -322,7 +326,8 @@ def _rewritten(path: Path, wide: Source, added: list[str], files: list[dict]) ->
                                                     _partition_values(f)), files))
 
 
-WIDENED = "column {!r} widened from {} to {} (values with a time of day)"   # schema log
+WIDENED = "column {!r} widened from {} to {} ({})"     # schema log, why by the wider kind
+WHY = {"timestamp": "values with a time of day", "float": "numbers that are not integers"}
 
 
 def widen_for(table: Opened | Staged, source: Source, needs: dict[str, str], file: str,
@@ -335,15 +340,21 @@ def widen_for(table: Opened | Staged, source: Source, needs: dict[str, str], fil
     it)."""
     have = widened_of(table, source)
     new = {c: k for c, k in needs.items() if have.get(c) != k}
-    if isinstance(table, Staged):
-        if new:
-            table.widen(source.widened(have | new), new)
-    elif new:
-        if table.table() is not None:   # else the file's commit creates the table wide
-            widen(table, source.widened(have | new), new, {"file": file, "sha256": sha256})
-    elif needs:
+    try:
+        if isinstance(table, Staged):
+            if new:
+                table.widen(source.widened(have | new), new)
+        elif new:
+            if table.table() is not None:   # else the file's commit creates the table wide
+                widen(table, source.widened(have | new), new,
+                      {"file": file, "sha256": sha256})
+    except pa.ArrowInvalid as error:    # an integer a float64 would round (2^53 and more)
+        raise Unwidenable(f"cannot widen {', '.join(map(repr, new))} of {source.name}: "
+                          f"the table holds a value the wider type cannot hold exactly "
+                          f"({error})") from None
+    if needs and not new and not isinstance(table, Staged):
         new = {c: k for c, k in widened_for(table, file, sha256).items() if c in needs}
-    return have | new, [WIDENED.format(c, source.schema.columns[c].metadata["kind"], k)
+    return have | new, [WIDENED.format(c, source.schema.columns[c].metadata["kind"], k, WHY[k])
                         for c, k in sorted(new.items())]
 
 

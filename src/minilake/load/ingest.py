@@ -241,7 +241,7 @@ def _apply_file(layout: Layout, source: Source, delivery: Delivery, table: Table
                               allow_mass_delete)
     try:
         work, clock = engine.file_work(source, delivery, table)
-    except UnreadableFile as error:
+    except (UnreadableFile, datafiles.Unwidenable) as error:
         raise Quarantined(str(error)) from None
     return _settle(layout, source.widened(work.kinds), delivery, table, commits,
                    allow_mass_delete, work, clock)
@@ -258,8 +258,11 @@ def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Tab
         return _settle(layout, source, delivery, table, commits, allow_mass_delete, work,
                        clock)
     t = time.perf_counter()
-    kinds, widened = datafiles.widen_for(table, source, checked.widened, delivery.name,
-                                         delivery.sha256)
+    try:
+        kinds, widened = datafiles.widen_for(table, source, checked.widened, delivery.name,
+                                             delivery.sha256)
+    except datafiles.Unwidenable as error:
+        raise Quarantined(str(error)) from None
     source = source.widened(kinds)
     files = datafiles.current_files(table)
     worked = parts.work(source, table.path, parts.Part(0, None), rows, files,

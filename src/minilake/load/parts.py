@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from minilake.contract import schemas
 from minilake.contract.drift import Contract
 from minilake.contract.sources import ALL_SOURCES, Source
 from minilake.formats.readers import TextFrame, UnreadableFile
@@ -191,14 +192,15 @@ def work(source: Source, table: Path, part: Part, validated: Validated,
                                   else pa.nulls(good.num_rows, pa.string()))
     current = datafiles.current_versions(table, source, files,
                                       None if source.snapshot else good.column(source.key))
+    whole = schemas.whole(source.schema)
     changes = diff(current, good, source.key, snapshot=source.snapshot,
                    bad_keys=validated.bad_keys, vanished=source.contract.vanished,
-                   declared=declared)
+                   declared=declared, whole=whole)
     if source.contract.in_place and changes.updated:
         changed = changes.expire_keys[:changes.updated]     # the updated keys come first
         changes = scd2.in_place(changes, datafiles.current_rows(
             table, source, files, changed, datafiles.added_of(source, good.column_names)),
-            source.key, source.contract.in_place, declared)
+            source.key, source.contract.in_place, declared, whole)
     at = validated.bad_at if part.at is None else part.at[validated.bad_at]
     return Worked(part.index, changes, validated.bad, at, good.num_rows, current.num_rows,
                   changes.inserted, changes.updated, changes.expired, changes.empty,

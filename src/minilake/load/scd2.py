@@ -63,15 +63,18 @@ def float_text(values: np.ndarray) -> pa.Array:
     return text
 
 
-def canonical_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+def canonical_text(column: pa.ChunkedArray | pa.Array, whole: bool = False) -> pa.Array:
     """A value's canonical text: integers in decimal, floats as Python's ``repr`` (the shortest
     text that reads back to the same double), dates ISO, dates and times ISO with a space (at
     midnight, the date alone), text as is; null stays null (it is written ``\\N`` when a row's
-    texts are joined)."""
+    texts are joined). ``whole``: a column of numbers widened from integers, whose whole
+    values are written as the integers they were (docs/contracts.md)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if pa.types.is_timestamp(column.type):
         return _timestamp_text(column)
+    if whole and pa.types.is_floating(column.type):
+        return _whole_text(column)
     if pa.types.is_floating(column.type) or pa.types.is_date(column.type):
         # Few distinct prices and dates: format each once (nulls stay null; distinct bit
         # patterns stay distinct, so -0.0 is not 0.0).
@@ -93,7 +96,17 @@ def _timestamp_text(column: pa.Array) -> pa.Array:
                       pc.strftime(seconds, "%Y-%m-%d %H:%M:%S"))
 
 
-def row_hashes(table: pa.Table, declared: int | None = None) -> pa.Array:
+def _whole_text(column: pa.Array) -> pa.Array:
+    """Numbers widened from integers: a whole value as its integer (``3.0`` as ``3``, as it
+    hashed before the widening), any other as a float."""
+    is_whole = pc.and_(pc.less_equal(pc.abs(column), 2.0 ** 53),     # not nan, not inf
+                       pc.equal(pc.floor(column), column))
+    integers = pc.cast(pc.if_else(is_whole, column, 0.0), pa.int64())
+    return pc.if_else(is_whole, pc.cast(integers, pa.string()), canonical_text(column))
+
+
+def row_hashes(table: pa.Table, declared: int | None = None,
+               whole: tuple[str, ...] = ()) -> pa.Array:
     """A stable hash of each row's business columns (docs/formats.md), as int64.
 
     SipHash-2-4 with the key ``HASH_KEY`` over the UTF-8 canonical texts joined by the unit
@@ -105,7 +118,8 @@ def row_hashes(table: pa.Table, declared: int | None = None) -> pa.Array:
     Columns after the first ``declared`` (added to the table by a source's contract,
     docs/contracts.md) count only where they hold a value, each as ``name=value`` after the
     rest: a row with all of them empty hashes as it did before they existed, so a column
-    added empty opens no version."""
+    added empty opens no version. ``whole``: the columns whose whole numbers are written as
+    integers (:func:`canonical_text`)."""
     if table.num_rows == 0:
         return pa.array([], pa.int64())
     out = []
@@ -113,7 +127,7 @@ def row_hashes(table: pa.Table, declared: int | None = None) -> pa.Array:
         chunk = table.slice(start, HASH_CHUNK)
         names = chunk.column_names[:declared]
         joined = pc.binary_join_element_wise(
-            *[canonical_text(chunk.column(name)) for name in names], SEPARATOR,
+            *[canonical_text(chunk.column(name), name in whole) for name in names], SEPARATOR,
             null_handling="replace", null_replacement=NULL_MARK)
         for name in chunk.column_names[len(names):]:
             said = pc.binary_join_element_wise(pa.scalar(f"{SEPARATOR}{name}="),
@@ -155,15 +169,16 @@ class Changes:
 
 def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
          bad_keys: pd.Series | None = None, vanished: str = "invalidate",
-         declared: int | None = None) -> Changes:
+         declared: int | None = None, whole: tuple[str, ...] = ()) -> Changes:
     """Compare a file's good rows with the current versions (a table of ``key``, ``row_hash``).
 
     ``bad_keys`` are keys (as text) of the file's bad rows: in a snapshot they count as present
     and unchanged, so their current version stays current. ``vanished``: what a snapshot's
     absent keys become (docs/contracts.md); with ``ignore`` they stay current. ``declared``:
-    how many of the columns are declared ones (:func:`row_hashes`).
+    how many of the columns are declared ones, ``whole`` those widened from integers
+    (:func:`row_hashes`).
     """
-    hashes = row_hashes(incoming, declared).to_numpy()
+    hashes = row_hashes(incoming, declared, whole).to_numpy()
     keys = incoming.column(key).combine_chunks()
     key_type = keys.type
     current_keys = current.column(key).combine_chunks().cast(key_type)
@@ -192,12 +207,12 @@ def diff(current: pa.Table, incoming: pa.Table, key: str, *, snapshot: bool,
 
 
 def in_place(changes: Changes, current: pa.Table, key: str, columns: tuple[str, ...],
-             declared: int) -> Changes:
+             declared: int, whole: tuple[str, ...] = ()) -> Changes:
     """``changes`` with the updated keys whose rows differ from their current version
     (``current``: those versions' business columns, ``effective_from`` and ``key``) only in
     ``columns`` rewritten in place (docs/contracts.md): no version expires or opens for them;
     the new row replaces the current one and keeps its ``effective_from``. The others stay
-    updates. ``declared``: how many of the rows' columns are declared ones."""
+    updates. ``declared``, ``whole``: as :func:`row_hashes` takes them."""
     if changes.updated == 0 or current.num_rows == 0:
         return changes
     keys = changes.inserts.column(key).combine_chunks()
@@ -210,8 +225,8 @@ def in_place(changes: Changes, current: pa.Table, key: str, columns: tuple[str, 
     tracked_declared = sum(1 for n in names[:declared] if n not in columns)
     new = changes.inserts.filter(pa.array(was)).select(tracked)
     old = current.take(pa.array(at[was])).select(tracked).cast(new.schema)
-    same = (row_hashes(new, tracked_declared).to_numpy()
-            == row_hashes(old, tracked_declared).to_numpy())
+    same = (row_hashes(new, tracked_declared, whole).to_numpy()
+            == row_hashes(old, tracked_declared, whole).to_numpy())
     if not same.any():
         return changes
     rows = np.flatnonzero(was)[same]
