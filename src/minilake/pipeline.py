@@ -32,7 +32,7 @@ from minilake.lake import delta, logs, storage, unchanged
 from minilake.lake.layout import KEPT, MARTS, Layout
 from minilake.lake.lock import hold
 from minilake.lake.logs import Ledger
-from minilake.load import datafiles, history
+from minilake.load import datafiles, history, rejects
 from minilake.load import maintain as upkeep  # `maintain` is the operation
 from minilake.load.ingest import (
     IngestResult,
@@ -133,6 +133,7 @@ def _ingest(layout: Layout, allow_mass_delete: bool, progress: bool | None,
         loaded = load_sources(layout, ingest_log, ledger, allow_mass_delete, bar, engine,
                               listed)
     bar.close()
+    rejects.sync(layout)        # the error reports of the files just logged, as a table
     files = erased + loaded
     if not files:
         say("ingest: nothing new in archive/")
@@ -159,6 +160,7 @@ def rebuild(source: str | None = None, root: str | Path = ".", *,
                                                allow_mass_delete, bar,
                                                rebuild="rebuild requested")
         bar.close()
+        rejects.sync(layout)
         return result
 
 

@@ -203,6 +203,7 @@ def erased(tmp_path_factory, small_root) -> dict:
     decoded_in = {f.split(": ")[0] for f in found if ": value in " in f}
     assert {"exports/customer.avro", "exports/customer.parquet",
             "exports/customer_current.csv"} <= decoded_in, "the scan decodes every export"
+    assert any(f.startswith("tables/_rejects/") for f in found), "the bad rows as a table"
 
     request = [{"customer_id": str(by_id)}, {"email": by_email["email"].upper()},
                {"customer-id": str(deleted)}, {"customer_id": BAD_ONLY["customer_id"]},

@@ -47,7 +47,8 @@ VOLATILE_LOG = ["started_at", "finished_at", "read_s", "validate_s", "diff_s", "
 HOOKS = {"split.before_move": 12, "split.after_move": 12, "ingest.after_read": 11,
          "ingest.after_diff": 11, "ingest.report_written": 10, "ingest.before_commit": 10,
          "ingest.files_written": 10, "ingest.after_commit": 10, "ingest.logged": 1,
-         "quarantine.after_log": 2, "quarantine.after_reason": 2}
+         "quarantine.after_log": 2, "quarantine.after_reason": 2, "rejects.before_commit": 1,
+         "rejects.committed": 1}
 SPREAD = {12: [1, 4, 8, 12], 11: [1, 3, 5, 7, 9, 11], 10: [1, 2, 3, 4, 6, 8, 10], 2: [1, 2],
           1: [1]}
 TIMED_KILLS = 6
@@ -70,6 +71,10 @@ def outcome(root: Path) -> dict:
             .reset_index(drop=True)
     log = read_log(Layout.of(root)).drop(columns=VOLATILE_LOG)
     out["log"] = log.sort_values(["source", "file"]).reset_index(drop=True)
+    # the rejected rows as a table (docs/quality.md): the error reports', after any crash
+    out["rejects"] = minilake.sql(
+        "SELECT * EXCLUDE (logged_at) FROM rejects ORDER BY report, report_row", root=root) \
+        if (root / "tables" / "_rejects").is_dir() else pd.DataFrame()
     for folder in ("error_reports", "quarantine"):
         out[folder] = {str(p.relative_to(root)): p.read_bytes()
                        for p in sorted((root / folder).rglob("*")) if p.is_file()}
@@ -78,7 +83,7 @@ def outcome(root: Path) -> dict:
 
 
 def assert_same(got: dict, want: dict, case: str) -> None:
-    for key in ("customer", "product", "sales", "log"):
+    for key in ("customer", "product", "sales", "log", "rejects"):
         pd.testing.assert_frame_equal(got[key], want[key], obj=f"{case}: {key}")
     for key in ("error_reports", "quarantine", "files"):
         assert got[key] == want[key], f"{case}: {key}"

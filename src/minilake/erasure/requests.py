@@ -1,8 +1,9 @@
 """The erasure stage (docs/architecture.md): each pending erasure request applied in file-date
 order, before any other delivery of the run — resolved, staged, put in place, the customer
 table rebuilt (by the load stage) and its earlier versions purged, the marts recomputed (by the
-outbound stage) and theirs purged, logged; and the customer files not applied yet scrubbed of
-the customers erased before them. A killed run finishes a request the next time."""
+outbound stage) and theirs purged, the rejected rows read again from the rewritten error
+reports and theirs purged, logged; and the customer files not applied yet scrubbed of the
+customers erased before them. A killed run finishes a request the next time."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from minilake.erasure import scrub
 from minilake.lake import delta, logs, storage
 from minilake.lake.layout import KEPT, MARTS, Layout
 from minilake.lake.logs import Ledger
+from minilake.load import rejects
 from minilake.load.ingest import (
     Delivery,
     FileOutcome,
@@ -125,6 +127,11 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
             if delta.exists(layout.mart(mart)):
                 erasure_plan.purge_history(layout.mart(mart))
         crashpoint("erasure.marts_purged")
+        # and so do the rejected rows: the replayed files' reports again, the rest purged
+        rejects.sync(layout)
+        if delta.exists(layout.rejects):
+            erasure_plan.purge_history(layout.rejects)
+        crashpoint("erasure.rejects_purged")
         _log_erasure(layout, plan, kept)
         crashpoint("erasure.logged")
     resolved = {e: set(found) for e, found in plan.resolved.items()} if plan else {}

@@ -75,7 +75,8 @@ class Layout:
         """Every table minilake writes under the root (the sources', the logs, the marts and
         what they are kept from), whether it exists yet or not."""
         return ([self.table(name) for name in SOURCE_TABLES]
-                + [self.ingest_log, self.pull_log, self.erasure_log, self.schema_log]
+                + [self.ingest_log, self.pull_log, self.erasure_log, self.schema_log,
+                   self.rejects]
                 + [self.mart(name) for name in (*MARTS, *KEPT)])
 
     @property
@@ -93,6 +94,11 @@ class Layout:
     @property
     def pull_log(self) -> Path | UPath:
         return self.table("_pull_log")
+
+    @property
+    def rejects(self) -> Path | UPath:
+        """Every error report's rows as a table (docs/quality.md)."""
+        return self.table("_rejects")
 
     def error_report(self, source: str, stamp: str) -> Path | UPath:
         return self.root / "error_reports" / f"errors_{source}_{stamp}.csv"

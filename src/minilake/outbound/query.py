@@ -30,7 +30,8 @@ from minilake.lake import delta, duck
 from minilake.lake.layout import MARTS, Layout
 from minilake.load import history
 
-LOGS = {"ingest_log": "_ingest_log", "pull_log": "_pull_log", "erasure_log": "_erasure_log"}
+LOGS = {"ingest_log": "_ingest_log", "pull_log": "_pull_log", "erasure_log": "_erasure_log",
+        "rejects": "_rejects"}
 
 
 class Refused(ValueError):

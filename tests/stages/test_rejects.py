@@ -1,0 +1,101 @@
+"""Rejected rows as a table (issue 41, docs/quality.md): ``tables/_rejects`` holds the rows of
+the CSV error reports, row for row, whatever happened to the files (applied in order, resent,
+rebuilt). The judge is the reports themselves, read here with Python's own ``csv`` module."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from support import landing
+
+import minilake
+from minilake.lake.layout import Layout
+
+
+def reports_rows(root: Path) -> list[tuple]:
+    """Every row of every error report under the root: (report, its place, errors, the raw
+    fields by column), read with ``csv``."""
+    out = []
+    for path in sorted((root / "error_reports").glob("errors_*.csv")):
+        with path.open(newline="", encoding="utf-8") as text:
+            for n, row in enumerate(csv.DictReader(text), start=1):
+                errors = row.pop("errors")
+                out.append((path.name, n, errors, row))
+    return out
+
+
+def table_rows(root: Path) -> list[tuple]:
+    """The rejects table's rows, through ``minilake sql``, as :func:`reports_rows` gives
+    them."""
+    frame = minilake.sql("SELECT report, report_row, errors, fields FROM rejects", root=root)
+    return sorted(((r.report, r.report_row, r.errors, json.loads(r.fields))
+                   for r in frame.itertuples()), key=lambda r: (r[0], r[1]))
+
+
+@pytest.fixture
+def broken(small_root, tmp_path) -> Path:
+    """A small world's four days and its broken day (bad rows in each source), applied."""
+    root = tmp_path / "root"
+    for name in ("landing_zone", "samples"):
+        shutil.copytree(small_root / name, root / name)
+    minilake.land_sample(root, "broken_day")
+    assert minilake.run(root).ok
+    return root
+
+
+def test_the_rejects_table_is_the_error_reports_row_for_row(broken):
+    want = reports_rows(broken)
+    assert {r[0].split("_")[1] for r in want} == {"customer", "product", "sales"}
+    assert table_rows(broken) == want
+    files = minilake.sql("SELECT DISTINCT source, file, file_date FROM rejects", root=broken)
+    assert all(f.file in {p.name for p in (broken / "archive" / f.source).iterdir()}
+               and f.file_date.strftime("%Y%m%d") in f.file for f in files.itertuples())
+
+
+def test_a_resent_file_replaces_its_rows_and_a_rebuild_keeps_them(broken):
+    """The broken day's sales resent without its first three bad rows' lines: its report has
+    three rows fewer, and so has the table; a rebuild of every source leaves it as it is."""
+    report = next(r[0] for r in reports_rows(broken) if r[0].startswith("errors_sales_"))
+    archived = broken / "archive" / "sales" / f"sales_{report[13:21]}.txt"
+    bad = {r[3]["sale_id"] for r in reports_rows(broken) if r[0] == report}
+    lines = archived.read_bytes().decode().split("\r\n")
+    dropped = [line for line in lines if line.split("~")[0] in bad][:3]
+    assert len(dropped) == 3
+    (broken / "landing_zone" / archived.name).write_bytes(
+        "\r\n".join(line for line in lines if line not in dropped).encode())
+    before = len(table_rows(broken))
+    assert minilake.run(broken).ok
+    assert table_rows(broken) == reports_rows(broken)
+    assert len(table_rows(broken)) == before - 3
+    minilake.rebuild(root=broken)
+    assert table_rows(broken) == reports_rows(broken)
+
+
+def test_a_late_day_replays_the_reports_after_it_as_in_order(broken, small_root, tmp_path):
+    """The second day held back while the rest (the broken day too) is applied, then late:
+    its sources are repaired from its date on, the broken day's files replayed, and the
+    table is the reports of in-order arrival, row for row."""
+    root = tmp_path / "late"
+    for name in ("landing_zone", "samples"):
+        shutil.copytree(small_root / name, root / name)
+    minilake.land_sample(root, "broken_day")
+    landing.run_without(root, "*20241010*")
+    assert minilake.run(root).ok
+    assert minilake.sql("SELECT count(*) AS n FROM ingest_log WHERE event = 'replay'",
+                        root=root)["n"].iloc[0] > 0
+    assert table_rows(root) == reports_rows(root) == reports_rows(broken)
+
+
+def test_no_bad_row_no_rejects_and_nothing_logged_twice(small_root, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(small_root / "landing_zone", root / "landing_zone")
+    assert minilake.run(root).ok
+    assert table_rows(root) == reports_rows(root)
+    versions = len(minilake.sql("SELECT * FROM ingest_log", root=root))
+    assert minilake.run(root).ok                    # nothing new: no commit either
+    assert len(minilake.sql("SELECT * FROM ingest_log", root=root)) == versions
+    assert Layout.of(root).rejects.is_dir() or not reports_rows(root)
