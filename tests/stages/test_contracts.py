@@ -223,7 +223,10 @@ def test_a_contract_naming_no_source_or_rule_is_a_one_line_error(world, tmp_path
             ('[contract.sales]\nwiden = ["customer_id"]\n',
              "'customer_id' is the customer's key, which the marts join on"),
             ('[contract.customer]\nwiden = ["job"]\n', "'job' is of kind text: only a date"),
-            ('[contract.product]\nwiden = ["launch"]\n', "'launch' is no column of product"))):
+            ('[contract.product]\nwiden = ["launch"]\n', "'launch' is no column of product"),
+            ('[contract.sales]\nmax_rejected = 1.5\n', "max_rejected = 1.5: a share"),
+            ('[contract.sales]\nmax_rejected = "five"\n', "max_rejected = 'five'"),
+            ('[contract.sales]\nover_budget = "drop"\n', "over_budget = 'drop': one of fail"))):
         root = copy(world, tmp_path / f"root{n}", text)
         done = cli("run", "--root", str(root))
         assert done.returncode == 2 and says in done.stderr, done.stderr

@@ -99,3 +99,60 @@ def test_no_bad_row_no_rejects_and_nothing_logged_twice(small_root, tmp_path):
     assert minilake.run(root).ok                    # nothing new: no commit either
     assert len(minilake.sql("SELECT * FROM ingest_log", root=root)) == versions
     assert Layout.of(root).rejects.is_dir() or not reports_rows(root)
+
+
+def budget_world(small_root: Path, root: Path, contract: str, without_sales: bool = False
+                 ) -> tuple[Path, object, str]:
+    """The small world and its broken day under ``contract``, run; the root, the run's
+    result, and the broken day's sales file's name."""
+    for name in ("landing_zone", "samples"):
+        shutil.copytree(small_root / name, root / name)
+    landed = minilake.land_sample(root, "broken_day")
+    sales = next(n for n in landed if n.startswith("sales_"))
+    if without_sales:
+        (root / "landing_zone" / sales).unlink()
+    if contract:
+        (root / "minilake.toml").write_text(contract)
+    return root, minilake.run(root), sales
+
+
+def test_a_file_over_its_error_budget_is_quarantined_whole_or_said_to_be_over(
+        broken, small_root, tmp_path):
+    """docs/quality.md, error budgets: the broken day's sales file has ``rejected`` bad rows
+    of ``read`` (counted here from the raw file and the report of a run without a budget).
+    Under a budget below that share it is quarantined with the counts and nothing of it
+    applied (the sales table is a run's without the file); warned, it is applied as without
+    a budget and says so; under a budget above the share, nothing is said."""
+    report = next(r[0] for r in reports_rows(broken) if r[0].startswith("errors_sales_"))
+    rejected = sum(1 for r in reports_rows(broken) if r[0] == report)
+    sales = f"sales_{report[13:21]}.txt"
+    read = len([line for line in (broken / "archive" / "sales" / sales).read_bytes()
+                .split(b"\r\n") if line])
+    share = rejected / read
+    below, above = f"max_rejected = {share * 0.9:.6f}", f"max_rejected = {share * 1.1:.6f}"
+
+    root, result, _ = budget_world(small_root, tmp_path / "fail", f"[contract.sales]\n{below}\n")
+    reasons = {f.file: f.reason for f in result.ingest.quarantined}
+    assert list(reasons) == [sales], reasons
+    assert reasons[sales].startswith(f"{rejected} of {read} rows rejected ({share:.1%}), over "
+                                     f"the source's budget of {share * 0.9:.1%}")
+    assert reasons[sales].endswith(": nothing of it applied") and "most often '" in \
+        reasons[sales]
+    assert (root / "quarantine" / "sales" / sales).is_file()
+    without, *_ = budget_world(small_root, tmp_path / "without", "", without_sales=True)
+    key = ["sale_id", "effective_from"]
+    assert minilake.read_table("sales", root=root).sort_values(key).reset_index(drop=True) \
+        .equals(minilake.read_table("sales", root=without).sort_values(key)
+                .reset_index(drop=True))
+
+    warned, result, _ = budget_world(small_root, tmp_path / "warn",
+                                     f'[contract.sales]\n{below}\nover_budget = "warn"\n')
+    assert result.ok
+    note = next(f.note for f in result.ingest.files if f.file == sales)
+    assert f"{rejected} of {read} rows rejected" in note
+    assert table_rows(warned) == reports_rows(broken)
+    assert len(minilake.read_table("sales", root=warned)) == len(
+        minilake.read_table("sales", root=broken))
+
+    _, result, _ = budget_world(small_root, tmp_path / "within", f"[contract.sales]\n{above}\n")
+    assert result.ok and not any("budget" in f.note for f in result.ingest.files)

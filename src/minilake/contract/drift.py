@@ -55,7 +55,8 @@ EXTRA = "_extra"        # the column ``keep_extra`` keeps a row's extra fields i
 MISSING_COLUMN = ("evolve", "freeze")
 VANISHED = ("invalidate", "tombstone", "ignore")
 SETTINGS = ("new_column", "missing_column", "renamed", "vanished", "personal", "in_place",
-            "widen")
+            "widen", "max_rejected", "over_budget")
+OVER_BUDGET = ("fail", "warn")
 
 
 class ContractError(ValueError):
@@ -84,11 +85,17 @@ class Contract:
     # declared columns whose type may widen (a date column that gains a time of day): a file
     # with wider values widens the table's column, in one commit of its own
     widen: tuple[str, ...] = ()
+    # the share of a file's rows that may be rejected, a number from 0 to 1 or a percentage
+    # ("5%"): beyond it the file is quarantined with the counts (fail) or applied and said to
+    # be over (warn); None: no budget, the good rows applied whatever the share (docs/quality.md)
+    max_rejected: float | str | None = None
+    over_budget: str = "fail"
 
     def __post_init__(self) -> None:
         for rule, value, allowed in (("new_column", self.new_column, NEW_COLUMN),
                                      ("missing_column", self.missing_column, MISSING_COLUMN),
-                                     ("vanished", self.vanished, VANISHED)):
+                                     ("vanished", self.vanished, VANISHED),
+                                     ("over_budget", self.over_budget, OVER_BUDGET)):
             if value not in allowed:
                 raise ContractError(f"{rule} = {value!r}: one of {', '.join(allowed)}")
         pairs = self.renamed.items() if isinstance(self.renamed, dict) else self.renamed
@@ -103,12 +110,37 @@ class Contract:
                     not isinstance(c, str) or not c for c in names):
                 raise ContractError(f"{rule}: a list of column names, as text")
             object.__setattr__(self, rule, tuple(sorted(set(names))))
+        object.__setattr__(self, "max_rejected", _share(self.max_rejected))
+
+    def over(self, rejected: int, read: int) -> str | None:
+        """What a file with ``rejected`` of its ``read`` rows rejected is over its budget by,
+        in words; None within it (or with no budget)."""
+        if self.max_rejected is None or not read or rejected <= self.max_rejected * read:
+            return None
+        return (f"{rejected} of {read} rows rejected ({rejected / read:.1%}), over the "
+                f"source's budget of {self.max_rejected:.1%} (max_rejected)")
 
     @property
     def drifts(self) -> bool:
         """Whether a file's columns may differ from the declaration (read with ``drift``)."""
         return (self.new_column != "freeze" or self.missing_column != "freeze"
                 or bool(self.renamed))
+
+
+def _share(value: float | str | None) -> float | None:
+    """A budget's share of rows: a number from 0 to 1, or a percentage as text ("5%")."""
+    if value is None:
+        return None
+    given = value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            value = float(value.strip()[:-1]) / 100
+        except ValueError:
+            value = None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ContractError(f"max_rejected = {given!r}: a share of a file's rows, from 0 to 1 "
+                            f"or a percentage (\"5%\")")
+    return float(value)
 
 
 def settle(schema: pa.DataFrameSchema, contract: Contract, text: TextFrame,

@@ -186,6 +186,22 @@ class Quarantined(Exception):
     pass
 
 
+def _budget_check(source: Source, rejected: int, read: int, bad: pd.DataFrame) -> str | None:
+    """A file over its source's budget of rejected rows (docs/quality.md): Quarantined with
+    the counts and the commonest reason when the contract fails it; the words to say when it
+    only warns; None within it."""
+    over = source.contract.over(rejected, read)
+    if over is None:
+        return None
+    reasons = bad["errors"].str.split("; ").explode().str.replace(r" '.*$", "", regex=True)
+    commonest = reasons.value_counts()
+    over += f"; most often {commonest.index[0]!r} ({commonest.iloc[0]})" if len(commonest) \
+        else ""
+    if source.contract.over_budget == "fail":
+        raise Quarantined(f"{over}: nothing of it applied")
+    return over
+
+
 def _mass_delete_check(source: Source, current_keys: int, expired: int,
                        allow: bool) -> None:
     if source.snapshot and not allow and current_keys and expired > (
@@ -258,6 +274,7 @@ def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Tab
         return _settle(layout, source, delivery, table, commits, allow_mass_delete, work,
                        clock)
     t = time.perf_counter()
+    _budget_check(source, len(rows.bad), checked.rows_read, rows.bad)   # before any widening
     try:
         kinds, widened = datafiles.widen_for(table, source, checked.widened, delivery.name,
                                              delivery.sha256)
@@ -305,6 +322,10 @@ def _settle(layout: Layout, source: Source, delivery: Delivery, table: Table,
         clock["commit_s"] = time.perf_counter() - t
         return outcome, clock
     crashpoint("ingest.after_diff")
+    over = _budget_check(source, len(work.bad), work.rows_read, work.bad)
+    if over:
+        log.warning("%s/%s: %s", source.name, path.name, over)
+        outcome.note = "; ".join(n for n in (outcome.note, over) if n)
     _mass_delete_check(source, work.current_keys, work.expired, allow_mass_delete)
     outcome.inserted, outcome.updated, outcome.expired = (
         work.inserted, work.updated, work.expired)
