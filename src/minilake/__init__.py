@@ -11,8 +11,9 @@ from minilake.generate import generate
 
 _LAZY = {"init": "minilake.lake.layout", "land_sample": "minilake.inbound.landing",
          "reset": "minilake.inbound.landing", "split": "minilake.inbound.landing",
-         **dict.fromkeys(["erasures", "ingest", "maintain", "rebuild", "refresh_marts", "run",
-                          "schema_changes", "status", "vacuum", "versions"],
+         **dict.fromkeys(["erasures", "ingest", "maintain", "rebuild", "refresh_marts",
+                          "replay_rejects", "run", "schema_changes", "status", "vacuum",
+                          "versions"],
                          "minilake.pipeline"),
          "read_table": "minilake.load.history",
          "pull": "minilake.inbound.pull", "pulls": "minilake.inbound.pull",
@@ -39,5 +40,6 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["erasures", "export", "generate", "ingest", "init", "land_sample", "maintain", "marts",
-           "pull", "pulls", "read_mart", "read_table", "rebuild", "refresh_marts", "reports",
-           "reset", "run", "schema_changes", "split", "sql", "status", "vacuum", "versions"]
+           "pull", "pulls", "read_mart", "read_table", "rebuild", "refresh_marts",
+           "replay_rejects", "reports", "reset", "run", "schema_changes", "split", "sql",
+           "status", "vacuum", "versions"]

@@ -228,6 +228,23 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         return result
 
 
+def replay_rejects(corrections: str | Path, delivery: str, root: str | Path = ".", *,
+                   progress: bool | None = None, say: Say | None = None) -> RunResult:
+    """Fix and replay (docs/quality.md): the rows of ``corrections`` (a file in the form of
+    ``delivery``, an archived file's name) applied as that delivery: its good rows and these
+    delivered again under its name, then run. Its source is repaired from its date on (a
+    resent file), so the tables end as if the rows had come right the first time."""
+    layout = Layout.of(root)
+    with hold(layout.root, "replay-rejects"):
+        _, data = rejects.corrected_delivery(layout, delivery, Path(corrections))
+        landed = layout.landing / delivery
+        if landed.exists():
+            raise rejects.CannotReplay(f"landing_zone/{delivery}: a delivery of that name "
+                                       f"waits there already; run first")
+        storage.write_bytes(landed, data)
+        return run(root, progress=progress, say=say)
+
+
 def status(root: str | Path = ".") -> pd.DataFrame:
     """Per source: files archived / applied / quarantined / superseded, late and resent files,
     rebuilds, last applied date, rows, rejected rows, changes of a file's columns

@@ -156,3 +156,71 @@ def test_a_file_over_its_error_budget_is_quarantined_whole_or_said_to_be_over(
 
     _, result, _ = budget_world(small_root, tmp_path / "within", f"[contract.sales]\n{above}\n")
     assert result.ok and not any("budget" in f.note for f in result.ingest.files)
+
+
+FIX = {"gender": "U", "email": "fixed@example.com", "date_of_birth": "1970-01-01",
+       "membership_status": "active", "language": "en-US", "first_name": "Fixed",
+       "last_name": "Fixed"}
+
+
+def test_corrected_rows_replayed_give_the_tables_of_an_in_order_run_with_them(
+        broken, small_root, tmp_path):
+    """docs/quality.md, fix and replay: the broken day's bad customer rows corrected by hand
+    (each failing field given a good value; a row whose key itself fails stays out) and
+    replayed as that day's delivery give the customer table, and the rejects, of a run in
+    which the file came with those rows right."""
+    report = next(r[0] for r in reports_rows(broken) if r[0].startswith("errors_customer_"))
+    delivery = f"customer_{report[16:24]}.csv"
+    fixed = {}
+    for name, _, errors, fields in reports_rows(broken):
+        failing = {e.split(":")[0] for e in errors.split("; ")}
+        if name == report and failing <= set(FIX):
+            fixed[json.dumps(fields, sort_keys=True)] = {**fields, **{f: FIX[f]
+                                                                      for f in failing}}
+    assert len(fixed) >= 2, "the broken day has customer rows to correct"
+    corrections = tmp_path / "corrections.csv"
+    with corrections.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, list(next(iter(fixed.values()))), quoting=csv.QUOTE_ALL)
+        writer.writeheader()
+        writer.writerows(fixed.values())
+
+    result = minilake.replay_rejects(corrections, delivery, root=broken)
+    assert result.ok, [f.line() for f in result.ingest.quarantined]
+    assert any(f.file == delivery and f.event == "resent" for f in result.ingest.files)
+
+    right = tmp_path / "right"
+    for name in ("landing_zone", "samples"):
+        shutil.copytree(small_root / name, right / name)
+    minilake.land_sample(right, "broken_day")
+    path = right / "landing_zone" / delivery
+    with path.open(newline="", encoding="utf-8") as text:
+        rows = list(csv.DictReader(text))
+    rows = [fixed.get(json.dumps(r, sort_keys=True), r) for r in rows]
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, list(rows[0]), quoting=csv.QUOTE_ALL)
+        writer.writeheader()
+        writer.writerows(rows)
+    assert minilake.run(right).ok
+
+    key = ["customer_id", "effective_from"]
+    mine, want = (minilake.read_table("customer", root=r).sort_values(key)
+                  .reset_index(drop=True) for r in (broken, right))
+    import pandas as pd
+    pd.testing.assert_frame_equal(mine, want)
+    assert {tuple(f.items()) for _, _, _, f in reports_rows(broken)} == {
+        tuple(f.items()) for _, _, _, f in reports_rows(right)}
+    assert table_rows(broken) == reports_rows(broken)
+    assert len([r for r in reports_rows(broken) if r[0] == report]) == \
+        len([r for r in reports_rows(right) if r[0] == report])
+
+
+def test_corrections_that_cannot_be_replayed_are_one_line(broken, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text('"customer_id"\n"1"\n')
+    for delivery, says in (("customer_20991231.csv", "no such delivery in archive/customer/"),
+                           ("orders_20241016.csv", "not the name of a source's delivery")):
+        with pytest.raises(ValueError, match=says):
+            minilake.replay_rejects(bad, delivery, root=broken)
+    archived = sorted(p.name for p in (broken / "archive" / "customer").iterdir())[0]
+    with pytest.raises(ValueError, match="not customer rows in the form of"):
+        minilake.replay_rejects(bad, archived, root=broken)

@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="?", default=None, help="one source (default: all)")
     p.add_argument("--allow-mass-delete", action="store_true",
                    help="apply a snapshot even if it expires more than half of the current keys")
+    p = command("replay-rejects", "apply corrected rows as the delivery they correct: its good "
+                "rows and these delivered again under its name, then run (docs/quality.md)")
+    p.add_argument("corrections", help="the corrected rows, a file in the delivery's form (CSV "
+                   "with its header, JSON array, ~ lines)")
+    p.add_argument("--delivery", required=True, metavar="NAME",
+                   help="the archived delivery they correct, e.g. customer_20241016.csv")
     p = command("report", "write the docs/formats.md and MIDP-307 reports as CSV, with verdicts "
                 "against final_results/ where it exists")
     p.add_argument("--until", type=_date, default=None, help="last sale date (default: all)")
@@ -296,8 +302,11 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "run" and _nothing_to_do(args.root):
         _print(["split: 0 file(s) archived", "ingest: nothing new in archive/"])
         return 0
-    if args.command in ("run", "ingest", "rebuild"):
-        if args.command == "rebuild":
+    if args.command in ("run", "ingest", "rebuild", "replay-rejects"):
+        if args.command == "replay-rejects":
+            result = minilake.replay_rejects(args.corrections, args.delivery, args.root,
+                                             progress=progress, say=_say)
+        elif args.command == "rebuild":
             result = minilake.rebuild(args.source, args.root,
                                       allow_mass_delete=args.allow_mass_delete, progress=progress,
                                       say=_say)
@@ -305,7 +314,8 @@ def _main(args: argparse.Namespace) -> int:
             call = minilake.run if args.command == "run" else minilake.ingest
             result = call(args.root, allow_mass_delete=args.allow_mass_delete, progress=progress,
                           engine=args.engine, cluster=args.cluster, ranges=args.ranges, say=_say)
-        quarantined = result.ingest.quarantined if args.command == "run" else result.quarantined
+        quarantined = (result.quarantined if args.command in ("ingest", "rebuild")
+                       else result.ingest.quarantined)
         if quarantined:
             print(f"{len(quarantined)} file(s) quarantined; see quarantine/*/*.reason.txt",
                   file=sys.stderr)

@@ -15,16 +15,20 @@ versions as it does the customer table's.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
-from minilake.contract.sources import ALL_SOURCES
+from minilake.contract.sources import ALL_SOURCES, of_root, source_of
 from minilake.crashpoints import crashpoint
+from minilake.formats.readers import UnreadableFile
 from minilake.lake import delta, logs
 from minilake.lake.layout import Layout
+from minilake.load import parts
 
 THROUGH = "minilake.rejects_through"    # commit metadata: the last ingest-log row reflected
 RECENT_COMMITS = 10                     # where that mark is looked for
@@ -107,3 +111,79 @@ def _replace(layout: Layout, rows: pa.Table, reports: list[str], mark: dict) -> 
     listed = ", ".join("'" + r.replace("'", "''") + "'" for r in reports)
     delta.write(path, rows, mode="overwrite", predicate=f"report IN ({listed})",
                 commit_properties=properties, doing="writing the rejected rows")
+
+
+class CannotReplay(ValueError):
+    """Corrected rows that cannot be made into the delivery they correct (one line)."""
+
+
+def corrected_delivery(layout: Layout, delivery: str, corrections: Path) -> tuple[str, bytes]:
+    """The delivery ``delivery`` (a name in ``archive/``) as it should have come, with the
+    rows of ``corrections`` (a file in the delivery's own form: the customer CSV with its
+    header, the product JSON array, ``~`` lines) in place of its bad rows of the same key
+    (every copy of a key that occurs twice); a correction whose key no bad row has is added;
+    a bad row no correction names stays as it was (docs/quality.md, fix and replay). Returns
+    the source's name and the bytes. Delivered again under its name, it is a resent file:
+    its source is repaired from its date on, and the tables end as if the rows had come
+    right."""
+    declared = source_of(delivery)
+    if declared is None or declared.name not in of_root(layout.root):
+        raise CannotReplay(f"{delivery}: not the name of a source's delivery")
+    source = of_root(layout.root)[declared.name]
+    original = layout.archive(source.name) / delivery
+    if not original.is_file():
+        raise CannotReplay(f"{delivery}: no such delivery in archive/{source.name}/")
+    text = source.read(original)
+    if text.extra or text.missing or text.malformed:
+        raise CannotReplay(f"{delivery}: its columns differ from {source.name}'s declared "
+                           f"ones, or a row of it cannot be split into them; correct the file "
+                           f"itself and deliver it again")
+    form = source.form(delivery)
+    try:
+        fixes = form.reader(corrections, source.columns)
+    except (OSError, ValueError, UnreadableFile) as error:
+        raise CannotReplay(f"{corrections}: not {source.name} rows in the form of "
+                           f"{delivery} ({error})") from None
+    if fixes.malformed:
+        raise CannotReplay(f"{corrections}: row {fixes.malformed[0].line} cannot be split "
+                           f"into {source.name}'s {len(source.columns)} columns")
+    checked = parts.check(source.widened(text.widened), parts.Part(0, text))
+    keys = text.rows[source.key]
+    bad = pd.Series(False, index=text.rows.index)
+    bad.iloc[checked.bad_at] = True
+    fixed = fixes.rows.drop_duplicates(source.key, keep="last").set_index(source.key,
+                                                                          drop=False)
+    clash = sorted(set(keys[~bad]) & set(fixed.index))
+    if clash:
+        raise CannotReplay(f"{corrections}: {source.key} {clash[0]!r} names a row of "
+                           f"{delivery} that was not rejected")
+    rows, placed = [], set()
+    for key, row, rejected in zip(keys, text.rows.itertuples(index=False, name=None),
+                                  bad, strict=True):
+        if rejected and key in fixed.index:
+            if key not in placed:
+                rows.append(tuple(fixed.loc[key, source.columns]))
+                placed.add(key)
+            continue
+        rows.append(row)
+    rows += [tuple(r) for k, r in zip(fixed.index, fixed[source.columns].itertuples(
+        index=False, name=None), strict=True) if k not in placed]
+    return source.name, _written(form.extension,
+                                 pd.DataFrame(rows, columns=list(text.rows.columns)))
+
+
+def _written(extension: str, rows: pd.DataFrame) -> bytes:
+    """Rows of text in a delivery's form: a CSV with its header and every field quoted, a
+    JSON array of records (an empty field as null), ``~`` lines."""
+    if extension == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
+        writer.writerow(rows.columns)
+        writer.writerows(rows.itertuples(index=False, name=None))
+        return out.getvalue().encode("utf-8")
+    if extension == "json":
+        records = [{c: (v if v != "" else None) for c, v in zip(rows.columns, r, strict=True)}
+                   for r in rows.itertuples(index=False, name=None)]
+        return json.dumps(records, ensure_ascii=False, indent=1).encode("utf-8")
+    return "".join("~".join(r) + "\r\n"
+                   for r in rows.itertuples(index=False, name=None)).encode("utf-8")
