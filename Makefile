@@ -46,7 +46,13 @@ run: $(STAMP)
 lab: $(LABBED)
 	$(VENV)/bin/minilake lab
 
+# The run report's page test (tests/system/test_run_report.py) opens it in Debian's Chromium,
+# driven through Debian's chromedriver: installed here (as root, as in CI) when missing.
+
 test: $(TESTED)
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium \
+		chromium-driver)
 	$(VENV)/bin/lint-imports --no-cache
 	@# pytest's own folders in a temporary folder of this run's, removed after it (pytest would
 	@# keep the last three sessions' under the system temp folder)

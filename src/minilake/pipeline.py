@@ -42,6 +42,7 @@ from minilake.load.ingest import (
     load_sources,
 )
 from minilake.outbound import marts as datamarts  # `marts` is run()'s switch
+from minilake.outbound import runreport
 
 if TYPE_CHECKING:
     from minilake.load.distributed import Engine
@@ -53,6 +54,7 @@ class RunResult:
     ingest: IngestResult
     months: list[dt.date] | None = None       # months the run touched (None: every month)
     marts: dict[str, int] = field(default_factory=dict)   # rows written per mart
+    report: Path | None = None                # its run report's page (docs/quality.md)
 
     @property
     def ok(self) -> bool:
@@ -200,6 +202,7 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
     says is done."""
     layout = Layout.of(root)
     say = say or _quiet
+    started = dt.datetime.now(dt.UTC)
     of_root(layout.root)        # a contract it cannot follow stops the run before files move
     # the engine first: a cluster that cannot be reached stops the run before any file moves
     with hold(layout.root, "run"), _engine(engine, cluster, ranges) as running:
@@ -223,6 +226,8 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
             result.ingest.history += _said(say, [
                 d.line() for d in upkeep.maintain(layout, at_least=upkeep.COMPACT_AT,
                                                   orphans=False) if d.groups])
+        if result.ingest.files:
+            result.report = _reported(layout, started, result, say)
         if storage.is_local(layout.root) and (marts or result.months == []):
             unchanged.remember(Path(layout.root))     # the next run with nothing to do: 0.1 s
         return result
@@ -243,6 +248,17 @@ def replay_rejects(corrections: str | Path, delivery: str, root: str | Path = ".
                                        f"waits there already; run first")
         storage.write_bytes(landed, data)
         return run(root, progress=progress, say=say)
+
+
+def _reported(layout: Layout, started: dt.datetime, result: RunResult, say: Say) -> Path:
+    """The run's report written (docs/quality.md); its page's path, said."""
+    files = [runreport.RunFile(f.source, f.file, f.status, f.reason, f.event, f.note,
+                               f.rows_read, f.rows_loaded, f.rows_rejected)
+             for f in result.ingest.files]
+    page = runreport.write(layout, runreport.build(layout, started, dt.datetime.now(dt.UTC),
+                                                   files))
+    say(f"run report: {page.relative_to(layout.root).as_posix()}")
+    return page
 
 
 def status(root: str | Path = ".") -> pd.DataFrame:

@@ -30,7 +30,8 @@ TOKEN = "srv-" + secrets.token_hex(12)
 PROTECTED = [("POST", "/jobs/run", {}), ("POST", "/jobs/pull", {"source": "sales",
                                                                  "date": "2024-10-09"}),
              ("POST", "/jobs/export", {"table": "sales"}), ("GET", "/status", None),
-             ("GET", "/tables/customer", None)]
+             ("GET", "/tables/customer", None), ("GET", "/reports/", None),
+             ("GET", "/reports/runs/20241009T000000000000Z.html", None)]
 
 
 class Server:
@@ -123,6 +124,24 @@ def test_run_then_tables_page_by_page_equal_read_table(server):
     want = want.astype(object).where(want.notna(), None)
     assert back.astype(object).where(back.notna(), None).to_dict("records") == \
         want.to_dict("records")
+
+
+def test_the_run_reports_are_served_as_written(server):
+    """docs/quality.md: the index and each run's page and data, byte for byte as under
+    reports/; a name that is no run report's is 404, not a path."""
+    assert server.client.post("/jobs/run").json()["ok"]
+    pages = sorted((server.root / "reports" / "runs").glob("*.html"))
+    assert pages
+    index = server.client.get("/reports/")
+    assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+    assert index.content == (server.root / "reports" / "index.html").read_bytes()
+    for page in pages:
+        assert f'href="runs/{page.name}"' in index.text
+        for path in (page, page.with_suffix(".json")):
+            got = server.client.get(f"/reports/runs/{path.name}")
+            assert got.status_code == 200 and got.content == path.read_bytes()
+    for name in ("..%2Findex.html", "x.html", "20241009T000000000000Z.csv"):
+        assert server.client.get(f"/reports/runs/{name}").status_code == 404
 
 
 def test_status_and_export_jobs(server):

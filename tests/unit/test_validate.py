@@ -391,3 +391,22 @@ def test_an_integer_column_widened_to_numbers_keeps_its_rules(change, message):
         assert out.good.column("quantity")[0].as_py() == float(change["quantity"])
     else:
         assert out.bad["errors"].tolist() == [message]
+
+
+@pytest.mark.parametrize("errors,want", [
+    ("total_price: not a number 'ERROR'; quantity: must be > 0",
+     ["total_price: not a number", "quantity: must be > 0"]),
+    ("gender: not one of M/F/U '; DROP TABLE users; --'; email: required, empty",
+     ["gender: not one of M/F/U", "email: required, empty"]),           # "; " in a value
+    ("email: does not look like an email \"it's; quantity: 2\"",
+     ["email: does not look like an email"]),                             # repr's "..."
+    ("total_price: not quantity x price_per_unit (within 0.01)",
+     ["total_price: not quantity x price_per_unit (within 0.01)"]),
+    ("row 7: row has 8 fields, expected 7", ["row: row has 8 fields, expected 7"]),
+])
+def test_an_errors_line_read_back_into_its_reasons(errors, want):
+    """The run report and the error budget count reasons (docs/quality.md): an ``errors``
+    line split back into them, each without the value it quotes."""
+    from minilake.load.validate import reasons
+
+    assert reasons(errors, SOURCES["sales"].columns + ["gender", "email"]) == want

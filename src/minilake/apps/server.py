@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -207,6 +208,19 @@ class ExportJob(BaseModel):
     current: bool = False
 
 
+RUN_REPORT = re.compile(r"\d{8}T\d{12}Z\.(?:html|json)")     # runreport.run_id + suffix
+
+
+def _report_file(path, what: str) -> Response:
+    """A report file as it is (the run pages link each other relatively, as on disk)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise HTTPException(404, f"no {what} yet (a run writes it)") from None
+    kind = "application/json" if path.name.endswith(".json") else "text/html; charset=utf-8"
+    return Response(data, media_type=kind)
+
+
 def _json(value) -> Response:
     """An answer written by ``jsontext`` (tables in it as records): exact for a reader that
     takes every JSON number as a double."""
@@ -307,6 +321,20 @@ def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
         return _json({"sources": minilake.status(layout.root),
                       "erasures": minilake.erasures(layout.root),
                       "pulls": minilake.pulls(layout.root)})
+
+    @app.get("/reports/", dependencies=guarded)
+    @app.get("/reports/index.html", dependencies=guarded)
+    def runs_index() -> Response:
+        """reports/index.html: every run's report (docs/quality.md)."""
+        return _report_file(layout.reports / "index.html", "the run reports' index")
+
+    @app.get("/reports/runs/{name}", dependencies=guarded)
+    def run_report(name: str) -> Response:
+        """One run's report, its page (``<run-id>.html``) or its data (``.json``)."""
+        if not RUN_REPORT.fullmatch(name):
+            raise HTTPException(404, f"no run report {name!r}: a name is "
+                                     f"<run-id>.html or <run-id>.json (GET /reports/)")
+        return _report_file(layout.reports / "runs" / name, f"run report {name}")
 
     @app.get("/tables/{name}", dependencies=guarded)
     def table_page(name: str, as_of: dt.date | None = None, date: dt.date | None = None,

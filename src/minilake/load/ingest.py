@@ -48,7 +48,7 @@ from minilake.formats.readers import UnreadableFile
 from minilake.lake import delta, files, lock, logs, storage
 from minilake.lake.layout import Layout
 from minilake.lake.logs import Ledger
-from minilake.load import datafiles, parts
+from minilake.load import datafiles, parts, validate
 from minilake.load.validate import Validated
 
 if TYPE_CHECKING:
@@ -193,8 +193,9 @@ def _budget_check(source: Source, rejected: int, read: int, bad: pd.DataFrame) -
     over = source.contract.over(rejected, read)
     if over is None:
         return None
-    reasons = bad["errors"].str.split("; ").explode().str.replace(r" '.*$", "", regex=True)
-    commonest = reasons.value_counts()
+    commonest = pd.Series([r for errors in bad["errors"]
+                           for r in dict.fromkeys(validate.reasons(errors, source.columns))]
+                          ).value_counts()
     over += f"; most often {commonest.index[0]!r} ({commonest.iloc[0]})" if len(commonest) \
         else ""
     if source.contract.over_budget == "fail":

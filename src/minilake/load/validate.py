@@ -8,6 +8,7 @@ each value parses the way its column's kind needs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,6 +115,21 @@ def _messages(failures: pd.DataFrame, order: list[str]) -> pd.Series:
     f["row"] = f["index"].astype("int64")
     f = f.sort_values(["row", "position"], kind="stable").drop_duplicates(["row", "text"])
     return f.groupby("row", sort=True)["text"].agg("; ".join)
+
+
+def reasons(errors: str, columns: list[str]) -> list[str]:
+    """An ``errors`` line (:func:`_messages`) back into its reasons, each without the value
+    it quotes (``gender: not one of M/F/U '; DROP TABLE users; --'`` is ``gender: not one
+    of M/F/U``; a row that could not be split, ``row 7: …``, is ``row: …``). A reason is a
+    column's name (or a row number), a colon and its message, then the value as Python's
+    ``repr`` writes it, read as such, so a value holding "; " or a column's name stays
+    whole."""
+    names = "|".join(re.escape(c) for c in sorted(columns, key=len, reverse=True))
+    who = rf"(?:{names}|row(?: \d+)?)"
+    quoted = r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"'     # repr's two forms
+    found = re.finditer(rf"({who}): (.*?)(?: (?:{quoted}))?(?=; {who}: |$)", errors,
+                        flags=re.DOTALL)
+    return [re.sub(r"^row \d+$", "row", m.group(1)) + ": " + m.group(2) for m in found]
 
 
 def _malformed_rows(text: TextFrame, columns: list[str]) -> pd.DataFrame:
