@@ -140,11 +140,14 @@ def minilake_daily():
         return lines
 
     @task(retries=0)
-    def run() -> list[str] | None:
-        """split + ingest; returns the months whose marts the files touched (None: all)."""
+    def run(ti=None, dag_run=None) -> list[str] | None:
+        """split + ingest; returns the months whose marts the files touched (None: all). Its
+        OpenLineage events name this task as their parent (docs/quality.md)."""
         import minilake
 
-        result = minilake.run(_root(), progress=False, marts=False)
+        parent = minilake.task_parent(ti.dag_id, ti.task_id, ti.try_number, ti.map_index,
+                                      dag_run.logical_date or dag_run.run_after)
+        result = minilake.run(_root(), progress=False, marts=False, lineage_parent=parent)
         for line in result.lines():
             print(line)
         if result.ingest.quarantined:

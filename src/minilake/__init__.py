@@ -18,7 +18,8 @@ _LAZY = {"init": "minilake.lake.layout", "land_sample": "minilake.inbound.landin
          "read_table": "minilake.load.history",
          "pull": "minilake.inbound.pull", "pulls": "minilake.inbound.pull",
          "export": "minilake.outbound.exports", "marts": "minilake.outbound.marts",
-         "read_mart": "minilake.outbound.marts", "sql": "minilake.outbound.query"}
+         "read_mart": "minilake.outbound.marts", "sql": "minilake.outbound.query",
+         "task_parent": "minilake.outbound.lineage"}
 _MODULES = {"reports": "minilake.outbound.reports"}    # ``from minilake import reports``
 
 
@@ -42,4 +43,4 @@ def __dir__() -> list[str]:
 __all__ = ["erasures", "export", "generate", "ingest", "init", "land_sample", "maintain", "marts",
            "pull", "pulls", "read_mart", "read_table", "rebuild", "refresh_marts",
            "replay_rejects", "reports", "reset", "run", "schema_changes", "split", "sql",
-           "status", "vacuum", "versions"]
+           "status", "task_parent", "vacuum", "versions"]

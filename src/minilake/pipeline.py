@@ -41,8 +41,8 @@ from minilake.load.ingest import (
     ingest_source,
     load_sources,
 )
+from minilake.outbound import lineage, runreport
 from minilake.outbound import marts as datamarts  # `marts` is run()'s switch
-from minilake.outbound import runreport
 
 if TYPE_CHECKING:
     from minilake.load.distributed import Engine
@@ -195,18 +195,34 @@ def maintain(root: str | Path = ".", *, say: Say | None = None) -> list[str]:
 def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
         progress: bool | None = None, marts: bool = True, engine: str = "local",
         cluster: str | None = None, ranges: int | None = None,
-        say: Say | None = None) -> RunResult:
+        say: Say | None = None, lineage_parent: lineage.Parent | None = None) -> RunResult:
     """split, ingest, then bring the marts up to the files applied since they were last
     refreshed (``marts=False`` leaves that to the caller: ``result.months`` says which months
     those files touched). ``say`` is given each line of ``result.lines()`` as soon as what it
-    says is done."""
+    says is done. Its OpenLineage events (docs/quality.md) name ``lineage_parent`` as the run
+    that started it (a scheduler's task), if given."""
     layout = Layout.of(root)
     say = say or _quiet
     started = dt.datetime.now(dt.UTC)
     of_root(layout.root)        # a contract it cannot follow stops the run before files move
+    events = lineage.RunLineage(layout, runreport.run_id(started), lineage_parent)
+    events.start(started)
+    try:
+        result = _run(layout, allow_mass_delete, progress, marts, engine, cluster, ranges,
+                      say, started)
+    except BaseException as error:
+        events.finish(started, error)
+        raise
+    events.finish(started)
+    return result
+
+
+def _run(layout: Layout, allow_mass_delete: bool, progress: bool | None, marts: bool,
+         engine: str, cluster: str | None, ranges: int | None, say: Say,
+         started: dt.datetime) -> RunResult:
     # the engine first: a cluster that cannot be reached stops the run before any file moves
     with hold(layout.root, "run"), _engine(engine, cluster, ranges) as running:
-        moved = split(root)
+        moved = split(layout.root)
         _said(say, moved.lines())
         with hold(layout.root, "ingest"):
             result = RunResult(moved, _ingest(layout, allow_mass_delete, progress, running,

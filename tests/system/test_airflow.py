@@ -4,6 +4,7 @@ temporary ``AIRFLOW_HOME`` and SQLite, on temporary roots."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import secrets
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import NamedTuple
 
@@ -304,3 +306,22 @@ def test_the_dag_pulls_the_day_from_the_api_and_applies_it(dag_cases, tmp_path):
             == expected.astype(str)).all().all()
     assert minilake.run(by_hand).ok
     pd.testing.assert_frame_equal(sales, minilake.read_table("sales", root=by_hand))
+
+
+def test_the_dag_s_lineage_names_its_run_task_as_the_parent(dag_cases):
+    """docs/quality.md: the run the DAG's ``run`` task makes names that task as Airflow's
+    OpenLineage provider does (job ``minilake_daily.run``; a static UUID, version 7, whose
+    time is the logical date's), and its files' events name it as their root."""
+    folder = dag_cases.roots["week"] / "reports" / "lineage"
+    (path,) = folder.glob("*.ndjson")              # the second day skipped: no run
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    start = next(e for e in events if e["job"]["name"] == "run")
+    parent = start["run"]["facets"]["parent"]
+    assert parent["job"]["name"] == "minilake_daily.run"
+    run_id = uuid.UUID(parent["run"]["runId"])
+    assert run_id.version == 7
+    logical = dt.datetime(2024, 10, 15, tzinfo=dt.UTC)
+    assert run_id.int >> 80 == int(logical.timestamp() * 1000)      # its first 48 bits
+    roots = {e["run"]["facets"]["parent"]["root"]["run"]["runId"]
+             for e in events if e["job"]["name"].startswith("ingest.")}
+    assert roots == {str(run_id)}
