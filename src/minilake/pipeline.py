@@ -208,18 +208,16 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
     events = lineage.RunLineage(layout, runreport.run_id(started), lineage_parent)
     events.start(started)
     try:
-        result = _run(layout, allow_mass_delete, progress, marts, engine, cluster, ranges,
-                      say, started)
+        return _run(layout, allow_mass_delete, progress, marts, engine, cluster, ranges,
+                    say, started, events)
     except BaseException as error:
         events.finish(started, error)
         raise
-    events.finish(started)
-    return result
 
 
 def _run(layout: Layout, allow_mass_delete: bool, progress: bool | None, marts: bool,
          engine: str, cluster: str | None, ranges: int | None, say: Say,
-         started: dt.datetime) -> RunResult:
+         started: dt.datetime, events: lineage.RunLineage) -> RunResult:
     # the engine first: a cluster that cannot be reached stops the run before any file moves
     with hold(layout.root, "run"), _engine(engine, cluster, ranges) as running:
         moved = split(layout.root)
@@ -244,6 +242,7 @@ def _run(layout: Layout, allow_mass_delete: bool, progress: bool | None, marts: 
                                                   orphans=False) if d.groups])
         if result.ingest.files:
             result.report = _reported(layout, started, result, say)
+        events.finish(started)          # while the root is held: the log read is kept
         if storage.is_local(layout.root) and (marts or result.months == []):
             unchanged.remember(Path(layout.root))     # the next run with nothing to do: 0.1 s
         return result

@@ -10,7 +10,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -71,9 +74,25 @@ def lake(small_root, tmp_path_factory) -> dict:
     (root / "landing_zone" / "sales_20241001.txt").write_text("sale_id;customer_id\n1;2\n")
     parent = minilake.task_parent("minilake_daily", "run", 1, -1,
                                   dt.datetime(2024, 10, 16, tzinfo=dt.UTC))
-    result = minilake.run(root, lineage_parent=parent)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MINILAKE_LINEAGE", "file")
+        result = minilake.run(root, lineage_parent=parent)
     return {"root": root, "result": result, "events": events_of(root, result),
             "parent": parent}
+
+
+def test_no_lineage_unless_asked_for_and_the_client_not_even_imported(small_root, tmp_path):
+    """By default a run sends no event and does not import the client (0.5-0.7 s)."""
+    root = tmp_path / "root"
+    shutil.copytree(small_root / "landing_zone", root / "landing_zone")
+    code = ("import sys, minilake; assert minilake.run(sys.argv[1]).ok; "
+            "print('openlineage' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINILAKE_LINEAGE")}
+    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False"]
+    assert not (root / "reports" / "lineage").exists()
 
 
 def test_one_start_and_one_end_per_run_and_per_file_each_a_child_of_the_run(lake):

@@ -187,7 +187,8 @@ def dag_cases(airflow_env, committed, small_root, tmp_path_factory) -> Cases:
     shutil.copytree(committed / "landing_zone", roots["week"] / "landing_zone")
     # both days' runs on one root; the second, all skipped (checked), leaves it as it was
     for day in ("2024-10-15", "2024-10-16"):
-        cases[f"week {day}"] = case(day, MINILAKE_ROOT=str(roots["week"]))
+        cases[f"week {day}"] = case(day, MINILAKE_ROOT=str(roots["week"]),
+                                    MINILAKE_LINEAGE="file")
     roots["truncated"] = base / "truncated"
     shutil.copytree(committed / "landing_zone", roots["truncated"] / "landing_zone")
     last = roots["truncated"] / "landing_zone" / "customer_20241015.csv"

@@ -11,10 +11,12 @@ scheduler names the scheduler's run as its parent (and so as the root of its fil
 Airflow DAG passes its task's.
 
 Where the events go: ``MINILAKE_LINEAGE_URL`` set, to that service over HTTP (with
-``MINILAKE_LINEAGE_API_KEY`` as a bearer key if set); else, on a local root, to
-``reports/lineage/<run-id>.ndjson``, one event a line. The namespace of the jobs is
-``MINILAKE_LINEAGE_NAMESPACE`` (default ``minilake``). An event that cannot be delivered is
-said in one line and the run goes on: lineage is a record of the run, not a part of it.
+``MINILAKE_LINEAGE_API_KEY`` as a bearer key if set); else, with ``MINILAKE_LINEAGE=file``,
+on a local root, to ``reports/lineage/<run-id>.ndjson``, one event a line; else nowhere, and
+the client is not even imported (its import alone takes 0.5-0.7 s, half a normal day's run
+at 1x: docs/quality.md). The namespace of the jobs is ``MINILAKE_LINEAGE_NAMESPACE`` (default
+``minilake``). An event that cannot be delivered is said in one line and the run goes on:
+lineage is a record of the run, not a part of it.
 """
 
 from __future__ import annotations
@@ -24,10 +26,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-import pyarrow.compute as pc
-
 from minilake.contract.sources import ALL_SOURCES
-from minilake.lake import delta, storage
+from minilake.lake import delta, logs, storage
 from minilake.lake.layout import Layout
 from minilake.load.validate import reasons
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 URL_ENV, KEY_ENV, NAMESPACE_ENV = ("MINILAKE_LINEAGE_URL", "MINILAKE_LINEAGE_API_KEY",
                                    "MINILAKE_LINEAGE_NAMESPACE")
+MODE_ENV = "MINILAKE_LINEAGE"           # "file": events to reports/lineage/ (no URL set)
 RUN_JOB = "run"
 LOG_COLUMNS = ["source", "file", "status", "reason", "event", "rows_read", "rows_loaded",
                "rows_rejected", "table_version", "started_at", "finished_at"]
@@ -63,13 +64,14 @@ class RunLineage:
     """The events of one run; :meth:`start` when it begins, :meth:`finish` when it ends."""
 
     def __init__(self, layout: Layout, run_id: str, parent: Parent | None = None):
-        from openlineage.client.uuid import generate_new_uuid
-
         self.layout, self.parent = layout, parent
         self.namespace = os.environ.get(NAMESPACE_ENV) or "minilake"
-        self.run_uuid = str(generate_new_uuid())
         self.client, self.where = _client(layout, run_id)
         self.undelivered = 0            # events not sent (the service did not answer)
+        if self.client is not None:
+            from openlineage.client.uuid import generate_new_uuid
+
+            self.run_uuid = str(generate_new_uuid())
 
     def _emit(self, event) -> None:
         """One event sent; after one that could not be, the run's others are not tried (a
@@ -184,19 +186,25 @@ class RunLineage:
 
 
 def _client(layout: Layout, run_id: str):
-    """The client and where it sends events (None: nowhere, an S3 root without a URL)."""
+    """The client and where it sends events (None: nowhere, lineage not asked for, or a file
+    asked for on an S3 root)."""
+    url, mode = os.environ.get(URL_ENV), os.environ.get(MODE_ENV, "")
+    if mode not in ("", "file"):
+        raise ValueError(f"{MODE_ENV}={mode!r}: only 'file' (else set {URL_ENV})")
+    if not url and mode == "file" and not storage.is_local(layout.root):
+        log.warning("lineage: %s=file keeps events under a local root only; for %s set %s",
+                    MODE_ENV, storage.uri(layout.root), URL_ENV)
+    if not url and (mode != "file" or not storage.is_local(layout.root)):
+        return None, None
     from openlineage.client import OpenLineageClient
     from openlineage.client.transport.file import FileConfig, FileTransport
     from openlineage.client.transport.http import HttpConfig, HttpTransport
 
-    url = os.environ.get(URL_ENV)
     if url:
         config = {"url": url, "timeout": 5.0, "retry": {"total": 2, "backoff_factor": 0.2},
                   **({"auth": {"type": "api_key", "apiKey": os.environ[KEY_ENV]}}
                      if os.environ.get(KEY_ENV) else {})}
         return OpenLineageClient(transport=HttpTransport(HttpConfig.from_dict(config))), url
-    if not storage.is_local(layout.root):
-        return None, None
     path = layout.reports / "lineage" / f"{run_id}.ndjson"
     storage.mkdirs(path.parent)
     return OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=str(path),
@@ -204,12 +212,10 @@ def _client(layout: Layout, run_id: str):
 
 
 def _logged_since(layout: Layout, started: dt.datetime) -> list[dict]:
-    """The ingest log's rows this run logged (its files, in the order they were logged)."""
-    if not delta.exists(layout.ingest_log):
-        return []
-    rows = delta.read(layout.ingest_log, [("finished_at", ">=", started)], LOG_COLUMNS)
-    rows = rows.filter(pc.greater_equal(rows.column("finished_at"), started))
-    frame = rows.to_pandas().sort_values("finished_at")
+    """The ingest log's rows this run logged (its files, in the order they were logged): of
+    the log the run read already, while it holds the root."""
+    rows = logs.read_log(layout)[LOG_COLUMNS]
+    frame = rows[rows["finished_at"] >= started].sort_values("finished_at")
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 

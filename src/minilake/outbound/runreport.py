@@ -9,9 +9,9 @@ a trend of the last ``WINDOW`` file dates' rows and rejects; freshness (each sou
 date against the latest of any source: the delivery is daily); the schema changes; and a
 flag on a day whose rows are far outside the days before it.
 
-What it reads is bounded by the window, not by the lake's age: the ingest log's rows of the
-window's dates (its files pruned by their statistics), the schema log's of this run's files,
-and the error reports of this run's files.
+What it works on is bounded by the window, not by the lake's age: the ingest log's rows of
+the window's dates (from the log the run read already), the schema log's of this run's
+files, and the error reports of this run's files.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.compute as pc
 
 from minilake.contract.sources import ALL_SOURCES, SOURCES
 from minilake.lake import delta, logs, storage
@@ -62,12 +61,11 @@ def run_id(started: dt.datetime) -> str:
 
 def _window(layout: Layout, first_run_day: dt.date) -> pd.DataFrame:
     """The ingest log's rows from ``WINDOW`` days before the run's first file date on: per
-    source and file, the last row logged applied (a replay logs a file again)."""
-    if not delta.exists(layout.ingest_log):
-        return pd.DataFrame(columns=LOG_COLUMNS)
+    source and file, the last row logged applied (a replay logs a file again). The log as
+    the run read it (kept in memory while it holds the root: no second read)."""
     first = first_run_day - dt.timedelta(days=WINDOW)
-    rows = delta.read(layout.ingest_log, [("file_date", ">=", first)], LOG_COLUMNS)
-    rows = rows.filter(pc.equal(rows.column("status"), "applied")).to_pandas()
+    rows = logs.read_log(layout)[LOG_COLUMNS]
+    rows = rows[(rows["status"] == "applied") & (rows["file_date"] >= first)]
     return rows.sort_values("finished_at").drop_duplicates(["source", "file"], keep="last")
 
 
