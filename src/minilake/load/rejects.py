@@ -51,24 +51,22 @@ def through(layout: Layout) -> pd.Timestamp | None:
     return None
 
 
-def _report_rows(layout: Layout, logged: pd.Series) -> pd.DataFrame:
+def _report_rows(layout: Layout, logged: dict) -> list[dict]:
     """The rows of the error report of one logged file (a row of the ingest log), in the
-    table's columns: the raw fields as one JSON object, in the report's order."""
+    table's columns: the raw fields as one JSON object, in the report's order. Read with
+    ``csv``: most reports are a header alone."""
     source = ALL_SOURCES[logged["source"]]
     path = layout.error_report(source.name, source.report_stamp(logged["file"]))
     try:
-        report = pd.read_csv(io.BytesIO(path.read_bytes()), dtype=str, keep_default_na=False)
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        report = pd.DataFrame({"errors": []}, dtype=str)
-    fields = [c for c in report.columns if c != "errors"]
-    return pd.DataFrame({
-        "source": source.name, "report": path.name,
-        "report_row": range(1, len(report) + 1), "file": logged["file"],
-        "file_date": logged["file_date"], "sha256": logged["sha256"],
-        "errors": report["errors"],
-        "fields": [json.dumps(dict(zip(fields, values, strict=True)), ensure_ascii=False)
-                   for values in report[fields].itertuples(index=False, name=None)],
-        "logged_at": logged["finished_at"]})
+        return []
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    return [{"source": source.name, "report": path.name, "report_row": n,
+             "file": logged["file"], "file_date": logged["file_date"],
+             "sha256": logged["sha256"], "errors": row.pop("errors"),
+             "fields": json.dumps(row, ensure_ascii=False),
+             "logged_at": logged["finished_at"]} for n, row in enumerate(rows, start=1)]
 
 
 def sync(layout: Layout, log_rows: pd.DataFrame | None = None) -> int:
@@ -87,9 +85,8 @@ def sync(layout: Layout, log_rows: pd.DataFrame | None = None) -> int:
     stamps = [ALL_SOURCES[s].report_stamp(f) for s, f in zip(applied["source"],
                                                               applied["file"], strict=True)]
     latest = applied.assign(_stamp=stamps).drop_duplicates(["source", "_stamp"], keep="last")
-    frames = [_report_rows(layout, row) for _, row in latest.iterrows()]
-    rows = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), schema=SCHEMA,
-                                preserve_index=False)
+    rows = pa.Table.from_pylist([r for logged in latest.to_dict("records")
+                                 for r in _report_rows(layout, logged)], schema=SCHEMA)
     reports = sorted({layout.error_report(s, t).name
                       for s, t in zip(latest["source"], latest["_stamp"], strict=True)})
     mark = {THROUGH: json.dumps(log_rows["finished_at"].max().isoformat())}
