@@ -265,13 +265,19 @@ def replay_rejects(corrections: str | Path, delivery: str, root: str | Path = ".
         return run(root, progress=progress, say=say)
 
 
-def _reported(layout: Layout, started: dt.datetime, result: RunResult, say: Say) -> Path:
-    """The run's report written (docs/quality.md); its page's path, said."""
+def _reported(layout: Layout, started: dt.datetime, result: RunResult, say: Say
+              ) -> Path | None:
+    """The run's report written (docs/quality.md); its page's path, said. A report that
+    cannot be written is said in one line: the run's data is in, and stays."""
     files = [runreport.RunFile(f.source, f.file, f.status, f.reason, f.event, f.note,
                                f.rows_read, f.rows_loaded, f.rows_rejected)
              for f in result.ingest.files]
-    page = runreport.write(layout, runreport.build(layout, started, dt.datetime.now(dt.UTC),
-                                                   files))
+    try:
+        page = runreport.write(layout, runreport.build(layout, started,
+                                                       dt.datetime.now(dt.UTC), files))
+    except (OSError, ValueError, ArithmeticError, KeyError) as error:
+        say(f"run report: not written ({type(error).__name__}: {error})")
+        return None
     say(f"run report: {page.relative_to(layout.root).as_posix()}")
     return page
 

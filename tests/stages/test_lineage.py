@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -159,8 +160,7 @@ def test_each_file_s_datasets_carry_its_version_counts_and_one_assertion_per_rul
 
 
 def test_events_go_over_http_and_a_service_down_costs_one_line(small_root, tmp_path,
-                                                                httpserver, monkeypatch,
-                                                                caplog):
+                                                                httpserver, monkeypatch):
     """``MINILAKE_LINEAGE_URL``: the events are POSTed to the service's lineage endpoint
     (a real HTTP server on 127.0.0.1), with the key as a bearer token; a service that does
     not answer is said in one line, the run's later events not tried (counted), and the run is
@@ -184,9 +184,16 @@ def test_events_go_over_http_and_a_service_down_costs_one_line(small_root, tmp_p
     down = tmp_path / "down"
     shutil.copytree(small_root / "landing_zone", down / "landing_zone")
     monkeypatch.setenv("MINILAKE_LINEAGE_URL", "http://127.0.0.1:9/")
-    done = minilake.run(down)
+    heard: list[logging.LogRecord] = []
+    ear = logging.Handler(logging.WARNING)
+    ear.emit = heard.append
+    logging.getLogger("minilake.outbound.lineage").addHandler(ear)
+    try:
+        done = minilake.run(down)
+    finally:
+        logging.getLogger("minilake.outbound.lineage").removeHandler(ear)
     assert done.ok
-    said = [r.getMessage() for r in caplog.records if r.name == "minilake.outbound.lineage"]
+    said = [r.getMessage() for r in heard]
     assert len(said) == 2 and "was not delivered to http://127.0.0.1:9/" in said[0]
     assert said[1] == (f"lineage: {2 + 2 * len(done.ingest.files)} event(s) of this run not "
                        f"delivered to http://127.0.0.1:9/")

@@ -158,7 +158,7 @@ WRONG = {
 }
 # what a case may set; each case sets its own and leaves the others' out
 SETTINGS = ["MINILAKE_ROOT", "MINILAKE_API_TOKEN", "AIRFLOW_VAR_MINILAKE_API_SOURCES",
-            "AIRFLOW_VAR_MINILAKE_API_URL"]
+            "AIRFLOW_VAR_MINILAKE_API_URL", "MINILAKE_LINEAGE"]
 
 
 class Cases(NamedTuple):

@@ -273,7 +273,9 @@ def test_docs_are_off_and_the_openapi_document_stays(guarded):
     document = httpx.get(f"{guarded.url}/openapi.json", timeout=HUNG_AFTER)
     assert document.status_code == 200
     assert set(document.json()["paths"]) == {"/health", "/jobs/run", "/jobs/pull",
-                                             "/jobs/export", "/status", "/tables/{name}"}
+                                             "/jobs/export", "/status", "/tables/{name}",
+                                             "/reports/", "/reports/index.html",
+                                             "/reports/runs/{name}"}
 
 
 HOSTILE_BODIES = [

@@ -216,7 +216,7 @@ def _chart(source: str, trend: dict, flagged: set[str]) -> str:
     per day with a file (``data-day``, ``data-rows``), a gap where none came."""
     days, series = trend["days"], trend["sources"][source]
     width, height, pad = 600, 160, 20
-    top = max([r for r in series["rows"] if r is not None] or [1])
+    top = max((r for r in series["rows"] if r is not None), default=0) or 1
     def x(i: int) -> float:
         return pad + i * (width - 2 * pad) / max(len(days) - 1, 1)
     def y(v: int) -> float:
