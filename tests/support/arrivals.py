@@ -41,17 +41,21 @@ def deliver(files: list[str], batches: list[int]) -> dict[str, pd.DataFrame]:
     """Copy ``files`` into a fresh root's landing zone ``batches[i]`` at a time, running
     minilake after each batch; return the tables. The marts are left out: they are made from
     the tables, and tests/stages/test_marts.py moves them on day by day against the raw files."""
+    before = logging.root.manager.disable       # quiet here, and as it was after
     logging.disable(logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="arrivals-") as folder:   # removed, pass or fail
-        root = Path(folder)
-        (root / "landing_zone").mkdir()
-        start = 0
-        for size in batches:
-            for name in files[start:start + size]:
-                shutil.copy(name, root / "landing_zone")
-            start += size
-            assert minilake.run(root, marts=False).ok
-        return table_contents(root)
+    try:
+        with tempfile.TemporaryDirectory(prefix="arrivals-") as folder:   # removed either way
+            root = Path(folder)
+            (root / "landing_zone").mkdir()
+            start = 0
+            for size in batches:
+                for name in files[start:start + size]:
+                    shutil.copy(name, root / "landing_zone")
+                start += size
+                assert minilake.run(root, marts=False).ok
+            return table_contents(root)
+    finally:
+        logging.disable(before)
 
 
 # --- the oracle ---------------------------------------------------------------------------
