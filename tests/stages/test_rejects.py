@@ -36,15 +36,21 @@ def table_rows(root: Path) -> list[tuple]:
                    for r in frame.itertuples()), key=lambda r: (r[0], r[1]))
 
 
-@pytest.fixture
-def broken(small_root, tmp_path) -> Path:
+@pytest.fixture(scope="module")
+def applied(small_root, tmp_path_factory) -> Path:
     """A small world's four days and its broken day (bad rows in each source), applied."""
-    root = tmp_path / "root"
+    root = tmp_path_factory.mktemp("rejects") / "root"
     for name in ("landing_zone", "samples"):
         shutil.copytree(small_root / name, root / name)
     minilake.land_sample(root, "broken_day")
     assert minilake.run(root).ok
     return root
+
+
+@pytest.fixture
+def broken(applied, tmp_path) -> Path:
+    """A copy of ``applied`` of the test's own, at ``tmp_path/root``."""
+    return shutil.copytree(applied, tmp_path / "root", symlinks=True)
 
 
 def test_the_rejects_table_is_the_error_reports_row_for_row(broken):
