@@ -63,7 +63,7 @@ def main() -> None:
     for g in got:
         print(f"{g['days']} days: report {g['seconds'] * 1000:.1f} ms (median of "
               f"{len(g['runs'])}: {', '.join(f'{s * 1000:.1f}' for s in g['runs'])}), "
-              f"{g['log_rows_read']} ingest-log rows read")
+              f"{g['log_rows_read']} ingest-log rows in its window")
     if len(got) > 1:
         print(f"ratio {got[-1]['days']} / {got[0]['days']} days: "
               f"{got[-1]['seconds'] / got[0]['seconds']:.2f}x (target <= 2x)")
