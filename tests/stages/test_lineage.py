@@ -82,10 +82,17 @@ def lake(small_root, tmp_path_factory) -> dict:
             "parent": parent}
 
 
+def first_day(world: Path, root: Path) -> Path:
+    """A root whose landing zone holds the first day of ``world``'s."""
+    (root / "landing_zone").mkdir(parents=True)
+    for path in (world / "landing_zone").glob("*20241009*"):
+        shutil.copy(path, root / "landing_zone")
+    return root
+
+
 def test_no_lineage_unless_asked_for_and_the_client_not_even_imported(small_root, tmp_path):
     """By default a run sends no event and does not import the client (0.5-0.7 s)."""
-    root = tmp_path / "root"
-    shutil.copytree(small_root / "landing_zone", root / "landing_zone")
+    root = first_day(small_root, tmp_path / "root")
     code = ("import sys, minilake; assert minilake.run(sys.argv[1]).ok; "
             "print('openlineage' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINILAKE_LINEAGE")}
@@ -169,8 +176,7 @@ def test_events_go_over_http_and_a_service_down_costs_one_line(small_root, tmp_p
     httpserver.expect_request("/api/v1/lineage", method="POST").respond_with_handler(
         lambda request: (received.append((request.headers.get("Authorization"),
                                           request.get_json())), "")[1])
-    root = tmp_path / "root"
-    shutil.copytree(small_root / "landing_zone", root / "landing_zone")
+    root = first_day(small_root, tmp_path / "root")
     monkeypatch.setenv("MINILAKE_LINEAGE_URL", httpserver.url_for("/"))
     monkeypatch.setenv("MINILAKE_LINEAGE_API_KEY", "k3y")
     result = minilake.run(root)
@@ -181,8 +187,7 @@ def test_events_go_over_http_and_a_service_down_costs_one_line(small_root, tmp_p
     assert len(received) == 2 + 2 * len(result.ingest.files)
     assert not (root / "reports" / "lineage").exists()
 
-    down = tmp_path / "down"
-    shutil.copytree(small_root / "landing_zone", down / "landing_zone")
+    down = first_day(small_root, tmp_path / "down")
     monkeypatch.setenv("MINILAKE_LINEAGE_URL", "http://127.0.0.1:9/")
     heard: list[logging.LogRecord] = []
     ear = logging.Handler(logging.WARNING)

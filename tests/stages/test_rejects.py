@@ -37,11 +37,19 @@ def table_rows(root: Path) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def applied(small_root, tmp_path_factory) -> Path:
-    """A small world's four days and its broken day (bad rows in each source), applied."""
-    root = tmp_path_factory.mktemp("rejects") / "root"
+def four_days(small_root, tmp_path_factory) -> Path:
+    """A small world's four days, applied (its broken day in samples/, not landed)."""
+    root = tmp_path_factory.mktemp("rejects") / "four_days"
     for name in ("landing_zone", "samples"):
         shutil.copytree(small_root / name, root / name)
+    assert minilake.run(root).ok
+    return root
+
+
+@pytest.fixture(scope="module")
+def applied(four_days, tmp_path_factory) -> Path:
+    """The four days and then the broken day (bad rows in each source), applied."""
+    root = shutil.copytree(four_days, tmp_path_factory.mktemp("rejects") / "root")
     minilake.land_sample(root, "broken_day")
     assert minilake.run(root).ok
     return root
@@ -107,12 +115,11 @@ def test_no_bad_row_no_rejects_and_nothing_logged_twice(small_root, tmp_path):
     assert Layout.of(root).rejects.is_dir() or not reports_rows(root)
 
 
-def budget_world(small_root: Path, root: Path, contract: str, without_sales: bool = False
+def budget_world(four_days: Path, root: Path, contract: str, without_sales: bool = False
                  ) -> tuple[Path, object, str]:
-    """The small world and its broken day under ``contract``, run; the root, the run's
+    """The four days, then the broken day under ``contract``, run; the root, the run's
     result, and the broken day's sales file's name."""
-    for name in ("landing_zone", "samples"):
-        shutil.copytree(small_root / name, root / name)
+    shutil.copytree(four_days, root)
     landed = minilake.land_sample(root, "broken_day")
     sales = next(n for n in landed if n.startswith("sales_"))
     if without_sales:
@@ -123,7 +130,7 @@ def budget_world(small_root: Path, root: Path, contract: str, without_sales: boo
 
 
 def test_a_file_over_its_error_budget_is_quarantined_whole_or_said_to_be_over(
-        broken, small_root, tmp_path):
+        broken, four_days, tmp_path):
     """docs/quality.md, error budgets: the broken day's sales file has ``rejected`` bad rows
     of ``read`` (counted here from the raw file and the report of a run without a budget).
     Under a budget below that share it is quarantined with the counts and nothing of it
@@ -137,7 +144,7 @@ def test_a_file_over_its_error_budget_is_quarantined_whole_or_said_to_be_over(
     share = rejected / read
     below, above = f"max_rejected = {share * 0.9:.6f}", f"max_rejected = {share * 1.1:.6f}"
 
-    root, result, _ = budget_world(small_root, tmp_path / "fail", f"[contract.sales]\n{below}\n")
+    root, result, _ = budget_world(four_days, tmp_path / "fail", f"[contract.sales]\n{below}\n")
     reasons = {f.file: f.reason for f in result.ingest.quarantined}
     assert list(reasons) == [sales], reasons
     assert reasons[sales].startswith(f"{rejected} of {read} rows rejected ({share:.1%}), over "
@@ -145,13 +152,13 @@ def test_a_file_over_its_error_budget_is_quarantined_whole_or_said_to_be_over(
     assert reasons[sales].endswith(": nothing of it applied") and "most often '" in \
         reasons[sales]
     assert (root / "quarantine" / "sales" / sales).is_file()
-    without, *_ = budget_world(small_root, tmp_path / "without", "", without_sales=True)
+    without, *_ = budget_world(four_days, tmp_path / "without", "", without_sales=True)
     key = ["sale_id", "effective_from"]
     assert minilake.read_table("sales", root=root).sort_values(key).reset_index(drop=True) \
         .equals(minilake.read_table("sales", root=without).sort_values(key)
                 .reset_index(drop=True))
 
-    warned, result, _ = budget_world(small_root, tmp_path / "warn",
+    warned, result, _ = budget_world(four_days, tmp_path / "warn",
                                      f'[contract.sales]\n{below}\nover_budget = "warn"\n')
     assert result.ok
     note = next(f.note for f in result.ingest.files if f.file == sales)
@@ -160,7 +167,7 @@ def test_a_file_over_its_error_budget_is_quarantined_whole_or_said_to_be_over(
     assert len(minilake.read_table("sales", root=warned)) == len(
         minilake.read_table("sales", root=broken))
 
-    _, result, _ = budget_world(small_root, tmp_path / "within", f"[contract.sales]\n{above}\n")
+    _, result, _ = budget_world(four_days, tmp_path / "within", f"[contract.sales]\n{above}\n")
     assert result.ok and not any("budget" in f.note for f in result.ingest.files)
 
 
