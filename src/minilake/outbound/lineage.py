@@ -215,7 +215,9 @@ def _logged_since(layout: Layout, started: dt.datetime) -> list[dict]:
     """The ingest log's rows this run logged (its files, in the order they were logged): of
     the log the run read already, while it holds the root."""
     rows = logs.read_log(layout)[LOG_COLUMNS]
-    frame = rows[rows["finished_at"] >= started].sort_values("finished_at")
+    # a file applied or quarantined (an earlier delivery a resent one superseded is no run)
+    frame = rows[(rows["finished_at"] >= started)
+                 & rows["status"].isin(["applied", "quarantined"])].sort_values("finished_at")
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
