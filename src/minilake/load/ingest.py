@@ -193,11 +193,8 @@ def _budget_check(source: Source, rejected: int, read: int, bad: pd.DataFrame) -
     over = source.contract.over(rejected, read)
     if over is None:
         return None
-    commonest = pd.Series([r for errors in bad["errors"]
-                           for r in dict.fromkeys(validate.reasons(errors, source.columns))]
-                          ).value_counts()
-    over += f"; most often {commonest.index[0]!r} ({commonest.iloc[0]})" if len(commonest) \
-        else ""
+    commonest = validate.reason_counts(bad["errors"], source.columns).most_common(1)
+    over += "".join(f"; most often {r!r} ({n})" for r, n in commonest)
     if source.contract.over_budget == "fail":
         raise Quarantined(f"{over}: nothing of it applied")
     return over

@@ -51,22 +51,29 @@ def through(layout: Layout) -> pd.Timestamp | None:
     return None
 
 
-def _report_rows(layout: Layout, logged: dict) -> list[dict]:
-    """The rows of the error report of one logged file (a row of the ingest log), in the
-    table's columns: the raw fields as one JSON object, in the report's order. Read with
-    ``csv``: most reports are a header alone."""
-    source = ALL_SOURCES[logged["source"]]
-    path = layout.error_report(source.name, source.report_stamp(logged["file"]))
+def report_of(layout: Layout, source: str, file: str) -> list[dict[str, str]]:
+    """The rows of a delivery's error report, each its raw fields by column and ``errors``,
+    read with ``csv`` (most reports are a header alone); none if it has no report. What the
+    table, the run report and the lineage read the reports with."""
+    spec = ALL_SOURCES[source]
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = layout.error_report(spec.name, spec.report_stamp(file)).read_bytes()
     except FileNotFoundError:
         return []
-    rows = csv.DictReader(io.StringIO(text, newline=""))
-    return [{"source": source.name, "report": path.name, "report_row": n,
+    return list(csv.DictReader(io.StringIO(text.decode("utf-8"), newline="")))
+
+
+def _report_rows(layout: Layout, logged: dict) -> list[dict]:
+    """The rows of the error report of one logged file (a row of the ingest log), in the
+    table's columns: the raw fields as one JSON object, in the report's order."""
+    source = ALL_SOURCES[logged["source"]]
+    report = layout.error_report(source.name, source.report_stamp(logged["file"])).name
+    return [{"source": source.name, "report": report, "report_row": n,
              "file": logged["file"], "file_date": logged["file_date"],
              "sha256": logged["sha256"], "errors": row.pop("errors"),
              "fields": json.dumps(row, ensure_ascii=False),
-             "logged_at": logged["finished_at"]} for n, row in enumerate(rows, start=1)]
+             "logged_at": logged["finished_at"]}
+            for n, row in enumerate(report_of(layout, source.name, logged["file"]), start=1)]
 
 
 def sync(layout: Layout, log_rows: pd.DataFrame | None = None) -> int:
@@ -123,10 +130,10 @@ def corrected_delivery(layout: Layout, delivery: str, corrections: Path) -> tupl
     the source's name and the bytes. Delivered again under its name, it is a resent file:
     its source is repaired from its date on, and the tables end as if the rows had come
     right."""
-    declared = source_of(delivery)
-    if declared is None or declared.name not in of_root(layout.root):
+    declared, sources = source_of(delivery), of_root(layout.root)
+    if declared is None or declared.name not in sources:
         raise CannotReplay(f"{delivery}: not the name of a source's delivery")
-    source = of_root(layout.root)[declared.name]
+    source = sources[declared.name]
     original = layout.archive(source.name) / delivery
     if not original.is_file():
         raise CannotReplay(f"{delivery}: no such delivery in archive/{source.name}/")

@@ -9,6 +9,7 @@ each value parses the way its column's kind needs.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,6 +131,11 @@ def reasons(errors: str, columns: list[str]) -> list[str]:
     found = re.finditer(rf"({who}): (.*?)(?: (?:{quoted}))?(?=; {who}: |$)", errors,
                         flags=re.DOTALL)
     return [re.sub(r"^row \d+$", "row", m.group(1)) + ": " + m.group(2) for m in found]
+
+
+def reason_counts(lines, columns: list[str]) -> Counter:
+    """Rows per reason (:func:`reasons`) of ``errors`` lines: a row counts once a reason."""
+    return Counter(r for line in lines for r in dict.fromkeys(reasons(line, columns)))
 
 
 def _malformed_rows(text: TextFrame, columns: list[str]) -> pd.DataFrame:

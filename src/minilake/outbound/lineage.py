@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from minilake.contract.sources import ALL_SOURCES
 from minilake.lake import delta, logs, storage
 from minilake.lake.layout import Layout
-from minilake.load.validate import reasons
+from minilake.load.rejects import report_of
+from minilake.load.validate import reason_counts
 
 log = logging.getLogger(__name__)
 
@@ -235,21 +236,8 @@ def _assertions(layout: Layout, source, row: dict) -> list[tuple[str | None, str
     the file's error report; a file quarantined breaks one: it could be applied."""
     rules = [(name, check.name) for name, column in source.schema.columns.items()
              for check in column.checks] + [(None, c.name) for c in source.schema.checks]
-    counts: dict[str, int] = {}
-    if row["status"] == "applied" and row["rows_rejected"]:
-        import io
-
-        import pandas as pd
-
-        report = layout.error_report(source.name, source.report_stamp(row["file"]))
-        try:
-            errors = pd.read_csv(io.BytesIO(report.read_bytes()), dtype=str,
-                                 keep_default_na=False)["errors"]
-        except FileNotFoundError:
-            errors = []
-        for line in errors:
-            for reason in dict.fromkeys(reasons(line, source.columns)):
-                counts[reason] = counts.get(reason, 0) + 1
+    counts = reason_counts((r["errors"] for r in report_of(layout, source.name, row["file"])),
+                           source.columns) if row["rows_rejected"] else {}
     out = [(c, f"{c}: {r}" if c else r, counts.get(f"{c}: {r}" if c else r, 0))
            for c, r in rules]
     out.append((None, "the file can be applied", int(row["status"] == "quarantined")))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import io
 import json
 import statistics
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import pandas as pd
 from minilake.contract.sources import ALL_SOURCES, SOURCES
 from minilake.lake import delta, logs, storage
 from minilake.lake.layout import Layout
+from minilake.load.rejects import report_of
 from minilake.load.validate import reasons
 
 WINDOW = 30             # file dates in the trend, and the days a day is compared with
@@ -111,14 +111,8 @@ def _reasons_of(layout: Layout, files: list[RunFile]) -> dict[str, list[dict]]:
         if f.status != "applied" or not f.rows_rejected:
             continue
         source = ALL_SOURCES[f.source]
-        path = layout.error_report(source.name, source.report_stamp(f.file))
-        try:
-            report = pd.read_csv(io.BytesIO(path.read_bytes()), dtype=str,
-                                 keep_default_na=False)
-        except FileNotFoundError:
-            continue
         found = out.setdefault(source.name, [])
-        for _, row in report.iterrows():
+        for row in report_of(layout, source.name, f.file):
             for reason in dict.fromkeys(reasons(row["errors"], source.columns)):
                 known = next((r for r in found if r["reason"] == reason), None)
                 if known is None:
