@@ -28,7 +28,7 @@ from minilake import stopping
 from minilake.contract.sources import SOURCES, of_root
 from minilake.erasure import requests as erasures_stage
 from minilake.inbound.landing import SplitResult, split
-from minilake.lake import delta, logs, storage, unchanged
+from minilake.lake import delta, lock, logs, storage, unchanged
 from minilake.lake.layout import KEPT, MARTS, Layout
 from minilake.lake.lock import hold
 from minilake.lake.logs import Ledger
@@ -205,7 +205,7 @@ def run(root: str | Path = ".", *, allow_mass_delete: bool = False,
     say = say or _quiet
     started = dt.datetime.now(dt.UTC)
     of_root(layout.root)        # a contract it cannot follow stops the run before files move
-    events = lineage.RunLineage(layout, runreport.run_id(started), lineage_parent)
+    events = lineage.RunLineage(layout, lock.run_id(started), lineage_parent)
     events.start(started)
     try:
         return _run(layout, allow_mass_delete, progress, marts, engine, cluster, ranges,
@@ -219,7 +219,8 @@ def _run(layout: Layout, allow_mass_delete: bool, progress: bool | None, marts: 
          engine: str, cluster: str | None, ranges: int | None, say: Say,
          started: dt.datetime, events: lineage.RunLineage) -> RunResult:
     # the engine first: a cluster that cannot be reached stops the run before any file moves
-    with hold(layout.root, "run"), _engine(engine, cluster, ranges) as running:
+    with hold(layout.root, "run") as claim, _engine(engine, cluster, ranges) as running:
+        claim.run = lock.run_id(started)        # what its rejected rows name (its report)
         moved = split(layout.root)
         _said(say, moved.lines())
         with hold(layout.root, "ingest"):

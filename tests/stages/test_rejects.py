@@ -68,6 +68,20 @@ def test_the_rejects_table_is_the_error_reports_row_for_row(broken):
     files = minilake.sql("SELECT DISTINCT source, file, file_date FROM rejects", root=broken)
     assert all(f.file in {p.name for p in (broken / "archive" / f.source).iterdir()}
                and f.file_date.strftime("%Y%m%d") in f.file for f in files.itertuples())
+    runs_of(broken)
+
+
+def runs_of(root: Path) -> dict[str, str]:
+    """Each file's run as the table names it, checked to be a run whose report lists the
+    file as applied (one run a file)."""
+    named = minilake.sql("SELECT DISTINCT file, run FROM rejects", root=root)
+    assert named["file"].is_unique and len(named)
+    for row in named.itertuples():
+        report = json.loads((root / "reports" / "runs" / f"{row.run}.json").read_text())
+        assert report["run_id"] == row.run
+        assert {"file": row.file, "status": "applied"}.items() <= next(
+            f for f in report["files"] if f["file"] == row.file).items()
+    return dict(zip(named["file"], named["run"], strict=True))
 
 
 def test_a_resent_file_replaces_its_rows_and_a_rebuild_keeps_them(broken):
@@ -81,10 +95,12 @@ def test_a_resent_file_replaces_its_rows_and_a_rebuild_keeps_them(broken):
     assert len(dropped) == 3
     (broken / "landing_zone" / archived.name).write_bytes(
         "\r\n".join(line for line in lines if line not in dropped).encode())
-    before = len(table_rows(broken))
+    before, runs = len(table_rows(broken)), runs_of(broken)
     assert minilake.run(broken).ok
     assert table_rows(broken) == reports_rows(broken)
     assert len(table_rows(broken)) == before - 3
+    again = runs_of(broken)                     # the resent file's rows: the new run's
+    assert {f for f in again if again[f] != runs[f]} == {archived.name}
     minilake.rebuild(root=broken)
     assert table_rows(broken) == reports_rows(broken)
 
@@ -102,6 +118,25 @@ def test_a_late_day_replays_the_reports_after_it_as_in_order(broken, small_root,
     assert minilake.sql("SELECT count(*) AS n FROM ingest_log WHERE event = 'replay'",
                         root=root)["n"].iloc[0] > 0
     assert table_rows(root) == reports_rows(root) == reports_rows(broken)
+
+
+def test_a_table_made_before_the_run_column_is_made_again_from_the_reports(broken):
+    """A ``_rejects`` made by an earlier minilake (no ``run`` column) is made again, whole,
+    from every report, by the next sync; its earlier version stays readable."""
+    from deltalake import DeltaTable, write_deltalake
+
+    from minilake.load import rejects
+
+    path = Layout.of(broken).rejects
+    old = DeltaTable(str(path)).to_pyarrow_table().drop_columns(["run"])
+    write_deltalake(str(path), old, mode="overwrite", schema_mode="overwrite")
+    version = DeltaTable(str(path)).version()
+    rejects.sync(Layout.of(broken))
+    assert table_rows(broken) == reports_rows(broken)
+    assert minilake.sql("SELECT count(*) AS n FROM rejects WHERE run IS NULL",
+                        root=broken)["n"].iloc[0] == 0
+    assert DeltaTable(str(path), version=version).to_pyarrow_table().num_rows == len(
+        reports_rows(broken))
 
 
 def test_no_bad_row_no_rejects_and_nothing_logged_twice(small_root, tmp_path):

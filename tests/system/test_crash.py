@@ -73,7 +73,7 @@ def outcome(root: Path) -> dict:
     out["log"] = log.sort_values(["source", "file"]).reset_index(drop=True)
     # the rejected rows as a table (docs/quality.md): the error reports', after any crash
     out["rejects"] = minilake.sql(
-        "SELECT * EXCLUDE (logged_at) FROM rejects ORDER BY report, report_row", root=root) \
+        "SELECT * EXCLUDE (logged_at, run) FROM rejects ORDER BY report, report_row", root=root) \
         if (root / "tables" / "_rejects").is_dir() else pd.DataFrame()
     for folder in ("error_reports", "quarantine"):
         out[folder] = {str(p.relative_to(root)): p.read_bytes()

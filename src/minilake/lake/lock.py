@@ -94,6 +94,8 @@ class Claim:
         # each log's rows as this run last read or wrote them, by the log's version
         # (minilake.lake.logs.Log.read)
         self.logs: dict[str, tuple[int, object]] = {}
+        # the id of the ``run`` holding the root (its report's name: docs/quality.md), if one
+        self.run: str | None = None
 
     @property
     def epoch(self) -> int:
@@ -127,6 +129,11 @@ class Claim:
                                    f"one run")
             self._counts[table] = count
         return self.epoch * VERSIONS_PER_EPOCH + count
+
+
+def run_id(started: dt.datetime) -> str:
+    """A run's id: when it started, UTC, to the microsecond (sorts as the runs ran)."""
+    return started.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def claim_of(path) -> Claim | None:

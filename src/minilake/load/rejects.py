@@ -10,12 +10,15 @@ row: a resent file's report replaces the earlier one's rows, as its CSV replaced
 run killed before that commit leaves the mark where it was, and the next run's commit
 catches up (the same reports read again give the same rows). An erasure rewrites the raw
 files, so the reports of the files it replays, and then this table's, and purges its earlier
-versions as it does the customer table's.
+versions as it does the customer table's. Each row names the run that put it in the table
+(``run``: its report is ``reports/runs/<run>.html``; a rebuild or an erasure outside a run, an
+id of the same form from when it synced).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from pathlib import Path
@@ -26,7 +29,7 @@ import pyarrow as pa
 from minilake.contract.sources import ALL_SOURCES, of_root, source_of
 from minilake.crashpoints import crashpoint
 from minilake.formats.readers import UnreadableFile
-from minilake.lake import delta, logs
+from minilake.lake import delta, lock, logs
 from minilake.lake.layout import Layout
 from minilake.load import parts
 
@@ -36,7 +39,7 @@ SCHEMA = pa.schema([
     ("source", pa.string()), ("report", pa.string()), ("report_row", pa.int64()),
     ("file", pa.string()), ("file_date", pa.date32()), ("sha256", pa.string()),
     ("errors", pa.string()), ("fields", pa.string()),
-    ("logged_at", pa.timestamp("us", "UTC"))])
+    ("logged_at", pa.timestamp("us", "UTC")), ("run", pa.string())])
 
 
 def through(layout: Layout) -> pd.Timestamp | None:
@@ -63,7 +66,7 @@ def report_of(layout: Layout, source: str, file: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text.decode("utf-8"), newline="")))
 
 
-def _report_rows(layout: Layout, logged: dict) -> list[dict]:
+def _report_rows(layout: Layout, logged: dict, run: str) -> list[dict]:
     """The rows of the error report of one logged file (a row of the ingest log), in the
     table's columns: the raw fields as one JSON object, in the report's order."""
     source = ALL_SOURCES[logged["source"]]
@@ -72,7 +75,7 @@ def _report_rows(layout: Layout, logged: dict) -> list[dict]:
              "file": logged["file"], "file_date": logged["file_date"],
              "sha256": logged["sha256"], "errors": row.pop("errors"),
              "fields": json.dumps(row, ensure_ascii=False),
-             "logged_at": logged["finished_at"]}
+             "logged_at": logged["finished_at"], "run": run}
             for n, row in enumerate(report_of(layout, source.name, logged["file"]), start=1)]
 
 
@@ -81,7 +84,10 @@ def sync(layout: Layout, log_rows: pd.DataFrame | None = None) -> int:
     reports of the files logged applied since its mark replace their rows, in one commit.
     Returns the rows written (0 and no commit when nothing was logged since)."""
     log_rows = logs.read_log(layout) if log_rows is None else log_rows
-    since = through(layout)
+    # a table made before a column of SCHEMA existed is made again from every report
+    whole = delta.exists(layout.rejects) and set(SCHEMA.names) - set(
+        delta.delta(layout.rejects).schema().to_arrow().names)
+    since = None if whole else through(layout)
     applied = log_rows[log_rows["status"] == "applied"]
     if since is not None:
         applied = applied[applied["finished_at"] > since]
@@ -92,24 +98,28 @@ def sync(layout: Layout, log_rows: pd.DataFrame | None = None) -> int:
     stamps = [ALL_SOURCES[s].report_stamp(f) for s, f in zip(applied["source"],
                                                               applied["file"], strict=True)]
     latest = applied.assign(_stamp=stamps).drop_duplicates(["source", "_stamp"], keep="last")
+    claim = lock.claim_of(layout.root)
+    run = claim.run if claim is not None and claim.run else lock.run_id(dt.datetime.now(dt.UTC))
     rows = pa.Table.from_pylist([r for logged in latest.to_dict("records")
-                                 for r in _report_rows(layout, logged)], schema=SCHEMA)
+                                 for r in _report_rows(layout, logged, run)], schema=SCHEMA)
     reports = sorted({layout.error_report(s, t).name
                       for s, t in zip(latest["source"], latest["_stamp"], strict=True)})
     mark = {THROUGH: json.dumps(log_rows["finished_at"].max().isoformat())}
     crashpoint("rejects.before_commit")
-    _replace(layout, rows, reports, mark)
+    _replace(layout, rows, None if whole else reports, mark)
     crashpoint("rejects.committed")
     return rows.num_rows
 
 
-def _replace(layout: Layout, rows: pa.Table, reports: list[str], mark: dict) -> None:
-    """One commit: the rows of ``reports`` replaced by ``rows``, the mark with them."""
+def _replace(layout: Layout, rows: pa.Table, reports: list[str] | None, mark: dict) -> None:
+    """One commit: the rows of ``reports`` replaced by ``rows`` (every row, and the table's
+    schema, with None), the mark with them."""
     from deltalake import CommitProperties  # on first use: start-up stays light
 
     path, properties = layout.rejects, CommitProperties(custom_metadata=mark)
-    if not delta.exists(path):
+    if reports is None or not delta.exists(path):
         delta.write(path, rows, partition_by=["source"], mode="overwrite",
+                    schema_mode="overwrite" if delta.exists(path) else None,
                     commit_properties=properties, doing="writing the rejected rows")
         return
     listed = ", ".join("'" + r.replace("'", "''") + "'" for r in reports)

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from minilake.contract.sources import ALL_SOURCES, SOURCES
-from minilake.lake import delta, logs, storage
+from minilake.lake import delta, lock, logs, storage
 from minilake.lake.layout import Layout
 from minilake.load.rejects import report_of
 from minilake.load.validate import reasons
@@ -52,11 +52,6 @@ class RunFile:
     rows_read: int
     rows_loaded: int
     rows_rejected: int
-
-
-def run_id(started: dt.datetime) -> str:
-    """A run's id: when it started, UTC, to the microsecond (sorts as the runs ran)."""
-    return started.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _window(layout: Layout, first_run_day: dt.date) -> pd.DataFrame:
@@ -162,7 +157,7 @@ def build(layout: Layout, started: dt.datetime, finished: dt.datetime,
             "quarantined": sum(1 for f in mine if f.status == "quarantined"),
             "last_date": last[name].isoformat() if name in last else None,
             "days_behind": behind, "fresh": behind is not None and behind <= 1})
-    return {"run_id": run_id(started), "started_at": started.isoformat(),
+    return {"run_id": lock.run_id(started), "started_at": started.isoformat(),
             "finished_at": finished.isoformat(), "latest_date": latest.isoformat(),
             "sources": sources, "files": [vars(f) for f in files],
             "reasons": _reasons_of(layout, files),
