@@ -6,7 +6,8 @@ always safe; stopping *well* is stopping between files: the command line install
 :func:`check` (in any thread) where a file begins (and before each move of the split, each
 erasure request, the marts), raising :class:`Interrupted` there. A second signal stops the
 process at once (exit status 128 + the signal): what it was doing is finished by the next run,
-as after a crash.
+as after a crash. The job server asks the same way without a signal (:func:`asking`: a job
+cancelled while it runs).
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from collections.abc import Iterator
 _requested: list[int] = []        # the signal that asked, if one did
 _handled: list[int] = []          # the signals whose handler has run (the second stops now)
 _pipe: list[int] = []             # the interpreter's wakeup pipe while on_signals() holds
+_by: list[str] = []               # who asked, when it was no signal (asking)
 
 
 class Interrupted(Exception):
     """The command was asked to stop; raised at a boundary, nothing half-applied."""
 
-    def __init__(self, signum: int, doing: str):
+    def __init__(self, signum: int, doing: str, by: str | None = None):
         self.signum = signum
-        super().__init__(f"interrupted ({signal.Signals(signum).name}): stopped before "
+        super().__init__(f"interrupted ({by or signal.Signals(signum).name}): stopped before "
                          f"{doing}; what was applied before is kept (see above); run again to "
                          f"go on")
 
@@ -49,7 +51,32 @@ def check(doing: str) -> None:
             if arrived:
                 _requested.append(arrived[0])
     if _requested:
-        raise Interrupted(_requested[0], doing)
+        raise Interrupted(_requested[0], doing, _by[0] if _by else None)
+
+
+class Asking:
+    """What :func:`asking` yields: :meth:`ask` marks the stop request ``by`` names."""
+
+    def __init__(self, by: str):
+        self.by = by
+
+    def ask(self) -> None:
+        if not _requested:
+            _by[:] = [self.by]
+            _requested.append(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def asking(by: str) -> Iterator[Asking]:
+    """For the block's duration, the work may be asked to stop at its next boundary from any
+    thread (``ask()``), as SIGTERM would, its :class:`Interrupted` naming ``by`` ("cancelled
+    by DELETE /jobs/<id>"); a request left when the block ends is dropped. One block at a
+    time in a process (the job server runs one job at a time)."""
+    try:
+        yield Asking(by)
+    finally:
+        _requested.clear()
+        _by.clear()
 
 
 def _asked(signum: int, frame) -> None:

@@ -31,7 +31,10 @@ PROTECTED = [("POST", "/jobs/run", {}), ("POST", "/jobs/pull", {"source": "sales
                                                                  "date": "2024-10-09"}),
              ("POST", "/jobs/export", {"table": "sales"}), ("GET", "/status", None),
              ("GET", "/tables/customer", None), ("GET", "/reports/", None),
-             ("GET", "/reports/runs/20241009T000000000000Z.html", None)]
+             ("GET", "/reports/runs/20241009T000000000000Z.html", None), ("GET", "/jobs", None),
+             ("GET", f"/jobs/{'0' * 32}", None), ("GET", f"/jobs/{'0' * 32}/log", None),
+             ("DELETE", f"/jobs/{'0' * 32}", None)]
+WAIT = {"wait": "true"}             # the synchronous form: the answer once the job is done
 
 
 class Server:
@@ -102,7 +105,7 @@ def test_every_route_but_health_wants_the_token(server):
 
 
 def test_run_then_tables_page_by_page_equal_read_table(server):
-    answer = server.client.post("/jobs/run")
+    answer = server.client.post("/jobs/run", params=WAIT)
     assert answer.status_code == 200 and answer.json()["ok"]
     assert answer.json()["lines"][0] == "split: 21 file(s) archived"
     want = minilake.read_table("customer", as_of="2024-10-12", root=server.root)
@@ -129,7 +132,7 @@ def test_run_then_tables_page_by_page_equal_read_table(server):
 def test_the_run_reports_are_served_as_written(server):
     """docs/quality.md: the index and each run's page and data, byte for byte as under
     reports/; a name that is no run report's is 404, not a path."""
-    assert server.client.post("/jobs/run").json()["ok"]
+    assert server.client.post("/jobs/run", params=WAIT).json()["ok"]
     pages = sorted((server.root / "reports" / "runs").glob("*.html"))
     assert pages
     index = server.client.get("/reports/")
@@ -147,7 +150,7 @@ def test_the_run_reports_are_served_as_written(server):
 def test_status_and_export_jobs(server):
     """Status and export answer with the numbers the sample week's raw files make (the tests'
     oracle, tests/support/arrivals.py): seven files a source, no error, every version counted."""
-    ran = server.client.post("/jobs/run")
+    ran = server.client.post("/jobs/run", params=WAIT)
     assert ran.status_code == 200 and ran.json()["ok"], ran.text
     status = server.client.get("/status").json()
     made = expected_tables(server.root / "archive", archived=True)
@@ -158,7 +161,7 @@ def test_status_and_export_jobs(server):
     assert [{k: s[k] for k in want[0]} for s in status["sources"]] == want
     assert (status["erasures"], status["pulls"]) == ([], [])
     done = server.client.post("/jobs/export", json={"table": "sales", "current": True,
-                                                    "format": "parquet"})
+                                                    "format": "parquet"}, params=WAIT)
     assert done.status_code == 200, done.text
     assert done.json()["path"] == "exports/sales_current.parquet"
     assert done.json()["rows"] == want[2]["current_rows"]
@@ -173,7 +176,7 @@ DAY = re.compile(r"\d{4}-\d\d-\d\d")
 
 
 def test_pages_and_status_read_as_doubles_keep_ids_dates_and_money(server):
-    assert server.client.post("/jobs/run").status_code == 200
+    assert server.client.post("/jobs/run", params=WAIT).status_code == 200
     want = minilake.read_table("sales", as_of="2024-10-12", root=server.root)
     assert (want["customer_id"] > 2**53).any()
     got = server.client.get("/tables/sales", params={"as_of": "2024-10-12",
@@ -197,7 +200,7 @@ def test_pages_and_status_read_as_doubles_keep_ids_dates_and_money(server):
 def test_pulling_from_the_job_server_gives_its_delivery(server, tmp_path, monkeypatch):
     """docs/formats.md, the pull protocol between two minilakes: ids arrive as strings, and land as
     the same values."""
-    assert server.client.post("/jobs/run").status_code == 200
+    assert server.client.post("/jobs/run", params=WAIT).status_code == 200
     monkeypatch.setenv("MINILAKE_API_TOKEN", f"Bearer {TOKEN}")
     day = "2024-10-12"
     (tmp_path / "landing_zone").mkdir()
@@ -235,13 +238,14 @@ def test_a_job_while_another_process_holds_the_root_gets_409(server):
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        busy = server.client.post("/jobs/run")
-        assert busy.status_code == 409
-        assert f"pid {holder.pid} (test holder" in busy.json()["detail"]
+        for params in (WAIT, {}):       # refused before it is queued, in either form
+            busy = server.client.post("/jobs/run", params=params)
+            assert busy.status_code == 409
+            assert f"pid {holder.pid} (test holder" in busy.json()["detail"]
     finally:
         holder.kill()
         holder.wait()
-    assert server.client.post("/jobs/run").status_code == 200
+    assert server.client.post("/jobs/run", params=WAIT).status_code == 200
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +267,8 @@ def test_fuzzed_from_the_openapi_document_no_5xx_no_traceback(fuzzed):
     with pytest 9, so its strategies are driven by hypothesis here.)"""
     api = schemathesis.openapi.from_url(f"{fuzzed.url}/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 9         # reports: /reports/, /reports/index.html, a run's
+    assert len(operations) == 13        # reports: /reports/, /reports/index.html, a run's;
+    #                                     jobs: three kinds, the list, a job, its log, cancel
     for operation in operations:
         @settings(max_examples=25)
         @given(case=operation.as_strategy())

@@ -275,7 +275,8 @@ def test_docs_are_off_and_the_openapi_document_stays(guarded):
     assert set(document.json()["paths"]) == {"/health", "/jobs/run", "/jobs/pull",
                                              "/jobs/export", "/status", "/tables/{name}",
                                              "/reports/", "/reports/index.html",
-                                             "/reports/runs/{name}"}
+                                             "/reports/runs/{name}", "/jobs",
+                                             "/jobs/{job_id}", "/jobs/{job_id}/log"}
 
 
 HOSTILE_BODIES = [

@@ -1,20 +1,24 @@
-"""The job server (README.md, the job server): ``python -m minilake serve`` — FastAPI on uvicorn.
+"""The job server (docs/server.md): ``python -m minilake serve`` — FastAPI on uvicorn.
 
-Every route but ``/health`` and ``/openapi.json`` requires ``Authorization: Bearer
-<MINILAKE_SERVER_TOKEN>`` (compared in constant time); without a token set the server does not
-start. Routes are a thin layer over the public API: ``run``, ``pull``, ``export``, ``status``,
-``read_table``. One job at a time: a job that cannot take the root (another job here, or another
-process's lock) answers 409 naming the holder. Bad parameters answer 422, unknown tables 404,
-and nothing answers with a traceback. ``GET /tables/{name}`` pages a table in the protocol of
-docs/formats.md, so that ``minilake pull`` can read from another minilake (``?date=`` gives the
-source's
-columns of the versions valid that day, as a delivery; ``?as_of=`` or nothing gives
-``read_table``'s rows). The API's URL for ``POST /jobs/pull`` is the server's own setting
-(``MINILAKE_API_URL``), never a request's, and exports are written under the root's
-``exports/`` only.
+Every route but ``/health`` and ``/openapi.json`` requires ``Authorization: Bearer <token>``, a
+token of the server's (:class:`Tokens`: ``MINILAKE_SERVER_TOKEN`` may do everything,
+``MINILAKE_SERVER_READ_TOKEN`` only read, and a file named by ``MINILAKE_SERVER_TOKENS_FILE``
+gives more, each with its scopes; each compared in constant time); without one the server does
+not start. A token without the scope a route needs is answered 403. Jobs (``run``, ``pull``,
+``export``) run in the background, one at a time in the order they came (:mod:`.jobs`):
+``POST /jobs/<kind>`` answers 202 with the job's record and its ``Location``, ``GET
+/jobs/{id}`` its state and result, ``GET /jobs/{id}/log`` its lines, ``DELETE /jobs/{id}``
+cancels it; ``?wait=true`` answers when it is done, as the server did before jobs had records
+(200 with the result). A job submitted while another process holds the root answers 409 naming
+the holder. Bad parameters answer 422, unknown tables or jobs 404, and nothing answers with a
+traceback. ``GET /tables/{name}`` pages a table in the protocol of docs/formats.md, so that
+``minilake pull`` can read from another minilake (``?date=`` gives the source's columns of the
+versions valid that day, as a delivery; ``?as_of=`` or nothing gives ``read_table``'s rows).
+The API's URL for ``POST /jobs/pull`` is the server's own setting (``MINILAKE_API_URL``), never
+a request's, and exports are written under the root's ``exports/`` only.
 
 Hostile clients cost little. A request is judged on its headers before its body is read: without
-the token it is answered 401 and the connection closed. A body is at most
+a token it is answered 401 and the connection closed. A body is at most
 ``MINILAKE_SERVER_MAX_BODY_BYTES`` (1 MiB by default): a larger ``Content-Length`` is answered 413
 unread, a chunked body is counted as it streams and cut off with 413 once past the limit. A body
 must arrive whole within ``MINILAKE_SERVER_BODY_TIMEOUT`` seconds (30 by default), or it is
@@ -40,7 +44,6 @@ import logging
 import math
 import os
 import re
-import threading
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -50,14 +53,18 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 import minilake
+from minilake.apps.jobs import Job, JobFailed, Jobs
 from minilake.contract.sources import SOURCES
 from minilake.formats import jsontext
 from minilake.inbound.pull import PullError
 from minilake.lake.layout import Layout
-from minilake.lake.lock import RootBusy
+from minilake.lake.lock import RootBusy, hold
 from minilake.web import listen
 
 TOKEN_ENV = "MINILAKE_SERVER_TOKEN"
+READ_TOKEN_ENV = "MINILAKE_SERVER_READ_TOKEN"
+TOKENS_FILE_ENV = "MINILAKE_SERVER_TOKENS_FILE"
+SCOPES = ("read", "jobs")       # read: tables, status, reports; jobs: every /jobs route
 MAX_BODY_ENV = "MINILAKE_SERVER_MAX_BODY_BYTES"
 BODY_TIMEOUT_ENV = "MINILAKE_SERVER_BODY_TIMEOUT"
 HEADER_TIMEOUT_ENV = "MINILAKE_SERVER_HEADER_TIMEOUT"
@@ -99,10 +106,60 @@ def _setting(name: str, kind: type, default: float) -> float:
     return value
 
 
-def _bearer_ok(authorization: str | None, token: str) -> bool:
-    """Whether ``authorization`` is ``Bearer <token>``, compared in constant time."""
-    scheme, _, given = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+class Tokens:
+    """The server's tokens, each with its scopes (``read``, ``jobs``)."""
+
+    def __init__(self, scoped: dict[str, frozenset[str]]):
+        if not scoped:
+            raise ValueError(f"refusing to start without a token: set {TOKEN_ENV} (clients "
+                             f"send 'Authorization: Bearer <token>')")
+        self.scoped = [(token.encode(), scopes) for token, scopes in scoped.items()]
+
+    @classmethod
+    def of(cls, token: str) -> Tokens:
+        """One token that may do everything."""
+        return cls({token: frozenset(SCOPES)} if token else {})
+
+    @classmethod
+    def from_env(cls) -> Tokens:
+        """``MINILAKE_SERVER_TOKEN`` (every scope), ``MINILAKE_SERVER_READ_TOKEN`` (read), and
+        the lines of ``MINILAKE_SERVER_TOKENS_FILE``: ``<scopes> <token>``, the scopes joined
+        by commas (``read``, ``jobs``, ``read,jobs``); ``#`` starts a comment. A line it cannot
+        read refuses the start, naming the file and line, never the token."""
+        scoped: dict[str, frozenset[str]] = {}
+        for name, scopes in ((TOKEN_ENV, SCOPES), (READ_TOKEN_ENV, ("read",))):
+            if os.environ.get(name, "").strip():
+                scoped[os.environ[name].strip()] = frozenset(scopes)
+        listed = os.environ.get(TOKENS_FILE_ENV, "").strip()
+        if listed:
+            try:
+                lines = open(listed, encoding="utf-8").read().splitlines()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(f"{TOKENS_FILE_ENV}={listed}: cannot be read "
+                                 f"({type(error).__name__})") from None
+            for number, line in enumerate(lines, start=1):
+                words = line.split("#", 1)[0].split()
+                if not words:
+                    continue
+                scopes = frozenset(words[0].split(",")) if len(words) == 2 else frozenset()
+                if not scopes or not scopes <= set(SCOPES) or not words[1].isascii() or \
+                        not words[1].isprintable():
+                    raise ValueError(f"{listed}, line {number}: not '<scopes> <token>' with "
+                                     f"scopes of {', '.join(SCOPES)} joined by commas and a "
+                                     f"token of printable ASCII")
+                scoped[words[1]] = scoped.get(words[1], frozenset()) | scopes
+        return cls(scoped)
+
+    def scopes(self, authorization: str | None) -> frozenset[str] | None:
+        """The scopes of the token ``authorization`` bears (``Bearer <token>``), None if it
+        bears none of the server's; each token is compared, in constant time, whatever
+        matched before."""
+        scheme, _, given = (authorization or "").partition(" ")
+        found = None
+        for token, scopes in self.scoped:
+            if hmac.compare_digest(given.encode(), token):
+                found = scopes
+        return found if scheme.lower() == "bearer" else None
 
 
 class Refused(Exception):
@@ -128,8 +185,8 @@ class Gate:
     on the headers alone, and the body is read here, bounded in size and time, then handed to
     the app whole."""
 
-    def __init__(self, app, token: str, limits: Limits):
-        self.app, self.token, self.limits = app, token, limits
+    def __init__(self, app, tokens: Tokens, limits: Limits):
+        self.app, self.tokens, self.limits = app, tokens, limits
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -150,8 +207,8 @@ class Gate:
         headers = {}
         for name, value in scope["headers"]:
             headers.setdefault(name, value.decode("latin-1"))
-        if scope["path"] not in OPEN_PATHS and not _bearer_ok(headers.get(b"authorization"),
-                                                               self.token):
+        if scope["path"] not in OPEN_PATHS and self.tokens.scopes(
+                headers.get(b"authorization")) is None:
             raise Refused(401, "missing or wrong bearer token",
                           ((b"www-authenticate", b"Bearer"),))
         length = headers.get(b"content-length", "")    # h11 let only digits through
@@ -208,6 +265,7 @@ class ExportJob(BaseModel):
     current: bool = False
 
 
+Wait = Annotated[bool, Query(description="answer once the job is done, with its result")]
 RUN_REPORT = re.compile(r"\d{8}T\d{12}Z\.(?:html|json)")     # runreport.run_id + suffix
 
 
@@ -227,42 +285,96 @@ def _json(value) -> Response:
     return Response(jsontext.dumps(value), media_type="application/json")
 
 
-def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
-    """The job server over ``root``; ``token`` is required of every client, and requests are
-    held to ``limits`` (by default those of the environment)."""
+def _json_record(job: Job, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(jsontext.dumps(job.record()), status_code=status, headers=headers,
+                    media_type="application/json")
 
-    if not token:
-        raise ValueError(f"no server token: set {TOKEN_ENV}")
+
+def _work(layout: Layout):
+    """What a job does, by kind: the public API's call, and the summary the command line
+    prints; a failure as :class:`JobFailed` with the status the route answered with."""
+
+    def work(kind: str, params: dict, say) -> dict:
+        try:
+            if kind == "run":
+                result = minilake.run(layout.root, allow_mass_delete=params["allow_mass_delete"],
+                                      progress=False, say=say)
+                return {"ok": result.ok, "lines": result.lines(), "quarantined": [
+                    {"source": f.source, "file": f.file, "reason": f.reason}
+                    for f in result.ingest.quarantined]}
+            if kind == "pull":
+                pulled = minilake.pull(params["source"], params["date"], layout.root,
+                                       progress=False)
+                say(pulled.line())
+                return {"ok": pulled.ok, "outcome": pulled.outcome, "line": pulled.line(),
+                        "pages": pulled.pages, "records": pulled.records}
+            exported = minilake.export(params["table"], format=params["format"],
+                                       as_of=params["as_of"], version=params["version"],
+                                       current=params["current"], root=layout.root,
+                                       progress=False)
+            said = {"path": str(exported.path.relative_to(layout.root)),
+                    "rows": exported.rows, "bytes": exported.bytes, "format": exported.format}
+            say(f"export: {said['rows']} row(s) to {said['path']}")
+            return said
+        except RootBusy as error:
+            raise JobFailed(409, f"the root is busy: {error}") from None
+        except PullError as error:
+            raise JobFailed(502, str(error)) from None
+        except FileNotFoundError as error:
+            raise JobFailed(404, str(error).splitlines()[0]) from None
+        except ValueError as error:
+            raise JobFailed(422, str(error).splitlines()[0]) from None
+    return work
+
+
+def create_app(root: str, tokens: Tokens | str, limits: Limits | None = None) -> FastAPI:
+    """The job server over ``root``; a token of ``tokens`` (or that one token, with every
+    scope) is required of every client, and requests are held to ``limits`` (by default those
+    of the environment)."""
+
+    tokens = Tokens.of(tokens) if isinstance(tokens, str) else tokens
     layout = Layout.of(root)               # a one-line error if the root does not exist
     app = FastAPI(title="minilake job server",
-                  description="Jobs and tables of one minilake root (README.md, the job server).",
+                  description="Jobs and tables of one minilake root (docs/server.md).",
                   docs_url=None, redoc_url=None)      # their pages load scripts from a CDN
-    app.add_middleware(Gate, token=token, limits=limits or Limits.from_env())
-    busy = threading.Lock()
-    running: dict[str, str] = {}
+    app.add_middleware(Gate, tokens=tokens, limits=limits or Limits.from_env())
 
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
-        """The gate refused these requests already; this names the header in the OpenAPI
-        document, and checks again should the routes ever be served without the gate."""
-        if not _bearer_ok(authorization, token):
-            raise HTTPException(401, "missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
+    def needs(scope: str):
+        def allowed(authorization: Annotated[str | None, Header()] = None) -> None:
+            """The gate refused requests without a token already; this names the header in
+            the OpenAPI document, and answers 403 for a token without the scope."""
+            scopes = tokens.scopes(authorization)
+            if scopes is None:
+                raise HTTPException(401, "missing or wrong bearer token",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if scope not in scopes:
+                raise HTTPException(403, f"this token may not use this route (it needs the "
+                                         f"'{scope}' scope)")
+        return [Depends(allowed)]
 
-    guarded = [Depends(authorized)]
+    guarded, jobs_only = needs("read"), needs("jobs")
+    work = _work(layout)
+    jobs = Jobs(layout, work)
+    app.state.jobs = jobs
 
-    def job(name: str, call):
-        """Run a job holding the root, or answer 409 naming who holds it."""
-        if not busy.acquire(blocking=False):
-            raise HTTPException(409, f"the root is busy: job {running.get('job', '?')} of this "
-                                f"server (since {running.get('since', '?')})")
-        try:
-            running.update(job=name, since=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-            return call()
-        except RootBusy as error:
-            raise HTTPException(409, f"the root is busy: {error}") from None
-        finally:
-            running.clear()
-            busy.release()
+    def submitted(kind: str, params: dict, wait: bool) -> Response:
+        """A job queued: 202 with its record and ``Location``; with ``wait``, its result
+        once done (200), or its failure's status and line. Refused with 409 while another
+        process holds the root (nothing of this server's queued or running: else the job
+        waits its turn)."""
+        if not jobs.busy():
+            try:
+                with hold(layout.root, f"the job server, checking the root is free for {kind}"):
+                    pass
+            except RootBusy as error:
+                raise HTTPException(409, f"the root is busy: {error}") from None
+        job = jobs.submit(kind, params)
+        if not wait:
+            return _json_record(job, 202, {"Location": job.location})
+        jobs.wait(job)
+        if job.state == "succeeded":
+            return _json(job.result)
+        return JSONResponse({"detail": job.error, "job": job.id}, status_code=job.status or 500)
 
     @app.exception_handler(RequestValidationError)
     async def unprocessable(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -288,33 +400,46 @@ def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
     def health() -> dict:
         return {"status": "ok"}
 
-    @app.post("/jobs/run", dependencies=guarded)
-    def run_job(body: RunJob | None = None) -> Response:
-        options = body or RunJob()
-        result = job("run", lambda: minilake.run(layout.root, allow_mass_delete=(
-            options.allow_mass_delete), progress=False))
-        return _json({"ok": result.ok, "lines": result.lines(),
-                      "quarantined": [{"source": f.source, "file": f.file, "reason": f.reason}
-                                      for f in result.ingest.quarantined]})
+    @app.post("/jobs/run", dependencies=jobs_only, status_code=202)
+    def run_job(body: RunJob | None = None, wait: Wait = False) -> Response:
+        return submitted("run", (body or RunJob()).model_dump(mode="json"), wait)
 
-    @app.post("/jobs/pull", dependencies=guarded)
-    def pull_job(body: PullJob) -> Response:
+    @app.post("/jobs/pull", dependencies=jobs_only, status_code=202)
+    def pull_job(body: PullJob, wait: Wait = False) -> Response:
+        return submitted("pull", body.model_dump(mode="json"), wait)
 
+    @app.post("/jobs/export", dependencies=jobs_only, status_code=202)
+    def export_job(body: ExportJob, wait: Wait = False) -> Response:
+        return submitted("export", body.model_dump(mode="json"), wait)
+
+    @app.get("/jobs", dependencies=jobs_only)
+    def job_list() -> Response:
+        """The latest jobs, newest first."""
+        return _json({"jobs": [job.record() for job in jobs.latest()]})
+
+    def known(job_id: str) -> Job:
+        job = jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r} (GET /jobs lists them)")
+        return job
+
+    @app.get("/jobs/{job_id}", dependencies=jobs_only)
+    def job_state(job_id: str) -> Response:
+        return _json_record(known(job_id))
+
+    @app.get("/jobs/{job_id}/log", dependencies=jobs_only)
+    def job_log(job_id: str) -> Response:
+        job = known(job_id)
+        return _json({"id": job.id, "state": job.state, "lines": jobs.log_of(job)})
+
+    @app.delete("/jobs/{job_id}", dependencies=jobs_only, status_code=202)
+    def job_cancel(job_id: str) -> Response:
+        """Cancel a queued job at once, a running one at its next file boundary (its state
+        turns ``cancelled`` then); 409 for a job that has finished."""
         try:
-            result = job("pull", lambda: minilake.pull(body.source, body.date, layout.root,
-                                                       progress=False))
-        except PullError as error:
-            return JSONResponse({"detail": str(error)}, status_code=502)
-        return _json({"ok": result.ok, "outcome": result.outcome, "line": result.line(),
-                      "pages": result.pages, "records": result.records})
-
-    @app.post("/jobs/export", dependencies=guarded)
-    def export_job(body: ExportJob) -> Response:
-        result = job("export", lambda: minilake.export(
-            body.table, format=body.format, as_of=body.as_of, version=body.version,
-            current=body.current, root=layout.root, progress=False))
-        return _json({"path": str(result.path.relative_to(layout.root)), "rows": result.rows,
-                      "bytes": result.bytes, "format": result.format})
+            return _json_record(jobs.cancel(known(job_id)), 202)
+        except JobFailed as refused:
+            raise HTTPException(refused.status, str(refused)) from None
 
     @app.get("/status", dependencies=guarded)
     def status() -> Response:
@@ -360,12 +485,9 @@ def create_app(root: str, token: str, limits: Limits | None = None) -> FastAPI:
 
 
 def serve(root: str, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    token = os.environ.get(TOKEN_ENV, "")
-    if not token:
-        raise ValueError(f"refusing to start without a token: set {TOKEN_ENV} (clients send "
-                         f"'Authorization: Bearer <token>')")
+    tokens = Tokens.from_env()
     limits = Limits.from_env()
-    app = create_app(root, token, limits)
+    app = create_app(root, tokens, limits)
 
     listen(app, host, port, f"minilake job server: serving {Layout.of(root).root}",
            header_timeout=limits.header_timeout)
