@@ -49,21 +49,23 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 import minilake
 from minilake.apps.jobs import Job, JobFailed, Jobs
 from minilake.contract.sources import SOURCES
 from minilake.formats import jsontext
-from minilake.inbound.pull import PullError
+from minilake.inbound.pull import VERSION_HEADER, PullError
 from minilake.lake.layout import Layout
 from minilake.lake.lock import RootBusy, hold
+from minilake.outbound import tablepages
 from minilake.web import listen
 
 TOKEN_ENV = "MINILAKE_SERVER_TOKEN"
 READ_TOKEN_ENV = "MINILAKE_SERVER_READ_TOKEN"
 TOKENS_FILE_ENV = "MINILAKE_SERVER_TOKENS_FILE"
+NEXT_HEADER = "Minilake-Next-Cursor"            # the next page's cursor (also in Link)
 SCOPES = ("read", "jobs")       # read: tables, status, reports; jobs: every /jobs route
 MAX_BODY_ENV = "MINILAKE_SERVER_MAX_BODY_BYTES"
 BODY_TIMEOUT_ENV = "MINILAKE_SERVER_BODY_TIMEOUT"
@@ -285,6 +287,35 @@ def _json(value) -> Response:
     return Response(jsontext.dumps(value), media_type="application/json")
 
 
+def _numbered_page(layout: Layout, name: str, as_of: dt.date | None, date: dt.date | None,
+                   version: int | None, page: int, page_size: int) -> Response:
+    """Page ``page`` of the pull protocol (docs/formats.md): ``read_table``'s rows in key
+    order, of ``version`` if given, else of the latest, whose number the answer names (a
+    client asks for it with the next pages)."""
+    read = tablepages.pinned(layout, name, as_of or date, version, date is not None)
+    frame = minilake.read_table(name, as_of=as_of or date, root=layout.root,
+                                version=read.version)
+    if read.delivery:
+        frame = frame[SOURCES[name].columns]
+    chunk = frame.iloc[(page - 1) * page_size:page * page_size]
+    if not len(chunk):
+        raise HTTPException(404, f"no page {page}: {name} has "
+                            f"{-(-len(frame) // page_size)} page(s) of {page_size}")
+    return Response(jsontext.dumps(chunk), media_type="application/json",
+                    headers={VERSION_HEADER: str(read.version)})
+
+
+def _encoding(accepted: str) -> str | None:
+    """The compression a stream is sent with: the first of ``tablepages.ENCODINGS`` the
+    client's ``Accept-Encoding`` takes (not with ``q=0``), else none."""
+    taken = set()
+    for item in accepted.lower().split(","):
+        coding, _, weight = item.partition(";")
+        if weight.strip().replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+            taken.add(coding.strip())
+    return next((e for e in tablepages.ENCODINGS if e in taken), None)
+
+
 def _json_record(job: Job, status: int = 200, headers: dict | None = None) -> Response:
     return Response(jsontext.dumps(job.record()), status_code=status, headers=headers,
                     media_type="application/json")
@@ -462,24 +493,45 @@ def create_app(root: str, tokens: Tokens | str, limits: Limits | None = None) ->
         return _report_file(layout.reports / "runs" / name, f"run report {name}")
 
     @app.get("/tables/{name}", dependencies=guarded)
-    def table_page(name: str, as_of: dt.date | None = None, date: dt.date | None = None,
+    def table_page(name: str, request: Request, as_of: dt.date | None = None,
+                   date: dt.date | None = None,
                    version: Annotated[int | None, Query(ge=0)] = None,
-                   page: Annotated[int, Query(ge=1)] = 1,
-                   page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 1000
+                   page: Annotated[int | None, Query(ge=1)] = None,
+                   page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 1000,
+                   cursor: Annotated[str | None, Query(max_length=4096)] = None,
+                   format: Literal["json", "arrow", "parquet", "ndjson"] = "json"
                    ) -> Response:
-
+        """A table read pinned to one version (docs/server.md, tables): pages with a cursor
+        (the first without one), the pull protocol's ``?page=N``, or the whole read as a
+        stream (``format``)."""
         if as_of is not None and date is not None:
             raise ValueError("as_of and date exclude each other (date: a delivery of the "
                              "versions valid that day, as_of: those rows with every column)")
-        frame = minilake.read_table(name, as_of=as_of or date, root=layout.root,
-                                    version=version)
-        if date is not None and name in SOURCES:
-            frame = frame[SOURCES[name].columns]
-        chunk = frame.iloc[(page - 1) * page_size:page * page_size]
-        if not len(chunk):
-            raise HTTPException(404, f"no page {page}: {name} has "
-                                f"{-(-len(frame) // page_size)} page(s) of {page_size}")
-        return _json(chunk)
+        if cursor is not None and (page, as_of, date, version) != (None,) * 4:
+            raise ValueError("a cursor names its read: give it alone (with page_size at most)")
+        if format != "json":
+            if cursor is not None or page is not None:
+                raise ValueError(f"format={format} streams the whole read: no page or cursor")
+            read = tablepages.pinned(layout, name, as_of or date, version, date is not None)
+            encoding = _encoding(request.headers.get("accept-encoding", ""))
+            return StreamingResponse(
+                tablepages.stream(layout, read, format, encoding),
+                media_type=tablepages.FORMATS[format], headers={
+                    VERSION_HEADER: str(read.version),
+                    **({"Content-Encoding": encoding} if encoding else {})})
+        if page is not None:
+            return _numbered_page(layout, name, as_of, date, version, page, page_size)
+        at = (tablepages.Cursor.parse(cursor, name, MAX_PAGE_SIZE) if cursor is not None else
+              tablepages.Cursor(tablepages.pinned(layout, name, as_of or date, version,
+                                                  date is not None), page_size))
+        rows, onward = tablepages.page(layout, at)
+        headers = {VERSION_HEADER: str(at.read.version)}
+        if onward is not None:
+            token = onward.token()
+            headers |= {NEXT_HEADER: token,
+                        "Link": f'</tables/{name}?cursor={token}>; rel="next"'}
+        return Response(jsontext.records(rows), media_type="application/json",
+                        headers=headers)
 
     return app
 

@@ -157,18 +157,26 @@ def _arrow(data) -> pa.Table:
         raise ValueError(f"not JSON records: {str(error).splitlines()[0]}") from None
 
 
+def lines(data) -> str:
+    """A pyarrow Table or RecordBatch, or a pandas DataFrame, as NDJSON: one object per row,
+    each on a line of its own, by the rules above."""
+    return "".join(f"{row}\n" for row in _rows(_arrow(data), None, 0))
+
+
 def _records(table: pa.Table, indent: int | None, level: int) -> str:
+    return _container(_rows(table, indent, level), "[]", indent, level)
+
+
+def _rows(table: pa.Table, indent: int | None, level: int) -> list[str]:
     colon = ":" if indent is None else ": "
     keys = [_quote(name) + colon for name in table.column_names]
     columns = [_column(table.column(i), name, indent, level + 2)
                for i, name in enumerate(table.column_names)]
-    lines = zip(*columns, strict=True) if columns else [()] * table.num_rows
+    values = zip(*columns, strict=True) if columns else [()] * table.num_rows
     if indent is None:
-        rows = ["{" + ",".join(map(operator.add, keys, row)) + "}" for row in lines]
-    else:
-        rows = [_container(list(map(operator.add, keys, row)), "{}", indent, level + 1)
-                for row in lines]
-    return _container(rows, "[]", indent, level)
+        return ["{" + ",".join(map(operator.add, keys, row)) + "}" for row in values]
+    return [_container(list(map(operator.add, keys, row)), "{}", indent, level + 1)
+            for row in values]
 
 
 def _column(column: pa.ChunkedArray, name: str, indent: int | None, level: int) -> list[str]:

@@ -6,6 +6,8 @@ outside the landing zone (``tables/.pull/``) with every value exactly as it came
 its literal, so ``1.10`` stays ``1.10``); only when the last page has arrived does the day land,
 renamed in one step, as ``landing_zone/<prefix>_YYYYMMDD.json``. From there on it is an
 ordinary delivery of the source's JSON form: split, validation, error report, SCD2, ingest log.
+A page that names the table version it read (``Minilake-Table-Version``: another minilake's
+job server) pins the pages after it to that version (``&version=``).
 
 The HTTP client is httpx; retries are stamina's (exponential backoff with jitter, bounded), with
 the wait taken from ``Retry-After`` where the server gives one. The token comes from the
@@ -95,6 +97,7 @@ from minilake.lake.lock import hold
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "MINILAKE_API_TOKEN"
+VERSION_HEADER = "Minilake-Table-Version"      # a minilake job server's (docs/server.md)
 URL_ENV = "MINILAKE_API_URL"
 RETRIED_STATUS = {429, 500, 502, 503, 504}
 REDACTED = "[token]"
@@ -341,6 +344,9 @@ class _Pages:
         self.previous: bytes | None = None      # the digest of the last page that held records
         self.sockets: list[socket.socket] = []  # every connection's, for the watchdog
         self.cut = False                        # the watchdog has shut them down
+        # a minilake job server names the table version its first page read; the later
+        # pages ask for that version, so a run committing between them moves nothing
+        self.version: str | None = None
         self.watchdog = threading.Timer(min(policy.max_seconds, threading.TIMEOUT_MAX),
                                         self._cut)
         self.watchdog.daemon = True
@@ -438,11 +444,16 @@ class _Pages:
         left = self._left()
         if left <= 0:
             raise PullError(self._time_up(page))
-        with self.client.stream("GET", self.url, params={"date": self.day.isoformat(),
-                                                         "page": page},
+        asked = {"date": self.day.isoformat(), "page": page}
+        with self.client.stream("GET", self.url, params={**asked, **(
+                {"version": self.version} if self.version else {})},
                                 timeout=min(self.policy.timeout, left),
                                 extensions={"trace": self._traced}) as response:
             status = response.status_code
+            named = response.headers.get(VERSION_HEADER, "")
+            if 200 <= status < 300 and self.version is None and named.isascii() \
+                    and named.isdigit():
+                self.version = named
             if status == 404:
                 return None
             if status in (401, 403):

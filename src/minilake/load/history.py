@@ -274,15 +274,23 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
                                    table=delta.delta(path, version))).to_pandas()
 
 
+def typed_schema(name: str, stored: pa.Schema) -> pa.Schema | None:
+    """The columns and types a table stored as ``stored`` is read in: a source's declared
+    ones, then any a contract added or widened (docs/contracts.md); None for a table that is
+    read as stored."""
+    if name not in SOURCES:
+        return None
+    source = datafiles.of_table(stored, SOURCES[name])
+    return datafiles.table_schema(source, datafiles.added_of(source, stored.names))
+
+
 def _typed(name: str, data: pa.Table) -> pa.Table:
     """A source's table in its declared columns and types (then any a contract added), in key
     order (a correction on the day of the version it corrects closes that version on the day
     it opened: expiry_date orders such versions too)."""
-    if name not in SOURCES:
+    schema = typed_schema(name, data.schema)
+    if schema is None:
         return data
-    # with the columns a contract added, and those it widened (docs/contracts.md)
-    source = datafiles.of_table(data.schema, SOURCES[name])
-    schema = datafiles.table_schema(source, datafiles.added_of(source, data.column_names))
     data = data.select(schema.names).cast(schema)
     return data.sort_by([(SOURCES[name].key, "ascending"), ("effective_from", "ascending"),
                          ("expiry_date", "ascending")])
