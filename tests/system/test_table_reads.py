@@ -26,7 +26,6 @@ from minilake.lake import delta
 from minilake.lake.layout import Layout
 from minilake.outbound import tablepages
 
-pytestmark = pytest.mark.xdist_group("server")
 KEYS = {"customer": ["customer_id", "effective_from", "expiry_date"],
         "sales": ["sale_id", "effective_from", "expiry_date"]}
 

@@ -101,7 +101,7 @@ class Jobs:
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._done: dict[str, threading.Event] = {}
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._queue: queue.Queue[str] = queue.Queue()
         self._asking: stopping.Asking | None = None
         self._recover()
         self._thread = threading.Thread(target=self._serve, name="minilake jobs", daemon=True)
@@ -188,19 +188,11 @@ class Jobs:
             self._save(job)
         return job
 
-    def close(self) -> None:
-        """Stop taking jobs: the one running is asked to stop at its next boundary."""
-        with self._lock:
-            if self._asking is not None:
-                self._asking.ask()
-        self._queue.put(None)
-        self._thread.join(timeout=60)
-
     # -- the thread
 
     def _serve(self) -> None:
-        while (job_id := self._queue.get()) is not None:
-            job = self.jobs[job_id]
+        while True:
+            job = self.jobs[self._queue.get()]
             if job.state == "queued":
                 self._run(job)
 
