@@ -107,7 +107,7 @@ def _archive(layout: Layout, source: Source, path: Path, result: SplitResult) ->
 
 # --- back to the checked-out state (README.md, the sample world) ----------------------------------
 
-GENERATED = ["tables", "error_reports", "reports", "exports", "quarantine", "archive"]
+GENERATED = ["tables", "error_reports", "reports", "exports", "jobs", "quarantine", "archive"]
 
 
 @dataclass
@@ -147,8 +147,8 @@ def _is_sample_copy(path: Path, samples: dict[str, list[Path]]) -> bool:
 
 def reset(root: str | Path = ".") -> ResetResult:
     """Move archived and quarantined files back to landing_zone/ (dropping byte-identical
-    copies of files in samples/), then delete tables, error reports, reports, exports,
-    quarantine and archive: the root is left as checked out."""
+    copies of files in samples/), then delete tables, error reports, reports, exports, the
+    job server's records, quarantine and archive: the root is left as checked out."""
     layout = Layout.of(root)
     with lock.hold(layout.root, "reset"):
         return _reset(layout)
