@@ -139,6 +139,32 @@ def test_a_table_made_before_the_run_column_is_made_again_from_the_reports(broke
         reports_rows(broken))
 
 
+def test_the_table_stays_a_few_files_as_daily_runs_add_to_it(tmp_path):
+    """A run a day adds a file a source with bad rows; every fifth commit puts the table's
+    files together (a data-unchanged commit), and the rows stay the reports'."""
+    from deltalake import DeltaTable
+
+    world, root = tmp_path / "world", tmp_path / "root"
+    minilake.generate(world, days=6, customers=60, seed=5, landing_only=True)
+    (root / "landing_zone").mkdir(parents=True)
+    by_day: dict[str, list[Path]] = {}
+    for path in (world / "landing_zone").iterdir():
+        by_day.setdefault(path.stem.split("_")[-1], []).append(path)
+    for day in sorted(by_day):
+        for path in by_day[day]:
+            data = path.read_bytes()
+            if path.suffix == ".txt":              # a sale of quantity -1: a bad row a day
+                fields = data.split(b"\r\n")[0].split(b"~")
+                fields[0], fields[3] = b"B" + day.encode(), b"-1"
+                data += b"~".join(fields) + b"\r\n"
+            (root / "landing_zone" / path.name).write_bytes(data)
+        assert minilake.run(root).ok
+    assert len(table_rows(root)) == 6 and table_rows(root) == reports_rows(root)
+    table = DeltaTable(str(Layout.of(root).rejects))
+    assert table.version() == 6                     # six syncs, then the compaction
+    assert len(table.file_uris()) == 1
+
+
 def test_no_bad_row_no_rejects_and_nothing_logged_twice(small_root, tmp_path):
     root = tmp_path / "root"
     shutil.copytree(small_root / "landing_zone", root / "landing_zone")

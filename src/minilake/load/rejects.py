@@ -125,6 +125,8 @@ def _replace(layout: Layout, rows: pa.Table, reports: list[str] | None, mark: di
     listed = ", ".join("'" + r.replace("'", "''") + "'" for r in reports)
     delta.write(path, rows, mode="overwrite", predicate=f"report IN ({listed})",
                 commit_properties=properties, doing="writing the rejected rows")
+    # a commit a run adds a file or so per source: put together as the logs' are
+    delta.compact(path, delta.delta(path))
 
 
 class CannotReplay(ValueError):
