@@ -51,7 +51,7 @@ HOOKS = {"split.before_move": 12, "split.after_move": 12, "ingest.after_read": 1
          "rejects.committed": 1}
 SPREAD = {12: [1, 4, 8, 12], 11: [1, 3, 5, 7, 9, 11], 10: [1, 2, 3, 4, 6, 8, 10], 2: [1, 2],
           1: [1]}
-TIMED_KILLS = 6
+TIMED_KILLS = 4
 
 
 def file_contents(root: Path) -> list[str]:

@@ -58,9 +58,9 @@ def committed_twice(root: Path) -> None:
 
 @pytest.fixture
 def month(tmp_path) -> Path:
-    """A root with 30 days of a small world landed (90 files: a run of a few seconds)."""
+    """A root with 16 days of a small world landed (48 files: a run of a few seconds)."""
     root = tmp_path / "root"
-    minilake.generate(root, start="2024-10-09", days=30, customers=300, seed=11,
+    minilake.generate(root, start="2024-10-09", days=16, customers=300, seed=11,
                       landing_only=True)
     return root
 
@@ -122,7 +122,7 @@ def test_a_job_cancelled_while_running_leaves_the_tables_of_a_file_boundary(mont
                                           f"{first['id']}): stopped before")
         log = read_log(Layout.of(month))
         applied = log[log["status"] == "applied"]
-        assert 3 * 3 <= len(applied) < 90                   # stopped part of the way
+        assert 3 * 3 <= len(applied) < 48                   # stopped part of the way
         assert_matches_raw(table_contents(month), applied_only(month, tmp_path / "applied"),
                            "cancelled", archived=True)
         skipped = server.client.get(f"/jobs/{second['id']}").json()

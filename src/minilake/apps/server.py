@@ -508,7 +508,7 @@ def create_app(root: str, tokens: Tokens | str, limits: Limits | None = None) ->
             raise ValueError("as_of and date exclude each other (date: a delivery of the "
                              "versions valid that day, as_of: those rows with every column)")
         if cursor is not None and (page, as_of, date, version) != (None,) * 4:
-            raise ValueError("a cursor names its read: give it alone (with page_size at most)")
+            raise ValueError("a cursor names its read and its page size: give it alone")
         if format != "json":
             if cursor is not None or page is not None:
                 raise ValueError(f"format={format} streams the whole read: no page or cursor")
