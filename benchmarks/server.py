@@ -12,8 +12,9 @@ on it (its memory sampled every 10 ms with psutil) and, in turn:
    dropped: the server's peak memory during the stream over its memory before, against the
    table's size in Arrow (flat: what a row group holds, whatever the table's size);
 3. the held day landed, a run job posted, and ``--clients`` threads for ``--seconds`` reading
-   at once (each in turn: a cursor page of sales, a page of customer, ``/status``): every
-   answer's status and latency. Any 5xx fails the benchmark (exit status 1).
+   at once (each in turn: a cursor page of sales, a cursor page of customer, ``/status``):
+   every answer's status, and each route's latencies. Any 5xx fails the benchmark (exit
+   status 1).
 
 Only 127.0.0.1; nothing is downloaded.
 """
@@ -110,20 +111,27 @@ def streaming(client: httpx.Client, server: subprocess.Popen, form: str) -> dict
             "rss_growth_mb": (peak - before) / MB}
 
 
+ROUTES = ("sales page", "customer page", "status")
+
+
 def loaded(url: str, clients: int, seconds: float) -> dict:
+    """``clients`` threads, each in turn reading a cursor page of sales (following the
+    cursors, starting again at the end), a cursor page of customer, and the status, for
+    ``seconds``: the answers' statuses and each route's latencies."""
     statuses: Counter[int] = Counter()
-    latencies: list[float] = []
+    latencies: dict[str, list[float]] = {r: [] for r in ROUTES}
     lock, stop = threading.Lock(), time.monotonic() + seconds
 
     def client_loop() -> None:
-        token = None
-        with httpx.Client(base_url=url, timeout=120,
+        cursors: dict[str, str | None] = {"sales": None, "customer": None}
+        with httpx.Client(base_url=url, timeout=600,
                           headers={"Authorization": f"Bearer {TOKEN}"}) as client:
             while time.monotonic() < stop:
-                for path, params in (("/tables/sales", {"cursor": token} if token else
-                                      {"page_size": 1000}),
-                                     ("/tables/customer", {"page": 1, "page_size": 500}),
-                                     ("/status", {})):
+                for route in ROUTES:
+                    table = route.split()[0]
+                    path, params = (("/status", {}) if route == "status" else (
+                        f"/tables/{table}", {"cursor": cursors[table]} if cursors[table]
+                        else {"page_size": 1000}))
                     began = time.perf_counter()
                     try:
                         answer = client.get(path, params=params)
@@ -132,20 +140,23 @@ def loaded(url: str, clients: int, seconds: float) -> dict:
                         status = 0
                     with lock:
                         statuses[status] += 1
-                        latencies.append(time.perf_counter() - began)
-                    if path == "/tables/sales" and status == 200:
-                        token = answer.headers.get("minilake-next-cursor")
+                        latencies[route].append(time.perf_counter() - began)
+                    if route != "status" and status == 200:
+                        cursors[table] = answer.headers.get("minilake-next-cursor")
     threads = [threading.Thread(target=client_loop) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    ordered = sorted(latencies)
 
-    def at(q: float) -> float:
+    def at(values: list[float], q: float) -> float:
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-    return {"requests": len(ordered), "statuses": dict(statuses), "p50_ms": at(0.50),
-            "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": ordered[-1] * 1000}
+    every = [v for values in latencies.values() for v in values]
+    return {"requests": len(every), "statuses": dict(statuses),
+            "p50_ms": at(every, 0.50), "p99_ms": at(every, 0.99), "max_ms": max(every) * 1000,
+            "routes": {r: {"requests": len(v), "p50_ms": at(v, 0.5), "p99_ms": at(v, 0.99)}
+                       for r, v in latencies.items()}}
 
 
 def main() -> None:
@@ -196,9 +207,12 @@ def main() -> None:
                 state = client.get(f"/jobs/{job['id']}").json()
             print(f"load: {load['requests']} requests by {args.clients} clients in "
                   f"{args.seconds:g} s, statuses {load['statuses']}; latency p50 "
-                  f"{load['p50_ms']:.0f} ms, p95 {load['p95_ms']:.0f} ms, p99 "
-                  f"{load['p99_ms']:.0f} ms, max {load['max_ms']:.0f} ms; the run job "
-                  f"{state['state']} ({state['started_at']} to {state['finished_at']})")
+                  f"{load['p50_ms']:.0f} ms, p99 {load['p99_ms']:.0f} ms, max "
+                  f"{load['max_ms']:.0f} ms; the run job {state['state']} "
+                  f"({state['started_at']} to {state['finished_at']})")
+            for route, r in load["routes"].items():
+                print(f"  {route}: {r['requests']} requests, p50 {r['p50_ms']:.0f} ms, p99 "
+                      f"{r['p99_ms']:.0f} ms")
         finally:
             server.terminate()
             server.wait(timeout=120)
