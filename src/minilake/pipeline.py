@@ -289,7 +289,8 @@ def status(root: str | Path = ".") -> pd.DataFrame:
     (docs/contracts.md; :func:`schema_changes` lists them); table versions kept, and gone
     (with why: the history policy, an erasure)."""
     layout = Layout.of(root)
-    ledger = Ledger(logs.read_log(layout))
+    log_rows = logs.read_log(layout)
+    ledger = Ledger(log_rows)
     changed = logs.read_schema_log(layout)["source"].value_counts()
     rows = []
     for source in SOURCES.values():
@@ -316,7 +317,7 @@ def status(root: str | Path = ".") -> pd.DataFrame:
             "all_versions": total,
             "rejected_rows": int(applied["rows_rejected"].sum()),
             "schema_changes": int(changed.get(source.name, 0)),
-            **history.table_history(layout, source.name),
+            **history.table_history(layout, source.name, log_rows, commits),
         })
     return pd.DataFrame(rows)
 

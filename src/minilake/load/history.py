@@ -134,14 +134,16 @@ def _gone_why(layout: Layout, name: str, version: int) -> str:
     return "no longer in the table's log"
 
 
-def versions(layout: Layout, source: str) -> pd.DataFrame:
+def versions(layout: Layout, source: str, log_rows: pd.DataFrame | None = None,
+             kept: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each version of a source's table and the file(s) it came from: those its Delta log
-    has (``kept``), and those it no longer has, from the ingest log's rows (when each was
-    logged, its files, and why it went)."""
+    has (``kept``: ``delta.versions``, read here if not given), and those it no longer has,
+    from the ingest log's rows (``log_rows``, as read, else read here: when each was logged,
+    its files, and why it went)."""
     path = layout.table(source)
-    kept = delta.versions(path)
+    kept = (delta.versions(path) if kept is None else kept).copy()
     kept["kept"] = True
-    log_rows = logs.read_log(layout)
+    log_rows = logs.read_log(layout) if log_rows is None else log_rows
     made = log_rows[(log_rows["source"] == source) & (log_rows["status"] == "applied")
                     & log_rows["table_version"].notna()]
     held = set(kept["version"])
@@ -296,9 +298,11 @@ def _typed(name: str, data: pa.Table) -> pa.Table:
                          ("expiry_date", "ascending")])
 
 
-def table_history(layout: Layout, source: str) -> dict:
-    """For ``status``: versions the table's log keeps, versions gone, and why."""
-    lineage = versions(layout, source)
+def table_history(layout: Layout, source: str, log_rows: pd.DataFrame | None = None,
+                  kept: pd.DataFrame | None = None) -> dict:
+    """For ``status``: versions the table's log keeps, versions gone, and why (``log_rows``
+    and ``kept`` as :func:`versions` takes them)."""
+    lineage = versions(layout, source, log_rows, kept)
     gone = lineage[~lineage["kept"]]
     return {"versions_kept": int(lineage["kept"].sum()), "versions_gone": len(gone),
             "gone_why": "; ".join(sorted({why.split(" (")[0] for why in gone["note"]}))}
