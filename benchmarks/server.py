@@ -14,7 +14,7 @@ on it (its memory sampled every 10 ms with psutil) and, in turn:
 3. the held day landed, a run job posted, and ``--clients`` threads for ``--seconds`` reading
    at once (each in turn: a cursor page of sales, a cursor page of customer, ``/status``):
    every answer's status, and each route's latencies. Any 5xx fails the benchmark (exit
-   status 1).
+   status 1). ``--seconds 0`` leaves this step out.
 
 Only 127.0.0.1; nothing is downloaded.
 """
@@ -195,6 +195,8 @@ def main() -> None:
                           f"RSS {s['rss_before_mb']:.0f} MB before, peak "
                           f"{s['rss_peak_mb']:.0f} MB (+{s['rss_growth_mb']:.0f} MB)",
                           flush=True)
+                if args.seconds <= 0:           # the reads alone
+                    return
                 for path in (work / "held").iterdir():
                     shutil.move(path, root / "landing_zone" / path.name)
                 job = client.post("/jobs/run").json()
