@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from minilake.contract.sources import SOURCES
@@ -122,16 +123,27 @@ def page(layout: Layout, cursor: Cursor) -> tuple[pa.Table, Cursor | None]:
 
 
 def batches(layout: Layout, read: Read) -> Iterator[pa.Table]:
-    """Every row of the read in page order, ``STREAM_ROWS`` rows at a time at most (a row
-    group of a 100x day's sales is 60 MB in Arrow; nothing is kept)."""
+    """Every row of the read in page order, ``STREAM_ROWS`` rows at a time at most, each
+    file read as it streams (not a row group at once: a 100x day of sales is one row group
+    of 60 MB in Arrow; nothing is kept). A file's partition values, and the columns it was
+    written without, are filled in as the dataset fills them."""
     stored, files = _dataset(layout.root, read)
     schema = _schema(layout.root, read)
     where = history.valid_on(read.as_of) if read.as_of else None
     for fragment in files:
-        for batch in fragment.to_batches(schema=stored, filter=where, batch_size=STREAM_ROWS,
-                                         batch_readahead=1, fragment_readahead=1):
-            if batch.num_rows:
-                yield pa.Table.from_batches([batch]).select(schema.names).cast(schema)
+        given = ds.get_partition_keys(fragment.partition_expression)
+        with fragment.filesystem.open_input_file(fragment.path) as source:
+            opened = pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
+            for batch in opened.iter_batches(batch_size=STREAM_ROWS, use_threads=False):
+                rows = pa.Table.from_batches([batch])
+                for field in stored:
+                    if field.name not in rows.column_names:
+                        rows = rows.append_column(field.name, pa.repeat(
+                            pa.scalar(given.get(field.name), field.type), rows.num_rows))
+                if where is not None:
+                    rows = rows.filter(where)
+                if rows.num_rows:
+                    yield rows.select(schema.names).cast(schema)
 
 
 def stream(layout: Layout, read: Read, form: str, encoding: str | None) -> Iterator[bytes]:
