@@ -183,4 +183,7 @@ def test_stream_parameters_that_exclude_each_other_get_422(reads):
         answer = reads.client.get("/tables/sales", params=params)
         assert answer.status_code == 422, params
     assert reads.client.get("/tables/stock", params={"format": "arrow"}).status_code == 404
+    later = tablepages.Cursor(tablepages.Read("sales", 10**6), 10).token()    # no such version
+    answer = reads.client.get("/tables/sales", params={"cursor": later})
+    assert answer.status_code == 422 and "has no version 1000000 yet" in answer.json()["detail"]
     assert Path(reads.root).is_dir()

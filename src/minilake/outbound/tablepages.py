@@ -109,7 +109,19 @@ def pinned(layout: Layout, table: str, as_of: dt.date | None = None,
 
 def page(layout: Layout, cursor: Cursor) -> tuple[pa.Table, Cursor | None]:
     """The rows of the page at ``cursor``, and the cursor of the next page (None after the
-    last: the next cursor always has rows to give)."""
+    last: the next cursor always has rows to give). A version no longer kept (an erasure, the
+    history policy) is a one-line ``ValueError`` saying why."""
+    from deltalake.exceptions import DeltaError  # on first use: start-up stays light
+
+    try:
+        return _page(layout, cursor)
+    except DeltaError:
+        read = cursor.read
+        history.check_version_kept(layout, read.table, layout.table(read.table), read.version)
+        raise
+
+
+def _page(layout: Layout, cursor: Cursor) -> tuple[pa.Table, Cursor | None]:
     taken: list[pa.Table] = []
     left, at = cursor.size, cursor
     while left and at is not None:
