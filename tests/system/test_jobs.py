@@ -127,6 +127,7 @@ def test_a_job_cancelled_while_running_leaves_the_tables_of_a_file_boundary(mont
                            "cancelled", archived=True)
         skipped = server.client.get(f"/jobs/{second['id']}").json()
         assert skipped["state"] == "cancelled" and skipped["started_at"] is None
+        assert skipped["status"] == 409           # what ?wait=true answers for it
         again = server.client.post("/jobs/run", params={"wait": "true"})
         assert again.status_code == 200 and again.json()["ok"], again.text
         assert_matches_raw(table_contents(month), month / "archive", "finished", archived=True)
@@ -162,7 +163,7 @@ def test_tokens_have_scopes_and_no_token_is_written_anywhere(committed, tmp_path
     naming the line, not the token."""
     root = tmp_path / "root"
     shutil.copytree(committed / "landing_zone", root / "landing_zone")
-    read_token, jobs_token = "read-" + "r" * 20, "jobs-" + "j" * 20
+    read_token, jobs_token = "read-" + "r" * 20, "jobs-#" + "j" * 20     # '#' is no comment
     listed = tmp_path / "tokens"
     listed.write_text(f"# scopes token\njobs {jobs_token}\n")
     server = Server(root, env={"MINILAKE_SERVER_READ_TOKEN": read_token,

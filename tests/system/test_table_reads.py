@@ -183,6 +183,22 @@ def test_stream_parameters_that_exclude_each_other_get_422(reads):
         answer = reads.client.get("/tables/sales", params=params)
         assert answer.status_code == 422, params
     assert reads.client.get("/tables/stock", params={"format": "arrow"}).status_code == 404
+    for params, name in (({"as_of": "1990-01-01"}, "customer"), ({"date": "1990-01-01"},
+                                                                    "customer")):
+        empty = reads.client.get(f"/tables/{name}", params=params)    # no row that day
+        assert empty.status_code == 200 and empty.json() == []
+        assert "minilake-next-cursor" not in empty.headers
+    for params in ({"as_of": "2024-10-10"}, {"as_of": "2024-10-10", "format": "ndjson"},
+                   {"date": "2024-10-10", "page": 1}):
+        undated = reads.client.get("/tables/_ingest_log", params=params)
+        assert undated.status_code == 422 and "no versions by date" in undated.text, params
+    read = tablepages.pinned(Layout.of(reads.root), "sales")
+    for edited in (tablepages.Cursor(read, 10, file=99), tablepages.Cursor(read, 10, group=99),
+                   tablepages.Cursor(tablepages.Read("sales", 10**30), 10),
+                   tablepages.Cursor(tablepages.Read("_ingest_log", 1, delivery=True), 10)):
+        answer = reads.client.get(f"/tables/{edited.read.table}",
+                                  params={"cursor": edited.token()})
+        assert answer.status_code in (200, 422), (edited, answer.text)
     later = tablepages.Cursor(tablepages.Read("sales", 10**6), 10).token()    # no such version
     answer = reads.client.get("/tables/sales", params={"cursor": later})
     assert answer.status_code == 422 and "has no version 1000000 yet" in answer.json()["detail"]

@@ -88,7 +88,10 @@ class _Said(logging.Handler):
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.say(self.format(record).splitlines()[0])
+        try:
+            self.say(self.format(record).splitlines()[0])
+        except Exception:                   # the job's log file: never the logger's caller
+            self.handleError(record)
 
 
 class Jobs:
@@ -99,7 +102,11 @@ class Jobs:
     def __init__(self, layout: Layout, work: Work):
         self.folder, self.work = layout.root / "jobs", work
         self.jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()           # the records in memory
+        self._writing = threading.Lock()        # their files (one writer at a time)
+        # held by the worker for a job's whole run, and by a check that the root is free
+        # (:meth:`free`): the two never hold the root's lock at once in this process
+        self._gate = threading.Lock()
         self._done: dict[str, threading.Event] = {}
         self._queue: queue.Queue[str] = queue.Queue()
         self._asking: stopping.Asking | None = None
@@ -128,14 +135,17 @@ class Jobs:
             self._done[job.id].set()
 
     def _save(self, job: Job) -> None:
-        storage.write_bytes(self.folder / f"{job.id}.json",
-                            json.dumps(job.record(), indent=1).encode())
+        with self._lock:
+            data = json.dumps(job.record(), indent=1).encode()
+        with self._writing:
+            storage.write_bytes(self.folder / f"{job.id}.json", data)
 
     def _said(self, job: Job, line: str) -> None:
         with self._lock:
             job.lines.append(line)
             text = "".join(f"{one}\n" for one in job.lines)
-        storage.write_bytes(self.folder / f"{job.id}.log", text.encode())
+        with self._writing:
+            storage.write_bytes(self.folder / f"{job.id}.log", text.encode())
 
     def log_of(self, job: Job) -> list[str]:
         """The job's log lines: as kept while this server ran it, else as its file holds."""
@@ -150,7 +160,20 @@ class Jobs:
 
     def busy(self) -> bool:
         """Whether a job of this server is queued or running."""
-        return any(job.state not in FINISHED for job in self.jobs.values())
+        with self._lock:
+            return any(job.state not in FINISHED for job in self.jobs.values())
+
+    def free(self, check: Callable[[], None]) -> None:
+        """Run ``check`` (that the root's lock is free: it raises if another process holds
+        it) when no job of this server is queued or running, with the worker kept from
+        starting one meanwhile; else nothing (a new job waits its turn)."""
+        if self.busy() or not self._gate.acquire(blocking=False):
+            return
+        try:
+            if not self.busy():
+                check()
+        finally:
+            self._gate.release()
 
     def submit(self, kind: str, params: dict) -> Job:
         job = Job(uuid.uuid4().hex, kind, params, created_at=_now())
@@ -181,11 +204,11 @@ class Jobs:
             job.cancel_requested = True
             if job.state == "queued":
                 job.state, job.finished_at = "cancelled", _now()
-                job.error = "cancelled before it started"
+                job.error, job.status = "cancelled before it started", 409
                 self._done[job.id].set()
             elif self._asking is not None:
                 self._asking.ask()
-            self._save(job)
+        self._save(job)
         return job
 
     # -- the thread
@@ -193,18 +216,27 @@ class Jobs:
     def _serve(self) -> None:
         while True:
             job = self.jobs[self._queue.get()]
-            if job.state == "queued":
-                self._run(job)
+            try:
+                with self._gate:
+                    self._run(job)
+            except Exception as error:      # the thread goes on to the next job whatever
+                log.exception("job %s (%s): its record could not be kept", job.id, job.kind)
+                with self._lock:
+                    if job.state not in FINISHED:
+                        job.state, job.status, job.finished_at = "failed", 500, _now()
+                        job.error = f"internal error ({type(error).__name__}); see the " \
+                                    f"server's log"
+                self._done[job.id].set()
 
     def _run(self, job: Job) -> None:
         handler = _Said(lambda line: self._said(job, line))
         watched = logging.getLogger("minilake")
         with stopping.asking(f"cancelled by DELETE /jobs/{job.id}") as asking:
             with self._lock:
+                if job.state != "queued":           # cancelled while it waited
+                    return
                 job.state, job.started_at = "running", _now()
                 self._asking = asking
-                if job.cancel_requested:
-                    asking.ask()
             self._save(job)
             watched.addHandler(handler)
             try:

@@ -128,12 +128,14 @@ class Tokens:
     def from_env(cls) -> Tokens:
         """``MINILAKE_SERVER_TOKEN`` (every scope), ``MINILAKE_SERVER_READ_TOKEN`` (read), and
         the lines of ``MINILAKE_SERVER_TOKENS_FILE``: ``<scopes> <token>``, the scopes joined
-        by commas (``read``, ``jobs``, ``read,jobs``); ``#`` starts a comment. A line it cannot
+        by commas (``read``, ``jobs``, ``read,jobs``); a line starting with ``#`` is a comment
+        (a token may hold ``#``). A token given twice has both its scopes. A line it cannot
         read refuses the start, naming the file and line, never the token."""
         scoped: dict[str, frozenset[str]] = {}
         for name, scopes in ((TOKEN_ENV, SCOPES), (READ_TOKEN_ENV, ("read",))):
-            if os.environ.get(name, "").strip():
-                scoped[os.environ[name].strip()] = frozenset(scopes)
+            token = os.environ.get(name, "").strip()
+            if token:
+                scoped[token] = scoped.get(token, frozenset()) | frozenset(scopes)
         listed = os.environ.get(TOKENS_FILE_ENV, "").strip()
         if listed:
             try:
@@ -142,8 +144,8 @@ class Tokens:
                 raise ValueError(f"{TOKENS_FILE_ENV}={listed}: cannot be read "
                                  f"({type(error).__name__})") from None
             for number, line in enumerate(lines, start=1):
-                words = line.split("#", 1)[0].split()
-                if not words:
+                words = line.split()
+                if not words or words[0].startswith("#"):      # a comment is a line of its own
                     continue
                 scopes = frozenset(words[0].split(",")) if len(words) == 2 else frozenset()
                 if not scopes or not scopes <= set(SCOPES) or not words[1].isascii() or \
@@ -341,7 +343,12 @@ def _encoding(accepted: str) -> str | None:
     taken = set()
     for item in accepted.lower().split(","):
         coding, _, weight = item.partition(";")
-        if weight.strip().replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+        name, _, value = weight.replace(" ", "").partition("=")
+        try:
+            refused = name == "q" and float(value) == 0
+        except ValueError:
+            refused = False
+        if not refused:
             taken.add(coding.strip())
     return next((e for e in tablepages.ENCODINGS if e in taken), None)
 
@@ -423,12 +430,13 @@ def create_app(root: str, tokens: Tokens | str, limits: Limits | None = None) ->
         once done (200), or its failure's status and line. Refused with 409 while another
         process holds the root (nothing of this server's queued or running: else the job
         waits its turn)."""
-        if not jobs.busy():
-            try:
-                with hold(layout.root, f"the job server, checking the root is free for {kind}"):
-                    pass
-            except RootBusy as error:
-                raise HTTPException(409, f"the root is busy: {error}") from None
+        def root_free() -> None:
+            with hold(layout.root, f"the job server, checking the root is free for {kind}"):
+                pass
+        try:
+            jobs.free(root_free)
+        except RootBusy as error:
+            raise HTTPException(409, f"the root is busy: {error}") from None
         job = jobs.submit(kind, params)
         if not wait:
             return _json_record(job, 202, {"Location": job.location})

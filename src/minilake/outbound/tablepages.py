@@ -80,10 +80,12 @@ class Cursor:
             read = Read(**fields.pop("read"))
             cursor = cls(read=read, **fields)
             numbers = (read.version, cursor.size, cursor.file, cursor.group, cursor.row)
-            if not all(type(n) is int and n >= 0 for n in numbers) or not 0 < cursor.size \
-                    <= max_size or (read.as_of is not None and dt.date.fromisoformat(
-                        read.as_of) is None) or type(read.delivery) is not bool:
+            if not all(type(n) is int and 0 <= n < 1 << 62 for n in numbers) or not 0 < \
+                    cursor.size <= max_size or type(read.delivery) is not bool or (
+                        read.delivery and read.table not in SOURCES):
                 raise ValueError
+            if read.as_of is not None:
+                dt.date.fromisoformat(read.as_of)
         except (ValueError, TypeError, AttributeError, KeyError, binascii.Error,
                 UnicodeDecodeError):
             raise BadCursor(f"cursor: not a cursor this server gave for {table} (start again "
@@ -103,8 +105,18 @@ def pinned(layout: Layout, table: str, as_of: dt.date | None = None,
         version = delta.delta(path).version()
     else:
         history.check_version_kept(layout, table, path, version)
-    return Read(table, version, as_of.isoformat() if as_of else None,
+    read = Read(table, version, as_of.isoformat() if as_of else None,
                 delivery and table in SOURCES)
+    _dated(layout, read)
+    return read
+
+
+def _dated(layout: Layout, read: Read) -> None:
+    """A read by date of a table without versions by date is a one-line ``ValueError``."""
+    whole = replace(read, delivery=False)           # a delivery's columns leave them out
+    if read.as_of is not None and "effective_from" not in _schema(layout.root, whole).names:
+        raise ValueError(f"{read.table} has no versions by date (effective_from, "
+                         f"expiry_date): read it without as_of or date")
 
 
 def page(layout: Layout, cursor: Cursor) -> tuple[pa.Table, Cursor | None]:
@@ -113,17 +125,23 @@ def page(layout: Layout, cursor: Cursor) -> tuple[pa.Table, Cursor | None]:
     history policy) is a one-line ``ValueError`` saying why."""
     from deltalake.exceptions import DeltaError  # on first use: start-up stays light
 
+    read = cursor.read
+    path = layout.table(read.table)
+    # the version's commit still there (one stat): else, before any cached row is given, why
+    # not (an erasure purges the versions before it: their rows must not be served)
+    if not (path / "_delta_log" / f"{read.version:020d}.json").exists():
+        history.check_version_kept(layout, read.table, path, read.version)
     try:
+        _dated(layout, read)
         return _page(layout, cursor)
     except DeltaError:
-        read = cursor.read
-        history.check_version_kept(layout, read.table, layout.table(read.table), read.version)
+        history.check_version_kept(layout, read.table, path, read.version)
         raise
 
 
 def _page(layout: Layout, cursor: Cursor) -> tuple[pa.Table, Cursor | None]:
     taken: list[pa.Table] = []
-    left, at = cursor.size, cursor
+    left, at = cursor.size, _onward(layout, cursor)
     while left and at is not None:
         rows = _group(layout.root, at.read, at.file, at.group).slice(at.row, left)
         taken.append(rows)
