@@ -120,11 +120,6 @@ class Tokens:
         self.scoped = [(token.encode(), scopes) for token, scopes in scoped.items()]
 
     @classmethod
-    def of(cls, token: str) -> Tokens:
-        """One token that may do everything."""
-        return cls({token: frozenset(SCOPES)} if token else {})
-
-    @classmethod
     def from_env(cls) -> Tokens:
         """``MINILAKE_SERVER_TOKEN`` (every scope), ``MINILAKE_SERVER_READ_TOKEN`` (read), and
         the lines of ``MINILAKE_SERVER_TOKENS_FILE``: ``<scopes> <token>``, the scopes joined
@@ -285,10 +280,11 @@ def _report_file(path, what: str) -> Response:
     return Response(data, media_type=kind)
 
 
-def _json(value) -> Response:
+def _json(value, status: int = 200, headers: dict | None = None) -> Response:
     """An answer written by ``jsontext`` (tables in it as records): exact for a reader that
     takes every JSON number as a double."""
-    return Response(jsontext.dumps(value), media_type="application/json")
+    return Response(jsontext.dumps(value), status_code=status, headers=headers,
+                    media_type="application/json")
 
 
 class _Shared:
@@ -333,8 +329,7 @@ def _numbered_page(layout: Layout, name: str, as_of: dt.date | None, date: dt.da
     if not len(chunk):
         raise HTTPException(404, f"no page {page}: {name} has "
                             f"{-(-len(frame) // page_size)} page(s) of {page_size}")
-    return Response(jsontext.dumps(chunk), media_type="application/json",
-                    headers={VERSION_HEADER: str(read.version)})
+    return _json(chunk, headers={VERSION_HEADER: str(read.version)})
 
 
 def _encoding(accepted: str) -> str | None:
@@ -351,11 +346,6 @@ def _encoding(accepted: str) -> str | None:
         if not refused:
             taken.add(coding.strip())
     return next((e for e in tablepages.ENCODINGS if e in taken), None)
-
-
-def _json_record(job: Job, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(jsontext.dumps(job.record()), status_code=status, headers=headers,
-                    media_type="application/json")
 
 
 def _work(layout: Layout):
@@ -395,12 +385,10 @@ def _work(layout: Layout):
     return work
 
 
-def create_app(root: str, tokens: Tokens | str, limits: Limits | None = None) -> FastAPI:
-    """The job server over ``root``; a token of ``tokens`` (or that one token, with every
-    scope) is required of every client, and requests are held to ``limits`` (by default those
-    of the environment)."""
+def create_app(root: str, tokens: Tokens, limits: Limits | None = None) -> FastAPI:
+    """The job server over ``root``; a token of ``tokens`` is required of every client, and
+    requests are held to ``limits`` (by default those of the environment)."""
 
-    tokens = Tokens.of(tokens) if isinstance(tokens, str) else tokens
     layout = Layout.of(root)               # a one-line error if the root does not exist
     app = FastAPI(title="minilake job server",
                   description="Jobs and tables of one minilake root (docs/server.md).",
@@ -439,7 +427,7 @@ def create_app(root: str, tokens: Tokens | str, limits: Limits | None = None) ->
             raise HTTPException(409, f"the root is busy: {error}") from None
         job = jobs.submit(kind, params)
         if not wait:
-            return _json_record(job, 202, {"Location": job.location})
+            return _json(job.record(), 202, {"Location": job.location})
         jobs.wait(job)
         if job.state == "succeeded":
             return _json(job.result)
@@ -494,7 +482,7 @@ def create_app(root: str, tokens: Tokens | str, limits: Limits | None = None) ->
 
     @app.get("/jobs/{job_id}", dependencies=jobs_only)
     def job_state(job_id: str) -> Response:
-        return _json_record(known(job_id))
+        return _json(known(job_id).record())
 
     @app.get("/jobs/{job_id}/log", dependencies=jobs_only)
     def job_log(job_id: str) -> Response:
@@ -506,7 +494,7 @@ def create_app(root: str, tokens: Tokens | str, limits: Limits | None = None) ->
         """Cancel a queued job at once, a running one at its next file boundary (its state
         turns ``cancelled`` then); 409 for a job that has finished."""
         try:
-            return _json_record(jobs.cancel(known(job_id)), 202)
+            return _json(jobs.cancel(known(job_id)).record(), 202)
         except JobFailed as refused:
             raise HTTPException(refused.status, str(refused)) from None
 

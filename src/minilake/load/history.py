@@ -242,6 +242,19 @@ def valid_on(day: dt.date | str) -> pc.Expression:
     return (pc.field("effective_from") <= day) & (pc.field("expiry_date") > day)
 
 
+def table_path(layout: Layout, name: str) -> Path:
+    """The table ``name``'s folder; a one-line ``FileNotFoundError`` naming the tables the
+    root has when it has none of that name (a name starting with ``.`` is scratch, never a
+    table)."""
+    path = layout.table(name)
+    if name.startswith(".") or not delta.exists(path):
+        known = sorted(p.name for p in (layout.root / "tables").glob("*")
+                       if not p.name.startswith(".") and delta.exists(p))
+        raise FileNotFoundError(f"no table {name!r} under {layout.root / 'tables'} "
+                                f"(tables: {', '.join(known) or 'none yet'})")
+    return path
+
+
 def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path = ".",
                version: int | None = None,
                known_at: dt.datetime | dt.date | str | None = None) -> pd.DataFrame:
@@ -251,12 +264,7 @@ def read_table(name: str, as_of: dt.date | str | None = None, root: str | Path =
     ``known_at`` as it stood at that time (its last version committed by then; a date means
     the end of that day, UTC): with ``as_of``, what the table said then about that date."""
     layout = Layout.of(root)
-    path = layout.table(name)
-    if not delta.exists(path):
-        known = sorted(p.name for p in (layout.root / "tables").glob("*")
-                       if delta.exists(p) and not p.name.startswith("."))
-        raise FileNotFoundError(f"no table {name!r} under {layout.root / 'tables'} "
-                                f"(tables: {', '.join(known) or 'none yet'})")
+    path = table_path(layout, name)
     if version is not None and known_at is not None:
         raise ValueError("give version= or known_at=, not both")
     if known_at is not None:

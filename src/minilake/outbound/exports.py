@@ -146,12 +146,7 @@ def export(table: str, out: str | Path | None = None, *, format: str | None = No
 def _export(layout: Layout, table: str, out: str | Path | None, format: str,
             as_of: dt.date | str | None, version: int | None, current: bool,
             batch_rows: int, progress: bool | None) -> ExportResult:
-    path = layout.table(table)
-    if table.startswith(".") or not delta.exists(path):
-        known = sorted(p.name for p in (layout.root / "tables").glob("*")
-                       if not p.name.startswith(".") and delta.exists(p))
-        raise FileNotFoundError(f"no table {table!r} under {layout.root / 'tables'} "
-                                f"(tables: {', '.join(known) or 'none yet'})")
+    path = history.table_path(layout, table)
     if version is not None:
         history.check_version_kept(layout, table, path, version)
     data = delta.dataset(path, version)

@@ -98,9 +98,7 @@ class Cursor:
 def pinned(layout: Layout, table: str, as_of: dt.date | None = None,
            version: int | None = None, delivery: bool = False) -> Read:
     """A read of ``table`` at ``version`` (one still kept), else at its latest version."""
-    path = layout.table(table)
-    if not delta.exists(path):
-        history.read_table(table, root=layout.root)       # the one-line "no table" error
+    path = history.table_path(layout, table)
     if version is None:
         version = delta.delta(path).version()
     else:
