@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 
 from minilake.contract.drift import EXTRA, Contract
 from minilake.contract.schemas import EMAIL
@@ -96,6 +97,40 @@ def erased_values(rows: list[dict], columns: list[str], raw_validity: bool,
     return out
 
 
+CANONICAL = r"^(|0|-?[1-9][0-9]{0,18})$"     # an id as str(int) writes it, or empty
+
+
+def _present(data: bytes, header: list[tuple[int, int, bool]], at: int, ids: set[int]
+             ) -> set[int] | None:
+    """Of ``ids``, those the field ``at`` of some record after the ``header`` (its spans)
+    holds, read by Arrow's CSV reader in one pass: looking for each id in turn took a pass
+    over the file per id, and the ids erased grow with a lake's age (150 of them: 1.2 s for a
+    9 MB file, against 0.03 s). None when Arrow cannot read the file so, or a field holds an
+    id in another form than its plain digits (`` 7``, ``+7``, ``007``): each id is then
+    looked for in the bytes, as before."""
+    if not header:
+        return None
+    last = header[-1]
+    end = last[1] + last[2]                 # after the header's last field (and its quote)
+    end += 2 if data[end:end + 2] == b"\r\n" else 1
+    names = [f"f{i}" for i in range(len(header))]
+    try:
+        column = pcsv.read_csv(
+            pa.BufferReader(pa.py_buffer(data)[end:]),
+            read_options=pcsv.ReadOptions(column_names=names),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(include_columns=[names[at]],
+                                                column_types={names[at]: pa.string()},
+                                                strings_can_be_null=False)).column(0)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if not pc.all(pc.match_substring_regex(column, CANONICAL)).as_py():
+        return None
+    wanted = pa.array(sorted(ids), pa.int64())
+    found = pc.is_in(pc.cast(wanted, pa.string()), value_set=column)
+    return set(wanted.filter(found).to_pylist())
+
+
 def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
               renamed: dict[str, str] | None = None, personal: tuple[str, ...] = ()
               ) -> bytes:
@@ -103,13 +138,18 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
     rows of ``ids`` erased; every other byte as it was. ``renamed``: a column's name in the
     file -> the declared column it is; ``personal``: the columns it may add that hold
     personal data (the source's contract, docs/contracts.md)."""
-    if not ids or not any(str(i).encode() in data for i in ids):
+    if not ids:
         return data
-    header = [(renamed or {}).get(name, name)
-              for name in (span_text(data, s) for s in next(csv_records(data), []))]
+    spans = next(csv_records(data), [])
+    header = [(renamed or {}).get(name, name) for name in (span_text(data, s) for s in spans)]
     if "customer_id" not in header:
         return data
     at = header.index("customer_id")
+    present = _present(data, spans, at, ids)
+    if present is not None:
+        ids = present
+    if not ids or not any(str(i).encode() in data for i in ids):
+        return data
     hits = []
     # an id as a whole field: quoted (docs/formats.md), or bare at a line start; else (a report
     # written by pandas: ids bare and not first) every record is looked at

@@ -191,7 +191,7 @@ def write(path: Path, data, *, doing: str | None = None, table: DeltaTable | Non
 
 
 def dataset(path: Path, version: int | None = None, where: list | None = None,
-            table: DeltaTable | None = None) -> ds.Dataset:
+            table: DeltaTable | None = None, dictionary: tuple[str, ...] = ()) -> ds.Dataset:
     """A table's live files (at ``version``, else the latest; or of the open ``table``) as a
     pyarrow dataset, read by Arrow's own local filesystem.
 
@@ -199,6 +199,8 @@ def dataset(path: Path, version: int | None = None, where: list | None = None,
     and column statistics may hold matching rows, picked from the Delta log before any file
     is set up: a dataset of every file costs ~0.5 ms a file (60 ms for a table of 120), which
     grew a daily run with its history. Rows are not filtered by it (``read`` does both).
+    ``dictionary``: text columns read as dictionary arrays (Parquet keeps them so): a column of
+    a few thousand names over millions of rows is read without making a string per row.
 
     delta-rs's default dataset reads through a filesystem written in Python: Arrow's I/O
     threads take the GIL for every file they open, while a delta-rs call on another thread
@@ -208,13 +210,17 @@ def dataset(path: Path, version: int | None = None, where: list | None = None,
     runs inside a read."""
     table = table if table is not None else delta(path, version)
     filesystem, base = storage.arrow(path)
+    options = ds.ParquetReadOptions(dictionary_columns=list(dictionary)) if dictionary else None
     return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(base, filesystem),
-                                    file_pruning_predicate=where)
+                                    file_pruning_predicate=where, parquet_read_options=options)
 
 
 def read(path: Path, filters: list, columns: list[str] | None = None,
-         also: pc.Expression | None = None, table: DeltaTable | None = None) -> pa.Table:
-    """A table's rows (``columns``) matching ``filters`` and the expression ``also``.
+         also: pc.Expression | None = None, table: DeltaTable | None = None,
+         dictionary: tuple[str, ...] = ()) -> pa.Table:
+    """A table's rows (``columns``) matching ``filters`` and the expression ``also``;
+    ``dictionary``: text columns kept as dictionary arrays while the rows are filtered, and
+    given back as plain text (see ``dataset``).
 
     ``filters`` are in the form delta-rs and pyarrow share, ``(column, op, value)`` tuples:
     a list of them ANDed, or a list of such lists ORed. Written once, they pick the files
@@ -227,8 +233,12 @@ def read(path: Path, filters: list, columns: list[str] | None = None,
         schema = pa.schema((table if table is not None else delta(path)).schema().to_arrow())
         return pa.schema([schema.field(n) for n in columns or schema.names]).empty_table()
     wanted = pq.filters_to_expression(groups)
-    return dataset(path, where=groups, table=table).to_table(
+    rows = dataset(path, where=groups, table=table, dictionary=dictionary).to_table(
         columns=columns, filter=wanted if also is None else wanted & also)
+    if not dictionary:
+        return rows
+    return rows.cast(pa.schema([f.with_type(f.type.value_type)
+                                if pa.types.is_dictionary(f.type) else f for f in rows.schema]))
 
 
 class Opened:

@@ -243,15 +243,19 @@ class Ledger:
         ordered = log_rows.sort_values("finished_at", kind="stable")
         self.latest = ordered.drop_duplicates(["file", "sha256"], keep="last").set_index(
             ["file", "sha256"])
-        self._status = dict(zip(self.latest.index, self.latest["status"], strict=True))
-        self._reason = dict(zip(self.latest.index, self.latest["reason"], strict=True))
+        # columns as lists first: iterating Arrow-backed columns value by value cost 25 ms a
+        # Ledger at three years of daily files
+        keys = self.latest.index.tolist()
+        self._status = dict(zip(keys, self.latest["status"].tolist(), strict=True))
+        self._reason = dict(zip(keys, self.latest["reason"].tolist(), strict=True))
         rows = self.latest[self.latest["status"] == "applied"].reset_index()
+        files = rows["file"].tolist()
         # file -> sha256 of its applied row logged last
-        self._applied_sha = dict(zip(rows["file"], rows["sha256"], strict=True))
+        self._applied_sha = dict(zip(files, rows["sha256"].tolist(), strict=True))
         # source -> (file date, file) of the last applied file, in replay order
         self._last = {}
-        for source, day, name in zip(rows["source"], rows["file_date"], rows["file"],
-                                     strict=True):
+        for source, day, name in zip(rows["source"].tolist(), rows["file_date"].tolist(),
+                                     files, strict=True):
             self._last[source] = max(self._last.get(source, (day, name)), (day, name))
         # source -> the latest table version a row names: the commits after it are the
         # ones a stopped run made and did not log (docs/guarantees.md)
@@ -259,8 +263,8 @@ class Ledger:
         self._version = {source: int(v) for source, v in versions.max().items()}
         # (file, size, mtime_ns) -> sha256 of the latest applied row
         self._trusted = {(name, int(size), int(mtime)): sha for name, sha, size, mtime in zip(
-            rows["file"], rows["sha256"], rows["size"], rows["mtime_ns"], strict=True)
-            if not (pd.isna(size) or pd.isna(mtime))}
+            files, rows["sha256"].tolist(), rows["size"].tolist(), rows["mtime_ns"].tolist(),
+            strict=True) if not (pd.isna(size) or pd.isna(mtime))}
 
     def status(self, name: str, sha: str) -> str | None:
         return self._status.get((name, sha))

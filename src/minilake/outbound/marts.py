@@ -221,6 +221,7 @@ SALE_COLUMNS = ["customer_id", "product_id", "quantity", "total_price", "sale_da
 VERSION_COLUMNS = ["customer_id", "first_name", "last_name", "membership_status",
                    "effective_from", "expiry_date"]
 MEMBER_COLUMNS = ["customer_id", "membership_status", "effective_from", "expiry_date"]
+NAMES = ("first_name", "last_name", "membership_status")   # few values, many rows
 
 
 def _month(day: dt.date) -> dt.date:
@@ -579,16 +580,19 @@ def _customer_versions(lake: Lake, con, state: pa.Table, versions: pa.Table,
     missing = _by_slices(con, WITHOUT_VERSION, slices).column(0)
     con.unregister("_versions")
     if len(missing):
-        gone = _gone(lake, con, first)
-        earlier = gone.filter(pc.is_in(gone.column("customer_id"), value_set=missing))
+        earlier = _gone(lake, con, first, missing.combine_chunks())
         versions = pa.concat_tables([versions, earlier.cast(versions.schema)])
     return versions
 
 
-def _gone(lake: Lake, con, first: dt.date) -> pa.Table:
-    """The customers with no version valid on ``first`` (a month's first day), each with
-    their latest version closed by then: kept per month in ``_gone_customers`` once made from
-    the customer history, since reading that history every day grew a daily refresh with it.
+def _gone(lake: Lake, con, first: dt.date, wanted: pa.Array) -> pa.Table:
+    """Of the customers ``wanted``, those with no version valid on ``first`` (a month's first
+    day), each with their latest version closed by then. Every such customer of the month is
+    kept in ``_gone_customers`` once made from the customer history, since reading that
+    history every day grew a daily refresh with it; and only the rows wanted are taken from
+    there, their names as dictionary arrays until then: a month of three years of a lake holds
+    everyone who ever left (2 M rows at 10x), of whom a day wants a few thousand, and reading
+    every name as text took 0.3 s and 190 MB.
 
     What is kept cannot go stale: only versions opened or closed on or before ``first`` count,
     and it is kept only once the customer files have reached ``first`` (a file after them in
@@ -597,8 +601,10 @@ def _gone(lake: Lake, con, first: dt.date) -> pa.Table:
     such customer is not made again."""
     path = lake.layout.mart(GONE)
     if delta.exists(path):
-        kept = delta.read(path, [("month", "=", first)], VERSION_COLUMNS)
-        if len(kept):
+        ids = pc.field("customer_id")
+        kept = delta.read(path, [("month", "=", first)], VERSION_COLUMNS,
+                          also=ids.is_null() | ids.isin(wanted), dictionary=NAMES)
+        if len(kept):               # the month's marker row (no customer) says it was made
             return kept.filter(pc.is_valid(kept.column("customer_id")))
     valid = lake.read("customer", [("effective_from", "<=", first), ("expiry_date", ">", first)],
                       ["customer_id"]).column("customer_id")
@@ -615,7 +621,7 @@ def _gone(lake: Lake, con, first: dt.date) -> pa.Table:
             [{"month": first}], SCHEMAS[GONE])])
         _replace_months(path, marked, [first])
         crashpoint("marts.gone")
-    return made
+    return made.filter(pc.is_in(made.column("customer_id"), value_set=wanted))
 
 
 def _made_marts(lake: Lake, con, months: list[dt.date], state: pa.Table,
