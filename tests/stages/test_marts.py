@@ -22,7 +22,8 @@ from support.commands import minilake as cli
 
 import minilake
 from minilake.generate import generate
-from minilake.lake.layout import MARTS
+from minilake.lake import duck
+from minilake.lake.layout import MARTS, Layout
 from minilake.outbound import marts, reports
 
 
@@ -634,3 +635,61 @@ def test_quantities_widened_to_doubles_remake_the_marts_in_full_once(world, tmp_
         check_against_tables(root)
         assert_equal_to_a_full_recompute(root, tmp_path / f"full_{n}")
     assert (from_tables(root)["sales"]["quantity"] % 1 == 0.5).sum() > 50
+
+
+def raw_gone(archive: Path, first: dt.date) -> pd.DataFrame:
+    """From the raw snapshots alone: each customer a snapshot dated before ``first`` holds and
+    the one dated ``first`` does not, with the names and membership of the last snapshot
+    holding them and the date of the first one after it without them (their expiry)."""
+    last: dict[str, list] = {}
+    held: set[str] = set()
+    for path in raw.days(archive / "customer", "customer"):
+        day = raw.file_date(path)
+        if day > first:
+            break
+        rows = raw.customers(path).set_index("customer_id")
+        for customer in held - set(rows.index):        # left: closed on this date
+            last[customer][3] = day
+        for customer, row in rows.iterrows():
+            last[customer] = [row["first_name"], row["last_name"], row["membership_status"],
+                              None]
+        held = set(rows.index)
+    return pd.DataFrame([(int(c), *v) for c, v in last.items() if v[3] is not None],
+                        columns=["customer_id", "first_name", "last_name",
+                                 "membership_status", "expiry_date"]).sort_values(
+        "customer_id", ignore_index=True)
+
+
+def test_a_month_of_gone_customers_is_made_from_the_month_before(tmp_path):
+    """A steady world whose sales keep coming from customers who left: October's gone
+    customers are kept, November's are made from them and the versions closed in October
+    (not from the whole history), and equal what the raw snapshots say; made again from the
+    whole history they are the same rows. The table keeps the month and the one before."""
+    world = tmp_path / "world"
+    generate(world, start="2024-09-20", days=48, customers=200, seed=8, landing_only=True,
+             steady=True)
+    root = tmp_path / "root"
+    (root / "landing_zone").mkdir(parents=True)
+    # one run each; the last one's refresh is of November alone (the one before also had
+    # sales of 31 October)
+    for through in ("20240930", "20241010", "20241031", "20241103", "20241106"):
+        for path in sorted((world / "landing_zone").iterdir()):
+            if path.stem.rsplit("_", 1)[-1] <= through:
+                shutil.move(path, root / "landing_zone" / path.name)
+        assert minilake.run(root).ok, through
+    kept = root / "tables" / "marts" / "_gone_customers"
+    table = DeltaTable(str(kept)).to_pyarrow_table()
+    november = dt.date(2024, 11, 1)
+    assert set(table.column("month").to_pylist()) == {dt.date(2024, 10, 1), november}
+    got = table.filter(pc.and_(pc.equal(table.column("month"), pa.scalar(november, pa.date32())),
+                               pc.is_valid(table.column("customer_id")))).to_pandas()
+    want = raw_gone(root / "archive", november)
+    assert len(want) > 50                               # a month's worth of leavers and more
+    pd.testing.assert_frame_equal(
+        got[list(want.columns)].sort_values("customer_id", ignore_index=True), want)
+    # the whole history, October's kept rows taken away, gives the same rows
+    lake = marts.Lake(Layout.of(root))
+    from_month = marts._made_gone(lake, duck.connect(), november)
+    DeltaTable(str(kept)).delete("month = '2024-10-01'")
+    from_history = marts._made_gone(marts.Lake(Layout.of(root)), duck.connect(), november)
+    assert from_month.to_pylist() == from_history.to_pylist()

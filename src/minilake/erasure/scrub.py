@@ -98,6 +98,10 @@ def erased_values(rows: list[dict], columns: list[str], raw_validity: bool,
 
 
 CANONICAL = r"^(|0|-?[1-9][0-9]{0,18})$"     # an id as str(int) writes it, or empty
+# From this many ids on, the ids present are found by one Arrow pass over a file (about ten
+# passes' time) rather than one pass per id: an erasure of one customer scrubs every raw file
+# of three years, where a pass per id is the quicker.
+ARROW_FROM = 8
 
 
 def _present(data: bytes, header: list[tuple[int, int, bool]], at: int, ids: set[int]
@@ -145,7 +149,7 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
     if "customer_id" not in header:
         return data
     at = header.index("customer_id")
-    present = _present(data, spans, at, ids)
+    present = _present(data, spans, at, ids) if len(ids) >= ARROW_FROM else None
     if present is not None:
         ids = present
     if not ids or not any(str(i).encode() in data for i in ids):

@@ -232,6 +232,10 @@ def _next_month(month: dt.date) -> dt.date:
     return (month + dt.timedelta(days=32)).replace(day=1)
 
 
+def _previous_month(month: dt.date) -> dt.date:
+    return (month - dt.timedelta(days=1)).replace(day=1)
+
+
 def months_between(first: dt.date, last: dt.date) -> list[dt.date]:
     out, month = [], _month(first)
     while month <= last:
@@ -588,7 +592,7 @@ def _customer_versions(lake: Lake, con, state: pa.Table, versions: pa.Table,
 def _gone(lake: Lake, con, first: dt.date, wanted: pa.Array) -> pa.Table:
     """Of the customers ``wanted``, those with no version valid on ``first`` (a month's first
     day), each with their latest version closed by then. Every such customer of the month is
-    kept in ``_gone_customers`` once made from the customer history, since reading that
+    kept in ``_gone_customers`` once made (:func:`_made_gone`), since reading the customer
     history every day grew a daily refresh with it; and only the rows wanted are taken from
     there, their names as dictionary arrays until then: a month of three years of a lake holds
     everyone who ever left (2 M rows at 10x), of whom a day wants a few thousand, and reading
@@ -597,31 +601,67 @@ def _gone(lake: Lake, con, first: dt.date, wanted: pa.Array) -> pa.Table:
     What is kept cannot go stale: only versions opened or closed on or before ``first`` count,
     and it is kept only once the customer files have reached ``first`` (a file after them in
     order is dated later; a late or resent one recomputes the months it changed in full,
-    which drops what was kept). A month made holds a row without a customer, so that a month with no
-    such customer is not made again."""
+    which drops what was kept of them). A month made holds a row without a customer, so that a
+    month with no such customer is not made again. The table keeps the month and the one
+    before it (what the next month is made from), no more: each month holds everyone gone."""
     path = lake.layout.mart(GONE)
-    if delta.exists(path):
-        ids = pc.field("customer_id")
-        kept = delta.read(path, [("month", "=", first)], VERSION_COLUMNS,
-                          also=ids.is_null() | ids.isin(wanted), dictionary=NAMES)
-        if len(kept):               # the month's marker row (no customer) says it was made
-            return kept.filter(pc.is_valid(kept.column("customer_id")))
+    ids = pc.field("customer_id")
+    kept = _kept_gone(path, first, ids.is_null() | ids.isin(wanted))
+    if kept is not None:
+        return kept
+    made = _made_gone(lake, con, first)
+    if lake.customers_through is not None and lake.customers_through >= first:
+        rows = made.add_column(0, "month", pa.repeat(_day(first), len(made)))
+        marked = pa.concat_tables([rows.cast(SCHEMAS[GONE]), pa.Table.from_pylist(
+            [{"month": first}], SCHEMAS[GONE])])
+        if delta.exists(path):      # one commit: the month in, every month but the one before out
+            delta.write(path, marked, partition_by=["month"], mode="overwrite",
+                        predicate=f"month <> '{_previous_month(first).isoformat()}'")
+        else:
+            _replace_months(path, marked, [first])
+        crashpoint("marts.gone")
+    return made.filter(pc.is_in(made.column("customer_id"), value_set=wanted))
+
+
+def _kept_gone(path: Path, month: dt.date, also: pc.Expression | None = None
+               ) -> pa.Table | None:
+    """The customers kept as gone for ``month`` (those matching ``also``), None when the month
+    was not made (no marker row)."""
+    if not delta.exists(path):
+        return None
+    marker = pc.field("customer_id").is_null()
+    kept = delta.read(path, [("month", "=", month)], VERSION_COLUMNS,
+                      also=None if also is None else also | marker, dictionary=NAMES)
+    if not len(kept):
+        return None
+    return kept.filter(pc.is_valid(kept.column("customer_id")))
+
+
+def _made_gone(lake: Lake, con, first: dt.date) -> pa.Table:
+    """Every customer with no version valid on ``first``, with their latest version closed by
+    then, in customer order: from those of the month before, when kept, and the versions that
+    closed during it (a month's changes: the history before that month is what made those);
+    else from every closed version (at 10x after three years, 8 M of them and 1.5 GB: once
+    after an erasure, or the first time)."""
+    before = _previous_month(first)
     valid = lake.read("customer", [("effective_from", "<=", first), ("expiry_date", ">", first)],
                       ["customer_id"]).column("customer_id")
-    closed = lake.read("customer", [("expiry_date", "<=", first)], VERSION_COLUMNS,
-                       also=~pc.field("customer_id").isin(pc.unique(valid)))
+    still = ~pc.field("customer_id").isin(pc.unique(valid))
+    earlier = _kept_gone(lake.layout.mart(GONE), before)
+    if earlier is not None:
+        closed = pa.concat_tables([
+            earlier.filter(still),
+            lake.read("customer", [("expiry_date", ">", before), ("expiry_date", "<=", first)],
+                      VERSION_COLUMNS, also=still).cast(earlier.schema)])
+    else:
+        closed = lake.read("customer", [("expiry_date", "<=", first)], VERSION_COLUMNS,
+                           also=still)
     con.register("_closed", closed)
     made = con.sql("""SELECT * FROM _closed QUALIFY row_number() OVER (
         PARTITION BY customer_id ORDER BY effective_from DESC, expiry_date DESC) = 1
         ORDER BY customer_id""").to_arrow_table().cast(closed.schema)
     con.unregister("_closed")
-    if lake.customers_through is not None and lake.customers_through >= first:
-        rows = made.add_column(0, "month", pa.repeat(_day(first), len(made)))
-        marked = pa.concat_tables([rows.cast(SCHEMAS[GONE]), pa.Table.from_pylist(
-            [{"month": first}], SCHEMAS[GONE])])
-        _replace_months(path, marked, [first])
-        crashpoint("marts.gone")
-    return made.filter(pc.is_in(made.column("customer_id"), value_set=wanted))
+    return made
 
 
 def _made_marts(lake: Lake, con, months: list[dt.date], state: pa.Table,
@@ -683,10 +723,11 @@ def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
     date's sales in memory at once, not the months'): the per-date rows, and the customers'
     sums moved on date after date."""
     wanted = set(months)
-    if delta.exists(lake.layout.mart(GONE)):    # the history may have changed: made again
-        delta.write(lake.layout.mart(GONE), SCHEMAS[GONE].empty_table(),
-                     partition_by=["month"], mode="overwrite")
     first, end = months[0], _next_month(months[-1])
+    if delta.exists(lake.layout.mart(GONE)):    # their history may have changed: made again
+        delta.write(lake.layout.mart(GONE), SCHEMAS[GONE].empty_table(),
+                     partition_by=["month"], mode="overwrite",
+                     predicate=f"month >= '{first.isoformat()}'")
     # Each date's sales meet the customers' membership only; their names are read after the
     # dates (at 1000x, 0.2 GB less beside a date's sales and DuckDB's joins).
     members = _versions(lake, "customer", first, end, MEMBER_COLUMNS)
