@@ -72,7 +72,7 @@ def test_an_id_written_another_way_is_still_erased(form):
     rows = customers(ids)
     rows[1]["customer_id"] = form.format(ids[1])
     data = written(rows, quoting=csv.QUOTE_MINIMAL)
-    asked = {int(ids[1])} | {10**15 + k for k in range(ARROW_FROM)}   # enough for Arrow's pass
+    asked = {int(ids[1])} | {2 * 10**15 + k for k in range(ARROW_FROM)}   # enough for Arrow's pass
     assert _present(data, next(csv_records(data)), 0, asked) is None
     check_erased(data, scrub_csv(data, asked), {int(ids[1])})
 
@@ -82,7 +82,40 @@ def test_a_row_arrow_cannot_read_falls_back_to_the_bytes():
     ids = ["1000000000000011", "1000000000000012"]
     data = written(customers(ids)).replace(b'"1980-02-03"\n"1000000000000012"',
                                            b'"1980-02-03","extra"\n"1000000000000012"', 1)
-    asked = {int(ids[1])} | {10**15 + k for k in range(ARROW_FROM)}
+    asked = {int(ids[1])} | {2 * 10**15 + k for k in range(ARROW_FROM)}
     assert _present(data, next(csv_records(data)), 0, asked) is None
     after = scrub_csv(data, asked)
     assert b"p1@example.com" not in after and b"p0@example.com" in after
+
+
+@pytest.mark.parametrize("layout", ["bare first", "bare last", "bare middle", "mixed",
+                                    "byte-order mark", "CR line ends", "no last line end"])
+def test_every_row_of_an_erased_id_is_erased_however_the_file_is_written(layout):
+    """Ids bare (not quoted) in any column, quoted and bare in one file, a UTF-8 byte-order
+    mark before a quoted header, lines ended by CR alone, a last line with no end: every row
+    of the ids asked for is erased (with one id, and with enough for Arrow's pass), every
+    other row is as it was."""
+    ids = [f"10000000000000{n:02d}" for n in range(6)]
+    columns = {"bare first": COLUMNS, "bare middle": [*COLUMNS[1:4], "customer_id", *COLUMNS[4:]],
+               "bare last": [*COLUMNS[1:], "customer_id"]}.get(layout, COLUMNS)
+    out = io.StringIO()
+    quoting = csv.QUOTE_ALL if layout in ("mixed", "byte-order mark") else csv.QUOTE_MINIMAL
+    writer = csv.DictWriter(out, fieldnames=columns, quoting=quoting,
+                            lineterminator="\r" if layout == "CR line ends" else "\n")
+    writer.writeheader()
+    writer.writerows(customers(ids))
+    data = out.getvalue().encode()
+    if layout == "mixed":                           # the 4th and 5th ids bare
+        data = data.replace(f'"{ids[3]}"'.encode(), ids[3].encode()).replace(
+            f'"{ids[4]}"'.encode(), ids[4].encode())
+    if layout == "byte-order mark":
+        data = b"\xef\xbb\xbf" + data
+    if layout == "no last line end":
+        data = data.rstrip(b"\n")
+    text = data.removeprefix(b"\xef\xbb\xbf").replace(b"\r", b"\n")
+    for erased in ({int(ids[4])}, {int(ids[1]), int(ids[4]), int(ids[5])}):
+        for asked in (erased, erased | {2 * 10**15 + k for k in range(ARROW_FROM)}):
+            after = scrub_csv(data, asked)
+            assert after.startswith(data[:3])                   # the mark, if any, kept
+            check_erased(text, after.removeprefix(b"\xef\xbb\xbf").replace(b"\r", b"\n"),
+                         erased)

@@ -206,5 +206,7 @@ def scrub_pending(layout: Layout, ledger: Ledger, deliveries: list[Delivery]
                                                 *storage.stat(delivery.path))
             log.warning("customer/%s: rows of erased customers erased before it is applied",
                         delivery.name)
-    # as a listing would give them, the archive not listed again (3,300 files at three years)
-    return [rewritten.get(d.name, d) for d in deliveries]
+    # as a listing would give them, the archive not listed again (3,300 files at three years):
+    # less a file not_applied just moved to quarantine/ (logged so, its move left undone)
+    return [rewritten.get(d.name, d) for d in deliveries
+            if ledger.status(d.name, d.sha256) != "quarantined" or d.path.exists()]

@@ -32,6 +32,7 @@ from minilake.formats.spans import (
     scalar_text,
     span_text,
     splice,
+    text_start,
 )
 from minilake.lake import delta, storage
 from minilake.lake.layout import Layout
@@ -98,9 +99,9 @@ def erased_values(rows: list[dict], columns: list[str], raw_validity: bool,
 
 
 CANONICAL = r"^(|0|-?[1-9][0-9]{0,18})$"     # an id as str(int) writes it, or empty
-# From this many ids on, the ids present are found by one Arrow pass over a file (about ten
-# passes' time) rather than one pass per id: an erasure of one customer scrubs every raw file
-# of three years, where a pass per id is the quicker.
+# Below this many ids, a file none of whose ids' digits occur anywhere is left without the
+# Arrow pass (about ten passes over the bytes): an erasure of one customer looks at every raw
+# file of three years, most of which never held them.
 ARROW_FROM = 8
 
 
@@ -144,22 +145,30 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
     personal data (the source's contract, docs/contracts.md)."""
     if not ids:
         return data
-    spans = next(csv_records(data), [])
+    begin = text_start(data)
+    spans = next(csv_records(data, begin), [])
     header = [(renamed or {}).get(name, name) for name in (span_text(data, s) for s in spans)]
     if "customer_id" not in header:
         return data
     at = header.index("customer_id")
-    present = _present(data, spans, at, ids) if len(ids) >= ARROW_FROM else None
-    if present is not None:
-        ids = present
-    if not ids or not any(str(i).encode() in data for i in ids):
+    if len(ids) < ARROW_FROM and not any(str(i).encode() in data for i in ids):
         return data
+    present = _present(data, spans, at, ids)
+    if present is None:         # not read by Arrow, or an id written otherwise: every record
+        records = csv_records(data, begin)
+    elif not present:
+        return data
+    else:
+        # an id of ``present`` as a whole field: quoted, or bare between the separators its
+        # column has on either side (a line end for the first or last column; the end of the
+        # file counts as one: the haystack has a line end added)
+        before = (b"\n", b"\r") if at == 0 else (b",",)
+        after = (b"\n", b"\r") if at == len(spans) - 1 else (b",",)
+        needles = [b'"%d"' % i for i in present] + [
+            b"%s%d%s" % (a, i, z) for i in present for a in before for z in after]
+        ids = present
+        records = records_from(data, record_starts(data, needles, haystack=data + b"\n"))
     hits = []
-    # an id as a whole field: quoted (docs/formats.md), or bare at a line start; else (a report
-    # written by pandas: ids bare and not first) every record is looked at
-    needles = [form % i for i in ids for form in (b'"%d"', b"\n%d,")]
-    starts = record_starts(data, needles)
-    records = records_from(data, starts) if starts else csv_records(data)
     for spans in records:
         if at < len(spans) and _customer_id(span_text(data, spans[at])) in ids:
             hits.append(spans)
@@ -283,7 +292,7 @@ def _raw_rows(path: Path, data: bytes, needles: list[bytes], lowered: bytes
             for members in json_members(text):
                 yield {m[0]: scalar_text(m[4]) for m in members}
             return
-        header = [span_text(data, s) for s in next(csv_records(data), [])]
+        header = [span_text(data, s) for s in next(csv_records(data, text_start(data)), [])]
         for spans in records_from(data, record_starts(data, needles, lowered)):
             yield {header[i]: span_text(data, s) for i, s in enumerate(spans) if i < len(header)}
     except (Unparseable, UnicodeDecodeError, json.JSONDecodeError, IndexError):

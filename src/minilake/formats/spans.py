@@ -5,6 +5,7 @@ the erased fields only, every other byte as it was."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Iterator
@@ -16,6 +17,12 @@ _BARE = re.compile(rb'[^,\r\n"]*')
 class Unparseable(Exception):
     """Not CSV as docs/formats.md writes it (a stray quote, say): cannot be rewritten field by
 field."""
+
+
+def text_start(data: bytes) -> int:
+    """Where a file's text starts: after a UTF-8 byte-order mark (which Arrow's reader skips,
+    so a header after one is still the header)."""
+    return len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
 
 
 def csv_records(data: bytes, pos: int = 0) -> Iterator[list[tuple[int, int, bool]]]:
@@ -55,15 +62,21 @@ def record_starts(data: bytes, needles: list[bytes], haystack: bytes | None = No
     haystack = data if haystack is None else haystack
     starts = set()
     for needle in needles:
+        skip = 1 if needle[:1] in (b"\n", b"\r") else 0    # a needle from its line's end on
         at = haystack.find(needle)
         while at != -1:
-            start = data.rfind(b"\n", 0, at) + 1
+            start = _line_start(data, at + skip)
             while start and data.count(b'"', 0, start) % 2:
-                start = data.rfind(b"\n", 0, start - 1) + 1
+                start = _line_start(data, start - 1)
             if start:
                 starts.add(start)
             at = haystack.find(needle, at + len(needle))
     return sorted(starts)
+
+
+def _line_start(data: bytes, end: int) -> int:
+    """Where the line that byte ``end`` is on starts: after the last CR or LF before it."""
+    return max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end)) + 1
 
 
 def records_from(data: bytes, starts: list[int]) -> Iterator[list[tuple[int, int, bool]]]:

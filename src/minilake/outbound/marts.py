@@ -470,7 +470,7 @@ def _refresh(layout: Layout, months: list[dt.date] | None,
             months, written = _moved_on(lake, con, todo, kept.sales_days, through)
         elif repaired is not None:
             # a month a repair emptied (a sale moved back out of it) is written empty
-            written = _in_full(lake, con, repaired, through) if repaired else {}
+            written = _in_full(lake, con, repaired, through, repair=True) if repaired else {}
             months = repaired
         else:
             every = sales_months(layout)
@@ -602,8 +602,8 @@ def _gone(lake: Lake, con, first: dt.date, wanted: pa.Array) -> pa.Table:
     and it is kept only once the customer files have reached ``first`` (a file after them in
     order is dated later; a late or resent one recomputes the months it changed in full,
     which drops what was kept of them). A month made holds a row without a customer, so that a
-    month with no such customer is not made again. The table keeps the month and the one
-    before it (what the next month is made from), no more: each month holds everyone gone."""
+    month with no such customer is not made again. Making a month drops the months before the
+    one before it (what the next month is made from): each month holds everyone gone."""
     path = lake.layout.mart(GONE)
     ids = pc.field("customer_id")
     kept = _kept_gone(path, first, ids.is_null() | ids.isin(wanted))
@@ -614,9 +614,10 @@ def _gone(lake: Lake, con, first: dt.date, wanted: pa.Array) -> pa.Table:
         rows = made.add_column(0, "month", pa.repeat(_day(first), len(made)))
         marked = pa.concat_tables([rows.cast(SCHEMAS[GONE]), pa.Table.from_pylist(
             [{"month": first}], SCHEMAS[GONE])])
-        if delta.exists(path):      # one commit: the month in, every month but the one before out
+        if delta.exists(path):      # one commit: the month in, those before the one before out
             delta.write(path, marked, partition_by=["month"], mode="overwrite",
-                        predicate=f"month <> '{_previous_month(first).isoformat()}'")
+                        predicate=f"month = '{first.isoformat()}' OR "
+                                  f"month < '{_previous_month(first).isoformat()}'")
         else:
             _replace_months(path, marked, [first])
         crashpoint("marts.gone")
@@ -718,16 +719,19 @@ def _by_slices(con, query: str, slices: list[tuple[int, int]]) -> pa.Table:
                              for low, high in slices])
 
 
-def _in_full(lake: Lake, con, months: list[dt.date], through) -> dict[str, int]:
+def _in_full(lake: Lake, con, months: list[dt.date], through, repair: bool = False
+             ) -> dict[str, int]:
     """The months recomputed from every current sale in them, one sale date at a time (a
     date's sales in memory at once, not the months'): the per-date rows, and the customers'
-    sums moved on date after date."""
+    sums moved on date after date. The gone customers kept are made again: a ``repair``'s
+    from its first month on (the customer history before its date is as it was), any other
+    recompute's all of them."""
     wanted = set(months)
     first, end = months[0], _next_month(months[-1])
-    if delta.exists(lake.layout.mart(GONE)):    # their history may have changed: made again
+    if delta.exists(lake.layout.mart(GONE)):
         delta.write(lake.layout.mart(GONE), SCHEMAS[GONE].empty_table(),
                      partition_by=["month"], mode="overwrite",
-                     predicate=f"month >= '{first.isoformat()}'")
+                     **({"predicate": f"month >= '{first.isoformat()}'"} if repair else {}))
     # Each date's sales meet the customers' membership only; their names are read after the
     # dates (at 1000x, 0.2 GB less beside a date's sales and DuckDB's joins).
     members = _versions(lake, "customer", first, end, MEMBER_COLUMNS)
