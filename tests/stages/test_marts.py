@@ -666,7 +666,7 @@ def test_a_month_of_gone_customers_is_made_from_the_month_before(tmp_path):
     (not from the whole history), and equal what the raw snapshots say; made again from the
     whole history they are the same rows. The table keeps the month and the one before."""
     world = tmp_path / "world"
-    generate(world, start="2024-09-20", days=48, customers=200, seed=8, landing_only=True,
+    generate(world, start="2024-09-20", days=48, customers=100, seed=8, landing_only=True,
              steady=True)
     root = tmp_path / "root"
     (root / "landing_zone").mkdir(parents=True)
