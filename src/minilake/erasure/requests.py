@@ -8,7 +8,6 @@ customers erased before them. A killed run finishes a request the next time."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -141,7 +140,7 @@ def _apply_one(layout: Layout, ingest_log: logs.IngestLog, delivery: Delivery,
     if rewritten != text:
         storage.write_bytes(delivery.path, rewritten.encode("utf-8"))
         crashpoint("erasure.request_rewritten")
-    final = Delivery(delivery.path, storage.sha256(delivery.path), *storage.stat(delivery.path))
+    final = Delivery.at(delivery.path)
     try:
         checked = check_file(source, final)
     except Quarantined as reason:         # cannot happen to a file that read before
@@ -202,8 +201,7 @@ def scrub_pending(layout: Layout, ledger: Ledger, deliveries: list[Delivery]
         new = scrub.scrub_file(delivery.path, ids, contract)
         if new is not None:
             storage.write_bytes(delivery.path, new)
-            rewritten[delivery.name] = Delivery(delivery.path, hashlib.sha256(new).hexdigest(),
-                                                *storage.stat(delivery.path))
+            rewritten[delivery.name] = Delivery.at(delivery.path)
             log.warning("customer/%s: rows of erased customers erased before it is applied",
                         delivery.name)
     # as a listing would give them, the archive not listed again (3,300 files at three years):

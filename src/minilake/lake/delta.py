@@ -82,6 +82,12 @@ def _open(path: Path, version: int | None = None) -> DeltaTable:
                       storage_options=storage.delta_options(path))
 
 
+def committed(path: Path, version: int) -> bool:
+    """Whether the table at ``path`` still has the commit file of ``version`` (one stat;
+    every commit is a file of its own, whatever checkpoints there are)."""
+    return (path / "_delta_log" / f"{version:020d}.json").exists()
+
+
 def _fresh(path: Path, table: DeltaTable) -> bool:
     """Whether ``table``, a handle on the table at ``path``, is at its latest version, after
     bringing it there if commits followed it; False when the table was made again since (its
@@ -90,10 +96,10 @@ def _fresh(path: Path, table: DeltaTable) -> bool:
     a call for a log of a thousand versions). Every commit is a file of its own, whatever
     checkpoints there are; on S3 the handle is brought up to date."""
     if storage.is_local(path):
-        log, version = os.path.join(path, "_delta_log"), table.version()
-        if not os.path.exists(os.path.join(log, f"{version:020d}.json")):
+        version = table.version()
+        if not committed(Path(path), version):
             return False
-        if not os.path.exists(os.path.join(log, f"{version + 1:020d}.json")):
+        if not committed(Path(path), version + 1):
             return True
     table.update_incremental()
     return True

@@ -133,6 +133,11 @@ class Delivery:
     def name(self) -> str:
         return self.path.name
 
+    @classmethod
+    def at(cls, path: Path) -> Delivery:
+        """The file at ``path`` as it is now (one it has just rewritten, say)."""
+        return cls(path, storage.sha256(path), *storage.stat(path))
+
 
 def write_report(frame: pd.DataFrame, path: Path) -> None:
     with storage.publish(path, "w", encoding="utf-8", newline="") as out:

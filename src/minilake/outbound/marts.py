@@ -614,12 +614,7 @@ def _gone(lake: Lake, con, first: dt.date, wanted: pa.Array) -> pa.Table:
         rows = made.add_column(0, "month", pa.repeat(_day(first), len(made)))
         marked = pa.concat_tables([rows.cast(SCHEMAS[GONE]), pa.Table.from_pylist(
             [{"month": first}], SCHEMAS[GONE])])
-        if delta.exists(path):      # one commit: the month in, those before the one before out
-            delta.write(path, marked, partition_by=["month"], mode="overwrite",
-                        predicate=f"month = '{first.isoformat()}' OR "
-                                  f"month < '{_previous_month(first).isoformat()}'")
-        else:
-            _replace_months(path, marked, [first])
+        _replace_months(path, marked, [first], dropping_before=_previous_month(first))
         crashpoint("marts.gone")
     return made.filter(pc.is_in(made.column("customer_id"), value_set=wanted))
 
@@ -895,9 +890,10 @@ def _last_sales_again(lake: Lake, con, moved: pa.Table, unknown) -> pa.Table:
 
 
 def _replace_months(path: Path, rows: pa.Table, months: list[dt.date] | None,
-                    **kwargs) -> None:
-    """One commit: the months' partitions replaced by ``rows`` (the other months kept); None:
-    the whole table, with the rows' schema (a quantity's type changed: :func:`schemas`)."""
+                    dropping_before: dt.date | None = None, **kwargs) -> None:
+    """One commit: the months' partitions replaced by ``rows`` (the other months kept, but
+    those before ``dropping_before``, if given); None: the whole table, with the rows' schema
+    (a quantity's type changed: :func:`schemas`)."""
     if not delta.exists(path):          # a commit a day: checkpoints keep opening it quick
         delta.write(path, rows, partition_by=["month"], mode="overwrite", configuration={
             "delta.checkpointInterval": str(delta.CHECKPOINT_EVERY)}, **kwargs)
@@ -907,8 +903,9 @@ def _replace_months(path: Path, rows: pa.Table, months: list[dt.date] | None,
                     schema_mode="overwrite", **kwargs)
         return
     listed = ", ".join(f"'{m.isoformat()}'" for m in months)
+    dropped = f" OR month < '{dropping_before.isoformat()}'" if dropping_before else ""
     delta.write(path, rows, partition_by=["month"], mode="overwrite",
-                 predicate=f"month IN ({listed})", **kwargs)
+                 predicate=f"month IN ({listed}){dropped}", **kwargs)
 
 
 def marts(root: str | Path = ".", months: list[dt.date] | None = None) -> dict[str, int]:

@@ -127,7 +127,7 @@ def page(layout: Layout, cursor: Cursor) -> tuple[pa.Table, Cursor | None]:
     path = layout.table(read.table)
     # the version's commit still there (one stat): else, before any cached row is given, why
     # not (an erasure purges the versions before it: their rows must not be served)
-    if not (path / "_delta_log" / f"{read.version:020d}.json").exists():
+    if not delta.committed(path, read.version):
         history.check_version_kept(layout, read.table, path, read.version)
     try:
         _dated(layout, read)
