@@ -358,6 +358,21 @@ def files(folder: UPath | Path, pattern: str = "*") -> list[UPath | Path]:
     return [path for path, _, _ in listing(folder, pattern)]
 
 
+def names(folder: UPath | Path, pattern: str = "*") -> list[str]:
+    """The names of the regular files directly in ``folder`` matching ``pattern`` (none if it
+    is not there), sorted: :func:`files` without a path or an ``lstat`` per file (locally,
+    the kind of each entry comes with the folder's listing), for folders that grow with the
+    lake's age (a page per run)."""
+    if not is_local(folder):
+        return [path.name for path in files(folder, pattern)]
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(e.name for e in entries if fnmatch.fnmatchcase(e.name, pattern)
+                          and e.is_file(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def tree(folder: UPath | Path) -> list[UPath | Path]:
     """Every file under ``folder``, sorted (none if it is not there)."""
     if is_local(folder):              # regular files only; no link followed (os.walk's default)

@@ -19,10 +19,10 @@ does it on demand.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from minilake.contract.sources import SOURCES
 from minilake.crashpoints import crashpoint
@@ -61,34 +61,41 @@ class Maintained:
         return f"maintain: {self.table}: " + ("; ".join(done) or "nothing to do")
 
 
-def _month(day: dt.date | None) -> str:
-    """A closing date's month as ``YYYY-MM`` ("": no statistics)."""
-    return "" if day is None else day.isoformat()[:7]
-
-
-def files_of(table) -> list[dict]:
+def files_of(table) -> pa.Table:
     """A table's live data files with what grouping and compacting them needs (path, size,
-    rows, partition values, latest closing date), as plain values: a few of the log's
-    columns turned into Python objects, not the statistics of every column."""
+    rows, partition values, latest closing date): a few of the log's columns, not the
+    statistics of every column."""
     files = pa.table(table.get_add_actions(flatten=True))
     wanted = [n for n in files.column_names if n in ("path", "size_bytes", "num_records",
                                                      "max.expiry_date")
               or n.startswith("partition.")]
-    return files.select(wanted).to_pylist()
+    return files.select(wanted)
 
 
-def small_groups(files: list[dict], source_partitions: list[str], at_least: int
+def small_groups(files: pa.Table, source_partitions: list[str], at_least: int
                  ) -> list[list[dict]]:
     """Groups of small files worth compacting: per partition, and for history per month of
-    closing; only groups of ``at_least`` files or more."""
-    groups: dict[tuple, list[dict]] = {}
-    for f in files:
-        if (f.get("num_records") or 0) >= SMALL_ROWS:
-            continue
-        where = tuple(str(f[f"partition.{p}"]) for p in source_partitions)
-        when = "" if f["partition.is_current"] else _month(f.get("max.expiry_date"))
-        groups.setdefault((where, when), []).append(f)
-    return [g for _, g in sorted(groups.items()) if len(g) >= at_least]
+    closing (``YYYY-MM`` of the latest expiry date); only groups of ``at_least`` files or more.
+    Counted in Arrow: a table's files grow with its partitions (a day of sales each), and
+    only the files of a group worth compacting become Python values."""
+    small = files.filter(pc.less(pc.fill_null(files["num_records"], 0), SMALL_ROWS))
+    if small.num_rows < at_least:
+        return []
+    if "max.expiry_date" in small.column_names:
+        closed = pc.utf8_slice_codeunits(pc.cast(small["max.expiry_date"], pa.string()), 0, 7)
+        month = pc.if_else(pc.fill_null(small["partition.is_current"], False), "",
+                           pc.fill_null(closed, ""))
+    else:
+        month = pa.repeat("", small.num_rows)
+    keys = [pc.cast(small[f"partition.{p}"], pa.string()) for p in source_partitions]
+    names = [*source_partitions, "_month"]
+    grouping = pa.table([*keys, month, pa.array(range(small.num_rows))], names=[*names, "_i"])
+    grouped = grouping.group_by(names, use_threads=False).aggregate([("_i", "list")])
+    grouped = grouped.filter(pc.greater_equal(pc.list_value_length(grouped["_i_list"]),
+                                              at_least))
+    found = sorted((tuple(str(row[n]) for n in names), sorted(row["_i_list"]))
+                   for row in grouped.to_pylist())
+    return [small.take(indices).to_pylist() for _, indices in found]
 
 
 def maintain_table(layout: Layout, name: str, at_least: int, checkpoint: bool

@@ -176,7 +176,8 @@ def write(layout: Layout, report: dict) -> Path:
                         json.dumps(report, indent=1, default=str).encode("utf-8"))
     page = folder / f"{name}.html"
     storage.write_bytes(page, render(report).encode("utf-8"))
-    runs = sorted((p.stem for p in storage.files(folder, "*.html")), reverse=True)
+    runs = sorted((n.removesuffix(".html") for n in storage.names(folder, "*.html")),
+                  reverse=True)
     storage.write_bytes(layout.reports / "index.html", _index(runs).encode("utf-8"))
     return page
 
