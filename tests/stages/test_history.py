@@ -292,6 +292,10 @@ def test_each_late_file_replays_only_the_files_from_its_date_on(sixty_days, tmp_
                                archived=True)
 
 
+# the tests of the one sixty_applied (a module fixture: one worker makes it, not each)
+SIXTY = pytest.mark.xdist_group("sixty_applied")
+
+
 @pytest.fixture(scope="module")
 def sixty_applied(sixty_days, tmp_path_factory) -> Path:
     """The sixty days applied in one run, with no maintenance (a file per day's history)."""
@@ -303,6 +307,7 @@ def sixty_applied(sixty_days, tmp_path_factory) -> Path:
     return root
 
 
+@SIXTY
 @pytest.mark.parametrize("back", [6, 59])
 def test_a_resent_file_replays_only_the_files_from_its_own_date_on(back, sixty_applied,
                                                                     tmp_path):
@@ -344,6 +349,7 @@ def some_versions(root: Path, source: str) -> dict[int, pd.DataFrame]:
             for v in sorted({*range(0, last + 1, 7), last})}
 
 
+@SIXTY
 def test_maintenance_compacts_small_files_and_every_version_reads_the_same(sixty_applied,
                                                                           tmp_path):
     """Sixty days applied in one run leave a history file per day in customer and product: a
@@ -379,6 +385,7 @@ def test_maintenance_compacts_small_files_and_every_version_reads_the_same(sixty
     assert all("->" not in line for line in minilake.maintain(root))
 
 
+@SIXTY
 def test_compacted_history_is_in_the_order_versions_began_so_an_old_date_reads_little(
         sixty_applied, tmp_path, monkeypatch):
     """A compacted history file holds its versions in the order they began, in row groups of
@@ -413,6 +420,7 @@ def test_compacted_history_is_in_the_order_versions_began_so_an_old_date_reads_l
                                   before)
 
 
+@SIXTY
 def test_a_repair_after_maintenance_rewrites_only_the_recent_month(sixty_applied, tmp_path):
     """After compaction, a file resent for the last day rewrites the current files and the
     history closed in the last day's month only: the earlier months' history files stay as

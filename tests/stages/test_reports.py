@@ -35,6 +35,10 @@ def checkout(committed, tmp_path_factory) -> Path:
     return root
 
 
+# the tests of the one workbook_run (a module fixture: one worker makes it, not each)
+WORKBOOK = pytest.mark.xdist_group("workbook_run")
+
+
 @pytest.fixture(scope="module")
 def workbook_run(checkout):
     done = execute(checkout / "workbook.ipynb", checkout, out=checkout / "reports")
@@ -44,6 +48,7 @@ def workbook_run(checkout):
     return done, frames
 
 
+@WORKBOOK
 def test_workbook_runs_without_errors_and_every_verdict_matches(workbook_run, checkout):
     done, _ = workbook_run
     assert done.errors == []
@@ -54,6 +59,7 @@ def test_workbook_runs_without_errors_and_every_verdict_matches(workbook_run, ch
         assert (checkout / "reports" / f"{name}.csv").exists()
 
 
+@WORKBOOK
 def test_the_numbers_behind_both_charts_equal_final_results(workbook_run, checkout):
     _, frames = workbook_run
     growth = pd.read_csv(checkout / "final_results" / "customer_growth.csv")
@@ -66,6 +72,7 @@ def test_the_numbers_behind_both_charts_equal_final_results(workbook_run, checko
         assert np.allclose(mine[column], split[column], atol=0.01)
 
 
+@WORKBOOK
 def test_midp_307_files_equal_the_references(workbook_run, checkout):
     _, frames = workbook_run
     for name in reports.MIDP_307:
@@ -73,6 +80,7 @@ def test_midp_307_files_equal_the_references(workbook_run, checkout):
         pd.testing.assert_frame_equal(frames[name], ref)
 
 
+@WORKBOOK
 def test_comparison_names_the_cell_that_differs(workbook_run, checkout, tmp_path):
     ref = pd.read_csv(checkout / "final_results" / "product_sale_breakdown.csv", dtype=str)
     renamed = ref.columns[4]
@@ -94,6 +102,7 @@ def test_comparison_names_the_cell_that_differs(workbook_run, checkout, tmp_path
     assert reports.compare(frame, ref, "product_sale_breakdown").matches
 
 
+@WORKBOOK
 def test_reload_then_workbook_again_gives_identical_reports(workbook_run, checkout,
                                                            sample_root):
     _, first = workbook_run
