@@ -55,11 +55,9 @@ test: $(TESTED)
 		chromium-driver)
 	$(VENV)/bin/lint-imports --no-cache
 	@# pytest's own folders in a temporary folder of this run's, removed after it (pytest would
-	@# keep the last three sessions' under the system temp folder). Three workers on two cores:
-	@# the tests wait on their child processes and servers (a paused run's lease, SeaweedFS,
-	@# Airflow) an eighth of the time, and a third worker fills it (docs/testing.md)
+	@# keep the last three sessions' under the system temp folder)
 	base=$$(mktemp -d -t minilake-pytest-XXXXXX) && \
-	$(PY) -m pytest -q -n 3 --dist loadgroup --durations=15 --basetemp=$$base; \
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 --basetemp=$$base; \
 	status=$$?; rm -rf $$base; exit $$status
 
 lint: $(TESTED)
