@@ -72,12 +72,20 @@ def s3_settings() -> dict[str, str]:
     }.items() if v}
 
 
-def _s3_path(uri: str) -> UPath:
+# The root's first look (:func:`locate`) is tried twice, not botocore's five times with
+# back-off: an endpoint that nothing answers (a typo, a server not started) is said in a
+# second, not in ten. The run's own requests keep botocore's retries.
+CHECK_ATTEMPTS = 2
+
+
+def _s3_path(uri: str, attempts: int | None = None) -> UPath:
     from upath import UPath  # on first use: start-up stays light
 
     s = s3_settings()
     options = {"use_listings_cache": False,      # other writers (delta-rs, arrow) add files
                "client_kwargs": {"region_name": s["region"]}}
+    if attempts is not None:
+        options["config_kwargs"] = {"retries": {"max_attempts": attempts}}
     if "endpoint" in s:
         options["endpoint_url"] = s["endpoint"]
     for name in ("key", "secret", "token"):
@@ -116,9 +124,10 @@ def locate(root: str | Path | UPath, create: bool = False) -> UPath | Path:
     bucket = urlsplit(text).netloc
     if not bucket:
         raise StorageError(f"root {text}: no bucket named; a root is s3://bucket/prefix")
+    looked = _s3_path(text.rstrip("/"), attempts=CHECK_ATTEMPTS)
     try:
-        path.fs.info(bucket)
-        found = create or _holds_anything(path)
+        looked.fs.info(bucket)
+        found = create or _holds_anything(looked)
     except FileNotFoundError:
         raise StorageError(f"root {text}: no {where(path)}") from None
     except PermissionError as e:
