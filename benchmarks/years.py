@@ -11,7 +11,8 @@ thirtieth of their commits, and a normal day looked cheaper at day 1,095 than it
 30, 365, 730 and 1,095 it measures, each in a child process as a shop would run it
 (``python -m minilake run``, with the marts):
 
-- five normal days, one run each (their median is "a normal day");
+- nine normal days, one run each (their median is "a normal day": single runs here swing by
+  a quarter, and the first run of a month makes that month's gone customers);
 - the next day's delivery with the day before it held back, then that held-back day: a delivery
   one day late (its run repairs from that date, replaying two days);
 - a delivery resent from a week ago (each source's file of that day with the next day's rows);
@@ -39,7 +40,7 @@ import time
 from pathlib import Path
 
 CHECKPOINTS = (30, 365, 730, 1095)
-NORMAL_DAYS = 5         # normal days measured at each checkpoint, one run each
+NORMAL_DAYS = 9         # normal days measured at each checkpoint, one run each
 
 BUILD = """
 import json, shutil, sys
@@ -178,7 +179,7 @@ def checkpoint(lake: Lake, day: int) -> dict:
     day up to ``day`` is."""
     out: dict = {"day": day}
     normal = []
-    for n in range(day - NORMAL_DAYS - 1, day - 1):         # five normal days
+    for n in range(day - NORMAL_DAYS - 1, day - 1):         # the normal days
         lake.deliver(n)
         normal.append(lake.run())
     out["normal_s"] = statistics.median(s for s, _ in normal)
