@@ -261,10 +261,14 @@ class Ledger:
         # ones a stopped run made and did not log (docs/guarantees.md)
         versions = log_rows.dropna(subset=["table_version"]).groupby("source")["table_version"]
         self._version = {source: int(v) for source, v in versions.max().items()}
-        # (file, size, mtime_ns) -> sha256 of the latest applied row
-        self._trusted = {(name, int(size), int(mtime)): sha for name, sha, size, mtime in zip(
-            files, rows["sha256"].tolist(), rows["size"].tolist(), rows["mtime_ns"].tolist(),
-            strict=True) if not (pd.isna(size) or pd.isna(mtime))}
+        # (file, size, mtime_ns) -> sha256 of the latest applied row (rows logged without a
+        # size or time trust nothing; left out as columns, not by a pd.isna per row: 10 ms
+        # at three years)
+        stated = rows[rows["size"].notna() & rows["mtime_ns"].notna()]
+        self._trusted = dict(zip(zip(stated["file"].tolist(),
+                                     stated["size"].astype("int64").tolist(),
+                                     stated["mtime_ns"].astype("int64").tolist(), strict=True),
+                                 stated["sha256"].tolist(), strict=True))
 
     def status(self, name: str, sha: str) -> str | None:
         return self._status.get((name, sha))
