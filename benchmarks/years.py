@@ -175,8 +175,8 @@ def erase_one(lake: Lake, n: int) -> str:
 
 
 def checkpoint(lake: Lake, day: int) -> dict:
-    """The measurements at ``day``: days up to ``day - 7`` are applied on entry; on exit every
-    day up to ``day`` is."""
+    """The measurements at ``day``: days up to ``day - NORMAL_DAYS - 2`` are applied on entry;
+    on exit every day up to ``day`` is."""
     out: dict = {"day": day}
     normal = []
     for n in range(day - NORMAL_DAYS - 1, day - 1):         # the normal days

@@ -72,9 +72,10 @@ def s3_settings() -> dict[str, str]:
     }.items() if v}
 
 
-# The root's first look (:func:`locate`) is tried twice, not botocore's five times with
-# back-off: an endpoint that nothing answers (a typo, a server not started) is said in a
-# second, not in ten. The run's own requests keep botocore's retries.
+# The root's first look (:func:`locate`) makes two requests at most, not botocore's five with
+# back-off: an endpoint that nothing answers (a typo, a server not started) is said in a second
+# or two, not in six to twelve (s3fs's own retries of a malformed answer stay). The run's own
+# requests keep botocore's retries.
 CHECK_ATTEMPTS = 2
 
 
@@ -85,7 +86,7 @@ def _s3_path(uri: str, attempts: int | None = None) -> UPath:
     options = {"use_listings_cache": False,      # other writers (delta-rs, arrow) add files
                "client_kwargs": {"region_name": s["region"]}}
     if attempts is not None:
-        options["config_kwargs"] = {"retries": {"max_attempts": attempts}}
+        options["config_kwargs"] = {"retries": {"total_max_attempts": attempts}}
     if "endpoint" in s:
         options["endpoint_url"] = s["endpoint"]
     for name in ("key", "secret", "token"):
