@@ -251,14 +251,16 @@ def test_json_records_that_cannot_be_rows_are_malformed_and_named(record, proble
 @pytest.mark.long
 def test_a_100x_world_with_crlf_addresses_keeps_every_address(tmp_path):
     """The issue's case at the size it was seen: 500,000 customers on day one (100x the sample),
-    half of them with CRLF inside their address, three days, read as users run it (1 MiB
+    half of them with CRLF inside their address, two days, read as users run it (1 MiB
     blocks). Every version of every customer holds the address of the raw file of the day it
     began, and no version exists that the raw files do not call for (a changed address would
     make one), counted here from the raw files with Python's csv module.
 
     Such a world splits few CRLFs at 1 MiB boundaries (none in 10 of the seeds 1 to 12, with
-    ~270 boundaries in three files); seed 9 splits one, which today's pyarrow reads wrong."""
-    minilake.generate(tmp_path, start="2024-10-09", days=3, customers=500_000, seed=9,
+    ~270 boundaries in three days' files); seed 9 splits one, in its second day's file, which
+    today's pyarrow reads wrong (the issue's third day, which splits none, is left out: a
+    third of the test's time)."""
+    minilake.generate(tmp_path, start="2024-10-09", days=2, customers=500_000, seed=9,
                       crlf_addresses=0.5, landing_only=True)
     landing = tmp_path / "landing_zone"
     for path in [*landing.glob("sales_*"), *landing.glob("products_*")]:
