@@ -201,7 +201,7 @@ def scrub_pending(layout: Layout, ledger: Ledger, deliveries: list[Delivery]
         new = scrub.scrub_file(delivery.path, ids, contract)
         if new is not None:
             storage.write_bytes(delivery.path, new)
-            rewritten[delivery.name] = Delivery.at(delivery.path)
+            rewritten[delivery.name] = Delivery.at(delivery.path, new)
             log.warning("customer/%s: rows of erased customers erased before it is applied",
                         delivery.name)
     # as a listing would give them, the archive not listed again (3,300 files at three years):

@@ -96,10 +96,10 @@ def _fresh(path: Path, table: DeltaTable) -> bool:
     a call for a log of a thousand versions). Every commit is a file of its own, whatever
     checkpoints there are; on S3 the handle is brought up to date."""
     if storage.is_local(path):
-        version = table.version()
-        if not committed(Path(path), version):
+        local, version = Path(path), table.version()
+        if not committed(local, version):
             return False
-        if not committed(Path(path), version + 1):
+        if not committed(local, version + 1):
             return True
     table.update_incremental()
     return True

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import logging
 import os
 import re
@@ -134,9 +135,11 @@ class Delivery:
         return self.path.name
 
     @classmethod
-    def at(cls, path: Path) -> Delivery:
-        """The file at ``path`` as it is now (one it has just rewritten, say)."""
-        return cls(path, storage.sha256(path), *storage.stat(path))
+    def at(cls, path: Path, content: bytes | None = None) -> Delivery:
+        """The file at ``path`` as it is now (one it has just rewritten, say); ``content``:
+        its bytes, when the caller has just written them (hashed here, not read again)."""
+        sha = storage.sha256(path) if content is None else hashlib.sha256(content).hexdigest()
+        return cls(path, sha, *storage.stat(path))
 
 
 def write_report(frame: pd.DataFrame, path: Path) -> None:

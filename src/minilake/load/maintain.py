@@ -93,16 +93,11 @@ def small_groups(files: pa.Table, source_partitions: list[str], at_least: int
     grouped = grouping.group_by(names, use_threads=False).aggregate([("_i", "list")])
     grouped = grouped.filter(pc.greater_equal(pc.list_value_length(grouped["_i_list"]),
                                               at_least))
-    groups = [small.take(sorted(row["_i_list"])).to_pylist() for row in grouped.to_pylist()]
+    groups = [(row["_month"], small.take(sorted(row["_i_list"])).to_pylist())
+              for row in grouped.to_pylist()]
     # in the order of their partition values as Python writes them, then month of closing
-    return sorted(groups, key=lambda g: (
-        tuple(str(g[0][f"partition.{p}"]) for p in source_partitions),
-        "" if g[0]["partition.is_current"] else _month(g[0].get("max.expiry_date"))))
-
-
-def _month(day) -> str:
-    """A closing date's month as ``YYYY-MM`` ("": no statistics)."""
-    return "" if day is None else day.isoformat()[:7]
+    return [files for _, files in sorted(groups, key=lambda g: (
+        tuple(str(g[1][0][f"partition.{p}"]) for p in source_partitions), g[0]))]
 
 
 def maintain_table(layout: Layout, name: str, at_least: int, checkpoint: bool

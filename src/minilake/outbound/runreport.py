@@ -176,8 +176,7 @@ def write(layout: Layout, report: dict) -> Path:
                         json.dumps(report, indent=1, default=str).encode("utf-8"))
     page = folder / f"{name}.html"
     storage.write_bytes(page, render(report).encode("utf-8"))
-    runs = sorted((n.removesuffix(".html") for n in storage.names(folder, "*.html")),
-                  reverse=True)
+    runs = [n.removesuffix(".html") for n in reversed(storage.names(folder, "*.html"))]
     storage.write_bytes(layout.reports / "index.html", _index(runs).encode("utf-8"))
     return page
 
