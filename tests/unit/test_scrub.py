@@ -10,7 +10,14 @@ import random
 
 import pytest
 
-from minilake.erasure.scrub import ARROW_FROM, PLACEHOLDERS, _present, scrub_csv
+from minilake.erasure.scrub import (
+    ARROW_FROM,
+    DIGITS_UP_TO,
+    PLACEHOLDERS,
+    _holding_digits,
+    _present,
+    scrub_csv,
+)
 from minilake.formats.spans import csv_records
 
 COLUMNS = ["customer_id", "first_name", "last_name", "gender", "email", "membership_status",
@@ -67,7 +74,8 @@ def test_many_ids_asked_for_few_present():
 
 @pytest.mark.parametrize("form", [" {}", "{} ", "+{}", "00{}"])
 def test_an_id_written_another_way_is_still_erased(form):
-    """An id not written as plain digits: looked for in the bytes, as before, so erased."""
+    """An id not written as plain digits: looked for in the bytes, as before, so erased;
+    with few ids asked for, its digits are found in the bytes and its record read."""
     ids = ["1000000000000001", "1000000000000002", "1000000000000003"]
     rows = customers(ids)
     rows[1]["customer_id"] = form.format(ids[1])
@@ -75,6 +83,29 @@ def test_an_id_written_another_way_is_still_erased(form):
     asked = {int(ids[1])} | {2 * 10**15 + k for k in range(ARROW_FROM)}   # enough for Arrow's pass
     assert _present(data, next(csv_records(data)), 0, asked) is None
     check_erased(data, scrub_csv(data, asked), {int(ids[1])})
+    assert _holding_digits(data, {int(ids[1])}) == [data.index(form.format(ids[1]).encode())]
+    check_erased(data, scrub_csv(data, {int(ids[1])}), {int(ids[1])})
+
+
+def test_an_ids_digits_in_another_customers_fields_erase_nothing_of_theirs():
+    """The digits of an erased id in another customer's address (its second line, inside
+    quotes) and phone number: that record is read, and left as it was."""
+    ids = ["4000000000000001", "4000000000000002", "4000000000000003"]
+    rows = customers(ids)
+    rows[0]["address"] = f"1 Main St\nRoom {ids[2]}"
+    rows[1]["phone_number"] = f"+{ids[2]}"
+    data = written(rows)
+    assert len(_holding_digits(data, {int(ids[2])})) == 3
+    check_erased(data, scrub_csv(data, {int(ids[2])}), {int(ids[2])})
+
+
+def test_a_short_id_found_in_most_records_goes_to_arrows_pass():
+    """An id whose digits are in more than DIGITS_UP_TO records (``7``): Arrow's pass finds
+    its record, and only it is erased."""
+    ids = [str(7 if n == 40 else 10**15 + 7 * n) for n in range(DIGITS_UP_TO + 10)]
+    data = written(customers(ids))
+    assert _holding_digits(data, {7}) is None
+    check_erased(data, scrub_csv(data, {7}), {7})
 
 
 def test_a_row_arrow_cannot_read_falls_back_to_the_bytes():

@@ -30,6 +30,7 @@ from minilake.formats.spans import (
     Unparseable,
     csv_records,
     json_members,
+    record_start,
     record_starts,
     records_from,
     scalar_text,
@@ -109,10 +110,15 @@ def erased_values(rows: list[dict], columns: list[str], raw_validity: bool,
 
 
 CANONICAL = r"^(|0|-?[1-9][0-9]{0,18})$"     # an id as str(int) writes it, or empty
-# Below this many ids, a file none of whose ids' digits occur anywhere is left without the
-# Arrow pass (about ten passes over the bytes): an erasure of one customer looks at every raw
-# file of three years, most of which never held them.
+# Below this many ids, each id's digits are looked for in the bytes (a pass an id) and only the
+# records holding them are read, without the Arrow pass: an erasure of one customer looks at
+# every raw file of three years, most of which never held them, and every snapshot delivered
+# after an erasure still holds the few customers erased (Arrow's pass read the whole file for
+# them: 46 of 100 ms for a 9 MB file, 50,000 customers).
 ARROW_FROM = 8
+# More records than this holding an id's digits (a short id: ``7`` is in most records) and
+# they are not read one by one: the Arrow pass finds the id's records.
+DIGITS_UP_TO = 64
 
 
 def _present(data: bytes, header: list[tuple[int, int, bool]], at: int, ids: set[int]
@@ -146,6 +152,22 @@ def _present(data: bytes, header: list[tuple[int, int, bool]], at: int, ids: set
     return set(wanted.filter(found).to_pylist())
 
 
+def _holding_digits(data: bytes, ids: set[int]) -> list[int] | None:
+    """The starts of the records (after the header) in which the digits of one of ``ids``
+    occur: among them every record whose ``customer_id`` is one of ``ids`` in any form
+    (``7``, `` 7``, ``+7``, ``007``, quoted), since each form holds the id's digits. None when
+    they occur more than DIGITS_UP_TO times."""
+    found: list[int] = []
+    for needle in {str(abs(i)).encode() for i in ids}:
+        at = data.find(needle)
+        while at != -1:
+            found.append(at)
+            if len(found) > DIGITS_UP_TO:
+                return None
+            at = data.find(needle, at + len(needle))
+    return sorted({record_start(data, at) for at in found} - {0})
+
+
 def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
               renamed: dict[str, str] | None = None, personal: tuple[str, ...] = ()
               ) -> bytes:
@@ -161,10 +183,11 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
     if "customer_id" not in header:
         return data
     at = header.index("customer_id")
-    if len(ids) < ARROW_FROM and not any(str(i).encode() in data for i in ids):
-        return data
-    present = _present(data, spans, at, ids)
-    if present is None:         # not read by Arrow, or an id written otherwise: every record
+    starts = _holding_digits(data, ids) if len(ids) < ARROW_FROM else None
+    present = None if starts is not None else _present(data, spans, at, ids)
+    if starts is not None:
+        records = records_from(data, starts)
+    elif present is None:       # not read by Arrow, or an id written otherwise: every record
         records = csv_records(data, begin)
     elif not present:
         return data

@@ -65,13 +65,18 @@ def record_starts(data: bytes, needles: list[bytes], haystack: bytes | None = No
         skip = 1 if needle[:1] in (b"\n", b"\r") else 0    # a needle from its line's end on
         at = haystack.find(needle)
         while at != -1:
-            start = _line_start(data, at + skip)
-            while start and data.count(b'"', 0, start) % 2:
-                start = _line_start(data, start - 1)
-            if start:
-                starts.add(start)
+            starts.add(record_start(data, at + skip))
             at = haystack.find(needle, at + len(needle))
-    return sorted(starts)
+    return sorted(starts - {0})
+
+
+def record_start(data: bytes, at: int) -> int:
+    """Where the record that byte ``at`` is in starts (0: the first, the header): after the
+    line end outside quotes before it."""
+    start = _line_start(data, at)
+    while start and data.count(b'"', 0, start) % 2:
+        start = _line_start(data, start - 1)
+    return start
 
 
 def _line_start(data: bytes, end: int) -> int:
