@@ -307,7 +307,7 @@ class Ledger:
         """The latest version of the source's table that the log names (None: none)."""
         return self._version.get(source)
 
-    def trusted_sha(self, path: Path, size: int, mtime_ns: int) -> str | None:
+    def trusted_sha(self, name: str, size: int, mtime_ns: int) -> str | None:
         """The sha256 logged for an applied file that has not changed since (same name, size
         and modification time), so that a run does not re-read the whole archive."""
-        return self._trusted.get((path.name, size, mtime_ns))
+        return self._trusted.get((name, size, mtime_ns))

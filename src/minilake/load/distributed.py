@@ -101,7 +101,7 @@ class Engine:
         clock: dict = {"started": dt.datetime.now(dt.UTC)}
         where = f"{source.name}/{delivery.name}"
         t = time.perf_counter()
-        files = datafiles.current_files(table)
+        files = datafiles.current_files(table, source)
         table_at = storage.uri(table.path)
         submit = self.client.submit
         split = submit(parts.read_split, source.name, storage.uri(delivery.path),
@@ -113,7 +113,7 @@ class Engine:
                                              delivery.sha256)
         if widened:                     # the table widened first: its files rewritten
             changes = [*changes, *widened]
-            files = datafiles.current_files(table)
+            files = datafiles.current_files(table, source)
         added = datafiles.added_columns(table, source)
         clock["read_s"] = time.perf_counter() - t
         per_range = parts.files_of(files, source, bounds)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
@@ -123,23 +124,25 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class Delivery:
-    """An archived file and its identity."""
+    """An archived file (``name`` in ``folder``) and its identity. Its path is made when
+    first asked for: a run lists every archived file, and reads few of them."""
 
-    path: Path
+    folder: Path
+    name: str
     sha256: str
     size: int
     mtime_ns: int
 
-    @property
-    def name(self) -> str:
-        return self.path.name
+    @functools.cached_property
+    def path(self) -> Path:
+        return self.folder / self.name
 
     @classmethod
     def at(cls, path: Path, content: bytes | None = None) -> Delivery:
         """The file at ``path`` as it is now (one it has just rewritten, say); ``content``:
         its bytes, when the caller has just written them (hashed here, not read again)."""
         sha = storage.sha256(path) if content is None else hashlib.sha256(content).hexdigest()
-        return cls(path, sha, *storage.stat(path))
+        return cls(path.parent, path.name, sha, *storage.stat(path))
 
 
 def write_report(frame: pd.DataFrame, path: Path) -> None:
@@ -161,26 +164,28 @@ def archived_of(layout: Layout, sources: list[Source], ledger: Ledger
     files the ledger does not know (new, or changed since) hashed side by side, whatever
     source they are of (hashlib runs without the GIL, one core per file)."""
     known: dict[str, list[tuple[dt.date, Delivery]]] = {}
-    new: list[tuple[str, dt.date, Path, int, int]] = []
+    new: list[tuple[str, dt.date, Path, str, int, int]] = []
     for source in sources:
-        listed, odd = storage.scan(layout.archive(source.name))
-        for path, kind in odd:
-            log.warning("%s/%s: a %s, not a regular file; not read", source.name, path.name,
-                        kind)
+        folder = layout.archive(source.name)
+        listed, odd = storage.entries(folder)
+        for name, kind in odd:
+            log.warning("%s/%s: a %s, not a regular file; not read", source.name, name, kind)
         mine = known.setdefault(source.name, [])
-        for path, size, mtime_ns in listed:
-            day = source.file_date(path.name)
+        for name, size, mtime_ns in listed:
+            day = source.file_date(name)
             if day is None:
                 continue
-            sha = ledger.trusted_sha(path, size, mtime_ns)
+            sha = ledger.trusted_sha(name, size, mtime_ns)
             if sha:
-                mine.append((day, Delivery(path, sha, size, mtime_ns)))
+                mine.append((day, Delivery(folder, name, sha, size, mtime_ns)))
             else:
-                new.append((source.name, day, path, size, mtime_ns))
+                new.append((source.name, day, folder, name, size, mtime_ns))
 
-    def identify(item: tuple[str, dt.date, Path, int, int]) -> tuple[str, dt.date, Delivery]:
-        name, day, path, size, mtime_ns = item
-        return name, day, Delivery(path, storage.sha256(path), size, mtime_ns)
+    def identify(item: tuple[str, dt.date, Path, str, int, int]
+                 ) -> tuple[str, dt.date, Delivery]:
+        source, day, folder, name, size, mtime_ns = item
+        return source, day, Delivery(folder, name, storage.sha256(folder / name), size,
+                                     mtime_ns)
 
     if new:
         with ThreadPoolExecutor(max_workers=min(len(new), os.cpu_count() or 1)) as pool:
@@ -287,7 +292,7 @@ def _apply_checked(layout: Layout, source: Source, checked: _Checked, table: Tab
     except datafiles.Unwidenable as error:
         raise Quarantined(str(error)) from None
     source = source.widened(kinds)
-    files = datafiles.current_files(table)
+    files = datafiles.current_files(table, source)
     worked = parts.work(source, table.path, parts.Part(0, None), rows, files,
                         datafiles.added_columns(table, source))
     del rows
@@ -637,7 +642,7 @@ def _superseded(layout: Layout, source: Source, ledger: Ledger, events: dict[str
             gone = FileOutcome(source.name, name, "superseded", event="resent",
                                note="superseded by a resent file of the same name")
             outcomes.append(gone)
-            rows.append(log_row(source, Delivery(layout.archive(source.name) / name, old, 0, 0),
+            rows.append(log_row(source, Delivery(layout.archive(source.name), name, old, 0, 0),
                                  gone, {}))
     return rows
 
