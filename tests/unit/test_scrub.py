@@ -18,7 +18,7 @@ from minilake.erasure.scrub import (
     _present,
     scrub_csv,
 )
-from minilake.formats.spans import csv_records
+from minilake.formats.spans import csv_records, record_starts_at
 
 COLUMNS = ["customer_id", "first_name", "last_name", "gender", "email", "membership_status",
            "address", "phone_number", "date_of_birth"]
@@ -150,3 +150,45 @@ def test_every_row_of_an_erased_id_is_erased_however_the_file_is_written(layout)
             assert after.startswith(data[:3])                   # the mark, if any, kept
             check_erased(text, after.removeprefix(b"\xef\xbb\xbf").replace(b"\r", b"\n"),
                          erased)
+
+
+def test_an_id_in_other_digits_is_no_id_whichever_pass_reads_the_file():
+    """A field of fullwidth digits is no customer id (the contract reads ASCII digits, and
+    rejects it): neither the search by digits nor Arrow's pass erases its row, even with the
+    id's own digits elsewhere in the file."""
+    ids = ["1000000000000001", "1000000000000002"]
+    rows = customers(ids)
+    rows[0]["phone_number"] = ids[1]
+    rows[1]["customer_id"] = "".join(chr(0xFF10 + int(c)) for c in ids[1])
+    data = written(rows)
+    for asked in ({int(ids[1])}, {int(ids[1])} | {2 * 10**15 + k for k in range(ARROW_FROM)}):
+        assert scrub_csv(data, asked) == data
+
+
+def test_record_starts_at_any_byte_of_any_record():
+    """The record each byte is in (but line ends: a needle is text), with quoted fields over
+    several lines (LF, CRLF, CR), against the records csv_records reads one after the other."""
+    rng = random.Random(3)
+    ids = [str(rng.randrange(10**15, 10**16)) for _ in range(40)]
+    rows = customers(ids)
+    for n, row in enumerate(rows):
+        row["address"] = "\r\n".join(f'{n} "Main" St' for _ in range(n % 4))
+    for ending in ("\n", "\r\n", "\r"):
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator=ending)
+        writer.writeheader()
+        writer.writerows(rows)
+        data = out.getvalue().encode()
+        starts, pos = [], 0
+        for spans in csv_records(data):
+            starts.append(pos)
+            pos = _end_of(data, spans)
+        positions = rng.sample([p for p in range(len(data)) if data[p] not in b"\r\n"], 300)
+        expected = sorted({max(s for s in starts if s <= p) for p in positions} - {0})
+        assert record_starts_at(data, positions) == expected
+
+
+def _end_of(data: bytes, spans: list[tuple[int, int, bool]]) -> int:
+    """Where the record after the one of ``spans`` starts."""
+    end = spans[-1][1] + (1 if spans[-1][2] else 0)
+    return end + (2 if data[end:end + 2] == b"\r\n" else 1)

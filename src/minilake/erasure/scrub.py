@@ -30,8 +30,8 @@ from minilake.formats.spans import (
     Unparseable,
     csv_records,
     json_members,
-    record_start,
     record_starts,
+    record_starts_at,
     records_from,
     scalar_text,
     span_text,
@@ -54,8 +54,12 @@ UNKNOWN_EMAIL = "unknown@erased.invalid"   # a request's email that named nobody
 
 
 def _customer_id(text: str) -> int | None:
+    """The customer id a raw field holds: ASCII digits, as the contract reads an id
+    (contract/schemas.py), with spaces, a sign or leading zeros around them; None if none. So
+    an id's record always holds the id's own digits (what :func:`_holding_digits` looks for):
+    a field of other digits (fullwidth ``７``) is no id, and is rejected when loaded."""
     text = text.strip()
-    if re.fullmatch(r"[+-]?\d+", text) and len(text) < 20:
+    if re.fullmatch(r"[+-]?[0-9]+", text) and len(text) < 20:
         value = int(text)
         return value if -(2**63) <= value < 2**63 else None
     return None
@@ -165,7 +169,7 @@ def _holding_digits(data: bytes, ids: set[int]) -> list[int] | None:
             if len(found) > DIGITS_UP_TO:
                 return None
             at = data.find(needle, at + len(needle))
-    return sorted({record_start(data, at) for at in found} - {0})
+    return record_starts_at(data, found)
 
 
 def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,

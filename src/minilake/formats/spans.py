@@ -60,23 +60,37 @@ def record_starts(data: bytes, needles: list[bytes], haystack: bytes | None = No
     is with an even number of quotes before it. ``haystack`` is ``data`` as searched (its
     lower-case copy, to match any letter case)."""
     haystack = data if haystack is None else haystack
-    starts = set()
+    found = []
     for needle in needles:
         skip = 1 if needle[:1] in (b"\n", b"\r") else 0    # a needle from its line's end on
         at = haystack.find(needle)
         while at != -1:
-            starts.add(record_start(data, at + skip))
+            found.append(at + skip)
             at = haystack.find(needle, at + len(needle))
+    return record_starts_at(data, found)
+
+
+def record_starts_at(data: bytes, positions: list[int]) -> list[int]:
+    """The starts of the records (after the header) that the bytes at ``positions`` are in:
+    after the line end outside quotes, that is with an even number of quotes before it,
+    before each. The quotes are counted in one pass over the file whatever the number of
+    positions (a count from the file's start for each took 6 ms a position in a 9 MB file)."""
+    starts: set[int] = set()
+    counted, quotes = 0, 0              # the quotes in data[:counted]
+    for at in sorted(positions):
+        start = _line_start(data, at)
+        while start:
+            if start >= counted:
+                quotes += data.count(b'"', counted, start)
+                counted = start
+                before = quotes
+            else:                       # a line of a record already begun: back a little
+                before = quotes - data.count(b'"', start, counted)
+            if before % 2 == 0:
+                break
+            start = _line_start(data, start - 1)
+        starts.add(start)
     return sorted(starts - {0})
-
-
-def record_start(data: bytes, at: int) -> int:
-    """Where the record that byte ``at`` is in starts (0: the first, the header): after the
-    line end outside quotes before it."""
-    start = _line_start(data, at)
-    while start and data.count(b'"', 0, start) % 2:
-        start = _line_start(data, start - 1)
-    return start
 
 
 def _line_start(data: bytes, end: int) -> int:
