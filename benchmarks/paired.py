@@ -14,7 +14,8 @@ falls on both:
   customers: a steady world's days do not depend on how many follow, so its first days are the
   benchmark's, byte for byte (checked on the old lake's last sales file), and the days after
   are real next days for the old lake;
-- a young lake is built from its days 1 to ``--young-day``, one run a day;
+- a young lake is built from its days 1 to ``--young-day``, one run a day (as
+  ``years.py`` builds, whose world and lake this uses);
 - each lake is copied by hard links (minilake never rewrites a file in place: a new one is
   renamed over it), given one day that is not timed (a first day after an erasure, say, makes
   the month's gone customers again), then ``--runs`` days each, in turn, every run
@@ -26,47 +27,26 @@ Prints each pair, then both medians and their ratio.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from run import core_python  # benchmarks/run.py, beside this script
+from run import core_python  # benchmarks/run.py and years.py, beside this script
+from years import Lake
 
 SAMPLE_CUSTOMERS = 5000
 
 
-def world(python: str, folder: Path, days: int, customers: int) -> list[list[Path]]:
-    """The steady world's files by day (generated once into ``folder``)."""
-    landing = folder / "landing_zone"
-    if len({p.stem.rsplit("_", 1)[-1] for p in landing.glob("*")}) < days:
-        shutil.rmtree(folder, ignore_errors=True)
-        subprocess.run([python, "-m", "minilake", "generate", "--root", str(folder), "--days",
-                        str(days), "--customers", str(customers), "--landing-only",
-                        "--steady"], check=True, stdout=subprocess.DEVNULL)
-    by_day: dict[str, list[Path]] = {}
-    for path in sorted(landing.iterdir()):
-        by_day.setdefault(path.stem.rsplit("_", 1)[-1], []).append(path)
-    return [by_day[stamp] for stamp in sorted(by_day)]
-
-
-def run(python: str, root: Path, files: list[Path]) -> float:
-    """One day delivered and run; its wall seconds."""
-    for path in files:
-        shutil.copy(path, root / "landing_zone" / path.name)
-    began = time.perf_counter()
-    subprocess.run([python, "-m", "minilake", "run", "--root", str(root)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - began
-
-
-def linked(base: Path, to: Path) -> Path:
+def linked(lake: Lake, base: Path, to: Path) -> Lake:
+    """``lake`` (its world) delivering to a hard-linked copy of the root ``base`` at ``to``."""
     shutil.rmtree(to, ignore_errors=True)
     shutil.copytree(base, to, copy_function=os.link)
-    return to
+    other = copy.copy(lake)
+    other.root = to
+    return other
 
 
 def main() -> None:
@@ -79,30 +59,30 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("paired-work"))
     args = parser.parse_args()
     python = core_python(sys.executable)
-    days = world(python, args.work / "world", args.old_day + args.runs + 2,
-                 int(SAMPLE_CUSTOMERS * args.scale))
-    last = next(p for p in days[args.old_day - 1] if p.name.startswith("sales_"))
+    days = args.old_day + args.runs + 2
+    held = args.work / "held" / "landing_zone"
+    if held.is_dir() and len({p.stem.rsplit("_", 1)[-1] for p in held.iterdir()}) < days:
+        shutil.rmtree(held.parent)                  # a shorter world: generated again
+    lake = Lake(args.work, python, days, int(SAMPLE_CUSTOMERS * args.scale))
+    last = next(p for p in lake.days[lake.stamps[args.old_day - 1]]
+                if p.name.startswith("sales_"))
     if (args.old / "archive" / "sales" / last.name).read_bytes() != last.read_bytes():
         raise SystemExit(f"{args.old} does not hold this world's day {args.old_day} "
                          f"({last.name} differs): another scale or seed?")
-    young_base = args.work / f"young-{args.young_day}"
-    if not (young_base / "tables").is_dir():
-        shutil.rmtree(young_base, ignore_errors=True)
-        (young_base / "landing_zone").mkdir(parents=True)
-        for n in range(args.young_day):
-            run(python, young_base, days[n])
-    young = linked(young_base, args.work / "young")
-    old = linked(args.old, args.work / "old")
-    run(python, young, days[args.young_day])
-    run(python, old, days[args.old_day])
+    lake.build(1, args.young_day)                       # the young lake, in lake.root
+    young = linked(lake, lake.root, args.work / "young")
+    old = linked(lake, args.old, args.work / "old")
+    for which, day in ((young, args.young_day), (old, args.old_day)):    # untimed
+        which.deliver(day + 1)
+        which.run()
     times: dict[str, list[float]] = {"young": [], "old": []}
-    for i in range(1, args.runs + 1):
-        order = ("young", "old") if i % 2 else ("old", "young")
-        for which in order:
-            n = (args.young_day if which == "young" else args.old_day) + i
-            times[which].append(run(python, young if which == "young" else old, days[n]))
-        print(f"{i}: young (day {args.young_day + i + 1}) {times['young'][-1]:.2f} s, "
-              f"old (day {args.old_day + i + 1}) {times['old'][-1]:.2f} s", flush=True)
+    for i in range(2, args.runs + 2):
+        for name in ("young", "old") if i % 2 else ("old", "young"):
+            which, day = (young, args.young_day) if name == "young" else (old, args.old_day)
+            which.deliver(day + i)
+            times[name].append(which.run()[0])
+        print(f"{i - 1}: young (day {args.young_day + i}) {times['young'][-1]:.2f} s, "
+              f"old (day {args.old_day + i}) {times['old'][-1]:.2f} s", flush=True)
     a, b = statistics.median(times["young"]), statistics.median(times["old"])
     print(f"young median {a:.3f} s, old median {b:.3f} s: ratio {b / a:.3f}")
 

@@ -31,7 +31,6 @@ from minilake.formats.spans import (
     csv_records,
     json_members,
     record_starts,
-    record_starts_at,
     records_from,
     scalar_text,
     span_text,
@@ -161,15 +160,8 @@ def _holding_digits(data: bytes, ids: set[int]) -> list[int] | None:
     occur: among them every record whose ``customer_id`` is one of ``ids`` in any form
     (``7``, `` 7``, ``+7``, ``007``, quoted), since each form holds the id's digits. None when
     they occur more than DIGITS_UP_TO times."""
-    found: list[int] = []
-    for needle in {str(abs(i)).encode() for i in ids}:
-        at = data.find(needle)
-        while at != -1:
-            found.append(at)
-            if len(found) > DIGITS_UP_TO:
-                return None
-            at = data.find(needle, at + len(needle))
-    return record_starts_at(data, found)
+    return record_starts(data, sorted({str(abs(i)).encode() for i in ids}),
+                         at_most=DIGITS_UP_TO)
 
 
 def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
@@ -188,14 +180,9 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
         return data
     at = header.index("customer_id")
     starts = _holding_digits(data, ids) if len(ids) < ARROW_FROM else None
-    present = None if starts is not None else _present(data, spans, at, ids)
-    if starts is not None:
-        records = records_from(data, starts)
-    elif present is None:       # not read by Arrow, or an id written otherwise: every record
-        records = csv_records(data, begin)
-    elif not present:
-        return data
-    else:
+    if starts is None and (present := _present(data, spans, at, ids)) is not None:
+        if not present:
+            return data
         # an id of ``present`` as a whole field: quoted, or bare between the separators its
         # column has on either side (a line end for the first or last column; the end of the
         # file counts as one: the haystack has a line end added)
@@ -204,7 +191,10 @@ def scrub_csv(data: bytes, ids: set[int], raw_validity: bool = True,
         needles = [b'"%d"' % i for i in present] + [
             b"%s%d%s" % (a, i, z) for i in present for a in before for z in after]
         ids = present
-        records = records_from(data, record_starts(data, needles, haystack=data + b"\n"))
+        starts = record_starts(data, needles, haystack=data + b"\n")
+    # neither search could tell (Arrow could not read the file, or an id is written with
+    # spaces, a sign or leading zeros): every record
+    records = csv_records(data, begin) if starts is None else records_from(data, starts)
     hits = []
     for spans in records:
         if at < len(spans) and _customer_id(span_text(data, spans[at])) in ids:

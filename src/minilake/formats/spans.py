@@ -53,12 +53,13 @@ def csv_records(data: bytes, pos: int = 0) -> Iterator[list[tuple[int, int, bool
         yield fields
 
 
-def record_starts(data: bytes, needles: list[bytes], haystack: bytes | None = None
-                  ) -> list[int]:
+def record_starts(data: bytes, needles: list[bytes], haystack: bytes | None = None,
+                  at_most: int | None = None) -> list[int] | None:
     """Byte offsets of the records (after the header) in which any needle occurs, found
     without tokenizing the whole file: a record starts after a line end outside quotes, that
     is with an even number of quotes before it. ``haystack`` is ``data`` as searched (its
-    lower-case copy, to match any letter case)."""
+    lower-case copy, to match any letter case). None when the needles occur more than
+    ``at_most`` times."""
     haystack = data if haystack is None else haystack
     found = []
     for needle in needles:
@@ -66,6 +67,8 @@ def record_starts(data: bytes, needles: list[bytes], haystack: bytes | None = No
         at = haystack.find(needle)
         while at != -1:
             found.append(at + skip)
+            if at_most is not None and len(found) > at_most:
+                return None
             at = haystack.find(needle, at + len(needle))
     return record_starts_at(data, found)
 
