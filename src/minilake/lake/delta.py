@@ -50,7 +50,23 @@ _ENTRY = re.compile(r"[0-9]{20}\.(json|checkpoint(\.[0-9]{10}\.[0-9]{10}|\.[0-9a
 def exists(path: Path) -> bool:
     """Whether a table is at ``path``: a log holding a commit or a checkpoint. Locally, the
     log folder is read only up to its first such entry (delta-rs lists all of it, a few ms a
-    call for a log of a thousand versions, and a run asks some thirty times)."""
+    call for a log of a thousand versions, and a run asks some thirty times).
+
+    A run holding the root asks once a table: under a held root a table comes only by the
+    run's own first commit (:func:`made`) and goes only by the run's removal of its folder
+    (:func:`minilake.lake.storage.remove_tree`), so the answer is kept by the run's claim.
+    On S3 each answer is a request (~5 ms), and a run on a new root asked ~80 times."""
+    claim = lock.claim_of(path)
+    known = claim.tables.get(str(path)) if claim is not None else None
+    if known is not None:
+        return known
+    found = _exists(path)
+    if claim is not None:
+        claim.tables[str(path)] = found
+    return found
+
+
+def _exists(path: Path) -> bool:
     if storage.is_local(path):
         try:
             with os.scandir(Path(path) / "_delta_log") as entries:
@@ -58,6 +74,21 @@ def exists(path: Path) -> bool:
         except (FileNotFoundError, NotADirectoryError):   # or a file (.run-state.json)
             return False
     return DeltaTable.is_deltatable(storage.uri(path), storage.delta_options(path))
+
+
+@contextlib.contextmanager
+def made(path: Path) -> Iterator[None]:
+    """Around a commit that creates the table at ``path``: the run holding the root knows it
+    is there after (and asks again if the commit failed)."""
+    claim = lock.claim_of(path)
+    try:
+        yield
+    except BaseException:
+        if claim is not None:
+            claim.tables.pop(str(path), None)
+        raise
+    if claim is not None:
+        claim.tables[str(path)] = True
 
 
 def delta(path: Path, version: int | None = None) -> DeltaTable:
@@ -190,7 +221,7 @@ def write(path: Path, data, *, doing: str | None = None, table: DeltaTable | Non
             kwargs.pop("predicate", None)
     else:
         kwargs.pop("configuration", None)     # a table's properties change by policy only
-    with refused(path, doing):
+    with refused(path, doing), made(path) if table is None else contextlib.nullcontext():
         write_deltalake(storage.uri(path) if table is None else table, data,
                         storage_options=storage.delta_options(path),
                         post_commithook_properties=KEEP_LOG, **kwargs)

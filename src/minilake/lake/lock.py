@@ -91,6 +91,10 @@ class Claim:
         self._lock = threading.Lock()
         # the one handle on each table this run reads or writes (minilake.lake.delta.delta)
         self.handles: dict[str, object] = {}
+        # whether a table is at a path, as this run last found or made it (a table comes and
+        # goes under a held root only by the run's own commits and removals:
+        # minilake.lake.delta.exists, made, and forget below)
+        self.tables: dict[str, bool] = {}
         # each log's rows as this run last read or wrote them, by the log's version
         # (minilake.lake.logs.Log.read)
         self.logs: dict[str, tuple[int, object]] = {}
@@ -118,6 +122,12 @@ class Claim:
         what = "lease" if isinstance(self.holder, _Lease) else "lock"
         return LeaseLost(f"lost the {what} of {self.text} to {self.holder.now_held_by()} "
                          f"({why}); stopped before {doing}; nothing of it applied")
+
+    def forget(self, folder: str) -> None:
+        """What this run knows of the tables at or under ``folder`` (removed), let go."""
+        for known in (self.handles, self.tables, self.logs):
+            for path in [p for p in known if p == folder or p.startswith(folder + "/")]:
+                known.pop(path, None)
 
     def next_version(self, table: str) -> int:
         """The txn version of this run's next commit to ``table``: above every version an
@@ -174,10 +184,12 @@ def hold(root, command: str) -> Iterator[Claim]:
     claim = Claim(root, holder)
     _held[key] = (claim, 1)
     storage.fences[claim.text] = claim.fence
+    storage.removals[claim.text] = claim.forget
     try:
         yield claim
     finally:
         storage.fences.pop(claim.text, None)
+        storage.removals.pop(claim.text, None)
         del _held[key]
         holder.release()
 

@@ -42,6 +42,9 @@ SCHEMES = ("s3",)
 # root -> the check that this process still holds it, set by minilake.lake.lock while a command
 # holds the root: every write below goes through it first (docs/guarantees.md, docs/guarantees.md)
 fences: dict[str, Callable[[str], None]] = {}
+# root -> what to tell the holder of a folder removed under it (what it knew of the tables
+# there is let go), set beside the fences
+removals: dict[str, Callable[[str], None]] = {}
 
 
 def _fence(path: UPath | Path, doing: str) -> None:
@@ -305,6 +308,10 @@ def remove(path: UPath | Path) -> None:
 def remove_tree(path: UPath | Path) -> None:
     """A folder and everything under it, if it is there."""
     _fence(path, "removing")
+    text = str(path).rstrip("/")
+    for root, forget in list(removals.items()):
+        if text == root or text.startswith(root + "/"):
+            forget(text)
     if is_local(path):
         shutil.rmtree(path, ignore_errors=True)
     else:

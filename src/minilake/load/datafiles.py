@@ -42,6 +42,7 @@ from minilake.lake.delta import (
     dataset,
     exists,
     fenced,
+    made,
     named,
     refused,
     write,
@@ -277,12 +278,13 @@ def commit(opened: Opened, source: Source, actions: list, provenance: dict,
     with refused(opened.path, doing):
         if table is None:
             storage.mkdirs(opened.path)
-            create_table_with_add_actions(
-                storage.uri(opened.path), DeltaSchema.from_arrow(schema), actions,
-                mode="error", partition_by=partitioning(source),
-                configuration=delta.created(opened.path),   # the root's policy
-                storage_options=storage.delta_options(opened.path),
-                commit_properties=properties, post_commithook_properties=KEEP_LOG)
+            with made(opened.path):
+                create_table_with_add_actions(
+                    storage.uri(opened.path), DeltaSchema.from_arrow(schema), actions,
+                    mode="error", partition_by=partitioning(source),
+                    configuration=delta.created(opened.path),   # the root's policy
+                    storage_options=storage.delta_options(opened.path),
+                    commit_properties=properties, post_commithook_properties=KEEP_LOG)
         else:
             table.create_write_transaction(
                 [a for a in actions if not isinstance(a, RemoveAction)] if overwrite
@@ -771,8 +773,8 @@ def replace_table(path: Path, rebuilt: Path, source: Source, provenance: dict) -
     removed, so a reader sees the old table or the new one, never a mix."""
     schema = table_schema(source)
     if exists(rebuilt):
-        made = Opened(rebuilt)
-        schema = table_schema(of_table(made, source), added_columns(made, source))
+        staged = Opened(rebuilt)
+        schema = table_schema(of_table(staged, source), added_columns(staged, source))
         data = dataset(rebuilt).scanner(columns=schema.names).to_reader()
     else:
         data = schema.empty_table()
