@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from support import arrivals, drifting, landing
 from support import rawfiles as raw
+from support.commands import here
 from support.commands import minilake as cli
 from support.drifting import (
     CUSTOMER,
@@ -228,9 +229,11 @@ def test_a_contract_naming_no_source_or_rule_is_a_one_line_error(world, tmp_path
             ('[contract.sales]\nmax_rejected = "five"\n', "max_rejected = 'five'"),
             ('[contract.sales]\nover_budget = "drop"\n', "over_budget = 'drop': one of fail"))):
         root = copy(world, tmp_path / f"root{n}", text)
-        done = cli("run", "--root", str(root))
+        # the first through a process of its own, the others by its code in this one
+        done = (cli if n == 0 else here)("run", "--root", str(root))
         assert done.returncode == 2 and says in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert not (root / "archive").exists(), "stopped before any file moved"
 
 
 def gone_by_day(landing: Path) -> dict[str, set[int]]:

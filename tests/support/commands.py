@@ -7,12 +7,15 @@ SIGABRT) instead of a bare timeout: CI once saw a run hang with nothing to show 
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +66,31 @@ def minilake(*args: str, cwd: Path | None = None, env: dict | None = None
              ) -> subprocess.CompletedProcess:
     """Run ``python -m minilake ARGS`` to the end."""
     return finish(start(*args, cwd=cwd, env=env))
+
+
+def here(*args: str) -> subprocess.CompletedProcess:
+    """``minilake ARGS`` to its end in this process: the command line's own code
+    (``minilake.apps.cli.main``) without an interpreter's start-up (~0.7 s a command, forked or
+    not), for a command whose process itself is not what a test is about. Its exit status and
+    what it wrote: stderr holds its warnings and errors logged and any thread's uncaught
+    exception, as a process's would."""
+    from minilake.apps.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    hook = threading.excepthook
+    threading.excepthook = threading.__excepthook__        # prints to sys.stderr: err
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        threading.excepthook = hook
+        logging.getLogger().removeHandler(handler)
+    return subprocess.CompletedProcess(["minilake", *args], code, out.getvalue(),
+                                       err.getvalue())
 
 
 @contextlib.contextmanager

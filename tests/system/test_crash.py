@@ -9,18 +9,14 @@ spread of them (a few hundred runs).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
-import io
 import json
-import logging
 import os
 import random
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +26,7 @@ import pytest
 from deltalake import DeltaTable
 from support import drifting, forked, landing
 from support import rawfiles as raw
-from support.commands import finish, start
+from support.commands import finish, here, start
 
 import minilake
 from minilake.generate import generate
@@ -153,28 +149,13 @@ def run_timed(root: Path, env: dict | None = None, kill_after: float | None = No
 
 
 def rerun(root: Path) -> int:
-    """``minilake run --root ROOT`` to its end in this process: the command line's own code
-    (``minilake.apps.cli.main``) without an interpreter's start-up, for the run that finishes a
-    killed one (only the killed run needs a process of its own); its exit status. What it
-    writes to stderr, its warnings and errors logged and any thread's uncaught exception
-    included, must hold no traceback, as :func:`run_timed` asks of a child's stderr."""
-    from minilake.apps.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    handler = logging.StreamHandler(err)
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    hook = threading.excepthook
-    threading.excepthook = threading.__excepthook__        # prints to sys.stderr: err
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(["run", "--root", str(root)])
-    finally:
-        threading.excepthook = hook
-        logging.getLogger().removeHandler(handler)
-    assert "Traceback" not in err.getvalue(), err.getvalue()
-    return code
+    """``minilake run --root ROOT`` to its end in this process (:func:`here`), for the run
+    that finishes a killed one (only the killed run needs a process of its own); its exit
+    status. What it writes to stderr must hold no traceback, as :func:`run_timed` asks of a
+    child's stderr."""
+    done = here("run", "--root", str(root))
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode
 
 
 UNREADABLE = {"customer_20241012.csv", "products_20241012.json"}     # make_world's two
