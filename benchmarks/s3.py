@@ -26,7 +26,7 @@ from pathlib import Path
 from run import CRLF_ADDRESSES, SAMPLE_CUSTOMERS, run_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import seaweed  # noqa: E402  (the tests' SeaweedFS launcher)
+from support import seaweed  # noqa: E402  (the tests' SeaweedFS launcher)
 
 
 def main() -> None:
