@@ -1,7 +1,7 @@
 """A normal day of a three-year lake against one of a young lake, in turn (issue 39, SPEC §15).
 
     .venv/bin/python benchmarks/paired.py --old DIR/root [--old-day 1095] [--young-day 30]
-        [--runs 14] [--scale 1] [--work DIR]
+        [--runs 14] [--scale 1] [--work DIR] [--short-logs]
 
 This VM's speed drifts by more than the target's 10 % within an hour (the same young lake's day
 took 1.10 s, then 1.55 s, 55 minutes apart), and ``run.py --years`` measures day 30 and day
@@ -21,7 +21,12 @@ falls on both:
   the month's gone customers again), then ``--runs`` days each, in turn, every run
   ``python -m minilake run`` in a child process, in ``benchmarks/.venv-core``.
 
-Prints each pair, then both medians and their ratio.
+``--short-logs`` runs a third lake in turn with the two: the old lake with each table's log
+entries before its latest checkpoint removed, so its versions before that are gone. minilake
+never does this under its history policy (docs/history.md); it measures what the length of the
+logs alone costs a day (delta-rs lists a table's whole ``_delta_log`` on every open and commit).
+
+Prints each round, then the medians and their ratios to the young lake's.
 """
 
 from __future__ import annotations
@@ -49,6 +54,22 @@ def linked(lake: Lake, base: Path, to: Path) -> Lake:
     return other
 
 
+def shorten_logs(root: Path) -> int:
+    """Every table's log entries before its latest checkpoint removed (links only: the files
+    they link to stay in the lake copied from); how many."""
+    removed = 0
+    for log in sorted((root / "tables").rglob("_delta_log")):
+        checkpoints = sorted(log.glob("*.checkpoint.parquet"))
+        if not checkpoints:
+            continue
+        latest = int(checkpoints[-1].name[:20])
+        for entry in log.iterdir():
+            if entry.name[:20].isdigit() and int(entry.name[:20]) < latest:
+                entry.unlink()
+                removed += 1
+    return removed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--old", type=Path, required=True)
@@ -57,6 +78,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=14)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--work", type=Path, default=Path("paired-work"))
+    parser.add_argument("--short-logs", action="store_true")
     args = parser.parse_args()
     python = core_python(sys.executable)
     days = args.old_day + args.runs + 2
@@ -70,21 +92,29 @@ def main() -> None:
         raise SystemExit(f"{args.old} does not hold this world's day {args.old_day} "
                          f"({last.name} differs): another scale or seed?")
     lake.build(1, args.young_day)                       # the young lake, in lake.root
-    young = linked(lake, lake.root, args.work / "young")
-    old = linked(lake, args.old, args.work / "old")
-    for which, day in ((young, args.young_day), (old, args.old_day)):    # untimed
+    lakes = {"young": (linked(lake, lake.root, args.work / "young"), args.young_day),
+             "old": (linked(lake, args.old, args.work / "old"), args.old_day)}
+    if args.short_logs:
+        lakes["short"] = (linked(lake, args.old, args.work / "short"), args.old_day)
+        print(f"short logs: {shorten_logs(lakes['short'][0].root)} log entries removed")
+    for which, day in lakes.values():                                   # untimed
         which.deliver(day + 1)
         which.run()
-    times: dict[str, list[float]] = {"young": [], "old": []}
+    names = list(lakes)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(2, args.runs + 2):
-        for name in ("young", "old") if i % 2 else ("old", "young"):
-            which, day = (young, args.young_day) if name == "young" else (old, args.old_day)
+        turn = i % len(names)
+        for name in names[turn:] + names[:turn]:
+            which, day = lakes[name]
             which.deliver(day + i)
             times[name].append(which.run()[0])
-        print(f"{i - 1}: young (day {args.young_day + i}) {times['young'][-1]:.2f} s, "
-              f"old (day {args.old_day + i}) {times['old'][-1]:.2f} s", flush=True)
-    a, b = statistics.median(times["young"]), statistics.median(times["old"])
-    print(f"young median {a:.3f} s, old median {b:.3f} s: ratio {b / a:.3f}")
+        print(f"{i - 1}: " + ", ".join(f"{name} (day {lakes[name][1] + i}) "
+                                       f"{times[name][-1]:.2f} s" for name in names),
+              flush=True)
+    young = statistics.median(times["young"])
+    print(f"young median {young:.3f} s; " + "; ".join(
+        f"{name} median {statistics.median(times[name]):.3f} s: ratio "
+        f"{statistics.median(times[name]) / young:.3f}" for name in names[1:]))
 
 
 if __name__ == "__main__":
