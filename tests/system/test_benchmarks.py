@@ -5,8 +5,10 @@ asserted, only what the figures must be whatever the machine's speed."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import runpy
 import signal
 import statistics
 import subprocess
@@ -69,3 +71,30 @@ def test_benchmark_runs_at_the_sample_scale(tmp_path):
     for stage in ("read_s", "validate_s", "diff_s", "commit_s"):
         assert row[stage] > 0, stage               # each stage is timed on every file
     assert "x floor" in done.stdout and "1x" in done.stdout
+
+
+SCRIPTS = sorted(p.name for p in (REPO / "benchmarks").glob("*.py"))
+HELPERS = {"peers.py", "years.py"}      # run by run.py (a child, a module), not by hand
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_script_starts(script, monkeypatch):
+    """Each script's imports resolve and its arguments parse (``--help``, in this process);
+    the helpers run.py runs are imported. A script no test runs once stopped at an import
+    (s3.py, after the SeaweedFS launcher moved under tests/support/)."""
+    path = REPO / "benchmarks" / script
+    monkeypatch.setattr(sys, "path", [str(path.parent), *sys.path])   # restored after
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    before = set(sys.modules)
+    try:
+        if script in HELPERS:
+            runpy.run_path(str(path), run_name=f"benchmark_{path.stem}")
+            return
+        out = io.StringIO()
+        with pytest.raises(SystemExit) as done, contextlib.redirect_stdout(out):
+            runpy.run_path(str(path), run_name="__main__")
+        assert done.value.code == 0 and out.getvalue().startswith("usage:"), out.getvalue()
+    finally:            # the scripts' own modules (run, years) go: each test imports its own
+        for name in set(sys.modules) - before:
+            if str(getattr(sys.modules[name], "__file__", "")).startswith(str(path.parent)):
+                del sys.modules[name]
