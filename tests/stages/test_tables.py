@@ -246,21 +246,27 @@ def test_the_runs_handle_follows_other_writers_and_a_table_made_again(tmp_path):
         assert again.version() == 0 and again.to_pyarrow_table()["n"].to_pylist() == [7, 8]
 
 
-def test_a_run_asks_once_whether_each_table_is_there(tmp_path, monkeypatch):
+@pytest.fixture
+def asked(monkeypatch) -> list[str]:
+    """The paths whose table a check of ``delta.exists`` looked for, in order."""
+    from minilake.lake import delta
+
+    paths: list[str] = []
+    real = delta._exists
+
+    def counted(path):
+        paths.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(delta, "_exists", counted)
+    return paths
+
+
+def test_a_run_asks_once_whether_each_table_is_there(tmp_path, asked):
     """Under a held root a table comes only by the run's first commit and goes only by its
     removal of the folder, so a run asks whether a table is there once (on S3 each answer is
     a request: a run on a new root asked ~80 times). Counted on a first run, every table
     made by it, and on a second day's run."""
-    from minilake.lake import delta
-
-    asked = []
-    real = delta._exists
-
-    def counted(path):
-        asked.append(str(path))
-        return real(path)
-
-    monkeypatch.setattr(delta, "_exists", counted)
     for day in ("2024-01-01", "2024-01-02"):
         products_file(tmp_path, day, [("P1", "A", 10.0 if day.endswith("1") else 11.0)])
         sales_file(tmp_path, day, [(f"00{day[-1]}", 2, "5.00", day)])
@@ -270,8 +276,7 @@ def test_a_run_asks_once_whether_each_table_is_there(tmp_path, monkeypatch):
         asked.clear()
 
 
-def test_what_a_run_knows_of_a_table_follows_its_own_commits_and_removals(tmp_path,
-                                                                           monkeypatch):
+def test_what_a_run_knows_of_a_table_follows_its_own_commits_and_removals(tmp_path, asked):
     """The answer a held root keeps: a table made by the run is there without asking again,
     one whose folder the run removed is not, and a create that failed is asked again."""
     import pyarrow as pa
@@ -280,9 +285,6 @@ def test_what_a_run_knows_of_a_table_follows_its_own_commits_and_removals(tmp_pa
     from minilake.lake.layout import Layout
     from minilake.lake.lock import hold
 
-    asked = []
-    real = delta._exists
-    monkeypatch.setattr(delta, "_exists", lambda path: asked.append(str(path)) or real(path))
     (tmp_path / "landing_zone").mkdir()
     layout = Layout.of(tmp_path)
     path = layout.table("known")

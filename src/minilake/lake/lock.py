@@ -183,13 +183,11 @@ def hold(root, command: str) -> Iterator[Claim]:
               else _Lease.take(root, path, command))
     claim = Claim(root, holder)
     _held[key] = (claim, 1)
-    storage.fences[claim.text] = claim.fence
-    storage.removals[claim.text] = claim.forget
+    storage.holders[claim.text] = claim
     try:
         yield claim
     finally:
-        storage.fences.pop(claim.text, None)
-        storage.removals.pop(claim.text, None)
+        storage.holders.pop(claim.text, None)
         del _held[key]
         holder.release()
 

@@ -27,9 +27,9 @@ import os
 import shutil
 import stat as stat_module
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path, PurePath
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from minilake.crashpoints import crashpoint
@@ -39,24 +39,38 @@ if TYPE_CHECKING:                # imported when an S3 root is used: a local run
 
 SCHEMES = ("s3",)
 
-# root -> the check that this process still holds it, set by minilake.lake.lock while a command
-# holds the root: every write below goes through it first (docs/guarantees.md, docs/guarantees.md)
-fences: dict[str, Callable[[str], None]] = {}
-# root -> what to tell the holder of a folder removed under it (what it knew of the tables
-# there is let go), set beside the fences
-removals: dict[str, Callable[[str], None]] = {}
+class Holder(Protocol):
+    """A command holding a root in this process (minilake.lake.lock's claim)."""
+
+    def fence(self, doing: str) -> None:
+        """Stop before ``doing`` unless the root is still this process's."""
+
+    def forget(self, folder: str) -> None:
+        """Let go of what it knows of the tables at or under ``folder`` (removed)."""
+
+
+# root -> the command holding it, set by minilake.lake.lock while it does: every write below
+# goes through its fence first (docs/guarantees.md), and a folder removed is told to it
+holders: dict[str, Holder] = {}
+
+
+def _held(text: str) -> tuple[str, Holder] | None:
+    """(root, holder) of the held root ``text`` is or lies under, if any."""
+    for root, holder in list(holders.items()):
+        if text == root or text.startswith(root + "/"):
+            return root, holder
+    return None
 
 
 def _fence(path: UPath | Path, doing: str) -> None:
     """Stop (the holder's ``LeaseLost``) before ``doing`` ``path`` unless the root it lies
     under is still this process's; nothing to check outside a held root."""
-    if not fences:
+    if not holders:
         return
     text = str(path)
-    for root, check in list(fences.items()):
-        if text.startswith(root + "/"):
-            check(f"{doing} {text[len(root) + 1:]}")
-            return
+    held = _held(text)
+    if held is not None and text != held[0]:
+        held[1].fence(f"{doing} {text[len(held[0]) + 1:]}")
 
 
 class StorageError(ValueError):
@@ -309,9 +323,8 @@ def remove_tree(path: UPath | Path) -> None:
     """A folder and everything under it, if it is there."""
     _fence(path, "removing")
     text = str(path).rstrip("/")
-    for root, forget in list(removals.items()):
-        if text == root or text.startswith(root + "/"):
-            forget(text)
+    if (held := _held(text)) is not None:
+        held[1].forget(text)
     if is_local(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
