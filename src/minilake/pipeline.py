@@ -245,7 +245,8 @@ def _run(layout: Layout, allow_mass_delete: bool, progress: bool | None, marts: 
             result.report = _reported(layout, started, result, say)
         events.finish(started)          # while the root is held: the log read is kept
         if storage.is_local(layout.root) and (marts or result.months == []):
-            unchanged.remember(Path(layout.root))     # the next run with nothing to do: 0.1 s
+            # the next run with nothing to do: 0.1 s
+            unchanged.remember(Path(layout.root), claim.listings)
         return result
 
 

@@ -14,6 +14,7 @@ import pytest
 from support.commands import finish, start
 
 import minilake
+from minilake.lake import unchanged
 
 NOTHING = "split: 0 file(s) archived\ningest: nothing new in archive/\n"
 
@@ -103,3 +104,44 @@ def test_a_run_without_its_marts_leaves_no_state_the_next_run_would_trust(small_
     assert pandas and out.startswith(NOTHING)   # the full run, which refreshes the marts
     assert "marts: every month recomputed" in out
     assert (root / "tables" / "marts").is_dir()
+
+
+def test_the_archive_is_listed_once_a_run_and_a_file_changed_meanwhile_is_applied_next(
+        lake, monkeypatch):
+    """The run state reuses the run's own listing of each archive folder (3,300 files after
+    three years): a day's run lists archive/customer/ once. A file changed in place after the
+    run read it (by another process, while the run went on to its marts) is remembered as the
+    run read it: the next run is a full one and applies the change (the state used to be
+    listed again at the end, took the changed file for the one the run had read, and the next
+    run did nothing)."""
+    from minilake import pipeline
+
+    name = land_next_day(lake)
+    changed = lake / "archive" / name
+    scanned: list[str] = []
+    real_scandir, real_refresh = os.scandir, pipeline.refresh_marts
+
+    def scandir(path="."):
+        scanned.append(os.fspath(path))
+        return real_scandir(path)
+
+    def refresh_marts(root):
+        data = changed.read_bytes()
+        header, first, rest = data.split(b"\n", 2)
+        cells = first.split(b",")
+        cells[1] = b'"Someone Else"'                # the first customer's first name
+        changed.write_bytes(b"\n".join([header, b",".join(cells), rest]))
+        return real_refresh(root)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(pipeline, "refresh_marts", refresh_marts)
+    assert minilake.run(lake).ok
+    monkeypatch.undo()
+    assert scanned.count(str(lake / "archive" / "customer")) == 1, scanned
+    assert not unchanged.nothing_to_do(lake), "the changed file is not the one the run read"
+    first = int(changed.read_text(encoding="utf-8").splitlines()[1].split(",")[0].strip('"'))
+    assert minilake.run(lake).ok
+    versions = minilake.read_table("customer", root=lake)
+    current = versions[versions["is_current"] & (versions["customer_id"] == first)]
+    assert current["first_name"].tolist() == ["Someone Else"]
+    assert unchanged.nothing_to_do(lake)

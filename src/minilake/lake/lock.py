@@ -98,6 +98,9 @@ class Claim:
         # each log's rows as this run last read or wrote them, by the log's version
         # (minilake.lake.logs.Log.read)
         self.logs: dict[str, tuple[int, object]] = {}
+        # the folders this run listed whole, as it found them (minilake.lake.storage.entries):
+        # the run state reuses them (minilake.lake.unchanged)
+        self.listings: dict[str, tuple[int, list, list]] = {}
         # the id of the ``run`` holding the root (its report's name: docs/quality.md), if one
         self.run: str | None = None
 
@@ -124,8 +127,9 @@ class Claim:
                          f"({why}); stopped before {doing}; nothing of it applied")
 
     def forget(self, folder: str) -> None:
-        """What this run knows of the tables at or under ``folder`` (removed), let go."""
-        for known in (self.handles, self.tables, self.logs):
+        """What this run knows of the tables and folders at or under ``folder`` (removed),
+        let go."""
+        for known in (self.handles, self.tables, self.logs, self.listings):
             for path in [p for p in known if p == folder or p.startswith(folder + "/")]:
                 known.pop(path, None)
 

@@ -46,11 +46,17 @@ class Holder(Protocol):
         """Stop before ``doing`` unless the root is still this process's."""
 
     def forget(self, folder: str) -> None:
-        """Let go of what it knows of the tables at or under ``folder`` (removed)."""
+        """Let go of what it knows of the tables and folders at or under ``folder``
+        (removed)."""
+
+    # each local folder :func:`entries` listed whole for it: (the folder's modification time
+    # in ns, taken before the listing; its regular files; anything else), by path
+    listings: dict[str, tuple[int, list[tuple[str, int, int]], list[tuple[str, str]]]]
 
 
 # root -> the command holding it, set by minilake.lake.lock while it does: every write below
-# goes through its fence first (docs/guarantees.md), and a folder removed is told to it
+# goes through its fence first (docs/guarantees.md), a folder removed is told to it, and the
+# folders listed under it are kept for it (minilake.lake.unchanged)
 holders: dict[str, Holder] = {}
 
 
@@ -373,7 +379,10 @@ def entries(folder: UPath | Path, pattern: str = "*"
                  for name, info in named if info.get("type") == "file"],
                 [(name, "folder") for name, info in named if info.get("type") == "directory"])
     regular, odd = [], []
+    held = _held(str(folder)) if holders and pattern == "*" else None
     try:
+        # the folder's own time first: a change in it after this is seen as one
+        changed_ns = os.stat(folder).st_mtime_ns if held is not None else 0
         with os.scandir(folder) as listed:
             found = [e for e in listed if fnmatch.fnmatchcase(e.name, pattern)]
     except (FileNotFoundError, NotADirectoryError):
@@ -388,7 +397,11 @@ def entries(folder: UPath | Path, pattern: str = "*"
         else:
             odd.append((entry.name, next((k for test, k in _KINDS if test(st.st_mode)),
                                          "special file")))
-    return sorted(regular), sorted(odd)
+    regular.sort()
+    odd.sort()
+    if held is not None:
+        held[1].listings[str(folder)] = (changed_ns, regular, odd)
+    return regular, odd
 
 
 def files(folder: UPath | Path, pattern: str = "*") -> list[UPath | Path]:

@@ -11,6 +11,10 @@ only; the comparison is made holding the root's lock.
 
 The archive is compared by name, size and modification time: the ingest log's own shortcut for
 a file already applied (``Ledger.trusted_sha``), so this says nothing the full run would not.
+A run remembers each archive folder as it listed it to find its files (one ``lstat`` a file,
+3,300 files after three years), unless the folder has changed since (its own modification
+time): then it lists it again. A file changed in place while the run went on is remembered as
+the run read it, so the next run is a full one and applies it.
 """
 
 from __future__ import annotations
@@ -23,13 +27,30 @@ STATE = ".run-state.json"
 FORMAT = 2          # 2: tables carry the history policy (a state of 1 makes the next run full)
 
 
-def _files(base: Path) -> list[list]:
+Listed = dict[str, tuple[int, list, list]]
+
+
+def _files(base: Path, listed: Listed | None = None) -> list[list]:
     """[relative path, size, modification time] of every entry under ``base``, sorted (one
-    ``lstat`` each, from ``scandir``: a link is what it is, followed nowhere)."""
+    ``lstat`` each, from ``scandir``: a link is what it is, followed nowhere). ``listed``:
+    folders listed already (``minilake.lake.storage.entries``), used while unchanged."""
     found = []
     folders = [("", str(base))]
     while folders:
         prefix, folder = folders.pop()
+        if listed and (known := _still(folder, listed.get(folder))) is not None:
+            regular, odd = known
+            found += [[prefix + name, size, mtime_ns] for name, size, mtime_ns in regular]
+            for name, kind in odd:
+                if kind == "folder":
+                    folders.append((f"{prefix}{name}/", os.path.join(folder, name)))
+                    continue
+                try:
+                    stat = os.lstat(os.path.join(folder, name))
+                except FileNotFoundError:
+                    continue
+                found.append([prefix + name, stat.st_size, stat.st_mtime_ns])
+            continue
         try:
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
@@ -41,6 +62,16 @@ def _files(base: Path) -> list[list]:
             stat = entry.stat(follow_symlinks=False)
             found.append([prefix + entry.name, stat.st_size, stat.st_mtime_ns])
     return sorted(found)
+
+
+def _still(folder: str, known: tuple[int, list, list] | None) -> tuple[list, list] | None:
+    """A folder's listing if it was taken since the folder last changed."""
+    if known is None:
+        return None
+    try:
+        return known[1:] if os.stat(folder).st_mtime_ns == known[0] else None
+    except FileNotFoundError:
+        return None
 
 
 def _latest_commit(table: Path) -> str:
@@ -56,8 +87,9 @@ def _latest_commit(table: Path) -> str:
     return max(names, default="")
 
 
-def signature(root: Path) -> dict | None:
-    """What the root looks like now, or None when ``landing_zone/`` holds something."""
+def signature(root: Path, listed: Listed | None = None) -> dict | None:
+    """What the root looks like now, or None when ``landing_zone/`` holds something;
+    ``listed``: folders listed already (:func:`_files`)."""
     try:
         with os.scandir(root / "landing_zone") as landed:
             if any(landed):
@@ -73,7 +105,7 @@ def signature(root: Path) -> dict | None:
     folders += sorted((tables / "marts").glob("*")) if "marts" in entries else []
     settings = root / "minilake.toml"     # the history policy: a change is a full run
     return {"format": FORMAT, "settings": _latest_commit(settings) if settings.exists() else "",
-            "archive": _files(root / "archive"),
+            "archive": _files(root / "archive", listed),
             "quarantine": _files(root / "quarantine"),
             "scratch": [n for n in entries if n.startswith(".") and not n.startswith(STATE)],
             "tables": {str(p.relative_to(tables)): _latest_commit(p) for p in folders}}
@@ -92,9 +124,10 @@ def nothing_to_do(root: str | Path) -> bool:
     return now is not None and now == remembered
 
 
-def remember(root: Path) -> None:
-    """Write the root's signature (atomically: a reader sees the old state or the new)."""
-    now = signature(root)
+def remember(root: Path, listed: Listed | None = None) -> None:
+    """Write the root's signature (atomically: a reader sees the old state or the new);
+    ``listed``: the folders the run listed (:func:`_files`)."""
+    now = signature(root, listed)
     if now is None:
         return
     state = root / "tables" / STATE
