@@ -57,3 +57,36 @@ def test_a_local_move_renames_and_a_tree_is_listed_sorted(tmp_path):
     assert storage.create_exclusive(tmp_path / "lease", b"x")
     assert not storage.create_exclusive(tmp_path / "lease", b"y")
     assert (tmp_path / "lease").read_bytes() == b"x"
+
+
+def test_a_held_roots_listing_follows_what_this_process_writes_in_the_folder(tmp_path):
+    """Under a held root, a folder listed whole is kept for the run state
+    (minilake.lake.unchanged): what this process then publishes, moves and removes in it is
+    written into that listing, which then equals the folder listed again, as of the folder's
+    time now. Outside a held root nothing is kept."""
+    from minilake.lake.lock import hold
+
+    root = tmp_path / "root"
+    folder = root / "archive" / "customer"
+    folder.mkdir(parents=True)
+    for name in ("b.csv", "d.csv"):
+        (folder / name).write_bytes(b"x" * len(name))
+    (folder / "link").symlink_to(folder / "b.csv")
+    (root / "landing.csv").write_bytes(b"landed")
+    key = str(folder)
+    with hold(root, "test") as claim:
+        listed = storage.entries(folder)
+        assert claim.listings[key][1:] == listed and listed[1] == [("link", "symbolic link")]
+        storage.write_bytes(folder / "a.csv", b"new")                  # added
+        storage.write_bytes(folder / "b.csv", b"rewritten")            # changed
+        storage.move(folder / "d.csv", folder / "e.csv")               # renamed
+        storage.move(root / "landing.csv", folder / "f.csv")           # moved in
+        storage.remove(folder / "link")                                # an odd entry gone
+        changed_ns, regular, odd = claim.listings.pop(key)
+        assert changed_ns == folder.stat().st_mtime_ns
+        assert (regular, odd) == storage.entries(folder)
+        assert [name for name, *_ in regular] == ["a.csv", "b.csv", "e.csv", "f.csv"]
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    storage.entries(outside)
+    assert str(outside) not in claim.listings

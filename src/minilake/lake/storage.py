@@ -18,6 +18,7 @@ written here for both, side by side.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import filecmp
 import fnmatch
@@ -77,6 +78,25 @@ def _fence(path: UPath | Path, doing: str) -> None:
     held = _held(text)
     if held is not None and text != held[0]:
         held[1].fence(f"{doing} {text[len(held[0]) + 1:]}")
+
+
+def _noted(path: Path, now: os.stat_result | None) -> None:
+    """A file this process has just written (``now``: its status) or removed (None), in the
+    holder's listing of its folder if it keeps one: the listing then stands as the folder is
+    now. (Another process's change since the listing stays unseen there: the run state then
+    differs from the root, and the next run is a full one.)"""
+    if not holders:
+        return
+    folder, name = os.path.split(str(path))
+    held = _held(folder)
+    known = held[1].listings.get(folder) if held is not None else None
+    if known is None:
+        return
+    regular = [e for e in known[1] if e[0] != name]
+    if now is not None:
+        bisect.insort(regular, (name, now.st_size, now.st_mtime_ns))
+    held[1].listings[folder] = (os.stat(folder).st_mtime_ns, regular,
+                                [e for e in known[2] if e[0] != name])
 
 
 class StorageError(ValueError):
@@ -256,6 +276,7 @@ def publish(path: UPath | Path, mode: str = "wb", **kwargs) -> Iterator[IO]:
                 yield handle
             _fence(path, "writing")
             os.replace(partial, path)
+            _noted(path, path.stat())
         finally:
             partial.unlink(missing_ok=True)
         return
@@ -280,6 +301,8 @@ def move(source: UPath | Path, target: UPath | Path) -> None:
     if is_local(source) and is_local(target):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
+        _noted(Path(source), None)
+        _noted(Path(target), Path(target).stat())
         return
     if is_local(source):                    # a local scratch file published to the bucket
         target.fs.put_file(str(source), target.path)
@@ -320,6 +343,7 @@ def remove(path: UPath | Path) -> None:
     _fence(path, "removing")
     if is_local(path):
         Path(path).unlink(missing_ok=True)
+        _noted(Path(path), None)
     else:
         with contextlib.suppress(FileNotFoundError):
             path.fs.rm_file(path.path)
