@@ -246,7 +246,8 @@ def _run(layout: Layout, allow_mass_delete: bool, progress: bool | None, marts: 
         events.finish(started)          # while the root is held: the log read is kept
         if storage.is_local(layout.root) and (marts or result.months == []):
             # the next run with nothing to do: 0.1 s
-            unchanged.remember(Path(layout.root), claim.listings)
+            unchanged.remember(Path(layout.root), claim.listings, {
+                path: table.version() for path, table in claim.handles.items()})
         return result
 
 

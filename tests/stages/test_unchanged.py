@@ -145,3 +145,16 @@ def test_the_archive_is_listed_once_a_run_and_a_file_changed_meanwhile_is_applie
     current = versions[versions["is_current"] & (versions["customer_id"] == first)]
     assert current["first_name"].tolist() == ["Someone Else"]
     assert unchanged.nothing_to_do(lake)
+
+
+def test_a_tables_latest_commit_is_the_handles_version_only_when_none_follows(tmp_path):
+    """The run state takes a table's latest commit from the run's handle (two stats, not a
+    listing of the whole log) only when that version's commit is there and none after it."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    path = tmp_path / "t"
+    for n in range(3):
+        write_deltalake(str(path), pa.table({"n": [n]}), mode="append")
+    latest = "00000000000000000002.json"
+    assert [unchanged._latest_commit(path, v) for v in (None, 1, 2, 7)] == [latest] * 4

@@ -74,9 +74,16 @@ def _still(folder: str, known: tuple[int, list, list] | None) -> tuple[list, lis
         return None
 
 
-def _latest_commit(table: Path) -> str:
+def _latest_commit(table: Path, version: int | None = None) -> str:
     """A table's latest commit file; for a plain file (the marts' refresh mark), its size
-    and modification time."""
+    and modification time. ``version``: the one the run's handle is at, the latest if its
+    commit file is there and the next one's is not (two ``stat`` calls, where the log's
+    listing grows with the lake's age: 1,400 entries for three years of sales)."""
+    if version is not None:
+        log = table / "_delta_log"
+        name = f"{version:020d}.json"
+        if (log / name).exists() and not (log / f"{version + 1:020d}.json").exists():
+            return name
     if not table.is_dir():
         stat = table.stat()
         return f"{stat.st_size}:{stat.st_mtime_ns}"
@@ -87,9 +94,12 @@ def _latest_commit(table: Path) -> str:
     return max(names, default="")
 
 
-def signature(root: Path, listed: Listed | None = None) -> dict | None:
+def signature(root: Path, listed: Listed | None = None,
+              versions: dict[str, int] | None = None) -> dict | None:
     """What the root looks like now, or None when ``landing_zone/`` holds something;
-    ``listed``: folders listed already (:func:`_files`)."""
+    ``listed``: folders listed already (:func:`_files`); ``versions``: the version of each
+    table a run has a handle on, by path (:func:`_latest_commit`)."""
+    versions = versions or {}
     try:
         with os.scandir(root / "landing_zone") as landed:
             if any(landed):
@@ -108,7 +118,8 @@ def signature(root: Path, listed: Listed | None = None) -> dict | None:
             "archive": _files(root / "archive", listed),
             "quarantine": _files(root / "quarantine"),
             "scratch": [n for n in entries if n.startswith(".") and not n.startswith(STATE)],
-            "tables": {str(p.relative_to(tables)): _latest_commit(p) for p in folders}}
+            "tables": {str(p.relative_to(tables)): _latest_commit(p, versions.get(str(p)))
+                       for p in folders}}
 
 
 def nothing_to_do(root: str | Path) -> bool:
@@ -124,10 +135,11 @@ def nothing_to_do(root: str | Path) -> bool:
     return now is not None and now == remembered
 
 
-def remember(root: Path, listed: Listed | None = None) -> None:
+def remember(root: Path, listed: Listed | None = None,
+             versions: dict[str, int] | None = None) -> None:
     """Write the root's signature (atomically: a reader sees the old state or the new);
-    ``listed``: the folders the run listed (:func:`_files`)."""
-    now = signature(root, listed)
+    ``listed`` and ``versions``: what the run knows already (:func:`signature`)."""
+    now = signature(root, listed, versions)
     if now is None:
         return
     state = root / "tables" / STATE
