@@ -268,16 +268,16 @@ class Ledger:
         self._applied_sha: dict[str, str] = {}   # file -> sha256 of its applied row logged last
         # source -> (file date, file) of the last applied file, in replay order
         self._last: dict[str, tuple[dt.date, str]] = {}
-        # (file, size, mtime_ns) -> sha256 of the latest applied row (rows logged without a
-        # size or time trust nothing)
-        self._trusted: dict[tuple[str, int, int], str] = {}
+        # (file, size, mtime_ns) -> (sha256, source, file date) of the latest applied row
+        # (rows logged without a size or time trust nothing)
+        self._trusted: dict[tuple[str, int, int], tuple[str, str, dt.date]] = {}
         for i in applied:
             name, sha = keys[i]
             self._applied_sha[name] = sha
             self._last[sources[i]] = max(self._last.get(sources[i], (days[i], name)),
                                          (days[i], name))
             if stated[i]:
-                self._trusted[name, sizes[i], times[i]] = sha
+                self._trusted[name, sizes[i], times[i]] = sha, sources[i], days[i]
         # source -> the latest table version a row names: the commits after it are the
         # ones a stopped run made and did not log (docs/guarantees.md)
         versions = log_rows.dropna(subset=["table_version"]).groupby("source")["table_version"]
@@ -310,4 +310,10 @@ class Ledger:
     def trusted_sha(self, name: str, size: int, mtime_ns: int) -> str | None:
         """The sha256 logged for an applied file that has not changed since (same name, size
         and modification time), so that a run does not re-read the whole archive."""
+        trusted = self._trusted.get((name, size, mtime_ns))
+        return trusted[0] if trusted else None
+
+    def trusted(self, name: str, size: int, mtime_ns: int) -> tuple[str, str, dt.date] | None:
+        """:meth:`trusted_sha`, with the source and file date its row logged: (sha256,
+        source, file date)."""
         return self._trusted.get((name, size, mtime_ns))
