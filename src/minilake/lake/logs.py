@@ -257,10 +257,11 @@ class Ledger:
         keys = list(zip(column(log_rows["file"]), column(log_rows["sha256"]), strict=True))
         # a dict keeps the value given last for a key: the row of each (file, sha256) that
         # finished last
-        self._status = dict(zip(keys, column(log_rows["status"]), strict=True))
-        self._reason = dict(zip(keys, column(log_rows["reason"]), strict=True))
+        statuses = column(log_rows["status"])
+        self._status = dict(zip(keys, statuses, strict=True))
+        self._keys, self._order = keys, order       # for the reasons, asked of a few
         last_row = dict(zip(keys, range(len(keys)), strict=True))
-        applied = sorted(i for key, i in last_row.items() if self._status[key] == "applied")
+        applied = sorted(i for i in last_row.values() if statuses[i] == "applied")
         sources, days = column(log_rows["source"]), column(log_rows["file_date"])
         stated = column(log_rows["size"].notna() & log_rows["mtime_ns"].notna())
         sizes = column(log_rows["size"].fillna(-1).astype("int64"))
@@ -280,8 +281,8 @@ class Ledger:
                 self._trusted[name, sizes[i], times[i]] = sha, sources[i], days[i]
         # source -> the latest table version a row names: the commits after it are the
         # ones a stopped run made and did not log (docs/guarantees.md)
-        versions = log_rows.dropna(subset=["table_version"]).groupby("source")["table_version"]
-        self._version = {source: int(v) for source, v in versions.max().items()}
+        versions = log_rows.groupby("source")["table_version"].max().dropna()
+        self._version = {source: int(v) for source, v in versions.items()}
 
     @functools.cached_property
     def latest(self) -> pd.DataFrame:
@@ -292,6 +293,13 @@ class Ledger:
 
     def status(self, name: str, sha: str) -> str | None:
         return self._status.get((name, sha))
+
+    @functools.cached_property
+    def _reason(self) -> dict[tuple[str, str], str]:
+        reasons = self._rows["reason"].tolist()
+        if self._order is not None:
+            reasons = [reasons[i] for i in self._order]
+        return dict(zip(self._keys, reasons, strict=True))
 
     def reason(self, name: str, sha: str) -> str:
         return self._reason[name, sha]
