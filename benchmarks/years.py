@@ -94,8 +94,10 @@ print(json.dumps(out))
 """
 
 
-def child(python: str, args: list[str], output: bool = False) -> tuple[float, float, str]:
-    """A child's wall seconds, peak RSS (MB) and, with ``output``, what it printed."""
+def child(python: str, args: list[str], output: bool = False
+          ) -> tuple[float, float, str, float]:
+    """A child's wall seconds, peak RSS (MB), with ``output`` what it printed, and its CPU
+    seconds (user and system, its threads together)."""
     began = time.perf_counter()
     process = subprocess.Popen([python, *args], text=True,
                                stdout=subprocess.PIPE if output else subprocess.DEVNULL)
@@ -103,7 +105,8 @@ def child(python: str, args: list[str], output: bool = False) -> tuple[float, fl
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(args)}")
-    return time.perf_counter() - began, usage.ru_maxrss / 1024, said
+    return (time.perf_counter() - began, usage.ru_maxrss / 1024, said,
+            usage.ru_utime + usage.ru_stime)
 
 
 class Lake:
@@ -114,7 +117,7 @@ class Lake:
         shutil.rmtree(self.root, ignore_errors=True)
         if not (self.held / "landing_zone").is_dir():
             shutil.rmtree(self.held, ignore_errors=True)
-            took, _, _ = child(python, ["-m", "minilake", "generate", "--root", str(self.held),
+            took, *_ = child(python, ["-m", "minilake", "generate", "--root", str(self.held),
                                         "--days", str(days), "--customers", str(customers),
                                         "--landing-only", "--steady"])
             print(f"generated {days} days of {customers:,} customers in {took:.0f} s",
@@ -137,13 +140,13 @@ class Lake:
         plan = self.root.parent / "build.json"
         plan.write_text(json.dumps([[str(p) for p in self.days[self.stamps[n - 1]]]
                                     for n in range(first, last + 1)]))
-        seconds, _, _ = child(self.python, ["-c", BUILD, str(self.root), str(plan)])
+        seconds, *_ = child(self.python, ["-c", BUILD, str(self.root), str(plan)])
         plan.unlink()
         return seconds
 
     def run(self) -> tuple[float, float]:
-        seconds, peak, _ = child(self.python, ["-m", "minilake", "run", "--root",
-                                               str(self.root)])
+        seconds, peak, _, self.cpu_s = child(self.python, ["-m", "minilake", "run", "--root",
+                                                          str(self.root)])
         return seconds, peak
 
     def date(self, n: int) -> dt.date:
@@ -195,10 +198,10 @@ def checkpoint(lake: Lake, day: int) -> dict:
     for name, how, value in (("as_of_old", "as_of", back.isoformat()),
                              ("as_of_yesterday", "as_of", lake.date(day - 1).isoformat()),
                              ("oldest_version", "version", "")):
-        _, _, said = child(lake.python, ["-c", READ, str(lake.root), how, value], output=True)
+        _, _, said, _ = child(lake.python, ["-c", READ, str(lake.root), how, value], output=True)
         out[f"{name}_s"] = json.loads(said)["seconds"]
         out[f"{name}_is"] = json.loads(said)["what"]
-    _, _, said = child(lake.python, ["-c", TABLES, str(lake.root)], output=True)
+    _, _, said, _ = child(lake.python, ["-c", TABLES, str(lake.root)], output=True)
     out["tables"] = json.loads(said)
     out["erased_customer"] = erase_one(lake, day)
     out["erasure_s"], out["erasure_peak_mb"] = lake.run()
