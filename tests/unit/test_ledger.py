@@ -47,6 +47,20 @@ def test_the_row_that_finished_last_wins_whatever_the_order_of_the_rows():
         assert len(got.latest) == 1
 
 
+def test_rows_out_of_order_are_read_in_the_order_they_finished():
+    """A log whose rows are not in finishing order (a row that finished first listed last, or
+    in the middle): each (file, sha256) is what its row that finished last says, and every
+    file is known, not only the first row's."""
+    got = ledger(row("customer_20241009.csv", "aa", "quarantined", 1, reason="empty file"),
+                 row("customer_20241009.csv", "aa", "applied", 9),
+                 row("customer_20241009.csv", "aa", "quarantined", 5, reason="late"),
+                 row("sales_20241009.txt", "bb", "applied", 3, source="sales"))
+    assert got.status("customer_20241009.csv", "aa") == "applied"
+    assert got.reason("customer_20241009.csv", "aa") == ""
+    assert got.status("sales_20241009.txt", "bb") == "applied"
+    assert got.last_applied("sales") == (dt.date(2024, 10, 9), "sales_20241009.txt")
+
+
 def test_status_and_reason_are_per_file_and_sha():
     got = ledger(row("customer_20241009.csv", "aa", "applied", 1),
                  row("customer_20241009.csv", "bb", "quarantined", 2, reason="not UTF-8"),
@@ -69,6 +83,11 @@ def test_equal_finish_times_keep_the_log_order():
             for i, s in enumerate(statuses)]
     got = ledger(*rows)
     assert got.status("sales_20241009.txt", "aa") == statuses[-1] == "superseded"
+    assert got.reason("sales_20241009.txt", "aa") == f"r{len(statuses) - 1}"
+    # the same behind a row that finished earlier and is logged after them (the rows are
+    # then sorted by time: the sort must keep equal times in the log's order)
+    got = ledger(*rows, row("sales_20241009.txt", "aa", "applied", -1, source="sales"))
+    assert got.status("sales_20241009.txt", "aa") == "superseded"
     assert got.reason("sales_20241009.txt", "aa") == f"r{len(statuses) - 1}"
 
 
@@ -141,9 +160,24 @@ def test_rows_without_size_or_time_are_not_trusted():
     got = Ledger(frame)
     assert got.trusted_sha(Path("customer_20241011.csv").name, 100, 5) == "cc"
     for name in ("customer_20241009.csv", "customer_20241010.csv"):
-        for size, mtime in ((100, 5), (0, 5), (100, 0), (0, 0)):
+        for size, mtime in ((100, 5), (0, 5), (100, 0), (0, 0), (-1, 5), (100, -1), (-1, -1)):
             assert got.trusted_sha(Path(name).name, size, mtime) is None
     assert got.applied_sha("customer_20241009.csv") == "aa"     # applied all the same
+
+
+def test_a_trusted_file_comes_with_its_source_and_date_as_logged():
+    """What the archive listing takes for a file applied and unchanged since, without parsing
+    its name again: (sha256, source, file date) of its row; None otherwise."""
+    now_ns = 1_796_680_629_589_125_903        # a file's time as a file system gives it
+    got = ledger(row("customer_20241009.csv", "aa", "applied", 1, size=1234, mtime_ns=now_ns),
+                 row("sales_20241010.txt", "bb", "applied", 2, source="sales", size=7,
+                     mtime_ns=8),
+                 row("customer_20241011.csv", "cc", "quarantined", 3, size=1, mtime_ns=2))
+    assert got.trusted("customer_20241009.csv", 1234, now_ns) == ("aa", "customer",
+                                                                  dt.date(2024, 10, 9))
+    assert got.trusted("sales_20241010.txt", 7, 8) == ("bb", "sales", dt.date(2024, 10, 10))
+    assert got.trusted("customer_20241009.csv", 1234, now_ns + 1) is None
+    assert got.trusted("customer_20241011.csv", 1, 2) is None
 
 
 def test_trusted_sha_is_the_latest_applied_content():
