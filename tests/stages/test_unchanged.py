@@ -106,18 +106,21 @@ def test_a_run_without_its_marts_leaves_no_state_the_next_run_would_trust(small_
     assert (root / "tables" / "marts").is_dir()
 
 
+@pytest.mark.parametrize("how", ["rewritten in place", "replaced", "added"])
 def test_the_archive_is_listed_once_a_run_and_a_file_changed_meanwhile_is_applied_next(
-        lake, monkeypatch):
-    """The run state reuses the run's own listing of each archive folder (3,300 files after
-    three years): a day's run lists archive/customer/ once. A file changed in place after the
-    run read it (by another process, while the run went on to its marts) is remembered as the
-    run read it: the next run is a full one and applies the change (the state used to be
-    listed again at the end, took the changed file for the one the run had read, and the next
-    run did nothing)."""
+        lake, monkeypatch, how):
+    """The run state is made from the run's own listing of each archive folder (3,300 files
+    after three years), with what the run wrote there: a day's run lists archive/customer/
+    once. A customer file changed by another process after the run read it (rewritten in
+    place, replaced by a rename, or a new one added) while the run goes on to its marts is
+    not in the state: the next run is a full one and applies it (the state used to be
+    listed again at the end, with the change in it, and the next run did nothing)."""
     from minilake import pipeline
 
     name = land_next_day(lake)
-    changed = lake / "archive" / name
+    archived = lake / "archive" / name
+    changed = archived if how != "added" else archived.with_name(
+        f"customer_{int(archived.stem.split('_')[1]) + 1}.csv")
     scanned: list[str] = []
     real_scandir, real_refresh = os.scandir, pipeline.refresh_marts
 
@@ -126,11 +129,19 @@ def test_the_archive_is_listed_once_a_run_and_a_file_changed_meanwhile_is_applie
         return real_scandir(path)
 
     def refresh_marts(root):
-        data = changed.read_bytes()
+        data = archived.read_bytes()
         header, first, rest = data.split(b"\n", 2)
         cells = first.split(b",")
         cells[1] = b'"Someone Else"'                # the first customer's first name
-        changed.write_bytes(b"\n".join([header, b",".join(cells), rest]))
+        data = b"\n".join([header, b",".join(cells), rest])
+        if how == "rewritten in place":
+            with open(changed, "r+b") as handle:
+                handle.write(data)
+                handle.truncate()
+        else:
+            partial = changed.with_name(".partial")
+            partial.write_bytes(data)
+            os.replace(partial, changed)
         return real_refresh(root)
 
     monkeypatch.setattr(os, "scandir", scandir)
@@ -138,16 +149,17 @@ def test_the_archive_is_listed_once_a_run_and_a_file_changed_meanwhile_is_applie
     assert minilake.run(lake).ok
     monkeypatch.undo()
     assert scanned.count(str(lake / "archive" / "customer")) == 1, scanned
-    assert not unchanged.nothing_to_do(lake), "the changed file is not the one the run read"
+    assert not unchanged.nothing_to_do(lake), f"{how}: a file the run did not read"
     first = int(changed.read_text(encoding="utf-8").splitlines()[1].split(",")[0].strip('"'))
     assert minilake.run(lake).ok
     versions = minilake.read_table("customer", root=lake)
     current = versions[versions["is_current"] & (versions["customer_id"] == first)]
-    assert current["first_name"].tolist() == ["Someone Else"]
+    assert current["first_name"].tolist() == ["Someone Else"], how
     assert unchanged.nothing_to_do(lake)
 
 
-def test_a_tables_latest_commit_is_the_handles_version_only_when_none_follows(tmp_path):
+def test_a_tables_latest_commit_is_the_handles_version_only_when_none_follows(tmp_path,
+                                                                             monkeypatch):
     """The run state takes a table's latest commit from the run's handle (two stats, not a
     listing of the whole log) only when that version's commit is there and none after it."""
     import pyarrow as pa
@@ -158,3 +170,12 @@ def test_a_tables_latest_commit_is_the_handles_version_only_when_none_follows(tm
         write_deltalake(str(path), pa.table({"n": [n]}), mode="append")
     latest = "00000000000000000002.json"
     assert [unchanged._latest_commit(path, v) for v in (None, 1, 2, 7)] == [latest] * 4
+    # with the handle's version right, the log is not listed
+    real_scandir = os.scandir
+
+    def scandir(folder="."):
+        assert not os.fspath(folder).endswith("_delta_log"), "the log was listed"
+        return real_scandir(folder)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert unchanged._latest_commit(path, 2) == latest

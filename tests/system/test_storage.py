@@ -59,11 +59,12 @@ def test_a_local_move_renames_and_a_tree_is_listed_sorted(tmp_path):
     assert (tmp_path / "lease").read_bytes() == b"x"
 
 
-def test_a_held_roots_listing_follows_what_this_process_writes_in_the_folder(tmp_path):
-    """Under a held root, a folder listed whole is kept for the run state
-    (minilake.lake.unchanged): what this process then publishes, moves and removes in it is
-    written into that listing, which then equals the folder listed again, as of the folder's
-    time now. Outside a held root nothing is kept."""
+def test_a_held_roots_kept_listing_follows_what_this_process_writes_in_the_folder(tmp_path):
+    """Under a held root, a folder listed to be kept (the archive's, for the run state:
+    minilake.lake.unchanged) is kept as listed, then with what this process publishes, moves
+    and removes in it: it then equals the folder listed again. Another process's change is
+    not in it. A folder not there is kept as empty; nothing is kept unless asked, nor outside
+    a held root."""
     from minilake.lake.lock import hold
 
     root = tmp_path / "root"
@@ -75,18 +76,27 @@ def test_a_held_roots_listing_follows_what_this_process_writes_in_the_folder(tmp
     (root / "landing.csv").write_bytes(b"landed")
     key = str(folder)
     with hold(root, "test") as claim:
-        listed = storage.entries(folder)
-        assert claim.listings[key][1:] == listed and listed[1] == [("link", "symbolic link")]
+        storage.entries(folder)
+        assert key not in claim.listings                               # not asked to keep
+        regular, odd = storage.entries(folder, keep=True)
+        assert odd == [("link", "symbolic link")]
+        assert claim.listings[key] == ({n: (s, m) for n, s, m in regular}, dict(odd))
         storage.write_bytes(folder / "a.csv", b"new")                  # added
         storage.write_bytes(folder / "b.csv", b"rewritten")            # changed
         storage.move(folder / "d.csv", folder / "e.csv")               # renamed
         storage.move(root / "landing.csv", folder / "f.csv")           # moved in
         storage.remove(folder / "link")                                # an odd entry gone
-        changed_ns, regular, odd = claim.listings.pop(key)
-        assert changed_ns == folder.stat().st_mtime_ns
-        assert (regular, odd) == storage.entries(folder)
-        assert [name for name, *_ in regular] == ["a.csv", "b.csv", "e.csv", "f.csv"]
+        kept = claim.listings.pop(key)
+        regular, odd = storage.entries(folder)
+        assert kept == ({n: (s, m) for n, s, m in regular}, dict(odd))
+        assert sorted(kept[0]) == ["a.csv", "b.csv", "e.csv", "f.csv"] and odd == []
+        (folder / "g.csv").write_bytes(b"someone else's")             # not through storage
+        storage.entries(folder, keep=True)
+        (folder / "h.csv").write_bytes(b"someone else's, later")
+        assert "g.csv" in claim.listings[key][0] and "h.csv" not in claim.listings[key][0]
+        storage.entries(root / "archive" / "sales", keep=True)         # not there
+        assert claim.listings[str(root / "archive" / "sales")] == ({}, {})
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    storage.entries(outside)
+    storage.entries(outside, keep=True)
     assert str(outside) not in claim.listings

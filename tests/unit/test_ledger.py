@@ -209,3 +209,28 @@ def test_last_version_is_the_highest_a_row_of_the_source_names():
     assert got.last_version("customer") == 7
     assert got.last_version("product") == 1
     assert got.last_version("sales") is None
+
+
+def test_the_archive_listing_trusts_a_logged_row_only_for_a_name_its_source_owns(tmp_path):
+    """The archive listing (ingest.archived_of) takes a file's date from its applied, unchanged
+    row without parsing the name again, but only for a name the source owns today: a row
+    logged for ``customer_٢٠٢٤١٠١٢.csv`` (Arabic-Indic digits, which an older name pattern
+    took) leaves that file out as before, and a row without a sha256 has the file hashed."""
+    import hashlib
+
+    from minilake.contract.sources import SOURCES
+    from minilake.lake.layout import Layout
+    from minilake.load.ingest import archived_of
+
+    folder = tmp_path / "archive" / "customer"
+    folder.mkdir(parents=True)
+    odd, plain = folder / "customer_٢٠٢٤١٠١٢.csv", folder / "customer_20241013.csv"
+    for path in (odd, plain):
+        path.write_bytes(b"customer_id\n1\n")
+    size, mtime = odd.stat().st_size, odd.stat().st_mtime_ns
+    got = archived_of(Layout.of(tmp_path), [SOURCES["customer"]], ledger(
+        row("customer_20241012.csv", "aa", "applied", 1, size=size, mtime_ns=mtime) | {
+            "file": odd.name},
+        row(plain.name, "", "applied", 2, size=size, mtime_ns=plain.stat().st_mtime_ns)))
+    assert [(d.name, d.sha256) for d in got["customer"]] == [
+        (plain.name, hashlib.sha256(plain.read_bytes()).hexdigest())]

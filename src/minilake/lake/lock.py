@@ -98,9 +98,10 @@ class Claim:
         # each log's rows as this run last read or wrote them, by the log's version
         # (minilake.lake.logs.Log.read)
         self.logs: dict[str, tuple[int, object]] = {}
-        # the folders this run listed whole, as it found them (minilake.lake.storage.entries):
-        # the run state reuses them (minilake.lake.unchanged)
-        self.listings: dict[str, tuple[int, list, list]] = {}
+        # the archive folders this run listed, as it read and changed them
+        # (minilake.lake.storage.entries): the run state is made of them
+        # (minilake.lake.unchanged)
+        self.listings: dict[str, tuple[dict, dict]] = {}
         # the id of the ``run`` holding the root (its report's name: docs/quality.md), if one
         self.run: str | None = None
 

@@ -18,7 +18,6 @@ written here for both, side by side.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import filecmp
 import fnmatch
@@ -50,14 +49,15 @@ class Holder(Protocol):
         """Let go of what it knows of the tables and folders at or under ``folder``
         (removed)."""
 
-    # each local folder :func:`entries` listed whole for it: (the folder's modification time
-    # in ns, taken before the listing; its regular files; anything else), by path
-    listings: dict[str, tuple[int, list[tuple[str, int, int]], list[tuple[str, str]]]]
+    # each local folder :func:`entries` was asked to keep for it, by path: its regular files
+    # (name -> size, modification time in ns) and anything else (name -> kind), as listed,
+    # then as this process changed them (:func:`_noted`)
+    listings: dict[str, tuple[dict[str, tuple[int, int]], dict[str, str]]]
 
 
 # root -> the command holding it, set by minilake.lake.lock while it does: every write below
 # goes through its fence first (docs/guarantees.md), a folder removed is told to it, and the
-# folders listed under it are kept for it (minilake.lake.unchanged)
+# folders it lists to keep are kept for it (minilake.lake.unchanged)
 holders: dict[str, Holder] = {}
 
 
@@ -82,9 +82,8 @@ def _fence(path: UPath | Path, doing: str) -> None:
 
 def _noted(path: Path, now: os.stat_result | None) -> None:
     """A file this process has just written (``now``: its status) or removed (None), in the
-    holder's listing of its folder if it keeps one: the listing then stands as the folder is
-    now. (Another process's change since the listing stays unseen there: the run state then
-    differs from the root, and the next run is a full one.)"""
+    holder's kept listing of its folder, if it keeps one: the listing is then the folder as
+    the run read it and changed it. (Another process's change stays unseen there.)"""
     if not holders:
         return
     folder, name = os.path.split(str(path))
@@ -92,11 +91,12 @@ def _noted(path: Path, now: os.stat_result | None) -> None:
     known = held[1].listings.get(folder) if held is not None else None
     if known is None:
         return
-    regular = [e for e in known[1] if e[0] != name]
-    if now is not None:
-        bisect.insort(regular, (name, now.st_size, now.st_mtime_ns))
-    held[1].listings[folder] = (os.stat(folder).st_mtime_ns, regular,
-                                [e for e in known[2] if e[0] != name])
+    regular, odd = known
+    odd.pop(name, None)
+    if now is None:
+        regular.pop(name, None)
+    else:
+        regular[name] = (now.st_size, now.st_mtime_ns)
 
 
 class StorageError(ValueError):
@@ -391,11 +391,13 @@ def scan(folder: UPath | Path, pattern: str = "*"
             [(folder / name, kind) for name, kind in odd])
 
 
-def entries(folder: UPath | Path, pattern: str = "*"
+def entries(folder: UPath | Path, pattern: str = "*", keep: bool = False
             ) -> tuple[list[tuple[str, int, int]], list[tuple[str, str]]]:
     """:func:`scan` by name: (name, size, modification time in ns) of each regular file, and
     (name, kind) of anything else, sorted by name; no path made per file, for folders that
-    grow with the lake's age (an archive of three years: 3,300 files, every run)."""
+    grow with the lake's age (an archive of three years: 3,300 files, every run). ``keep``:
+    a local folder listed whole under a held root is kept for its holder, a folder not there
+    as empty (``Holder.listings``)."""
     if not is_local(folder):
         found = folder.fs.glob(f"{folder.path}/{pattern}", detail=True)
         named = sorted((name.rsplit("/", 1)[-1], info) for name, info in found.items())
@@ -403,13 +405,13 @@ def entries(folder: UPath | Path, pattern: str = "*"
                  for name, info in named if info.get("type") == "file"],
                 [(name, "folder") for name, info in named if info.get("type") == "directory"])
     regular, odd = [], []
-    held = _held(str(folder)) if holders and pattern == "*" else None
+    held = _held(str(folder)) if keep and holders and pattern == "*" else None
     try:
-        # the folder's own time first: a change in it after this is seen as one
-        changed_ns = os.stat(folder).st_mtime_ns if held is not None else 0
         with os.scandir(folder) as listed:
             found = [e for e in listed if fnmatch.fnmatchcase(e.name, pattern)]
     except (FileNotFoundError, NotADirectoryError):
+        if held is not None:
+            held[1].listings[str(folder)] = ({}, {})
         return [], []
     for entry in found:
         try:
@@ -424,7 +426,8 @@ def entries(folder: UPath | Path, pattern: str = "*"
     regular.sort()
     odd.sort()
     if held is not None:
-        held[1].listings[str(folder)] = (changed_ns, regular, odd)
+        held[1].listings[str(folder)] = ({n: (size, mtime_ns) for n, size, mtime_ns in regular},
+                                         dict(odd))
     return regular, odd
 
 

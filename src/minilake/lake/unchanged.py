@@ -12,9 +12,10 @@ only; the comparison is made holding the root's lock.
 The archive is compared by name, size and modification time: the ingest log's own shortcut for
 a file already applied (``Ledger.trusted_sha``), so this says nothing the full run would not.
 A run remembers each archive folder as it listed it to find its files (one ``lstat`` a file,
-3,300 files after three years), unless the folder has changed since (its own modification
-time): then it lists it again. A file changed in place while the run went on is remembered as
-the run read it, so the next run is a full one and applies it.
+3,300 files after three years), with what it wrote, moved and removed there since
+(``minilake.lake.storage``), not as another process may have left it meanwhile: a file
+changed, replaced or added while the run went on is then not in the state, so the next run is
+a full one and applies it.
 """
 
 from __future__ import annotations
@@ -27,21 +28,23 @@ STATE = ".run-state.json"
 FORMAT = 2          # 2: tables carry the history policy (a state of 1 makes the next run full)
 
 
-Listed = dict[str, tuple[int, list, list]]
+Listed = dict[str, tuple[dict[str, tuple[int, int]], dict[str, str]]]
 
 
 def _files(base: Path, listed: Listed | None = None) -> list[list]:
     """[relative path, size, modification time] of every entry under ``base``, sorted (one
     ``lstat`` each, from ``scandir``: a link is what it is, followed nowhere). ``listed``:
-    folders listed already (``minilake.lake.storage.entries``), used while unchanged."""
+    folders as a run listed and changed them (``minilake.lake.storage.entries``), taken as
+    they are."""
     found = []
     folders = [("", str(base))]
     while folders:
         prefix, folder = folders.pop()
-        if listed and (known := _still(folder, listed.get(folder))) is not None:
+        if listed and (known := listed.get(folder)) is not None:
             regular, odd = known
-            found += [[prefix + name, size, mtime_ns] for name, size, mtime_ns in regular]
-            for name, kind in odd:
+            found += [[prefix + name, size, mtime_ns]
+                      for name, (size, mtime_ns) in list(regular.items())]
+            for name, kind in list(odd.items()):
                 if kind == "folder":
                     folders.append((f"{prefix}{name}/", os.path.join(folder, name)))
                     continue
@@ -62,16 +65,6 @@ def _files(base: Path, listed: Listed | None = None) -> list[list]:
             stat = entry.stat(follow_symlinks=False)
             found.append([prefix + entry.name, stat.st_size, stat.st_mtime_ns])
     return sorted(found)
-
-
-def _still(folder: str, known: tuple[int, list, list] | None) -> tuple[list, list] | None:
-    """A folder's listing if it was taken since the folder last changed."""
-    if known is None:
-        return None
-    try:
-        return known[1:] if os.stat(folder).st_mtime_ns == known[0] else None
-    except FileNotFoundError:
-        return None
 
 
 def _latest_commit(table: Path, version: int | None = None) -> str:

@@ -167,7 +167,7 @@ def archived_of(layout: Layout, sources: list[Source], ledger: Ledger
     new: list[tuple[str, dt.date, Path, str, int, int]] = []
     for source in sources:
         folder = layout.archive(source.name)
-        listed, odd = storage.entries(folder)
+        listed, odd = storage.entries(folder, keep=True)     # for the run state
         for name, kind in odd:
             log.warning("%s/%s: a %s, not a regular file; not read", source.name, name, kind)
         mine = known.setdefault(source.name, [])
@@ -175,7 +175,8 @@ def archived_of(layout: Layout, sources: list[Source], ledger: Ledger
             # a file applied and unchanged since: its date as logged (3,300 names parsed a
             # run after three years, else)
             trusted = ledger.trusted(name, size, mtime_ns)
-            if trusted is not None and trusted[1] == source.name:
+            if (trusted and trusted[0] and trusted[1] == source.name
+                    and source.pattern.fullmatch(name)):      # a name the source owns today
                 mine.append((trusted[2], Delivery(folder, name, trusted[0], size, mtime_ns)))
                 continue
             day = source.file_date(name)
