@@ -74,6 +74,7 @@ def test_a_held_roots_kept_listing_follows_what_this_process_writes_in_the_folde
         (folder / name).write_bytes(b"x" * len(name))
     (folder / "link").symlink_to(folder / "b.csv")
     (root / "landing.csv").write_bytes(b"landed")
+    (folder / ".c.csv.partial").write_bytes(b"half")       # what a run killed mid-write left
     key = str(folder)
     with hold(root, "test") as claim:
         storage.entries(folder)
@@ -86,10 +87,11 @@ def test_a_held_roots_kept_listing_follows_what_this_process_writes_in_the_folde
         storage.move(folder / "d.csv", folder / "e.csv")               # renamed
         storage.move(root / "landing.csv", folder / "f.csv")           # moved in
         storage.remove(folder / "link")                                # an odd entry gone
+        storage.write_bytes(folder / "c.csv", b"again")   # over a killed write's partial file
         kept = claim.listings.pop(key)
         regular, odd = storage.entries(folder)
         assert kept == ({n: (s, m) for n, s, m in regular}, dict(odd))
-        assert sorted(kept[0]) == ["a.csv", "b.csv", "e.csv", "f.csv"] and odd == []
+        assert sorted(kept[0]) == ["a.csv", "b.csv", "c.csv", "e.csv", "f.csv"] and odd == []
         (folder / "g.csv").write_bytes(b"someone else's")             # not through storage
         storage.entries(folder, keep=True)
         (folder / "h.csv").write_bytes(b"someone else's, later")

@@ -131,7 +131,8 @@ class Claim:
         """What this run knows of the tables and folders at or under ``folder`` (removed),
         let go."""
         for known in (self.handles, self.tables, self.logs, self.listings):
-            for path in [p for p in known if p == folder or p.startswith(folder + "/")]:
+            # a copy of the keys first: another source's thread may add one meanwhile
+            for path in [p for p in list(known) if p == folder or p.startswith(folder + "/")]:
                 known.pop(path, None)
 
     def next_version(self, table: str) -> int:

@@ -276,9 +276,10 @@ def publish(path: UPath | Path, mode: str = "wb", **kwargs) -> Iterator[IO]:
                 yield handle
             _fence(path, "writing")
             os.replace(partial, path)
-            _noted(path, path.stat())
+            _noted(path, path.lstat())
         finally:
             partial.unlink(missing_ok=True)
+            _noted(partial, None)           # one a killed run left, if the listing had it
         return
     with tempfile.TemporaryDirectory(prefix="minilake-upload-") as scratch:
         local = Path(scratch) / path.name
@@ -302,7 +303,7 @@ def move(source: UPath | Path, target: UPath | Path) -> None:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
         _noted(Path(source), None)
-        _noted(Path(target), Path(target).stat())
+        _noted(Path(target), Path(target).lstat())
         return
     if is_local(source):                    # a local scratch file published to the bucket
         target.fs.put_file(str(source), target.path)
