@@ -24,6 +24,8 @@ import json
 import os
 from pathlib import Path
 
+from minilake.lake import storage
+
 STATE = ".run-state.json"
 FORMAT = 2          # 2: tables carry the history policy (a state of 1 makes the next run full)
 
@@ -33,37 +35,29 @@ Listed = dict[str, tuple[dict[str, tuple[int, int]], dict[str, str]]]
 
 def _files(base: Path, listed: Listed | None = None) -> list[list]:
     """[relative path, size, modification time] of every entry under ``base``, sorted (one
-    ``lstat`` each, from ``scandir``: a link is what it is, followed nowhere). ``listed``:
-    folders as a run listed and changed them (``minilake.lake.storage.entries``), taken as
-    they are."""
+    ``lstat`` each: a link is what it is, followed nowhere). ``listed``: folders as a run
+    listed and changed them (``minilake.lake.storage.entries``), taken as they are; any
+    other folder is listed the same way here."""
     found = []
     folders = [("", str(base))]
     while folders:
         prefix, folder = folders.pop()
-        if listed and (known := listed.get(folder)) is not None:
-            regular, odd = known
-            found += [[prefix + name, size, mtime_ns]
-                      for name, (size, mtime_ns) in list(regular.items())]
-            for name, kind in list(odd.items()):
-                if kind == "folder":
-                    folders.append((f"{prefix}{name}/", os.path.join(folder, name)))
-                    continue
-                try:
-                    stat = os.lstat(os.path.join(folder, name))
-                except FileNotFoundError:
-                    continue
-                found.append([prefix + name, stat.st_size, stat.st_mtime_ns])
-            continue
-        try:
-            entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                folders.append((f"{prefix}{entry.name}/", entry.path))
+        known = listed.get(folder) if listed else None
+        if known is None:
+            regular, odd = storage.entries(Path(folder))
+            known = ({n: (size, mtime_ns) for n, size, mtime_ns in regular}, dict(odd))
+        regular, odd = known
+        found += [[prefix + name, size, mtime_ns]
+                  for name, (size, mtime_ns) in list(regular.items())]
+        for name, kind in list(odd.items()):
+            if kind == "folder":
+                folders.append((f"{prefix}{name}/", os.path.join(folder, name)))
                 continue
-            stat = entry.stat(follow_symlinks=False)
-            found.append([prefix + entry.name, stat.st_size, stat.st_mtime_ns])
+            try:
+                stat = os.lstat(os.path.join(folder, name))
+            except FileNotFoundError:
+                continue
+            found.append([prefix + name, stat.st_size, stat.st_mtime_ns])
     return sorted(found)
 
 
